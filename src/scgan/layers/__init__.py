@@ -1,0 +1,4 @@
+"""Reusable neural-network blocks."""
+from scgan.layers.mscam import MSCAM
+
+__all__ = ["MSCAM"]
