@@ -6,12 +6,12 @@ from torch import nn
 
 
 def _pointwise_bottleneck(channels: int, inter: int, norm: type[nn.Module]) -> nn.Sequential:
-    """PWConv(C -> C/r) -> BN -> ReLU -> PWConv(C/r -> C) -> BN."""
+    """PWConv(C -> C/r) -> BN -> ReLU -> PWConv(C/r -> C) -> BN (no conv bias: BN would cancel it)."""
     return nn.Sequential(
-        nn.Conv2d(channels, inter, kernel_size=1),
+        nn.Conv2d(channels, inter, kernel_size=1, bias=False),
         norm(inter),
         nn.ReLU(inplace=True),
-        nn.Conv2d(inter, channels, kernel_size=1),
+        nn.Conv2d(inter, channels, kernel_size=1, bias=False),
         norm(channels),
     )
 

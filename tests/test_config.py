@@ -1,0 +1,50 @@
+"""Presets, YAML and key=value overrides."""
+import pytest
+
+from scgan.config import Config, get_preset, load_config, to_yaml
+
+
+def test_paper_preset_is_the_paper():
+    c = get_preset("paper")
+    assert c.model.image_size == 256 and c.model.max_channels is None and c.model.nz == 100
+    assert c.train.batch_size == 64 and c.train.epochs == 400 and c.train.lr == 2e-4
+    assert (c.loss.w_enc, c.loss.w_con, c.loss.w_adv, c.loss.w_ssim) == (1, 40, 1, 40)
+    assert c.score.beta == 0.8 and c.augment.n_patches == 30 and c.augment.patch_area == 0.01
+
+
+def test_overrides_bare_and_dotted(tmp_path):
+    cfg = load_config("cpu", overrides=["image_size=32", "epochs=3", "seed=7", "model.max_channels=none",
+                                        "attention=false", "beta=0.5"])
+    assert cfg.model.image_size == 32 and cfg.train.epochs == 3 and cfg.train.seed == 7
+    assert cfg.model.max_channels is None and cfg.model.attention is False and cfg.score.beta == 0.5
+
+
+def test_yaml_nested_and_flat(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("preset: cpu\nmodel:\n  image_size: 128\nepochs: 5\n")
+    cfg = load_config("paper", yaml_path=p, overrides={"epochs": 6})
+    assert cfg.preset == "cpu" and cfg.model.image_size == 128 and cfg.train.epochs == 6
+
+
+def test_round_trip():
+    cfg = load_config("cpu", overrides=["n_patches=10"])
+    again = Config.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert "n_patches: 10" in to_yaml(cfg)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("image_size=48", "power of two"), ("nonsense=1", "unknown config key"), ("epochs=abc", "integer"),
+     ("batch_size=1", "batch_size"), ("beta=2", "beta"), ("epochs", "key=value")],
+)
+def test_bad_overrides(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("cpu", overrides=[override])
+
+
+def test_unknown_preset_and_missing_yaml(tmp_path):
+    with pytest.raises(ValueError, match="valid presets"):
+        load_config("fast")
+    with pytest.raises(FileNotFoundError):
+        load_config("cpu", yaml_path=tmp_path / "nope.yaml")
