@@ -1,0 +1,179 @@
+"""Evaluation metrics (SPEC section 5): image AUROC, F1-max, pixel AUROC and AUPRO.
+
+Every metric returns ``float('nan')`` rather than raising when it is undefined for the input
+(a single class, no anomalous pixel), so a run on an odd split still writes its other numbers.
+Malformed input (wrong shapes, NaN or infinite scores) raises ``ValueError``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+from sklearn.metrics import precision_recall_curve, roc_auc_score
+from torchmetrics.functional.classification import binary_auroc
+
+# MVTec AD's reference AUPRO labels components with a 3x3 ones structure: 8-connectivity, so
+# pixels touching only at a corner belong to one defect.
+_CONNECTIVITY = np.ones((3, 3), dtype=bool)
+
+
+def _check_scores(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate (N,) scores and (N,) 0/1 labels; return them as float64 and bool."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels)
+    if s.ndim != 1 or y.shape != s.shape:
+        raise ValueError(f"scores and labels must be 1-D of one length, got shapes {s.shape} and {y.shape}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinite values; check the model output before evaluating")
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (normal) or 1 (anomalous), got values {np.unique(y)[:10].tolist()}")
+    return s, y.astype(bool)
+
+
+def _check_maps(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate (N, H, W) maps and masks of one shape; return float32 maps and bool masks."""
+    m = np.asarray(maps, dtype=np.float32)
+    g = np.asarray(masks)
+    if m.ndim != 3 or g.shape != m.shape:
+        raise ValueError(
+            f"anomaly maps and masks must both be (N, H, W) of one shape, got {m.shape} and {g.shape}; "
+            "resize the maps to the mask size first"
+        )
+    if not np.isfinite(m).all():
+        raise ValueError("anomaly maps contain NaN or infinite values; check the model output before evaluating")
+    return m, g.astype(bool)
+
+
+def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of (N,) image scores against (N,) 0/1 labels; nan with one class."""
+    s, y = _check_scores(scores, labels)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, s))
+
+
+def f1_max(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Best F1 over all thresholds of (N,) scores against (N,) 0/1 labels; nan without a positive."""
+    s, y = _check_scores(scores, labels)
+    if not y.any():
+        return float("nan")
+    precision, recall, _ = precision_recall_curve(y, s)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    return float(f1.max())
+
+
+def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
+    """AUROC over all pixels of (N, H, W) anomaly maps against (N, H, W) bool masks; nan with one class."""
+    m, g = _check_maps(maps, masks)
+    if g.all() or not g.any():
+        return float("nan")
+    # torchmetrics sorts in torch, about twice as fast as sklearn on millions of pixels.
+    auc = binary_auroc(torch.from_numpy(m.ravel()), torch.from_numpy(g.ravel()).long(), thresholds=None,
+                       validate_args=False)
+    return float(auc)
+
+
+def _component_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-pixel weight 1 / size of its connected component (0 outside masks), and the component count."""
+    weights = np.zeros(masks.shape, dtype=np.float64)  # (N, H, W)
+    n_components = 0
+    for i, mask in enumerate(masks):
+        labeled, n = ndimage.label(mask, structure=_CONNECTIVITY)
+        if n == 0:
+            continue
+        sizes = np.bincount(labeled.ravel()).astype(np.float64)  # sizes[0] is the background
+        inv = np.zeros_like(sizes)
+        inv[1:] = 1.0 / sizes[1:]
+        weights[i] = inv[labeled]
+        n_components += n
+    return weights, n_components
+
+
+def pro_curve(
+    maps: np.ndarray, masks: np.ndarray, num_thresholds: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """FPR and PRO of (N, H, W) maps and masks as thresholds fall: two (T + 1,) arrays from (0, 0).
+
+    PRO(t) is the mean over all connected components of the share of their pixels with map >= t;
+    FPR(t) the share of normal pixels (all images) with map >= t. Each anomalous pixel thus
+    carries weight 1 / (K * component size) and each normal one 1 / (number of normal pixels), so
+    the curve is a weighted ROC curve. Without ``num_thresholds`` every distinct map value is a
+    threshold (exact); otherwise ``num_thresholds`` evenly spaced ones from the max to the min.
+    """
+    m, g = _check_maps(maps, masks)
+    weights, n_components = _component_weights(g)
+    n_normal = int((~g).sum())
+    if n_components == 0 or n_normal == 0:
+        raise ValueError("the PRO curve needs at least one anomalous and one normal pixel")
+    scores = m.ravel()
+    pos_w = weights.ravel() / n_components
+    neg = ~g.ravel()
+    if num_thresholds is None:
+        order = np.argsort(scores, kind="stable")[::-1]  # descending
+        s_sorted = scores[order]
+        pro = np.cumsum(pos_w[order])
+        fpr = np.cumsum(neg[order], dtype=np.float64) / n_normal
+        # One point per distinct value: the last index of each run of ties.
+        last = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), s_sorted.size - 1]
+        fpr, pro = fpr[last], pro[last]
+    else:
+        if num_thresholds < 2:
+            raise ValueError(f"num_thresholds must be >= 2 (or None for exact), got {num_thresholds}")
+        thresholds = np.linspace(scores.max(), scores.min(), num_thresholds)  # descending
+        neg_sorted = np.sort(scores[neg])
+        fpr = (neg_sorted.size - np.searchsorted(neg_sorted, thresholds, side="left")) / n_normal
+        pos = ~neg
+        order = np.argsort(scores[pos], kind="stable")
+        pos_sorted = scores[pos][order]
+        # tail[k] = total weight of anomalous pixels from sorted index k on (score >= pos_sorted[k]).
+        tail = np.r_[np.cumsum(pos_w[pos][order][::-1])[::-1], 0.0]
+        pro = tail[np.searchsorted(pos_sorted, thresholds, side="left")]
+    return np.r_[0.0, fpr], np.r_[0.0, np.minimum(pro, 1.0)]
+
+
+def _area_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
+    """Trapezoidal area under y(x) for x in [0, limit], x non-decreasing from 0, interpolating at the limit."""
+    k = int(np.searchsorted(x, limit, side="right"))  # points with x <= limit
+    xs, ys = x[:k], y[:k]
+    if xs[-1] < limit and k < x.size:
+        t = (limit - x[k - 1]) / (x[k] - x[k - 1])
+        xs = np.r_[xs, limit]
+        ys = np.r_[ys, y[k - 1] + t * (y[k] - y[k - 1])]
+    return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2))
+
+
+def aupro(
+    maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, num_thresholds: int | None = None
+) -> float:
+    """Normalised area under the PRO curve up to ``fpr_limit`` (MVTec AD): 1.0 perfect, ~fpr_limit/2 random.
+
+    (N, H, W) float maps, (N, H, W) bool masks; components use 8-connectivity per image, FPR counts
+    the normal pixels of all images. nan when there is no anomalous or no normal pixel.
+    """
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+    m, g = _check_maps(maps, masks)
+    if g.all() or not g.any():
+        return float("nan")
+    fpr, pro = pro_curve(m, g, num_thresholds)
+    return _area_to(fpr, pro, fpr_limit) / fpr_limit
+
+
+def compute_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    maps: np.ndarray | None = None,
+    masks: np.ndarray | None = None,
+    fpr_limit: float = 0.3,
+) -> dict[str, float]:
+    """Image AUROC and F1-max, plus pixel AUROC and AUPRO when maps (N, H, W) and masks are given."""
+    out = {"image_auroc": image_auroc(scores, labels), "f1_max": f1_max(scores, labels)}
+    if (maps is None) != (masks is None):
+        raise ValueError("pass both maps and masks for pixel metrics, or neither")
+    if maps is not None and masks is not None:
+        if len(maps) != len(np.asarray(scores)):
+            raise ValueError(f"got {len(maps)} anomaly maps for {len(np.asarray(scores))} image scores")
+        out["pixel_auroc"] = pixel_auroc(maps, masks)
+        out["aupro"] = aupro(maps, masks, fpr_limit=fpr_limit)
+    return out
