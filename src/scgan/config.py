@@ -74,7 +74,7 @@ class TrainConfig:
 @dataclass
 class ScoreConfig:
     beta: float = 0.8  # AS = beta * L_con + (1 - beta) * L_enc
-    sigma: float = 4.0  # Gaussian smoothing of anomaly maps, in pixels at S (0 = none)
+    sigma: float | None = None  # Gaussian smoothing of anomaly maps in pixels at S; None = S / 64; 0 = none
     default_score: str = "map_max"  # which named score drives decisions and top-level metrics
     threshold_quantile: float = 0.99  # threshold = this quantile of normal validation scores
     eval_batch_size: int = 32

@@ -6,6 +6,7 @@ from scgan.models.networks import (
     Encoder,
     Generator,
     GeneratorOutput,
+    init_weights,
     weights_init,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "Encoder",
     "Generator",
     "GeneratorOutput",
+    "init_weights",
     "weights_init",
 ]

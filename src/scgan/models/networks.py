@@ -5,6 +5,7 @@ The layout is GANomaly's DCGAN one: 4x4 stride-2 convolutions halve the map unti
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -159,12 +160,22 @@ class Discriminator(nn.Module):
         return DiscriminatorOutput(prob=torch.sigmoid(logit), features=feats, logit=logit)
 
 
-def weights_init(module: nn.Module) -> None:
-    """DCGAN/GANomaly init: conv ~ N(0, 0.02), BatchNorm weight ~ N(1, 0.02), biases 0. Use with .apply()."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
+def weights_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """DCGAN/GANomaly init of one module: conv ~ N(0, 0.02), BatchNorm weight ~ N(1, 0.02), biases 0.
+
+    Use ``net.apply(weights_init)``, or :func:`init_weights` to draw from a given generator.
+    """
+    with torch.no_grad():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.weight.normal_(0.0, 0.02, generator=generator)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.BatchNorm2d):
+            module.weight.normal_(1.0, 0.02, generator=generator)
+            module.bias.zero_()
+            module.reset_running_stats()
+
+
+def init_weights(net: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Apply :func:`weights_init` to every submodule, drawing from ``generator`` (reproducible re-inits)."""
+    return net.apply(functools.partial(weights_init, generator=generator))

@@ -1,0 +1,26 @@
+# Two commands for a new user: `make demo` and `make test`. Both build .venv from this repository.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test test-slow clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv  ## write the demo data, train briefly, test, report (a few minutes on 2 CPU cores)
+	$(BIN)/scgan demo --output runs/demo
+
+test: venv  ## the default test suite (what CI runs)
+	$(BIN)/python -m pytest -q
+
+test-slow: venv  ## real-data and long tests (need ../shared/data)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,6 @@
+"""``python -m scgan``."""
+import sys
+
+from scgan.cli import main
+
+sys.exit(main())

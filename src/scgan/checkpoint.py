@@ -1,0 +1,131 @@
+"""Model files: state_dicts + config + calibration, written atomically, loaded with ``weights_only=True``.
+
+Two kinds of file load here: our slim model file (``model.pt``, written at the end of training, what
+``scgan test``/``predict``/``export`` want) and Lightning's training checkpoints (``last.ckpt``), which
+carry the same config and calibration. Neither is ever unpickled with arbitrary objects.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scgan import __version__
+from scgan.config import Config, validate
+from scgan.models.networks import Generator
+from scgan.scoring import Calibration, Scorer
+from scgan.utils.atomic import atomic_write_with
+
+MODEL_FORMAT = "scgan-model"
+MODEL_FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is missing, not a checkpoint, unsafe, or from an incompatible config/version."""
+
+
+@dataclass
+class LoadedModel:
+    """Everything needed to score images."""
+
+    config: Config
+    generator: Generator
+    calibration: Calibration | None
+    augmentation: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def scorer(self) -> Scorer:
+        from scgan.training.module import build_scorer
+
+        return build_scorer(self.config, self.generator).eval()
+
+
+def save_model(path: str | Path, generator: Generator, config: Config, calibration: Calibration | None,
+               augmentation: str, meta: dict[str, Any] | None = None) -> Path:
+    """Write the slim model file atomically (a crash mid-write leaves any previous file intact)."""
+    obj = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "scgan_version": __version__,
+        "config": config.to_dict(),
+        "augmentation": augmentation,
+        "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
+        "calibration": calibration.to_dict() if calibration else None,
+        "meta": dict(meta or {}),
+    }
+    path = Path(path)
+    atomic_write_with(path, lambda f: torch.save(obj, f))
+    return path
+
+
+def _safe_load(path: Path) -> dict:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand[^.]*", str(e))
+        what = found.group(1) or found.group(0) if found else "a disallowed object"
+        raise CheckpointError(
+            f"refusing to load {path}: it holds {what}, not only tensors and plain data, "
+            "so unpickling it could run code"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not an scgan checkpoint, or it is damaged ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not an scgan checkpoint (it holds a {type(obj).__name__})")
+    return obj
+
+
+def _config_from(raw: Any, path: Path) -> Config:
+    try:
+        cfg = Config.from_dict(raw)
+        validate(cfg)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path} was written with a config this scgan {__version__} cannot use: {e}") from None
+    return cfg
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Load a model file or a Lightning checkpoint of scgan, safely (``weights_only=True``)."""
+    path = Path(path)
+    obj = _safe_load(path)
+    if obj.get("format") == MODEL_FORMAT:
+        version = obj.get("format_version")
+        if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path} has model format version {version!r}, newer than this scgan {__version__} reads "
+                f"({MODEL_FORMAT_VERSION}); upgrade scgan"
+            )
+        cfg = _config_from(obj.get("config"), path)
+        state, cal, aug, meta = obj["generator"], obj.get("calibration"), obj.get("augmentation", ""), obj.get("meta", {})
+    elif "state_dict" in obj and isinstance(obj.get("hyper_parameters"), dict) and "config" in obj["hyper_parameters"]:
+        hp = obj["hyper_parameters"]
+        cfg = _config_from(hp["config"], path)
+        state = {k[len("generator."):]: v for k, v in obj["state_dict"].items() if k.startswith("generator.")}
+        cal, aug = obj.get("scgan_calibration"), hp.get("augmentation", "")
+        meta = {"epoch": obj.get("epoch"), "global_step": obj.get("global_step"), "source": "lightning checkpoint"}
+    else:
+        raise CheckpointError(f"{path} is a PyTorch file but not an scgan checkpoint (no scgan config inside)")
+    from scgan.training.module import build_generator
+
+    generator = build_generator(cfg)
+    try:
+        generator.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: the weights do not match the network its config describes — written by a different "
+            f"version? ({str(e).splitlines()[0][:200]})"
+        ) from None
+    generator.eval()
+    calibration = Calibration.from_dict(cal) if cal else None
+    return LoadedModel(config=cfg, generator=generator, calibration=calibration, augmentation=str(aug),
+                       meta=dict(meta or {}), path=path)

@@ -1,0 +1,213 @@
+"""The ``scgan`` command: a thin layer over the package's functions. Errors become one line and exit 1."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from scgan import __version__
+
+DEFAULT_PRESET = "cpu"
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"named preset: cpu or paper (default {DEFAULT_PRESET})")
+    p.add_argument("--config", dest="config_file", help="YAML file of config overrides (nested by section or flat)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. image_size=64 epochs=40 seed=0 (see 'scgan config')")
+
+
+def _add_data_options(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--dataset", choices=["mvtec", "btad", "folder"], default=None if not required else "mvtec",
+                   help="dataset layout (default mvtec)")
+    p.add_argument("--root", required=required, help="dataset root folder")
+    p.add_argument("--category", default=None, help="MVTec category or BTAD product (01, 02, 03)")
+
+
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accelerator", help="Lightning accelerator: cpu (default), gpu, auto")
+    p.add_argument("--devices", help="number of devices (or 'auto')")
+    p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
+    p.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed (GPU)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scgan",
+        description="SCGAN anomaly detection: train on normal images, score new ones, reproduce the paper.",
+    )
+    parser.add_argument("--version", action="version", version=f"scgan {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model on normal images of one category")
+    _add_data_options(p, required=True)
+    p.add_argument("--output", required=True, help="output folder (checkpoints, logs, model.pt)")
+    p.add_argument("--resume", help="resume from a checkpoint path, or 'auto' for OUTPUT/checkpoints/last.ckpt")
+    p.add_argument("--test", action="store_true", help="run 'scgan test' on the test split after training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_device_options(p)
+    _add_run_options(p)
+
+    p = sub.add_parser("test", help="score the test split; write metrics.json, scores.csv and a report")
+    p.add_argument("--checkpoint", required=True, help="model.pt or a Lightning .ckpt written by 'scgan train'")
+    p.add_argument("--output", required=True, help="output folder")
+    _add_data_options(p, required=False)
+    p.add_argument("--image-level-only", action="store_true", help="allow anomalous images without masks")
+    p.add_argument("--no-report", action="store_true", help="skip report.md / report.html")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("predict", help="score image files or folders; CSV of scores and decisions + overlays")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="model.pt or .ckpt")
+    src.add_argument("--onnx", help="an ONNX model written by 'scgan export' (runs without torch)")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-overlays", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("demo", help="write the built-in demo data, train briefly, test, report")
+    p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--category", default=None, help="demo category (default: the object-like one)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_run_options(p)
+
+    p = sub.add_parser("config", help="print the resolved config as YAML")
+    _add_run_options(p)
+
+    p = sub.add_parser("export", help="export the scoring graph (image batch -> scores, maps)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--output", required=True, help="output file, e.g. model.onnx")
+    return parser
+
+
+def _config(args: argparse.Namespace, extra: dict | None = None, base: dict | None = None):
+    """Preset, YAML, then ``base`` defaults, the user's key=value overrides, then ``extra`` (from flags)."""
+    from scgan.config import load_config, parse_overrides
+
+    overrides = dict(base or {})
+    overrides.update(parse_overrides(args.overrides))
+    overrides.update(extra or {})
+    return load_config(args.preset, args.config_file, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from scgan.training.fit import train
+
+    extra: dict = {"data.dataset": args.dataset, "data.root": args.root}
+    if args.category is not None:
+        extra["data.category"] = args.category
+    for key in ("accelerator", "devices", "strategy", "precision"):
+        if getattr(args, key) is not None:
+            extra[f"train.{key}"] = getattr(args, key)
+    cfg = _config(args, extra)
+    res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress)
+    if res.model_path is None:
+        return 0
+    print(f"model written to {res.model_path} ({res.epochs} epochs, {res.wall_time_s:.0f} s)")
+    if args.test:
+        return _test(res.model_path, Path(args.output) / "test", progress=not args.no_progress)
+    return 0
+
+
+def _print_metrics(m: dict, out: Path) -> None:
+    def pct(v):
+        return "n/a" if v is None or v != v else f"{100 * v:.1f}%"
+
+    print(f"image AUROC {pct(m['image_auroc'])} | pixel AUROC {pct(m['pixel_auroc'])} | "
+          f"AUPRO {pct(m['aupro'])} | F1-max {pct(m['f1_max'])}  (score: {m['default_score']})")
+    others = ", ".join(f"{k} {pct(v['image_auroc'])}" for k, v in m["scores"].items())
+    print(f"image AUROC per score: {others}")
+    print(f"results: {out / 'metrics.json'}" + (f", report: {out / 'report.html'}" if (out / "report.html").exists() else ""))
+
+
+def _test(checkpoint, output, progress: bool = True, **kw) -> int:
+    from scgan.evaluate import run_test
+
+    res = run_test(checkpoint, output, progress=progress, **kw)
+    _print_metrics(res.metrics, res.output_dir)
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    return _test(args.checkpoint, args.output, progress=not args.no_progress, root=args.root,
+                 category=args.category, dataset=args.dataset, report=not args.no_report,
+                 require_masks=False if args.image_level_only else None)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from scgan.predict import run_predict
+
+    res = run_predict(args.inputs, args.output, model=args.checkpoint, onnx_path=args.onnx,
+                      batch_size=args.batch_size, overlays=not args.no_overlays, progress=not args.no_progress)
+    n_anom = sum(bool(p.anomalous) for p in res.predictions)
+    print(f"scored {len(res.predictions)} image(s), {n_anom} anomalous; skipped {len(res.skipped)} unreadable; "
+          f"results: {res.csv_path}")
+    for path, reason in res.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from scgan.demo_run import DEMO_OVERRIDES, run_demo
+
+    cfg = _config(args, base={**DEMO_OVERRIDES})
+    res = run_demo(cfg, args.output, category=args.category, progress=not args.no_progress)
+    _print_metrics(res.metrics, res.output_dir)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from scgan.config import to_yaml
+
+    print(to_yaml(_config(args)), end="")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from scgan.export import export_onnx
+
+    path = export_onnx(args.checkpoint, args.output)
+    print(f"ONNX model written to {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "test": cmd_test, "predict": cmd_predict, "demo": cmd_demo,
+            "config": cmd_config, "export": cmd_export}
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, FileNotFoundError) and e.filename and str(e.filename) not in msg:
+        msg = f"{msg}: {e.filename}"
+    return msg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("scgan: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 — the CLI's one clean line; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"scgan {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""``scgan test``: score a test split, compute every metric for every named score, write results and report."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from scgan.checkpoint import LoadedModel, load_model
+from scgan.data.datasets import build_dataset
+from scgan.data.io import tensor_to_image
+from scgan.metrics import compute_metrics
+from scgan.scoring import SCORE_DESCRIPTIONS, SCORE_NAMES, Calibration, ScoreResult, score_loader
+from scgan.utils.atomic import atomic_write_text
+from scgan.utils.runinfo import run_info
+
+
+@dataclass
+class TestOutput:
+    """The metrics dict (as written to metrics.json) and where things were written."""
+
+    metrics: dict[str, Any]
+    output_dir: Path
+    result: ScoreResult
+
+
+def _clean(v: Any) -> Any:
+    """NaN -> None so metrics.json is strict JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    return v
+
+
+def decision_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall and false-positive rate at the validation threshold."""
+    pred = scores > threshold
+    pos, neg = labels == 1, labels == 0
+    tp, fp = int((pred & pos).sum()), int((pred & neg).sum())
+    fn, tn = int((~pred & pos).sum()), int((~pred & neg).sum())
+    return {
+        "threshold": float(threshold),
+        "accuracy": (tp + tn) / max(len(labels), 1),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+        "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),
+    }
+
+
+def metrics_for(result: ScoreResult, calibration: Calibration | None, default_score: str,
+                pixel: bool) -> dict[str, Any]:
+    """Top-level metrics of the default score plus one entry per named score."""
+    maps = result.maps if pixel else None
+    masks = result.masks if pixel else None
+    pixel_part = compute_metrics(result.score(default_score), result.labels, maps, masks)
+    per_score: dict[str, Any] = {}
+    for name in SCORE_NAMES:
+        s = result.score(name)
+        m = compute_metrics(s, result.labels)
+        if calibration is not None:
+            m["at_threshold"] = decision_metrics(s, result.labels, calibration.scores[name].threshold)
+        m["description"] = SCORE_DESCRIPTIONS[name]
+        per_score[name] = m
+    top = {
+        "image_auroc": per_score[default_score]["image_auroc"],
+        "pixel_auroc": pixel_part.get("pixel_auroc", float("nan")),
+        "aupro": pixel_part.get("aupro", float("nan")),
+        "f1_max": per_score[default_score]["f1_max"],
+        "default_score": default_score,
+        "scores": per_score,
+    }
+    if calibration is not None:
+        top["threshold"] = calibration.scores[default_score].threshold
+    return top
+
+
+def _write_scores_csv(path: Path, result: ScoreResult, calibration: Calibration | None, default: str) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    header = ["path", "defect", "label", *SCORE_NAMES]
+    if calibration:
+        header += ["score_normalized", "decision"]
+    w.writerow(header)
+    norm = calibration.normalize(default, result.score(default)) if calibration else None
+    dec = calibration.decide(default, result.score(default)) if calibration else None
+    for i, p in enumerate(result.paths):
+        row = [p, result.defects[i], int(result.labels[i]), *(f"{v:.6g}" for v in result.scores[i])]
+        if calibration:
+            row += [f"{norm[i]:.6g}", "anomalous" if dec[i] else "normal"]
+        w.writerow(row)
+    atomic_write_text(path, buf.getvalue())
+
+
+def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: str | None = None,
+             category: str | None = None, dataset: str | None = None, require_masks: bool | None = None,
+             report: bool = True, progress: bool = True, n_examples: int = 6) -> TestOutput:
+    """Score the test split of the model's dataset (or another root/category) and write metrics.json + report."""
+    start = time.time()
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    cfg = loaded.config
+    d = cfg.data
+    ds = build_dataset(dataset or d.dataset, root or d.root, category if category is not None else d.category,
+                       split="test", image_size=cfg.model.image_size, skip_bad_images=d.skip_bad_images,
+                       require_masks=d.require_masks if require_masks is None else require_masks)
+    loader = DataLoader(ds, batch_size=cfg.score.eval_batch_size, shuffle=False)
+    result = score_loader(loaded.scorer(), loader, progress=progress)
+    default = cfg.score.default_score
+    metrics = metrics_for(result, loaded.calibration, default, pixel=ds.has_masks)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics["info"] = run_info(
+        checkpoint=str(loaded.path), category=ds.category, dataset=dataset or d.dataset, root=str(root or d.root),
+        seed=cfg.train.seed, model=loaded.meta.get("selection", "last epoch (no model selection)"),
+        trained_epochs=loaded.meta.get("epoch"), n_test=len(ds), n_anomalous=int(result.labels.sum()),
+        test_wall_time_s=round(time.time() - start, 2),
+        calibration="normal validation images only" if loaded.calibration else "none (no validation data)",
+    )
+    metrics["config"] = cfg.to_dict()
+    atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=2))
+    _write_scores_csv(out / "scores.csv", result, loaded.calibration, default)
+    if report:
+        _write_test_report(out, ds, result, metrics, loaded, n_examples)
+    return TestOutput(metrics=metrics, output_dir=out, result=result)
+
+
+def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded: LoadedModel, k: int) -> None:
+    from scgan.report import ReportExample, write_report
+
+    default = loaded.config.score.default_score
+    s = result.score(default)
+    order = np.argsort(-s, kind="stable")
+    cal = loaded.calibration
+    scale = cal.map_high if cal else float(result.maps.max() or 1.0)
+
+    def example(i: int) -> ReportExample:
+        img = tensor_to_image(ds[i]["image"])
+        mask = result.masks[i] if result.masks[i].any() else None
+        return ReportExample(name=Path(result.paths[i]).parent.name + "/" + Path(result.paths[i]).name,
+                             image=img, heat=np.clip(result.maps[i] / max(scale, 1e-12), 0, 1),
+                             score=float(s[i]), label=int(result.labels[i]), mask=mask)
+
+    top = [example(int(i)) for i in order[:k]]
+    bottom = [example(int(i)) for i in order[::-1][:k]]
+    info = dict(metrics["info"])
+    write_report(out, title=f"SCGAN test report — {ds.category}", metrics=metrics, config=loaded.config.to_dict(),
+                 scores=s, labels=result.labels, score_name=default, examples_top=top, examples_bottom=bottom,
+                 info=info)

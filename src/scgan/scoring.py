@@ -1,0 +1,112 @@
+"""Anomaly scores, anomaly maps and their calibration on normal validation images (SPEC section 4).
+
+The scoring graph (:class:`Scorer`) maps an image batch to a (B, K) matrix of named scores and a
+(B, S, S) anomaly map. It is a plain ``nn.Module`` so that the same code is trained, tested and
+exported to ONNX. Calibration (normalisation and the decision threshold) is fitted on normal
+validation images only and stored with the model; the test set never influences it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scgan.calibration import SCORE_DESCRIPTIONS, SCORE_NAMES, Calibration, ScoreStats, fit_calibration
+from scgan.models.networks import Generator
+
+__all__ = ["SCORE_DESCRIPTIONS", "SCORE_NAMES", "Calibration", "GaussianBlur", "ScoreResult", "ScoreStats", "Scorer",
+           "default_sigma", "fit_calibration", "score_loader"]
+
+
+def default_sigma(image_size: int) -> float:
+    """Smoothing sigma in pixels when the config leaves it to us: S / 64 (1 px at 64, 4 px at 256)."""
+    return image_size / 64
+
+
+class GaussianBlur(nn.Module):
+    """Fixed separable Gaussian smoothing of (B, 1, H, W) maps with reflect padding (ONNX-friendly)."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = float(sigma)
+        radius = max(int(math.ceil(3 * sigma)), 1) if sigma > 0 else 0
+        coords = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-(coords**2) / (2 * sigma**2)) if sigma > 0 else torch.ones(1)
+        self.radius = radius
+        self.register_buffer("kernel", (k / k.sum()).view(1, 1, 1, -1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.radius == 0:
+            return x
+        r = min(self.radius, x.shape[-1] - 1, x.shape[-2] - 1)
+        k = self.kernel if r == self.radius else self.kernel[..., self.radius - r : self.radius + r + 1]
+        k = (k / k.sum()).to(x.dtype)
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k)
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2))
+
+
+class Scorer(nn.Module):
+    """Image batch (B, 3, S, S) in [-1, 1] -> (scores (B, K) in SCORE_NAMES order, anomaly map (B, S, S))."""
+
+    def __init__(self, generator: Generator, beta: float = 0.8, sigma: float = 1.0) -> None:
+        super().__init__()
+        self.generator = generator
+        self.beta = float(beta)
+        self.blur = GaussianBlur(sigma)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.generator(x)
+        residual = (x - out.x_hat).abs().mean(dim=1, keepdim=True)  # (B, 1, S, S)
+        l_con = residual.flatten(1).mean(1)
+        l_enc = (out.z1 - out.z2).pow(2).flatten(1).mean(1)
+        amap = self.blur(residual)
+        map_max = amap.flatten(1).amax(1)
+        anomaly = self.beta * l_con + (1 - self.beta) * l_enc
+        return torch.stack([anomaly, l_con, l_enc, map_max], dim=1), amap[:, 0]
+
+
+@dataclass
+class ScoreResult:
+    """Scores and maps of a whole loader, in loader order."""
+
+    scores: np.ndarray  # (N, K) in SCORE_NAMES order
+    maps: np.ndarray  # (N, S, S) float32
+    labels: np.ndarray  # (N,) int
+    masks: np.ndarray  # (N, S, S) bool
+    paths: list[str]
+    defects: list[str]
+
+    def score(self, name: str) -> np.ndarray:
+        if name not in SCORE_NAMES:
+            raise ValueError(f"unknown score {name!r}; valid scores: {', '.join(SCORE_NAMES)}")
+        return self.scores[:, SCORE_NAMES.index(name)]
+
+
+@torch.inference_mode()
+def score_loader(scorer: Scorer, loader, device: torch.device | str = "cpu", progress: bool = False) -> ScoreResult:
+    """Run the scorer over a loader of dataset items (eval mode, no augmentation)."""
+    was_training = scorer.training
+    scorer.eval()
+    all_scores, maps, labels, masks, paths, defects = [], [], [], [], [], []
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(loader, desc="scoring", leave=False)
+    for batch in it:
+        s, m = scorer(batch["image"].to(device))
+        all_scores.append(s.float().cpu().numpy())
+        maps.append(m.float().cpu().numpy())
+        labels.append(batch["label"].numpy())
+        masks.append(batch["mask"][:, 0].numpy() > 0.5)
+        paths += list(batch["path"])
+        defects += list(batch["defect"])
+    scorer.train(was_training)
+    if not all_scores:
+        raise ValueError("nothing to score: the data set is empty")
+    return ScoreResult(np.concatenate(all_scores), np.concatenate(maps), np.concatenate(labels).astype(int),
+                       np.concatenate(masks), paths, defects)

@@ -1,0 +1,77 @@
+"""Lightning data module: train / validation (normal only) / test splits of one category."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from scgan.config import Config
+from scgan.data.datasets import AnomalyDataset, build_dataset
+
+
+class SCGANDataModule(L.LightningDataModule):
+    """Builds the datasets once; the train loader shards by rank with an epoch-seeded sampler.
+
+    Sharding is ours (``Trainer(use_distributed_sampler=False)``): every rank sees a disjoint part of
+    each epoch, ordered by (seed, epoch) alone, so an interrupted run resumes on the same order. The
+    validation split is small and normal-only; every rank scores all of it, so the calibration fitted
+    from it is identical on every rank.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._datasets: dict[str, AnomalyDataset] = {}
+
+    def dataset(self, split: str) -> AnomalyDataset:
+        """The split's dataset, built (decoded and cached) on first use."""
+        if split not in self._datasets:
+            d = self.cfg.data
+            self._datasets[split] = build_dataset(
+                d.dataset, d.root, d.category, split=split, image_size=self.cfg.model.image_size,
+                val_fraction=d.val_fraction, split_seed=d.split_seed, skip_bad_images=d.skip_bad_images,
+                require_masks=d.require_masks,
+            )
+        return self._datasets[split]
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train")
+        world, rank = self._world()
+        per_rank = len(ds) // world
+        batch = min(self.cfg.train.batch_size, per_rank)
+        if batch < 2:
+            raise ValueError(
+                f"{len(ds)} training images over {world} device(s) leave fewer than 2 per batch; "
+                "BatchNorm needs at least 2 — add images or use fewer devices"
+            )
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=self.cfg.train.seed, drop_last=True)
+        # drop_last: a last batch of one image would break BatchNorm (SPEC section 8).
+        return DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
+                          num_workers=self.cfg.data.num_workers, persistent_workers=self.cfg.data.num_workers > 0)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.dataset(split), batch_size=self.cfg.score.eval_batch_size, shuffle=False,
+                          num_workers=self.cfg.data.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+
+def seeded_generator(device: torch.device, *keys: int) -> torch.Generator:
+    """A generator whose state depends only on the given integers (seed, epoch, step, rank ...)."""
+    seed = 0
+    for k in keys:
+        seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g

@@ -1,0 +1,142 @@
+"""The SCGAN LightningModule: manual optimisation of G then D, calibration on normal validation images."""
+from __future__ import annotations
+
+
+import lightning as L
+import numpy as np
+import torch
+
+from scgan.config import Config
+from scgan.data.augment import build_augmentation
+from scgan.losses import LossWeights, discriminator_loss, generator_loss
+from scgan.models.networks import Discriminator, Generator, init_weights
+from scgan.scoring import Calibration, Scorer, default_sigma, fit_calibration
+from scgan.training.datamodule import seeded_generator
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; training stops and the last good checkpoint is kept."""
+
+
+def build_generator(cfg: Config) -> Generator:
+    m = cfg.model
+    return Generator(image_size=m.image_size, nz=m.nz, base_channels=m.base_channels,
+                     max_channels=m.max_channels, attention=m.attention, reduction=m.reduction)
+
+
+def build_discriminator(cfg: Config) -> Discriminator:
+    m = cfg.model
+    return Discriminator(image_size=m.image_size, base_channels=m.base_channels, max_channels=m.max_channels)
+
+
+def build_scorer(cfg: Config, generator: Generator) -> Scorer:
+    sigma = cfg.score.sigma if cfg.score.sigma is not None else default_sigma(cfg.model.image_size)
+    return Scorer(generator, beta=cfg.score.beta, sigma=sigma)
+
+
+class SCGANModule(L.LightningModule):
+    """Trains G = encoder1 -> decoder -> encoder2 against D on augmented normal images.
+
+    ``augmentation`` is the resolved augmentation name (``auto`` already mapped by category kind).
+    """
+
+    def __init__(self, config: dict, augmentation: str) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # plain dicts and strings only: checkpoints load with weights_only=True
+        self.cfg = Config.from_dict(config)
+        cfg = self.cfg
+        self.automatic_optimization = False
+        self.generator = build_generator(cfg)
+        self.discriminator = build_discriminator(cfg)
+        g = torch.Generator().manual_seed(cfg.train.seed)
+        init_weights(self.generator, g)
+        init_weights(self.discriminator, g)
+        self.scorer = build_scorer(cfg, self.generator)
+        self.augment = build_augmentation(augmentation, cfg.augment.n_patches, cfg.augment.patch_area)
+        self.weights = LossWeights(cfg.loss.w_enc, cfg.loss.w_con, cfg.loss.w_adv, cfg.loss.w_ssim)
+        self.calibration: Calibration | None = None
+        self.d_resets = 0
+        self._val_scores: list[np.ndarray] = []
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        t = self.cfg.train
+        betas = (t.beta1, t.beta2)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr, betas=betas)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=betas)
+        return opt_g, opt_d
+
+    def _check_finite(self, name: str, value: torch.Tensor, batch_idx: int) -> None:
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(
+                f"loss {name} became {value.item()} at epoch {self.current_epoch}, step {batch_idx} "
+                f"(global step {self.global_step}); the last checkpoint is kept — lower lr or check the data"
+            )
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        x = batch["image"]  # (B, 3, S, S) clean normal images in [-1, 1]
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # Augmentation randomness depends on (seed, epoch, batch, rank) only: resumes are exact.
+        gen = seeded_generator(x.device, self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank)
+        x_aug = self.augment(x, generator=gen)
+        target = x if self.cfg.loss.con_target == "clean" else x_aug
+
+        out = self.generator(x_aug)
+        g_loss = generator_loss(out, target, self.discriminator(out.x_hat).logit, self.weights)
+        for name, value in g_loss.terms().items():
+            self._check_finite(f"generator/{name}", value, batch_idx)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss.total)
+        opt_g.step()
+
+        d_loss = discriminator_loss(self.discriminator(x).logit, self.discriminator(out.x_hat.detach()).logit)
+        self._check_finite("discriminator", d_loss, batch_idx)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        if d_loss.item() < self.cfg.train.d_reset_threshold:
+            # D has collapsed (GANomaly): start it afresh so G keeps an adversarial signal.
+            init_weights(self.discriminator, torch.Generator().manual_seed(self.cfg.train.seed + self.global_step))
+            self.d_resets += 1
+
+        logs = {f"train/{k}": v.detach() for k, v in g_loss.terms().items()}
+        logs["train/d_loss"] = d_loss.detach()
+        self.log_dict(logs, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("loss_g", g_loss.total.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/d_resets", float(self.d_resets), on_epoch=True, sync_dist=False)
+
+    # ---- validation: normal images only, used for calibration -------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_scores = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        scores, _ = self.scorer(batch["image"])
+        self._val_scores.append(scores.float().cpu().numpy())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_scores:
+            return
+        cal = fit_calibration(np.concatenate(self._val_scores), self.cfg.score.threshold_quantile)
+        self.calibration = cal
+        if not self.trainer.sanity_checking:
+            name = self.cfg.score.default_score
+            self.log("val/score_mean", cal.scores[name].mean, sync_dist=False)
+            self.log("val/l_con_mean", cal.scores["l_con"].mean, sync_dist=False)
+            self.log("val/threshold", cal.scores[name].threshold, sync_dist=False)
+
+    # ---- checkpoints carry the calibration ---------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["scgan_calibration"] = self.calibration.to_dict() if self.calibration else None
+        checkpoint["scgan_d_resets"] = self.d_resets
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        cal = checkpoint.get("scgan_calibration")
+        self.calibration = Calibration.from_dict(cal) if cal else None
+        self.d_resets = int(checkpoint.get("scgan_d_resets", 0))
+
+
+__all__ = ["NonFiniteLossError", "SCGANModule", "build_discriminator", "build_generator", "build_scorer"]

@@ -1,0 +1,51 @@
+"""Provenance recorded in every result file: command, git commit, versions, time."""
+from __future__ import annotations
+
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The repository's HEAD commit (with '-dirty' when there are uncommitted changes), or 'unknown'."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def command_line() -> str:
+    """How this process was invoked, shell-quoted."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("scgan", "__main__.py")):
+        argv[0] = "scgan"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def run_info(**extra: Any) -> dict[str, Any]:
+    """A dict of provenance to store beside results."""
+    import torch
+
+    from scgan import __version__
+
+    info = {
+        "command": command_line(),
+        "git_commit": git_commit(),
+        "scgan_version": __version__,
+        "torch_version": str(torch.__version__),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    info.update(extra)
+    return info

@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny demo data set and a tiny trained model, built once per session."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PL_DISABLE_FORK", "1")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A configuration small enough to train in seconds on 2 CPU cores.
+TINY = {"image_size": 32, "base_channels": 8, "max_channels": 32, "nz": 16, "epochs": 2, "batch_size": 8,
+        "eval_batch_size": 8, "n_patches": 5, "patch_area": 0.02}
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A small demo data set in MVTec layout (written once per test session)."""
+    from scgan.data.demo import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(root, n_train=24, n_test=10, image_size=32, seed=0)
+    return root
+
+
+def tiny_config(root: Path, category: str, **overrides):
+    from scgan.config import load_config
+
+    return load_config("cpu", overrides={**TINY, "data.root": str(root), "data.category": category, **overrides})
+
+
+@pytest.fixture(scope="session")
+def demo_category() -> str:
+    from scgan.data.demo import DEMO_CATEGORIES
+
+    return DEMO_CATEGORIES[-1]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, demo_root, demo_category):
+    """A tiny model trained for 2 epochs on the demo object category: (TrainResult, Config)."""
+    from scgan.training.fit import train
+
+    cfg = tiny_config(demo_root, demo_category)
+    out = tmp_path_factory.mktemp("trained")
+    return train(cfg, out, progress=False), cfg

@@ -1,0 +1,111 @@
+"""Train -> test -> predict end to end on a tiny demo set; reload; calibration independent of the test split."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from scgan.checkpoint import load_model
+from scgan.evaluate import run_test
+from scgan.predict import run_predict
+from scgan.scoring import SCORE_NAMES
+from scgan.training.fit import train
+
+from conftest import tiny_config
+
+
+def test_train_writes_checkpoints_logs_and_model(trained):
+    res, cfg = trained
+    out = res.output_dir
+    assert res.model_path.exists() and (out / "checkpoints" / "last.ckpt").exists()
+    assert (out / "config.yaml").exists() and (out / "train_summary.json").exists()
+    rows = list(csv.DictReader(open(out / "logs" / "metrics.csv")))
+    epochs = {r["epoch"] for r in rows if r.get("train/total")}
+    assert epochs == {"0", "1"}
+    for term in ("train/enc", "train/con", "train/adv", "train/ssim", "train/d_loss", "val/score_mean"):
+        assert any(r.get(term) for r in rows), term
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["seed"] == cfg.train.seed and summary["selection"].startswith("last epoch")
+    loaded = load_model(res.model_path)
+    assert loaded.calibration is not None and loaded.calibration.n_images >= 1
+    assert set(loaded.calibration.scores) == set(SCORE_NAMES)
+
+
+def test_test_command_outputs(trained, tmp_path):
+    res, _ = trained
+    out = run_test(res.model_path, tmp_path, progress=False)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
+        assert key in m and (m[key] is None or 0.0 <= m[key] <= 1.0)
+    assert set(m["scores"]) == set(SCORE_NAMES)
+    assert m["info"]["model"].startswith("last epoch") and m["info"]["seed"] == 0
+    assert m["threshold"] == pytest.approx(load_model(res.model_path).calibration.scores[m["default_score"]].threshold)
+    assert (tmp_path / "report.md").exists() and (tmp_path / "report.html").exists()
+    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    assert len(rows) == len(out.result.labels) and {r["decision"] for r in rows} <= {"normal", "anomalous"}
+
+
+def test_checkpoint_reload_gives_identical_scores(trained, tmp_path):
+    res, _ = trained
+    a = run_test(res.model_path, tmp_path / "a", progress=False, report=False).result
+    b = run_test(res.output_dir / "checkpoints" / "last.ckpt", tmp_path / "b", progress=False, report=False).result
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.maps, b.maps)
+
+
+def test_predict_scores_files_and_folders(trained, tmp_path, demo_root, demo_category):
+    res, _ = trained
+    test_dir = demo_root / demo_category / "test"
+    files = sorted(test_dir.rglob("*.png"))[:3]
+    out = run_predict([files[0], test_dir / "good"], tmp_path, model=res.model_path, progress=False)
+    n_good = len(list((test_dir / "good").glob("*.png")))
+    assert len(out.predictions) == 1 + n_good and not out.skipped
+    rows = list(csv.DictReader(open(out.csv_path)))
+    assert {r["decision"] for r in rows} <= {"normal", "anomalous"}
+    ov = out.predictions[0].overlay
+    from PIL import Image
+
+    assert Image.open(ov).size == Image.open(files[0]).size  # overlay at the original size
+    # The same image scored by predict and by test gives the same score.
+    t = run_test(res.model_path, tmp_path / "t", progress=False, report=False).result
+    i = t.paths.index(str(files[0]))
+    assert out.predictions[0].scores["map_max"] == pytest.approx(float(t.score("map_max")[i]), rel=1e-4, abs=1e-6)
+
+
+def test_calibration_ignores_the_test_split(tmp_path, demo_root, demo_category):
+    """Threshold and normalisation depend on normal validation data only."""
+    altered = tmp_path / "altered"
+    shutil.copytree(demo_root, altered)
+    test_dir = altered / demo_category / "test"
+    # Change the test split: drop some images and relabel the normal ones as anomalous.
+    for p in sorted(test_dir.rglob("*.png"))[::2]:
+        p.unlink()
+    shutil.rmtree(test_dir / "good")
+    cals = []
+    for root in (demo_root, altered):
+        cfg = tiny_config(root, demo_category, epochs=1)
+        res = train(cfg, tmp_path / f"run_{root.name}", progress=False)
+        cals.append(load_model(res.model_path).calibration.to_dict())
+    assert cals[0] == cals[1]
+
+
+def test_scorer_matches_losses_definition(trained):
+    res, _ = trained
+    loaded = load_model(res.model_path)
+    scorer = loaded.scorer()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        s, m = scorer(x)
+        out = loaded.generator(x)
+    l_con = (x - out.x_hat).abs().mean(dim=(1, 2, 3))
+    l_enc = (out.z1 - out.z2).pow(2).mean(dim=(1, 2, 3))
+    beta = loaded.config.score.beta
+    torch.testing.assert_close(s[:, 1], l_con)
+    torch.testing.assert_close(s[:, 2], l_enc)
+    torch.testing.assert_close(s[:, 0], beta * l_con + (1 - beta) * l_enc)
+    torch.testing.assert_close(s[:, 3], m.flatten(1).amax(1))
+    assert m.shape == (2, 32, 32)
