@@ -80,6 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved config as YAML")
     _add_run_options(p)
 
+    for name, helptext in (("benchmark", "train + test categories x seeds; a table like the paper's Table 1/2"),
+                           ("ablate", "one of the paper's ablation studies over categories x seeds")):
+        p = sub.add_parser(name, help=helptext)
+        if name == "ablate":
+            p.add_argument("study", choices=["n_patches", "structure", "augmentation", "loss_weights", "beta"],
+                           help="n_patches (Table 3), structure (Tables 4-5), augmentation (Table 6), "
+                                "loss_weights (Fig. 10), beta (Fig. 11; re-scores the base runs)")
+        p.add_argument("--dataset", choices=["mvtec", "btad"], default="mvtec")
+        p.add_argument("--root", required=True, help="dataset root holding the category folders")
+        p.add_argument("--categories", help="comma-separated (default: every category found under --root)")
+        p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+        p.add_argument("--results", default="results", help="results folder (default results/)")
+        p.add_argument("--name", help="sub-folder for the tables (default <study>_<dataset>)")
+        p.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
+        p.add_argument("--threads", type=int, default=None,
+                       help="torch threads per run (default: all cores); fixed per run, so --jobs never changes results")
+        p.add_argument("--no-progress", action="store_true")
+        _add_run_options(p)
+
     p = sub.add_parser("export", help="export the scoring graph (image batch -> scores, maps)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", choices=["onnx"], default="onnx")
@@ -170,6 +189,29 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from scgan.experiments.runs import default_threads
+    from scgan.experiments.studies import run_study
+    from scgan.utils.runinfo import command_line
+
+    cfg = _config(args)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if args.jobs < 1:
+        raise ValueError("--jobs must be >= 1")
+    cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    study = "benchmark" if args.command == "benchmark" else args.study
+    out = run_study(study, cfg, dataset=args.dataset, root=args.root, categories=cats, seeds=seeds,
+                    results=Path(args.results), name=args.name, jobs=args.jobs,
+                    threads=args.threads or default_threads(), command=command_line(),
+                    progress=not args.no_progress)
+    print((out / "table.md").read_text())
+    print(f"tables: {out / 'table.md'}, {out / 'table.csv'}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from scgan.export import export_onnx
 
@@ -179,7 +221,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "test": cmd_test, "predict": cmd_predict, "demo": cmd_demo,
-            "config": cmd_config, "export": cmd_export}
+            "config": cmd_config, "export": cmd_export, "benchmark": cmd_study, "ablate": cmd_study}
 
 
 def _one_line(e: BaseException) -> str:

@@ -107,8 +107,10 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
     augmentation = resolve_augmentation(cfg.augment.name, train_ds.kind)
     module = SCGANModule(cfg.to_dict(), augmentation)
     ckpt_path = resolve_resume(resume, output_dir)
+    # Lightning's INFO lines (hardware summary, tips) drown the progress bar; warnings still show.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*(LeafSpec|TreeSpec).*")

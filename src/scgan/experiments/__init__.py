@@ -1,0 +1,1 @@
+"""Reproducing the paper: benchmark tables and ablation studies over categories x seeds."""
