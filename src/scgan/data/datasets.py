@@ -1,0 +1,360 @@
+"""MVTec AD, BTAD and plain-folder datasets, decoded once and cached in memory (SPEC section 7).
+
+Every dataset lists its files, picks the requested split (a seeded train/validation split of the
+normal training images, or the test set), then decodes and resizes every image and mask at
+construction: bad files surface immediately, and no epoch ever decodes again.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from scgan.data.demo import DEMO_CATEGORIES, DEMO_TEXTURES
+from scgan.data.io import ImageReadError, image_to_tensor, list_images, load_image_with_size, load_mask
+
+MVTEC_TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
+MVTEC_OBJECTS: tuple[str, ...] = (
+    "bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper",
+)
+MVTEC_CATEGORIES: tuple[str, ...] = MVTEC_TEXTURES + MVTEC_OBJECTS
+BTAD_PRODUCTS: tuple[str, ...] = ("01", "02", "03")
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+# Test sub-folders with these names (any case) hold normal images; every other name is a defect type.
+NORMAL_NAMES: tuple[str, ...] = ("good", "ok", "normal")
+
+PathLike = str | os.PathLike[str]
+
+
+def category_kind(name: str) -> str:
+    """"texture" for the paper's five MVTec texture classes and the demo textures, else "object".
+
+    BTAD products count as objects: the paper names only carpet, grid, leather, tile and wood as
+    textures (those get colour-jittered CopyPaste); choose ``augment.name`` explicitly to differ.
+    """
+    return "texture" if str(name).lower() in MVTEC_TEXTURES + DEMO_TEXTURES else "object"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One file of a split: label 0 normal / 1 anomalous, its mask (None if absent) and defect type."""
+
+    path: Path
+    label: int
+    mask_path: Path | None
+    defect: str  # "good" for normal images
+
+
+def split_train_val(paths: list[Path], val_fraction: float, split_seed: int) -> tuple[list[Path], list[Path]]:
+    """Seeded disjoint (train, val) split of ``paths``; val gets round(val_fraction * n), at least 1.
+
+    Uses its own generator, so the split depends only on the file list and ``split_seed``.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n = len(paths)
+    if n < 2:
+        raise ValueError(f"need at least 2 normal training images to hold out a validation image, found {n}")
+    n_val = min(max(1, round(val_fraction * n)), n - 1)
+    order = np.random.default_rng(split_seed).permutation(n)
+    ordered = sorted(paths)
+    val = sorted(ordered[i] for i in order[:n_val])
+    train = sorted(ordered[i] for i in order[n_val:])
+    return train, val
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+
+
+def _normal_samples(train_dir: Path, split: str, val_fraction: float, split_seed: int) -> list[Sample]:
+    """The train or val part of the normal images in ``train_dir``."""
+    paths = list_images(train_dir)
+    if not paths:
+        raise ValueError(
+            f"no training images in {train_dir}: put the normal images there as .png, .jpg, .bmp or .tif files"
+        )
+    train, val = split_train_val(paths, val_fraction, split_seed)
+    return [Sample(p, 0, None, "good") for p in (train if split == "train" else val)]
+
+
+def _index_masks(folder: Path) -> dict[str, Path]:
+    """Map image stem -> mask file for ``<stem>_mask.<ext>`` or ``<stem>.<ext>``; ``_mask`` names win."""
+    index: dict[str, Path] = {}
+    masks = list_images(folder)
+    for p in masks:
+        if not p.stem.endswith("_mask"):
+            index.setdefault(p.stem, p)
+    for p in masks:
+        if p.stem.endswith("_mask"):
+            index[p.stem[: -len("_mask")]] = p
+    return index
+
+
+def _test_samples(test_dir: Path, mask_root: Path, require_masks: bool) -> list[Sample]:
+    """Every image of ``test_dir/<name>/``: normal names get label 0, others label 1 and a mask lookup."""
+    if not test_dir.is_dir():
+        raise FileNotFoundError(f"no test folder {test_dir}: expected {test_dir}/<defect>/ folders of test images")
+    samples: list[Sample] = []
+    missing: list[Path] = []
+    for sub in sorted(d for d in test_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        if sub.name.lower() in NORMAL_NAMES:
+            samples += [Sample(p, 0, None, "good") for p in list_images(sub)]
+            continue
+        masks = _index_masks(mask_root / sub.name)
+        for p in list_images(sub):
+            samples.append(Sample(p, 1, masks.get(p.stem), sub.name))
+            if p.stem not in masks:
+                missing.append(p)
+    if not samples:
+        raise ValueError(f"no test images in {test_dir}: expected {test_dir}/<defect>/ folders of images")
+    if missing and require_masks:
+        first = missing[0]
+        raise ValueError(
+            f"anomalous test image {first} has no ground-truth mask (looked for "
+            f"{mask_root / first.parent.name / (first.stem + '_mask')}.png or {first.stem}.<ext>)"
+            + (f"; {len(missing) - 1} more images lack masks" if len(missing) > 1 else "")
+            + "; add the masks, or pass require_masks=False to evaluate at image level only"
+        )
+    return sorted(samples, key=lambda s: s.path)
+
+
+def _category_dir(root: PathLike, category: str, known: tuple[str, ...], normal: str, name: str) -> Path:
+    """``root/category`` after checking it holds ``train/<normal>``; clear errors otherwise."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{name} root folder not found: {root}; pass the folder that holds the category folders"
+        )
+    present = sorted(d.name for d in root.iterdir() if (d / "train" / normal).is_dir())
+    cat_dir = root / category
+    if category and (cat_dir / "train" / normal).is_dir():
+        return cat_dir
+    if category and cat_dir.is_dir():
+        raise FileNotFoundError(
+            f"{cat_dir} has no train/{normal} folder; expected the {name} layout (see docs/data.md)"
+        )
+    hint = ""
+    if (root / "train" / normal).is_dir():
+        hint = f" ({root} itself looks like a category folder: pass its parent as root and {root.name!r} as category)"
+    if category in known:
+        raise FileNotFoundError(
+            f"category folder {cat_dir} not found; categories present under {root}: {', '.join(present) or 'none'}"
+            + hint
+        )
+    valid = sorted(set(known) | set(present))
+    raise ValueError(f"unknown {name} category {category!r}; valid categories: {', '.join(valid)}{hint}")
+
+
+class AnomalyDataset(Dataset):
+    """One split of one category, with every image (and mask) decoded, resized to S x S and cached.
+
+    Items are dicts: ``image`` float32 (3, S, S) in [-1, 1], ``label`` int64 scalar (1 = anomalous),
+    ``mask`` float32 (1, S, S) of 0/1 (zeros for normal images or absent masks), ``path`` str,
+    ``defect`` str ("good" when normal) and ``orig_size`` int64 (2,) = the file's (H, W).
+    The caches are public: ``images`` uint8 (N, S, S, 3), ``masks`` bool (N, S, S), ``orig_sizes`` (N, 2).
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        category: str,
+        split: str,
+        image_size: int = 256,
+        skip_bad_images: bool = False,
+    ) -> None:
+        if not isinstance(image_size, (int, np.integer)) or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        _check_split(split)
+        self.category = category
+        self.kind = category_kind(category)
+        self.split = split
+        self.image_size = int(image_size)
+        self.skipped: list[Path] = []
+        self.samples, self.images, self.masks, self.orig_sizes = self._decode(samples, skip_bad_images)
+        # Pixel-level evaluation needs a mask for every anomalous image (vacuously true without any).
+        self.has_masks = all(s.mask_path is not None for s in self.samples if s.label == 1)
+
+    def _decode(
+        self, samples: list[Sample], skip_bad_images: bool
+    ) -> tuple[list[Sample], np.ndarray, np.ndarray, np.ndarray]:
+        s = self.image_size
+        images = np.empty((len(samples), s, s, 3), dtype=np.uint8)
+        masks = np.zeros((len(samples), s, s), dtype=bool)
+        sizes = np.zeros((len(samples), 2), dtype=np.int64)
+        kept: list[Sample] = []
+        reasons: list[str] = []
+        for sample in samples:
+            i = len(kept)
+            current = sample.path
+            try:
+                images[i], sizes[i] = load_image_with_size(sample.path, s)
+                if sample.label == 1 and sample.mask_path is not None:
+                    current = sample.mask_path
+                    masks[i] = load_mask(sample.mask_path, s)
+            except ImageReadError as e:
+                if not skip_bad_images:
+                    raise
+                self.skipped.append(current)
+                reasons.append(str(e))
+                masks[i] = False
+                continue
+            kept.append(sample)
+        if self.skipped:
+            warnings.warn(
+                f"skipped {len(self.skipped)} unreadable file(s) in {self.category or 'dataset'} {self.split}; "
+                f"first: {reasons[0]}",
+                UserWarning,
+                stacklevel=4,
+            )
+        if not kept:
+            where = samples[0].path.parent if samples else "the dataset"
+            raise ValueError(f"no readable images left in the {self.split} split (under {where})")
+        n = len(kept)
+        if n < len(samples):
+            images, masks, sizes = images[:n].copy(), masks[:n].copy(), sizes[:n].copy()
+        return kept, images, masks, sizes
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int64 (N,) labels, 1 = anomalous."""
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        return {
+            "image": image_to_tensor(self.images[index]),  # (3, S, S)
+            "label": torch.tensor(sample.label, dtype=torch.int64),
+            "mask": torch.from_numpy(self.masks[index]).to(torch.float32).unsqueeze(0),  # (1, S, S)
+            "path": str(sample.path),
+            "defect": sample.defect,
+            "orig_size": torch.from_numpy(self.orig_sizes[index].copy()),  # (2,) = (H, W)
+        }
+
+    def __repr__(self) -> str:
+        n_anom = int(self.labels.sum())
+        return (
+            f"{type(self).__name__}(category={self.category!r}, split={self.split!r}, n={len(self)}, "
+            f"anomalous={n_anom}, image_size={self.image_size}, skipped={len(self.skipped)})"
+        )
+
+
+class MVTecAD(AnomalyDataset):
+    """MVTec AD: ``root/CATEGORY/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}``."""
+
+    def __init__(
+        self,
+        root: PathLike,
+        category: str,
+        split: str = "train",
+        image_size: int = 256,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        skip_bad_images: bool = False,
+        require_masks: bool = True,
+    ) -> None:
+        _check_split(split)
+        known = MVTEC_CATEGORIES + DEMO_CATEGORIES
+        cat_dir = _category_dir(root, category, known, "good", "MVTec AD")
+        if split == "test":
+            samples = _test_samples(cat_dir / "test", cat_dir / "ground_truth", require_masks)
+        else:
+            samples = _normal_samples(cat_dir / "train" / "good", split, val_fraction, split_seed)
+        super().__init__(samples, category, split, image_size, skip_bad_images)
+
+
+def _btad_name(category: str | int) -> str:
+    """BTAD products are two-digit folders: 1 / "1" -> "01"."""
+    category = str(category)
+    return category.zfill(2) if category.isdigit() and len(category) < 2 else category
+
+
+class BTAD(AnomalyDataset):
+    """BTAD: ``root/NN/{train/ok, test/ok, test/ko, ground_truth/ko/<stem>[_mask].png|.bmp}``."""
+
+    def __init__(
+        self,
+        root: PathLike,
+        category: str,
+        split: str = "train",
+        image_size: int = 256,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        skip_bad_images: bool = False,
+        require_masks: bool = True,
+    ) -> None:
+        _check_split(split)
+        category = _btad_name(category)
+        cat_dir = _category_dir(root, category, BTAD_PRODUCTS, "ok", "BTAD")
+        if split == "test":
+            samples = _test_samples(cat_dir / "test", cat_dir / "ground_truth", require_masks)
+        else:
+            samples = _normal_samples(cat_dir / "train" / "ok", split, val_fraction, split_seed)
+        super().__init__(samples, category, split, image_size, skip_bad_images)
+
+
+def _folder_train_dir(root: Path) -> Path:
+    """``root/train/{good,ok,normal}`` if present, else ``root/train``, else ``root`` itself (a flat folder)."""
+    train = root / "train"
+    if not train.is_dir():
+        return root
+    for name in NORMAL_NAMES:
+        if (train / name).is_dir():
+            return train / name
+    return train
+
+
+class FolderDataset(AnomalyDataset):
+    """A generic folder: ``root/train/`` (or a flat ``root``) of normal images, optional ``root/test/<name>/``.
+
+    Test folders named good / ok / normal hold normal images, any other name is a defect type; masks
+    are ``root/masks/<name>/<stem>[_mask].<ext>`` (``root/ground_truth`` also works). ``category``
+    only names the data (it defaults to the folder's name) and picks texture/object by name.
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        image_size: int = 256,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        skip_bad_images: bool = False,
+        require_masks: bool = True,
+        category: str = "",
+    ) -> None:
+        _check_split(split)
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset folder not found: {root}")
+        if split == "test":
+            mask_root = next((root / n for n in ("masks", "ground_truth") if (root / n).is_dir()), root / "masks")
+            samples = _test_samples(root / "test", mask_root, require_masks)
+        else:
+            samples = _normal_samples(_folder_train_dir(root), split, val_fraction, split_seed)
+        super().__init__(samples, category or root.resolve().name, split, image_size, skip_bad_images)
+
+
+DATASETS: dict[str, type[AnomalyDataset]] = {"mvtec": MVTecAD, "btad": BTAD, "folder": FolderDataset}
+
+
+def build_dataset(
+    dataset: str, root: PathLike, category: str, split: str = "train", image_size: int = 256, **kwargs: Any
+) -> AnomalyDataset:
+    """The named dataset ("mvtec", "btad" or "folder"); ``kwargs`` go to its constructor."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    if dataset == "folder":
+        return FolderDataset(root, split=split, image_size=image_size, category=category, **kwargs)
+    return DATASETS[dataset](root, category, split=split, image_size=image_size, **kwargs)

@@ -1,0 +1,157 @@
+"""Reading images and masks from disk into uint8 arrays, and converting them to and from tensors.
+
+Every reader returns RGB uint8 whatever the file holds (grayscale, palette, RGBA, 16-bit), resized
+to S x S regardless of aspect ratio, and turns any decoding failure into :class:`ImageReadError`
+naming the file, so callers handle one exception type.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# Larger images are refused before decoding (Pillow's own decompression-bomb limit, ~89 Mpx, e.g.
+# 9459 x 9459): a corrupt or hostile header must not make us allocate gigabytes.
+MAX_IMAGE_PIXELS: int = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+# Modes holding more than 8 bits per sample, and the value that maps to white.
+_WIDE_MODES: dict[str, float] = {
+    "I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0,
+    "I": 65535.0,  # Pillow opens 16-bit PNG/TIFF as "I" (int32 holding 0..65535)
+    "F": 255.0,  # float images: Pillow's own convention (convert("L") clips to 0..255)
+}
+
+
+class ImageReadError(ValueError):
+    """An image or mask file that cannot be decoded; the message names the file."""
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """True for a non-hidden file name with one of IMAGE_EXTENSIONS (any case)."""
+    p = Path(path)
+    # Hidden names include macOS "._x.png" resource forks, which carry an image extension but no image.
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files directly inside ``folder`` (not recursive), sorted by path; [] if it does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode ``path``, turning every failure (and any oversized header) into ImageReadError."""
+    hint = "replace or delete the file, or set skip_bad_images=True to skip unreadable images"
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit; make that an error we can catch.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise ImageReadError(
+                        f"image {path} is {w} x {h} pixels, more than the {MAX_IMAGE_PIXELS} allowed "
+                        "(a decompression-bomb guard); downscale it before use"
+                    )
+                if w < 1 or h < 1:
+                    raise ImageReadError(f"image {path} has no pixels ({w} x {h}); {hint}")
+                im.load()
+                return im.copy()  # the copy outlives the closed file
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"image {path} is too large to decode safely ({e}); downscale it before use") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {path}") from None
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, struct.error ... for bad files
+        raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {e}; {hint}") from None
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow image -> uint8 (H, W, 3) RGB; alpha is composited on black, wide modes scaled to 8 bits."""
+    if im.mode in _WIDE_MODES:
+        a = np.asarray(im).astype(np.float32) * (255.0 / _WIDE_MODES[im.mode])
+        gray = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA")).astype(np.float32)
+        rgb = rgba[:, :, :3] * (rgba[:, :, 3:] / 255.0)  # composite on black
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy
+
+
+def _check_size(image_size: int | None) -> None:
+    if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 1):
+        raise ValueError(f"image_size must be a positive integer or None, got {image_size!r}")
+
+
+def load_image_with_size(
+    path: str | os.PathLike[str], image_size: int | None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Like :func:`load_image`, also returning the file's original (H, W)."""
+    _check_size(image_size)
+    path = Path(path)
+    im = _open(path)
+    orig = (im.height, im.width)
+    rgb = _to_rgb(im)
+    if image_size is not None and rgb.shape[:2] != (image_size, image_size):
+        # Resize after the 8-bit conversion so every mode goes through the same (antialiased) filter.
+        rgb = resize_image(rgb, image_size)
+    return np.ascontiguousarray(rgb), orig
+
+
+def resize_image(img: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (S, S, 3), bilinear, as the data sets resize (scoring new files must match)."""
+    if img.shape[:2] == (image_size, image_size):
+        return img
+    return np.array(Image.fromarray(img).resize((image_size, image_size), Image.Resampling.BILINEAR))
+
+
+def load_image(path: str | os.PathLike[str], image_size: int | None) -> np.ndarray:
+    """Read an image file as uint8 RGB (S, S, 3), bilinear-resized to S x S; None keeps the original size."""
+    return load_image_with_size(path, image_size)[0]
+
+
+def load_mask(path: str | os.PathLike[str], image_size: int | None) -> np.ndarray:
+    """Read a ground-truth mask as bool (S, S): any non-zero colour channel is anomalous; nearest resize."""
+    _check_size(image_size)
+    path = Path(path)
+    im = _open(path)
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")  # palette index 0 need not be black: compare colours, not indices
+    a = np.asarray(im)
+    if a.ndim == 3:  # (H, W, bands): compare the colour bands, never the alpha band
+        a = a[:, :, 0] if a.shape[2] == 2 else a[:, :, :3].max(axis=2)
+    binary = a > 0
+    if image_size is not None and binary.shape != (image_size, image_size):
+        small = Image.fromarray(binary.astype(np.uint8) * 255).resize(
+            (image_size, image_size), Image.Resampling.NEAREST
+        )
+        binary = np.asarray(small) > 0
+    return np.ascontiguousarray(binary)
+
+
+def image_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [-1, 1]."""
+    if img.dtype != np.uint8 or img.ndim < 3 or img.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 (..., H, W, 3) array, got {img.dtype} {img.shape}")
+    if not img.flags.writeable:  # torch warns on read-only arrays; the float conversion copies anyway
+        img = img.copy()
+    t = torch.from_numpy(np.ascontiguousarray(img)).movedim(-1, -3)
+    return t.to(torch.float32) / 127.5 - 1.0
+
+
+def tensor_to_image(t: torch.Tensor) -> np.ndarray:
+    """float (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3); values outside [-1, 1] are clipped."""
+    if t.dim() < 3 or t.shape[-3] != 3:
+        raise ValueError(f"expected a (..., 3, H, W) tensor, got shape {tuple(t.shape)}")
+    u = ((t.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return u.movedim(-3, -1).cpu().numpy()

@@ -1,0 +1,125 @@
+"""Tiny fake datasets for tests: MVTec, BTAD and plain-folder trees of 16-32 px images written with Pillow.
+
+Every builder is deterministic (seeded) and returns the root to pass to the dataset class. Anomalous
+images get a bright square and a matching mask, so tests can check masks against images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"  # real data, when present
+
+
+def random_image(size: int | tuple[int, int] = 24, seed: int = 0) -> np.ndarray:
+    """A uint8 (H, W, 3) noise image; size is S or (H, W)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def square_mask(size: int | tuple[int, int] = 24, frac: float = 0.25) -> np.ndarray:
+    """A uint8 (H, W) 0/255 mask with a centred square of side frac * min(H, W) (at least 1 px)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    s = max(1, round(frac * min(h, w)))
+    m = np.zeros((h, w), dtype=np.uint8)
+    m[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s] = 255
+    return m
+
+
+def write_image(path: Path, size: int | tuple[int, int] = 24, seed: int = 0, mask: np.ndarray | None = None) -> Path:
+    """Write a noise image (brightened where ``mask`` is set) in the format of the path's extension."""
+    img = random_image(size, seed)
+    if mask is not None:
+        img[mask > 0] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def write_mask(path: Path, mask: np.ndarray) -> Path:
+    """Write a 0/255 mask as an 8-bit grayscale file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(path)
+    return path
+
+
+def make_fake_mvtec(
+    root: Path,
+    category: str = "bottle",
+    n_train: int = 10,
+    n_good_test: int = 3,
+    defects: dict[str, int] | None = None,
+    size: int = 24,
+    ext: str = ".png",
+) -> Path:
+    """``root/category/{train/good, test/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}``."""
+    defects = {"broken": 2, "crack": 2} if defects is None else defects
+    cat = Path(root) / category
+    for i in range(n_train):
+        write_image(cat / "train" / "good" / f"{i:03d}{ext}", size, seed=i)
+    for i in range(n_good_test):
+        write_image(cat / "test" / "good" / f"{i:03d}{ext}", size, seed=1000 + i)
+    for k, (defect, n) in enumerate(sorted(defects.items())):
+        for i in range(n):
+            m = square_mask(size, 0.2 + 0.05 * i)
+            write_image(cat / "test" / defect / f"{i:03d}{ext}", size, seed=2000 + 100 * k + i, mask=m)
+            write_mask(cat / "ground_truth" / defect / f"{i:03d}_mask.png", m)
+    return Path(root)
+
+
+def make_fake_btad(
+    root: Path,
+    product: str = "01",
+    n_train: int = 8,
+    n_ok: int = 2,
+    n_ko: int = 3,
+    size: int = 24,
+    image_ext: str = ".bmp",
+    mask_ext: str = ".png",
+    mask_suffix: str = "",
+) -> Path:
+    """``root/NN/{train/ok, test/ok, test/ko, ground_truth/ko/<stem><mask_suffix><mask_ext>}``."""
+    prod = Path(root) / product
+    for i in range(n_train):
+        write_image(prod / "train" / "ok" / f"{i:04d}{image_ext}", size, seed=i)
+    for i in range(n_ok):
+        write_image(prod / "test" / "ok" / f"{i:04d}{image_ext}", size, seed=1000 + i)
+    for i in range(n_ko):
+        m = square_mask(size, 0.3)
+        stem = f"{n_ok + i:04d}"
+        write_image(prod / "test" / "ko" / f"{stem}{image_ext}", size, seed=2000 + i, mask=m)
+        write_mask(prod / "ground_truth" / "ko" / f"{stem}{mask_suffix}{mask_ext}", m)
+    return Path(root)
+
+
+def make_fake_folder(
+    root: Path,
+    n_train: int = 8,
+    n_good_test: int = 2,
+    defects: dict[str, int] | None = None,
+    size: int = 24,
+    flat: bool = False,
+    with_masks: bool = True,
+) -> Path:
+    """``root/train/*.png``, ``root/test/{normal,<defect>}/``, ``root/masks/<defect>/<stem>.png``.
+
+    ``flat``: only normal images directly in ``root`` (no train/ or test/ folders).
+    """
+    defects = {"scratch": 2} if defects is None else defects
+    root = Path(root)
+    train = root if flat else root / "train"
+    for i in range(n_train):
+        write_image(train / f"img{i:02d}.png", size, seed=i)
+    if flat:
+        return root
+    for i in range(n_good_test):
+        write_image(root / "test" / "normal" / f"n{i:02d}.jpg", size, seed=1000 + i)
+    for k, (defect, n) in enumerate(sorted(defects.items())):
+        for i in range(n):
+            m = square_mask(size, 0.3)
+            write_image(root / "test" / defect / f"d{i:02d}.png", size, seed=2000 + 100 * k + i, mask=m)
+            if with_masks:
+                write_mask(root / "masks" / defect / f"d{i:02d}.png", m)
+    return root
