@@ -21,8 +21,8 @@ from scgan.config import Config
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 
-# Settings that never change a result (where the data lives, how many workers load it).
-_IGNORED = {("data", "root"), ("data", "num_workers")}
+# Settings that never change a result (where the data lives, how it is loaded, extra checkpoints).
+_IGNORED = {("data", "root"), ("data", "num_workers"), ("train", "checkpoint_every")}
 
 
 def config_key(cfg: Config) -> str:
