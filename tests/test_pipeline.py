@@ -33,6 +33,9 @@ def test_train_writes_checkpoints_logs_and_model(trained):
     loaded = load_model(res.model_path)
     assert loaded.calibration is not None and loaded.calibration.n_images >= 1
     assert set(loaded.calibration.scores) == set(SCORE_NAMES)
+    # default_score "auto": chosen on validation images with synthetic defects, stored with the model.
+    assert set(loaded.calibration.selection) == set(SCORE_NAMES)
+    assert loaded.default_score == loaded.calibration.selected_score in SCORE_NAMES
 
 
 def test_test_command_outputs(trained, tmp_path):
@@ -43,6 +46,7 @@ def test_test_command_outputs(trained, tmp_path):
         assert key in m and (m[key] is None or 0.0 <= m[key] <= 1.0)
     assert set(m["scores"]) == set(SCORE_NAMES)
     assert m["info"]["model"].startswith("last epoch") and m["info"]["seed"] == 0
+    assert m["default_score"] == m["score_selection"]["selected"] == load_model(res.model_path).default_score
     assert m["threshold"] == pytest.approx(load_model(res.model_path).calibration.scores[m["default_score"]].threshold)
     assert (tmp_path / "report.md").exists() and (tmp_path / "report.html").exists()
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))

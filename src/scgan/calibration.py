@@ -13,6 +13,8 @@ SCORE_DESCRIPTIONS = {
     "l_enc": "mean (z1 - z2)^2",
     "map_max": "maximum of the Gaussian-smoothed residual map",
 }
+# When synthetic defects separate two scores equally well, prefer the earlier one (local before global).
+SELECTION_PREFERENCE: tuple[str, ...] = ("map_max", "l_con", "as", "l_enc")
 
 
 @dataclass
@@ -34,6 +36,10 @@ class Calibration:
     n_images: int
     scores: dict[str, ScoreStats] = field(default_factory=dict)
     map_high: float = 1.0  # heat maps are shown as clip(map / map_high, 0, 1)
+    # "auto" default score: each score's AUROC of normal validation images against the same images
+    # with synthetic defects, and the score that separates them best (None: not fitted).
+    selection: dict[str, float] = field(default_factory=dict)
+    selected_score: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +51,15 @@ class Calibration:
             n_images=int(d["n_images"]),
             scores={k: ScoreStats(**{kk: float(vv) for kk, vv in v.items()}) for k, v in d["scores"].items()},
             map_high=float(d["map_high"]),
+            selection={k: float(v) for k, v in (d.get("selection") or {}).items()},
+            selected_score=d.get("selected_score"),
         )
+
+    def resolve(self, default_score: str) -> str:
+        """The config's default score, with "auto" replaced by the validation-selected one (map_max if none)."""
+        if default_score != "auto":
+            return default_score
+        return self.selected_score or SELECTION_PREFERENCE[0]
 
     def normalize(self, name: str, values: np.ndarray) -> np.ndarray:
         """Min-max normalise with the validation range: normal images fall in about [0, 1], anomalies above."""
@@ -61,8 +75,13 @@ class Calibration:
         return np.clip(np.asarray(amap, dtype=np.float32) / max(self.map_high, 1e-12), 0.0, 1.0)
 
 
-def fit_calibration(scores: np.ndarray, quantile: float) -> Calibration:
-    """Calibration from validation scores (N, K) in SCORE_NAMES order (normal images only)."""
+def fit_calibration(scores: np.ndarray, quantile: float, synthetic: np.ndarray | None = None) -> Calibration:
+    """Calibration from validation scores (N, K) in SCORE_NAMES order (normal images only).
+
+    ``synthetic`` (M, K) are the scores of the same normal images with synthetic defects pasted in; when
+    given, the score that separates them best from the normal ones becomes ``selected_score``. No real
+    anomaly and no test image is involved.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[0] == 0:
         raise ValueError("calibration needs at least one normal validation image")
@@ -73,6 +92,17 @@ def fit_calibration(scores: np.ndarray, quantile: float) -> Calibration:
         )
         for name, col in zip(SCORE_NAMES, scores.T)
     }
-    return Calibration(quantile=quantile, n_images=scores.shape[0], scores=stats, map_high=stats["map_max"].max)
+    cal = Calibration(quantile=quantile, n_images=scores.shape[0], scores=stats, map_high=stats["map_max"].max)
+    if synthetic is not None and len(synthetic):
+        cal.selection = separation_auroc(scores, np.asarray(synthetic, dtype=np.float64))
+        cal.selected_score = max(SELECTION_PREFERENCE, key=lambda n: (cal.selection[n], -SELECTION_PREFERENCE.index(n)))
+    return cal
 
 
+def separation_auroc(normal: np.ndarray, synthetic: np.ndarray) -> dict[str, float]:
+    """Per score, the probability that a synthetic-defect image outscores a normal one (ties count half)."""
+    out = {}
+    for i, name in enumerate(SCORE_NAMES):
+        a, b = normal[:, i][:, None], synthetic[:, i][None, :]
+        out[name] = float(((b > a).sum() + 0.5 * (b == a).sum()) / (a.size * b.size))
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,14 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
+    @property
+    def default_score(self) -> str:
+        """The score that drives decisions: the config's, with "auto" resolved by the calibration."""
+        name = self.config.score.default_score
+        if self.calibration is not None:
+            return self.calibration.resolve(name)
+        return "map_max" if name == "auto" else name
+
     def scorer(self) -> Scorer:
         from scgan.training.module import build_scorer
 
@@ -70,13 +79,21 @@ def _safe_load(path: Path) -> dict:
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand[^.]*", str(e))
-        what = found.group(1) or found.group(0) if found else "a disallowed object"
+        # A named class or function (GLOBAL) or an object built from one is what could run code; any
+        # other refusal (an unknown opcode, a bad length) means the bytes are not a torch.save file.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found or re.search(r"allowlisted|reduce for", str(e)):
+            what = found.group(1) if found else "an object that is not a tensor or plain data"
+            raise CheckpointError(
+                f"refusing to load {path}: it holds {what}, not only tensors and plain data, "
+                "so unpickling it could run code"
+            ) from None
         raise CheckpointError(
-            f"refusing to load {path}: it holds {what}, not only tensors and plain data, "
-            "so unpickling it could run code"
+            f"{path} is not an scgan checkpoint, or it is damaged (the safe loader cannot parse it)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not an scgan checkpoint, or it is damaged ({type(e).__name__})") from None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -103,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     return parser
 
 
@@ -165,11 +165,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     res = run_predict(args.inputs, args.output, model=args.checkpoint, onnx_path=args.onnx,
                       batch_size=args.batch_size, overlays=not args.no_overlays, progress=not args.no_progress)
+    # Each skipped file was already reported on stderr (a warning) and in the CSV with its reason.
+    if not res.predictions:  # exit 0 needs at least one scored image
+        raise ValueError(f"none of the {len(res.skipped)} input file(s) could be read as an image; "
+                         f"the reasons are in {res.csv_path}")
     n_anom = sum(bool(p.anomalous) for p in res.predictions)
     print(f"scored {len(res.predictions)} image(s), {n_anom} anomalous; skipped {len(res.skipped)} unreadable; "
           f"results: {res.csv_path}")
-    for path, reason in res.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
     return 0
 
 
@@ -215,7 +217,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from scgan.export import export_onnx
 
-    path = export_onnx(args.checkpoint, args.output)
+    path = export_onnx(args.checkpoint, args.output, opset=args.opset)
     print(f"ONNX model written to {path}")
     return 0
 
@@ -248,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"scgan {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        return int(getattr(e, "exit_code", 1))  # 1, or the signal's code for a stopped training (143, 130)
 
 
 if __name__ == "__main__":

@@ -69,13 +69,18 @@ class TrainConfig:
     precision: str = "32-true"  # e.g. bf16-mixed (CPU/GPU), 16-mixed (GPU)
     d_reset_threshold: float = 1e-5  # re-initialise D when its loss falls below this (GANomaly)
     channels_last: bool = False  # memory format for conv speed on some back-ends
+    sync_batchnorm: bool = False  # DDP: SyncBatchNorm across devices (GPU only); off = per-device statistics
 
 
 @dataclass
 class ScoreConfig:
     beta: float = 0.8  # AS = beta * L_con + (1 - beta) * L_enc
     sigma: float | None = None  # Gaussian smoothing of anomaly maps in pixels at S; None = S / 64; 0 = none
-    default_score: str = "map_max"  # which named score drives decisions and top-level metrics
+    # Which named score drives decisions and the top-level metrics: a score name (as, l_con, l_enc,
+    # map_max) or "auto" = the one that best separates normal validation images from the same images
+    # with synthetic defects (confetti, `selection_patches` patches) — chosen per model, without test images.
+    default_score: str = "auto"
+    selection_patches: int = 3
     threshold_quantile: float = 0.99  # threshold = this quantile of normal validation scores
     eval_batch_size: int = 32
 
@@ -273,6 +278,9 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
     if not 0.0 < cfg.score.threshold_quantile <= 1.0:
         raise ValueError(f"threshold_quantile must be in (0, 1], got {cfg.score.threshold_quantile}")
+    valid_scores = ("auto", "as", "l_con", "l_enc", "map_max")
+    if cfg.score.default_score not in valid_scores:
+        raise ValueError(f"default_score must be one of {', '.join(valid_scores)}; got {cfg.score.default_score!r}")
     if cfg.loss.con_target not in ("clean", "augmented"):
         raise ValueError(f"con_target must be 'clean' or 'augmented', got {cfg.loss.con_target!r}")
     if cfg.augment.n_patches < 0 or not 0.0 < cfg.augment.patch_area < 1.0:

@@ -18,7 +18,7 @@ from scgan.data.datasets import build_dataset
 from scgan.data.io import tensor_to_image
 from scgan.metrics import compute_metrics
 from scgan.scoring import SCORE_DESCRIPTIONS, SCORE_NAMES, Calibration, ScoreResult, score_loader
-from scgan.utils.atomic import atomic_write_text
+from scgan.utils.atomic import atomic_write_text, writable_dir
 from scgan.utils.runinfo import run_info
 
 
@@ -105,6 +105,7 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
     """Score the test split of the model's dataset (or another root/category) and write metrics.json + report."""
     start = time.time()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    out = writable_dir(output_dir)  # before the scoring, so an unwritable folder fails at once
     cfg = loaded.config
     d = cfg.data
     ds = build_dataset(dataset or d.dataset, root or d.root, category if category is not None else d.category,
@@ -112,10 +113,15 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
                        require_masks=d.require_masks if require_masks is None else require_masks)
     loader = DataLoader(ds, batch_size=cfg.score.eval_batch_size, shuffle=False)
     result = score_loader(loaded.scorer(), loader, progress=progress)
-    default = cfg.score.default_score
+    default = loaded.default_score
     metrics = metrics_for(result, loaded.calibration, default, pixel=ds.has_masks)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if loaded.calibration is not None and loaded.calibration.selection:
+        metrics["score_selection"] = {
+            "rule": "auto: the score that best separates normal validation images from the same images with "
+                    "synthetic confetti defects; no test image involved",
+            "separation_auroc": loaded.calibration.selection,
+            "selected": loaded.calibration.selected_score,
+        }
     metrics["info"] = run_info(
         checkpoint=str(loaded.path), category=ds.category, dataset=dataset or d.dataset, root=str(root or d.root),
         seed=cfg.train.seed, model=loaded.meta.get("selection", "last epoch (no model selection)"),
@@ -134,7 +140,7 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
 def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded: LoadedModel, k: int) -> None:
     from scgan.report import ReportExample, write_report
 
-    default = loaded.config.score.default_score
+    default = loaded.default_score
     s = result.score(default)
     order = np.argsort(-s, kind="stable")
     cal = loaded.calibration

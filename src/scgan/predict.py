@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from scgan.data.io import IMAGE_EXTENSIONS, ImageReadError, image_to_tensor, load_image, resize_image
-from scgan.scoring import SCORE_NAMES, Calibration
-from scgan.utils.atomic import atomic_write_text
+from scgan.calibration import SCORE_NAMES, Calibration
+from scgan.data.io import IMAGE_EXTENSIONS, ImageReadError, image_to_array, load_image, resize_image
+from scgan.utils.atomic import atomic_write_text, writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +61,20 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
                 progress: bool = True) -> PredictOutput:
     """Score every readable image; unreadable files are reported and skipped, never fatal.
 
-    Exactly one of ``model`` (a LoadedModel or path) and ``onnx_path`` is used.
+    Exactly one of ``model`` (a LoadedModel or path) and ``onnx_path`` is used; with ``onnx_path``
+    nothing here imports torch (onnxruntime and numpy only).
     """
     from scgan.visualize import overlay as make_overlay
     from scgan.visualize import resize_map, save_png
 
     if onnx_path is not None:
-        from scgan.export import OnnxScorer
+        from scgan.onnx_runtime import OnnxScorer
 
         runner = OnnxScorer(onnx_path)
         score_fn, calibration, size, default = runner.run, runner.calibration, runner.image_size, runner.default_score
     else:
+        import torch
+
         from scgan.checkpoint import LoadedModel, load_model
 
         loaded = model if isinstance(model, LoadedModel) else load_model(model)
@@ -84,11 +86,10 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
             return s.numpy(), m.numpy()
 
         calibration: Calibration | None = loaded.calibration
-        size, default = loaded.config.model.image_size, loaded.config.score.default_score
+        size, default = loaded.config.model.image_size, loaded.default_score
     size = image_size or size
     files = expand_inputs(inputs)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(output_dir)
     if overlays:
         (out / "overlays").mkdir(exist_ok=True)
     preds: list[Prediction] = []
@@ -103,12 +104,15 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
         for f in chunk:
             try:
                 img = load_image(f, None)
-                originals.append(img)
-                tensors.append(image_to_tensor(resize_image(img, size)).numpy())
-                good.append(f)
-            except (ImageReadError, OSError) as e:
-                skipped.append((str(f), str(e)))
-                log.warning("skipped %s: %s", f, e)
+                arr = image_to_array(resize_image(img, size))
+            except Exception as e:  # noqa: BLE001 — one bad file never stops the others; the CSV says why
+                reason = str(e) if isinstance(e, (ImageReadError, OSError)) else f"{type(e).__name__}: {e}"
+                skipped.append((str(f), reason))
+                log.warning("skipped %s: %s", f, reason)
+                continue
+            originals.append(img)
+            tensors.append(arr)
+            good.append(f)
         if bar:
             bar.update(len(chunk))
         if not good:

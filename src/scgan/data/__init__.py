@@ -1,34 +1,31 @@
-"""Data layer: image I/O, the MVTec AD / BTAD / folder datasets, augmentations and the demo dataset."""
-from scgan.data.augment import AUGMENTATIONS, Augmentation, build_augmentation, resolve_augmentation
-from scgan.data.datasets import (
-    BTAD,
-    AnomalyDataset,
-    FolderDataset,
-    MVTecAD,
-    Sample,
-    build_dataset,
-    category_kind,
-)
-from scgan.data.demo import DEMO_CATEGORIES, make_demo_dataset
-from scgan.data.io import ImageReadError, image_to_tensor, load_image, load_mask, tensor_to_image
+"""Data layer: image I/O, the MVTec AD / BTAD / folder datasets, augmentations and the demo dataset.
 
-__all__ = [
-    "AUGMENTATIONS",
-    "AnomalyDataset",
-    "Augmentation",
-    "BTAD",
-    "DEMO_CATEGORIES",
-    "FolderDataset",
-    "ImageReadError",
-    "MVTecAD",
-    "Sample",
-    "build_augmentation",
-    "build_dataset",
-    "category_kind",
-    "image_to_tensor",
-    "load_image",
-    "load_mask",
-    "make_demo_dataset",
-    "resolve_augmentation",
-    "tensor_to_image",
-]
+Names are imported lazily so that reading images (``scgan.data.io``) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AUGMENTATIONS": "augment", "Augmentation": "augment", "build_augmentation": "augment",
+    "resolve_augmentation": "augment",
+    "BTAD": "datasets", "AnomalyDataset": "datasets", "FolderDataset": "datasets", "MVTecAD": "datasets",
+    "Sample": "datasets", "build_dataset": "datasets", "category_kind": "datasets",
+    "DEMO_CATEGORIES": "demo", "make_demo_dataset": "demo",
+    "ImageReadError": "io", "image_to_array": "io", "image_to_tensor": "io", "load_image": "io", "load_mask": "io",
+    "tensor_to_image": "io",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"scgan.data.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'scgan.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

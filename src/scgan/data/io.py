@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -139,19 +142,25 @@ def load_mask(path: str | os.PathLike[str], image_size: int | None) -> np.ndarra
     return np.ascontiguousarray(binary)
 
 
-def image_to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [-1, 1]."""
+def image_to_array(img: np.ndarray) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [-1, 1] (numpy only: ONNX inference needs no torch)."""
     if img.dtype != np.uint8 or img.ndim < 3 or img.shape[-1] != 3:
         raise ValueError(f"expected a uint8 (..., H, W, 3) array, got {img.dtype} {img.shape}")
-    if not img.flags.writeable:  # torch warns on read-only arrays; the float conversion copies anyway
-        img = img.copy()
-    t = torch.from_numpy(np.ascontiguousarray(img)).movedim(-1, -3)
-    return t.to(torch.float32) / 127.5 - 1.0
+    return np.moveaxis(img, -1, -3).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def image_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float32 torch tensor (..., 3, H, W) in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image_to_array(img)))
 
 
 def tensor_to_image(t: torch.Tensor) -> np.ndarray:
     """float (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3); values outside [-1, 1] are clipped."""
     if t.dim() < 3 or t.shape[-3] != 3:
         raise ValueError(f"expected a (..., 3, H, W) tensor, got shape {tuple(t.shape)}")
+    import torch
+
     u = ((t.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
     return u.movedim(-3, -1).cpu().numpy()

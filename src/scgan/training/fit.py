@@ -1,27 +1,52 @@
 """Train SCGAN on one category: Lightning Trainer set-up, checkpoints, logs, the final model file."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+import os
+import signal
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from scgan.checkpoint import save_model
+from scgan.checkpoint import CheckpointError, save_model
 from scgan.config import Config, to_yaml, validate
 from scgan.data.augment import resolve_augmentation
 from scgan.seed import seed_everything
 from scgan.training.datamodule import SCGANDataModule
 from scgan.training.module import SCGANModule
-from scgan.utils.atomic import atomic_write_text
+from scgan.utils.atomic import atomic_write_text, atomic_write_with, writable_dir
 from scgan.utils.runinfo import run_info
 
 MODEL_FILE = "model.pt"
+
+
+class TrainingStopped(RuntimeError):
+    """Training was stopped by SIGTERM or Ctrl-C; ``exit_code`` is the shell's convention (143, 130)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    @classmethod
+    def at(cls, trainer: L.Trainer, sigterm: bool, ckpt_dir: Path) -> TrainingStopped:
+        what, code = ("SIGTERM", 128 + signal.SIGTERM) if sigterm else ("Ctrl-C", 128 + signal.SIGINT)
+        last = ckpt_dir / "last.ckpt"
+        kept = (f"{last} holds the last completed epoch: continue with --resume auto" if last.exists()
+                else "no epoch had completed, so there is no checkpoint to resume from")
+        return cls(f"training stopped by {what} in epoch {trainer.current_epoch} (global step {trainer.global_step}); "
+                   f"{kept}", int(code))
 
 
 @dataclass
@@ -35,8 +60,40 @@ class TrainResult:
     wall_time_s: float
 
 
-def _loggers(output_dir: Path) -> list:
-    loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs", version="")]
+class _ResumableCSVLogger(CSVLogger):
+    """A CSVLogger that, on resume, keeps metrics.csv's rows up to epoch ``keep_through``.
+
+    Lightning's writer deletes an existing metrics.csv, so a resumed run would lose its earlier epochs.
+    """
+
+    def __init__(self, *args, keep_through: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_through = keep_through
+
+    @property
+    def experiment(self):
+        if self._experiment is None and self._keep_through is not None and rank_zero_only.rank == 0:
+            path = Path(self.log_dir) / "metrics.csv"
+            rows, header = [], []
+            if path.is_file():
+                with open(path, newline="") as f:
+                    reader = csv.DictReader(f)
+                    header = sorted(reader.fieldnames or [])
+                    rows = [r for r in reader if r.get("epoch") and int(float(r["epoch"])) <= self._keep_through]
+            writer = super().experiment  # deletes metrics.csv
+            if rows:
+                buf = io.StringIO()
+                w = csv.DictWriter(buf, fieldnames=header)
+                w.writeheader()
+                w.writerows(rows)
+                atomic_write_text(path, buf.getvalue())
+                writer.metrics_keys = header  # the writer appends (or rewrites on new keys) from here
+        return super().experiment
+
+
+def _loggers(output_dir: Path, resumed_epoch: int | None = None) -> list:
+    loggers: list = [_ResumableCSVLogger(save_dir=str(output_dir), name="logs", version="",
+                                         keep_through=resumed_epoch)]
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -46,16 +103,6 @@ def _loggers(output_dir: Path) -> list:
     except ImportError:
         pass
     return loggers
-
-
-def _check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".scgan-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"cannot write to output folder {path}: {e.strerror or e}") from None
 
 
 def resolve_resume(resume: str | Path | None, output_dir: Path) -> Path | None:
@@ -71,21 +118,94 @@ def resolve_resume(resume: str | Path | None, output_dir: Path) -> Path | None:
     return p
 
 
+def _checkpoint_epoch(path: Path, cfg: Config) -> int:
+    """The epoch counter of a Lightning checkpoint of scgan for cfg's network; a clear error for any other file."""
+    hint = "not a training checkpoint written by 'scgan train', or damaged; resume from OUTPUT/checkpoints/last.ckpt"
+    try:  # mmap: only the counter is read, not the weights
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 — torch raises RuntimeError, UnpicklingError, EOFError ... for bad files
+        raise CheckpointError(f"cannot resume from {path}: {hint}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+        raise CheckpointError(f"cannot resume from {path}: {hint}")
+    saved = (ckpt.get("hyper_parameters") or {}).get("config", {}).get("model", {})
+    differ = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in cfg.to_dict()["model"].items() if saved.get(k) != v]
+    if differ:
+        raise CheckpointError(f"cannot resume from {path}: it was trained with another network ({'; '.join(differ)})")
+    return int(ckpt["epoch"])
+
+
+# G and D step with separate backward passes; D's leaves G's parameters without gradients, and DDP
+# must be told so, or it never all-reduces D's gradients and D drifts apart on each rank.
+_DDP_GAN_STRATEGIES = {name: f"{name}_find_unused_parameters_true" for name in ("ddp", "ddp_spawn", "ddp_fork",
+                                                                                 "ddp_notebook")}
+
+
+def resolve_strategy(strategy: str) -> str:
+    """The Lightning strategy name for cfg.train.strategy: plain DDP variants get find_unused_parameters."""
+    return _DDP_GAN_STRATEGIES.get(strategy, strategy)
+
+
+def check_devices(accelerator: str, devices: int | str) -> None:
+    """Refuse device counts the machine cannot run: more CPU processes than cores, more GPUs than present.
+
+    Lightning itself would start any number of CPU processes (``devices=64`` on 2 cores).
+    """
+    try:
+        n = int(devices)
+    except (TypeError, ValueError):
+        return  # "auto" or a GPU list such as "0,1": Lightning checks those
+    acc = ("gpu" if torch.cuda.is_available() else "cpu") if accelerator == "auto" else accelerator
+    if acc == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if n > cores:
+            raise ValueError(f"devices={n} on the cpu accelerator would start {n} training processes on "
+                             f"{cores} CPU core(s); use --devices {cores} or fewer")
+    elif acc in ("gpu", "cuda"):
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus == 0:
+            raise ValueError("accelerator gpu was requested but no CUDA GPU is available; use --accelerator cpu")
+        if n > gpus:
+            raise ValueError(f"devices={n} but this machine has {gpus} GPU(s); use --devices {gpus} or fewer "
+                             "(-1 = all)")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file beside the target, fsynced, then renamed.
+
+    Lightning's own save stages the file in the system temp folder and moves it: across file systems
+    that move is a copy into the target, so a crash mid-copy would leave a truncated last.ckpt.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_write_with(Path(path), lambda f: torch.save(checkpoint, f))
+
+
 def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callbacks: list | None = None,
-                  enable_logging: bool = True) -> L.Trainer:
+                  enable_logging: bool = True, resumed_epoch: int | None = None) -> L.Trainer:
     """The Lightning Trainer for a run: checkpoints (last + every k epochs), CSV/TensorBoard logs."""
     ckpt_dir = output_dir / "checkpoints"
-    cbs: list = [ModelCheckpoint(dirpath=str(ckpt_dir), filename="last-epoch", save_last=True, save_top_k=0,
-                                 every_n_epochs=1, enable_version_counter=False)]
+    # "last" as the one kept checkpoint, rewritten every epoch. (save_last=True with save_top_k=0 writes
+    # last.ckpt only when training ends (Lightning 2.6), leaving an interrupted run nothing to resume.)
+    cbs: list = [ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", save_top_k=1, every_n_epochs=1,
+                                 enable_version_counter=False)]
     if cfg.train.checkpoint_every > 0:
         cbs.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:04d}", auto_insert_metric_name=False,
                                    save_top_k=-1, every_n_epochs=cfg.train.checkpoint_every,
                                    enable_version_counter=False))
     cbs += list(callbacks or [])
     t = cfg.train
+    sync_bn = bool(getattr(t, "sync_batchnorm", False))
+    if sync_bn and t.accelerator == "cpu":
+        raise ValueError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
+                         "use sync_batchnorm=false or --accelerator gpu")
+    check_devices(t.accelerator, t.devices)
     return L.Trainer(
-        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        precision=t.precision, callbacks=cbs, logger=_loggers(output_dir) if enable_logging else False,
+        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, strategy=resolve_strategy(t.strategy),
+        sync_batchnorm=sync_bn,
+        precision=t.precision, callbacks=cbs, plugins=[AtomicCheckpointIO()],
+        logger=_loggers(output_dir, resumed_epoch) if enable_logging else False,
         default_root_dir=str(output_dir), use_distributed_sampler=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, log_every_n_steps=1, enable_model_summary=False, deterministic=False,
     )
@@ -97,8 +217,13 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
     validate(cfg)
     if not cfg.data.root:
         raise ValueError("no dataset root given: pass --root (or set data.root)")
+    if cfg.data.dataset != "folder" and not cfg.data.category:
+        raise ValueError(f"no category given: pass --category (or set data.category) naming a category folder "
+                         f"under {cfg.data.root}")
     output_dir = Path(output_dir)
-    _check_writable(output_dir)
+    writable_dir(output_dir)
+    ckpt_path = resolve_resume(resume, output_dir)  # checked before the (possibly slow) data loading
+    resumed_epoch = _checkpoint_epoch(ckpt_path, cfg) if ckpt_path is not None else None
     start = time.time()
     seed_everything(cfg.train.seed)
     dm = SCGANDataModule(cfg)
@@ -106,15 +231,21 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
     dm.dataset("val")
     augmentation = resolve_augmentation(cfg.augment.name, train_ds.kind)
     module = SCGANModule(cfg.to_dict(), augmentation)
-    ckpt_path = resolve_resume(resume, output_dir)
     # Lightning's INFO lines (hardware summary, tips) drown the progress bar; warnings still show.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks)
+    trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch)
     with warnings.catch_warnings():
+        if ckpt_path is not None:  # a resumed run writes into its own folders on purpose
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*(LeafSpec|TreeSpec).*")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        except SystemExit as e:  # Lightning turns SIGTERM and Ctrl-C into SystemExit: a silent exit 0 or 1
+            if not trainer.interrupted:
+                raise
+            raise TrainingStopped.at(trainer, isinstance(e, SIGTERMException), output_dir / "checkpoints") from None
     wall = time.time() - start
     last = output_dir / "checkpoints" / "last.ckpt"
     model_path = None

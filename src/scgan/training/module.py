@@ -53,10 +53,13 @@ class SCGANModule(L.LightningModule):
         init_weights(self.discriminator, g)
         self.scorer = build_scorer(cfg, self.generator)
         self.augment = build_augmentation(augmentation, cfg.augment.n_patches, cfg.augment.patch_area)
+        # Synthetic defects on validation images, only to pick the "auto" score (never trained on).
+        self.val_defects = build_augmentation("confetti", cfg.score.selection_patches, cfg.augment.patch_area)
         self.weights = LossWeights(cfg.loss.w_enc, cfg.loss.w_con, cfg.loss.w_adv, cfg.loss.w_ssim)
         self.calibration: Calibration | None = None
         self.d_resets = 0
         self._val_scores: list[np.ndarray] = []
+        self._val_synthetic: list[np.ndarray] = []
 
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -96,7 +99,9 @@ class SCGANModule(L.LightningModule):
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
-        if d_loss.item() < self.cfg.train.d_reset_threshold:
+        # The reset decision is taken on the mean over ranks, so that under DDP all ranks reset D together.
+        d_mean = self.trainer.strategy.reduce(d_loss.detach().clone(), reduce_op="mean")  # reduce works in place
+        if d_mean.item() < self.cfg.train.d_reset_threshold:
             # D has collapsed (GANomaly): start it afresh so G keeps an adversarial signal.
             init_weights(self.discriminator, torch.Generator().manual_seed(self.cfg.train.seed + self.global_step))
             self.d_resets += 1
@@ -107,26 +112,53 @@ class SCGANModule(L.LightningModule):
         self.log("loss_g", g_loss.total.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/d_resets", float(self.d_resets), on_epoch=True, sync_dist=False)
+        # d_resets and the calibration are identical on every rank (resets are decided on the mean D loss,
+        # buffers are broadcast before validation); sync_dist=True averages equal values, harmlessly.
+        self.log("train/d_resets", float(self.d_resets), on_epoch=True, sync_dist=True)
 
     # ---- validation: normal images only, used for calibration -------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_scores = []
+        self._val_scores, self._val_synthetic = [], []
+        self._broadcast_buffers()
+
+    def on_train_end(self) -> None:
+        self._broadcast_buffers()
+
+    def _broadcast_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm running statistics (a no-op on one process).
+
+        DDP all-reduces gradients, not buffers: during a step each rank's running statistics move on
+        its own shard. Copying rank 0's (which DDP also broadcasts before every training step) makes
+        the calibration and the final weights identical on all ranks.
+        """
+        if self.trainer.world_size == 1:
+            return
+        buffers = [b for b in self.buffers() if b.is_floating_point()]
+        flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+        torch.distributed.broadcast(flat, src=0)
+        for b, v in zip(buffers, flat.split([b.numel() for b in buffers])):
+            b.copy_(v.view_as(b))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        scores, _ = self.scorer(batch["image"])
+        x = batch["image"]
+        scores, _ = self.scorer(x)
         self._val_scores.append(scores.float().cpu().numpy())
+        if self.cfg.score.default_score == "auto":
+            gen = seeded_generator(x.device, self.cfg.data.split_seed, batch_idx)
+            synthetic, _ = self.scorer(self.val_defects(x, generator=gen))
+            self._val_synthetic.append(synthetic.float().cpu().numpy())
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_scores:
             return
-        cal = fit_calibration(np.concatenate(self._val_scores), self.cfg.score.threshold_quantile)
+        synthetic = np.concatenate(self._val_synthetic) if self._val_synthetic else None
+        cal = fit_calibration(np.concatenate(self._val_scores), self.cfg.score.threshold_quantile, synthetic)
         self.calibration = cal
         if not self.trainer.sanity_checking:
-            name = self.cfg.score.default_score
-            self.log("val/score_mean", cal.scores[name].mean, sync_dist=False)
-            self.log("val/l_con_mean", cal.scores["l_con"].mean, sync_dist=False)
-            self.log("val/threshold", cal.scores[name].threshold, sync_dist=False)
+            name = cal.resolve(self.cfg.score.default_score)
+            self.log("val/score_mean", cal.scores[name].mean, sync_dist=True)
+            self.log("val/l_con_mean", cal.scores["l_con"].mean, sync_dist=True)
+            self.log("val/threshold", cal.scores[name].threshold, sync_dist=True)
 
     # ---- checkpoints carry the calibration ---------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -40,6 +40,22 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
         raise
 
 
+def writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create folder ``path`` (with parents) and check a file can be written in it, or raise a clear error.
+
+    Called before any long work, so that an unwritable output folder fails at once, not after training.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".scgan-write-test-{os.getpid()}"  # per process: DDP ranks probe at once
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"cannot write to output folder {path}: {e.strerror or e}") from None
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write text atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:

@@ -1,0 +1,51 @@
+"""Calibration on normal validation images: thresholds, normalisation, and the 'auto' score choice."""
+import numpy as np
+import pytest
+
+from scgan.calibration import SCORE_NAMES, Calibration, fit_calibration, separation_auroc
+
+
+def _scores(**cols):
+    n = len(next(iter(cols.values())))
+    return np.stack([np.asarray(cols.get(k, np.zeros(n)), dtype=float) for k in SCORE_NAMES], axis=1)
+
+
+def test_threshold_and_normalisation_from_normal_scores():
+    normal = _scores(map_max=np.linspace(1, 2, 101), l_con=np.linspace(0, 1, 101))
+    cal = fit_calibration(normal, quantile=0.99)
+    assert cal.scores["map_max"].threshold == pytest.approx(1.99)
+    assert cal.normalize("map_max", np.array([1.0, 2.0, 3.0])).tolist() == pytest.approx([0.0, 1.0, 2.0])
+    assert cal.decide("map_max", np.array([1.5, 1.995])).tolist() == [False, True]
+    assert cal.map_high == pytest.approx(2.0)
+    assert cal.selected_score is None and cal.resolve("auto") == "map_max" and cal.resolve("l_con") == "l_con"
+
+
+def test_auto_picks_the_score_that_separates_synthetic_defects():
+    rng = np.random.default_rng(0)
+    normal = _scores(**{k: rng.normal(0, 1, 40) for k in SCORE_NAMES})
+    synthetic = _scores(**{k: rng.normal(0, 1, 40) for k in SCORE_NAMES})
+    synthetic[:, SCORE_NAMES.index("l_con")] += 5  # only l_con sees the defects
+    cal = fit_calibration(normal, 0.99, synthetic)
+    assert cal.selected_score == "l_con" and cal.resolve("auto") == "l_con"
+    assert cal.selection["l_con"] > 0.99 and cal.selection["l_enc"] < 0.8
+    again = Calibration.from_dict(cal.to_dict())
+    assert again == cal
+
+
+def test_ties_prefer_the_local_score():
+    normal = _scores(**{k: np.zeros(5) for k in SCORE_NAMES})
+    synthetic = _scores(**{k: np.ones(5) for k in SCORE_NAMES})
+    assert fit_calibration(normal, 0.99, synthetic).selected_score == "map_max"
+
+
+def test_separation_auroc_counts_ties_half():
+    a = _scores(**{k: [0.0, 1.0] for k in SCORE_NAMES})
+    b = _scores(**{k: [1.0, 2.0] for k in SCORE_NAMES})
+    assert separation_auroc(a, b)["as"] == pytest.approx((1 + 1 + 0.5 + 1) / 4)
+
+
+def test_old_calibration_dicts_still_load():
+    d = fit_calibration(np.zeros((3, len(SCORE_NAMES))), 0.9).to_dict()
+    d.pop("selection")
+    d.pop("selected_score")
+    assert Calibration.from_dict(d).resolve("auto") == "map_max"
