@@ -72,3 +72,23 @@ def test_discriminator_loss():
     big = torch.full((3,), 20.0)
     assert discriminator_loss(big, -big).item() < 1e-6  # confident and right
     assert discriminator_loss(torch.zeros(3), torch.zeros(3)).item() == pytest.approx(np.log(2), rel=1e-5)
+
+
+def test_feature_matching_loss_detaches_real_features():
+    from scgan.losses import feature_matching_loss
+
+    real = torch.ones(2, 4, 4, 4, requires_grad=True)
+    fake = torch.zeros(2, 4, 4, 4, requires_grad=True)
+    loss = feature_matching_loss(real, fake)
+    assert loss.item() == pytest.approx(1.0)
+    loss.backward()
+    assert real.grad is None and fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_generator_loss_takes_a_precomputed_adversarial_term():
+    x = torch.zeros(1, 3, 32, 32)
+    out = _out(x.clone(), torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1, 1))
+    loss = generator_loss(out, x, None, LossWeights(adv=2.0), adv=torch.tensor(3.0))
+    assert loss.adv.item() == 3.0 and loss.total.item() == pytest.approx(6.0, abs=1e-5)
+    with pytest.raises(ValueError):
+        generator_loss(out, x, None, LossWeights())

@@ -95,7 +95,8 @@ def _safe_load(path: Path) -> dict:
         raise CheckpointError(
             f"{path} is not an scgan checkpoint, or it is damaged (the safe loader cannot parse it)"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    # Foreign bytes make the unpickler fail in many ways (RuntimeError, EOFError, IndexError on a text file ...).
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path} is not an scgan checkpoint, or it is damaged ({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} is not an scgan checkpoint (it holds a {type(obj).__name__})")

@@ -32,6 +32,9 @@ class LossConfig:
     w_con: float = 40.0  # alpha_2, L1 restoration
     w_adv: float = 1.0  # alpha_3, adversarial
     w_ssim: float = 40.0  # alpha_4, 1 - SSIM (0 = Struc1/3 of the paper's ablation)
+    # "bce": L_adv = -log D(x^); "feature": GANomaly's feature matching, mean (f(x) - f(x^))^2 over D's
+    # last feature map. See docs/reproduction.md for why the presets use "feature".
+    adv_type: str = "feature"
     con_target: str = "clean"  # "clean": restore the un-augmented image; "augmented": reconstruct the input
 
 
@@ -281,6 +284,8 @@ def validate(cfg: Config) -> None:
     valid_scores = ("auto", "as", "l_con", "l_enc", "map_max")
     if cfg.score.default_score not in valid_scores:
         raise ValueError(f"default_score must be one of {', '.join(valid_scores)}; got {cfg.score.default_score!r}")
+    if cfg.loss.adv_type not in ("bce", "feature"):
+        raise ValueError(f"adv_type must be 'bce' or 'feature', got {cfg.loss.adv_type!r}")
     if cfg.loss.con_target not in ("clean", "augmented"):
         raise ValueError(f"con_target must be 'clean' or 'augmented', got {cfg.loss.con_target!r}")
     if cfg.augment.n_patches < 0 or not 0.0 < cfg.augment.patch_area < 1.0:

@@ -99,6 +99,11 @@ def adversarial_loss(fake_logit: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
 
 
+def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """GANomaly's adversarial loss: mean squared distance of D's features of x and x^ (real ones detached)."""
+    return F.mse_loss(fake_features, real_features.detach())
+
+
 def ssim_loss(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L_ssim = 1 - SSIM on images mapped from [-1, 1] to [0, 1]."""
     return 1.0 - ssim(to_unit(x_hat), to_unit(target))
@@ -107,13 +112,20 @@ def ssim_loss(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def generator_loss(
     out: GeneratorOutput,
     target: torch.Tensor,
-    fake_logit: torch.Tensor,
+    fake_logit: torch.Tensor | None,
     weights: LossWeights,
+    adv: torch.Tensor | None = None,
 ) -> GeneratorLoss:
-    """L = a1 L_enc + a2 L_con + a3 L_adv + a4 L_ssim. ``target`` is the clean image (or the augmented one)."""
+    """L = a1 L_enc + a2 L_con + a3 L_adv + a4 L_ssim. ``target`` is the clean image (or the augmented one).
+
+    L_adv is -log D(x^) from ``fake_logit``, unless a precomputed ``adv`` (e.g. feature matching) is given.
+    """
     enc = encoder_loss(out.z1, out.z2)
     con = contextual_loss(out.x_hat, target)
-    adv = adversarial_loss(fake_logit)
+    if adv is None:
+        if fake_logit is None:
+            raise ValueError("generator_loss needs fake_logit or a precomputed adv term")
+        adv = adversarial_loss(fake_logit)
     # A zero weight skips the SSIM computation (Struc1/Struc3 ablations) but still logs 0.
     s = ssim_loss(out.x_hat, target) if weights.ssim else torch.zeros((), device=target.device)
     total = weights.enc * enc + weights.con * con + weights.adv * adv + weights.ssim * s

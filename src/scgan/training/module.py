@@ -8,9 +8,9 @@ import torch
 
 from scgan.config import Config
 from scgan.data.augment import build_augmentation
-from scgan.losses import LossWeights, discriminator_loss, generator_loss
+from scgan.losses import LossWeights, discriminator_loss, feature_matching_loss, generator_loss
 from scgan.models.networks import Discriminator, Generator, init_weights
-from scgan.scoring import Calibration, Scorer, default_sigma, fit_calibration
+from scgan.scoring import Calibration, Scorer, autocast_dtype, default_sigma, fit_calibration
 from scgan.training.datamodule import seeded_generator
 
 
@@ -29,9 +29,15 @@ def build_discriminator(cfg: Config) -> Discriminator:
     return Discriminator(image_size=m.image_size, base_channels=m.base_channels, max_channels=m.max_channels)
 
 
-def build_scorer(cfg: Config, generator: Generator) -> Scorer:
+def build_scorer(cfg: Config, generator: Generator, precision: str | None = None) -> Scorer:
+    """The scorer of cfg; ``precision`` ("bf16-mixed", ...) runs its generator under autocast (None: fp32).
+
+    Scoring precision is chosen where the scoring runs, not stored with the model: a model trained in
+    bf16 on a GPU must not make every later CPU test run in bf16 (slow without native bf16 support).
+    """
     sigma = cfg.score.sigma if cfg.score.sigma is not None else default_sigma(cfg.model.image_size)
-    return Scorer(generator, beta=cfg.score.beta, sigma=sigma)
+    return Scorer(generator, beta=cfg.score.beta, sigma=sigma, autocast_dtype=autocast_dtype(precision),
+                  channels_last=cfg.train.channels_last)
 
 
 class SCGANModule(L.LightningModule):
@@ -87,7 +93,18 @@ class SCGANModule(L.LightningModule):
         target = x if self.cfg.loss.con_target == "clean" else x_aug
 
         out = self.generator(x_aug)
-        g_loss = generator_loss(out, target, self.discriminator(out.x_hat).logit, self.weights)
+        # D's weights are left out of G's graph: their gradients would be discarded (opt_d zeroes them
+        # first), and not computing them saves ~5% of a step without changing any number.
+        self.discriminator.requires_grad_(False)
+        fake = self.discriminator(out.x_hat)
+        self.discriminator.requires_grad_(True)  # the graph is built: D(x^) stays without D's weights
+        if self.cfg.loss.adv_type == "feature":
+            with torch.no_grad():
+                real_features = self.discriminator(x).features
+            g_loss = generator_loss(out, target, None, self.weights,
+                                    adv=feature_matching_loss(real_features, fake.features))
+        else:
+            g_loss = generator_loss(out, target, fake.logit, self.weights)
         for name, value in g_loss.terms().items():
             self._check_finite(f"generator/{name}", value, batch_idx)
         opt_g.zero_grad(set_to_none=True)
@@ -141,11 +158,11 @@ class SCGANModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x = batch["image"]
-        scores, _ = self.scorer(x)
+        scores, _ = self.scorer.run(x)
         self._val_scores.append(scores.float().cpu().numpy())
         if self.cfg.score.default_score == "auto":
             gen = seeded_generator(x.device, self.cfg.data.split_seed, batch_idx)
-            synthetic, _ = self.scorer(self.val_defects(x, generator=gen))
+            synthetic, _ = self.scorer.run(self.val_defects(x, generator=gen))
             self._val_synthetic.append(synthetic.float().cpu().numpy())
 
     def on_validation_epoch_end(self) -> None:
