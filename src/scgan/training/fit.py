@@ -1,6 +1,7 @@
 """Train SCGAN on one category: Lightning Trainer set-up, checkpoints, logs, the final model file."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -240,11 +241,14 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*(LeafSpec|TreeSpec).*")
+        sigint = signal.getsignal(signal.SIGINT)
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
         except SystemExit as e:  # Lightning turns SIGTERM and Ctrl-C into SystemExit: a silent exit 0 or 1
             if not trainer.interrupted:
                 raise
+            with contextlib.suppress(ValueError, TypeError):  # after Ctrl-C Lightning leaves SIGINT ignored
+                signal.signal(signal.SIGINT, sigint)
             raise TrainingStopped.at(trainer, isinstance(e, SIGTERMException), output_dir / "checkpoints") from None
     wall = time.time() - start
     last = output_dir / "checkpoints" / "last.ckpt"

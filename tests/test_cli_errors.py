@@ -1,0 +1,239 @@
+"""Bad input on the command line: one clear line on stderr, a non-zero exit, no traceback (``--debug`` shows it).
+
+Most cases call ``scgan.cli.main`` in-process; a few run ``python -m scgan`` in a real subprocess, where
+nothing (pytest's warning capture, capsys) could hide a traceback or a stray warning.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from scgan.cli import main
+
+from conftest import TINY
+
+TINY_ARGS = [f"{k}={v}" for k, v in TINY.items()]
+
+
+def _run(capsys, argv: list[str]) -> tuple[int, str]:
+    """(exit code, stderr) of an in-process `scgan ...` call."""
+    capsys.readouterr()
+    rc = main(argv)
+    return rc, capsys.readouterr().err
+
+
+def _assert_one_error_line(rc: int, err: str, command: str, *fragments: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc != 0, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"scgan {command}: error: "), lines[0]
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory, demo_root, demo_category) -> dict[str, Path]:
+    """Copies of the demo data set with one thing broken each, and a few stray files."""
+    base = tmp_path_factory.mktemp("bad_data")
+    roots = {}
+    for name in ("empty_train", "corrupt", "no_masks"):
+        shutil.copytree(demo_root, base / name)
+        roots[name] = base / name
+    for p in (roots["empty_train"] / demo_category / "train" / "good").iterdir():
+        p.unlink()
+    first = sorted((roots["corrupt"] / demo_category / "train" / "good").iterdir())[0]
+    first.write_bytes(first.read_bytes()[:40])  # a truncated PNG
+    shutil.rmtree(roots["no_masks"] / demo_category / "ground_truth")
+    roots["regular_file"] = base / "a_file"
+    roots["regular_file"].write_text("not a folder")
+    roots["not_a_checkpoint"] = base / "notes.pt"
+    roots["not_a_checkpoint"].write_text("these are notes, not weights")
+    roots["random_bytes"] = base / "random.ckpt"
+    roots["random_bytes"].write_bytes(os.urandom(4096))
+    return roots
+
+
+def _train(root, category, out, *extra) -> list[str]:
+    args = ["train", "--root", str(root), "--output", str(out), "--no-progress", *TINY_ARGS, *extra]
+    return args + (["--category", category] if category is not None else [])
+
+
+TRAIN_CASES = {
+    # name: (bad_data key or None for the demo root, category (None: not given; "washer" is the demo
+    # category), extra args with {bad_data key} placeholders, fragments the error line must hold)
+    "missing dataset root": ("missing", "washer", [], ["root folder not found", "missing_root"]),
+    "no category given": (None, None, [], ["no category given", "--category"]),
+    "category folder missing": (None, "bottle", [], ["bottle", "not found", "categories present", "washer"]),
+    "unknown category": (None, "bogus", [], ["unknown MVTec AD category 'bogus'", "valid categories", "washer"]),
+    "empty training folder": ("empty_train", "washer", [], ["no training images in"]),
+    "corrupt image": ("corrupt", "washer", [], ["cannot read image", "000.png", "skip_bad_images"]),
+    "output under a regular file": (None, "washer", ["--output", "{regular_file}/run"],
+                                    ["cannot write to output folder", "Not a directory"]),
+    "image size not a power of two": (None, "washer", ["image_size=48"], ["power of two", "48"]),
+    "more CPU devices than cores": (None, "washer", ["--devices", "64"], ["devices=64", "CPU core"]),
+    "unknown override key": (None, "washer", ["colour=red"], ["unknown config key 'colour'", "scgan config"]),
+    "bad override value": (None, "washer", ["epochs=many"], ["train.epochs", "expected an integer", "many"]),
+    "override without =": (None, "washer", ["epochs"], ["'epochs' is not of the form key=value"]),
+    "config value out of range": (None, "washer", ["beta=2"], ["beta must be in [0, 1]"]),
+    "resume from a missing checkpoint": (None, "washer", ["--resume", "{missing}/last.ckpt"],
+                                         ["checkpoint to resume from not found"]),
+    "resume from a file that is not a checkpoint": (None, "washer", ["--resume", "{not_a_checkpoint}"],
+                                                     ["cannot resume from", "not a training checkpoint"]),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_train_bad_input(case, capsys, tmp_path, demo_root, demo_category, bad_data):
+    root_key, category, extra, fragments = TRAIN_CASES[case]
+    assert demo_category == "washer"
+    paths = {**{k: str(v) for k, v in bad_data.items()}, "missing": str(tmp_path / "missing_root")}
+    root = demo_root if root_key is None else paths[root_key]
+    extra = [a.format(**paths) for a in extra]
+    rc, err = _run(capsys, _train(root, category, tmp_path / "out", *extra))
+    _assert_one_error_line(rc, err, "train", *fragments)
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_train_gpu_without_gpu(capsys, tmp_path, demo_root):
+    rc, err = _run(capsys, _train(demo_root, "washer", tmp_path / "out", "--accelerator", "gpu"))
+    _assert_one_error_line(rc, err, "train", "no CUDA GPU", "--accelerator cpu")
+
+
+def test_more_gpus_than_present_is_refused(monkeypatch):
+    from scgan.training.fit import check_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_devices("gpu", 2)
+    check_devices("auto", "auto")
+    with pytest.raises(ValueError, match="devices=3 but this machine has 2 GPU"):
+        check_devices("gpu", 3)
+    with pytest.raises(ValueError, match="devices=8 but this machine has 2 GPU"):
+        check_devices("auto", "8")
+
+
+def test_test_and_predict_bad_checkpoints(capsys, tmp_path, bad_data, demo_root):
+    for command in ("test", "predict"):
+        inputs = [str(demo_root)] if command == "predict" else []
+        for ckpt, fragments in ((tmp_path / "nope.pt", ["checkpoint not found", "nope.pt"]),
+                                (bad_data["not_a_checkpoint"], ["is not an scgan checkpoint"]),
+                                (bad_data["random_bytes"], ["is not an scgan checkpoint"]),
+                                (tmp_path, ["is a folder"])):
+            rc, err = _run(capsys, [command, "--checkpoint", str(ckpt), "--output", str(tmp_path / "o"),
+                                    "--no-progress", *inputs])
+            _assert_one_error_line(rc, err, command, *fragments)
+
+
+def test_test_output_that_cannot_be_written(capsys, trained, bad_data, demo_root):
+    res, _ = trained
+    for command, extra in (("test", ["--no-report"]), ("predict", [str(demo_root)])):
+        rc, err = _run(capsys, [command, "--checkpoint", str(res.model_path), "--no-progress",
+                                "--output", str(bad_data["regular_file"] / "out"), *extra])
+        _assert_one_error_line(rc, err, command, "cannot write to output folder")
+
+
+def test_anomalous_images_without_masks_need_image_level_only(capsys, trained, bad_data, tmp_path):
+    res, _ = trained
+    args = ["test", "--checkpoint", str(res.model_path), "--root", str(bad_data["no_masks"]), "--no-progress",
+            "--no-report", "--output", str(tmp_path / "out")]
+    rc, err = _run(capsys, args)
+    _assert_one_error_line(rc, err, "test", "has no ground-truth mask", "require_masks")
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+    rc, err = _run(capsys, [*args, "--image-level-only"])
+    assert rc == 0, err
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert 0.0 <= m["image_auroc"] <= 1.0 and m["pixel_auroc"] is None and m["aupro"] is None
+
+
+def test_debug_shows_the_traceback(tmp_path, demo_root):
+    with pytest.raises(ValueError, match="power of two"):
+        main(["--debug", *_train(demo_root, "washer", tmp_path / "out", "image_size=48")])
+
+
+# ---- predict: bad image files are reported and skipped -------------------------------------------
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _bad_images(folder: Path, good: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True)
+    files = {"good": folder / "good.png", "random": folder / "random.png", "truncated": folder / "truncated.png",
+             "huge": folder / "huge.png", "empty": folder / "empty.jpg"}
+    shutil.copy(good, files["good"])
+    files["random"].write_bytes(os.urandom(3000))
+    files["truncated"].write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # a header claiming 10^10 RGB pixels
+    files["huge"].write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+                              + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b""))
+    files["empty"].write_bytes(b"")
+    return files
+
+
+def test_predict_skips_unreadable_files_and_scores_the_rest(capsys, caplog, trained, tmp_path, demo_root,
+                                                            demo_category):
+    res, _ = trained
+    good = sorted((demo_root / demo_category / "test" / "good").glob("*.png"))[0]
+    files = _bad_images(tmp_path / "in", good)
+    rc, err = _run(capsys, ["predict", "--checkpoint", str(res.model_path), "--output", str(tmp_path / "out"),
+                            "--no-progress", str(tmp_path / "in")])
+    assert rc == 0, err  # exit 0: at least one image was scored
+    assert "Traceback" not in err
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "out" / "predictions.csv"))}
+    assert set(rows) == {p.name for p in files.values()}
+    assert rows["good.png"]["decision"] in ("normal", "anomalous") and float(rows["good.png"]["score"]) >= 0
+    for name in ("random", "truncated", "huge", "empty"):
+        row = rows[files[name].name]
+        assert row["decision"].startswith("error: ") and row["score"] == "", row
+        assert any(files[name].name in r.getMessage() for r in caplog.records)  # and warned about (stderr)
+    assert "too large" in rows["huge.png"]["decision"] and "truncated" in rows["truncated.png"]["decision"]
+
+
+def test_predict_with_no_readable_image_fails(capsys, trained, tmp_path, demo_root, demo_category):
+    res, _ = trained
+    good = sorted((demo_root / demo_category / "test" / "good").glob("*.png"))[0]
+    files = _bad_images(tmp_path / "in", good)
+    files["good"].unlink()
+    rc, err = _run(capsys, ["predict", "--checkpoint", str(res.model_path), "--output", str(tmp_path / "out"),
+                            "--no-progress", str(tmp_path / "in")])
+    last = err.strip().splitlines()[-1]
+    assert rc == 1 and last.startswith("scgan predict: error: none of the 4 input file(s) could be read")
+    assert "Traceback" not in err
+    assert len(list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))) == 4
+
+
+# ---- real processes -------------------------------------------------------------------------------
+def _scgan(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    return subprocess.run([sys.executable, "-m", "scgan", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_subprocess_error_is_one_line_and_debug_shows_traceback(tmp_path):
+    args = ["config", "image_sise=64"]  # a typo'd key; fails before torch is imported, so this runs fast
+    p = _scgan(args, tmp_path)
+    _assert_one_error_line(p.returncode, p.stderr, "config", "unknown config key 'image_sise'")
+    assert p.returncode == 1 and p.stdout == ""
+    p = _scgan(["--debug", *args], tmp_path)
+    assert p.returncode == 1 and "Traceback (most recent call last)" in p.stderr and "ValueError" in p.stderr
+
+
+def test_subprocess_nan_loss_is_one_line(tmp_path, demo_root, demo_category):
+    """lr = 1e30 blows the weights up in the first epoch: one line naming epoch, step and loss term."""
+    p = _scgan(_train(demo_root, demo_category, tmp_path / "o", "epochs=1", "lr=1e30"), tmp_path)
+    line = _assert_one_error_line(p.returncode, p.stderr, "train", "loss ", "became", "epoch 0", "step ")
+    assert "nan" in line or "inf" in line
+    assert p.returncode == 1 and not (tmp_path / "o" / "model.pt").exists()
