@@ -151,6 +151,8 @@ def _category_dir(root: PathLike, category: str, known: tuple[str, ...], normal:
             + hint
         )
     valid = sorted(set(known) | set(present))
+    if not category:
+        raise ValueError(f"no {name} category given (--category); valid categories: {', '.join(valid)}{hint}")
     raise ValueError(f"unknown {name} category {category!r}; valid categories: {', '.join(valid)}{hint}")
 
 

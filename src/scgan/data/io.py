@@ -52,7 +52,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 
 def _open(path: Path) -> Image.Image:
     """Open and fully decode ``path``, turning every failure (and any oversized header) into ImageReadError."""
-    hint = "replace or delete the file, or set skip_bad_images=True to skip unreadable images"
+    hint = "replace or delete the file (training and test data: skip_bad_images=true skips such files)"
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its pixel limit; make that an error we can catch.

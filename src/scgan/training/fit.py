@@ -192,9 +192,12 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
     cbs: list = [ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", save_top_k=1, every_n_epochs=1,
                                  enable_version_counter=False)]
     if cfg.train.checkpoint_every > 0:
+        # mode is unused without a monitor; "max" only keeps this callback's state key apart from the "last"
+        # one's, which Lightning requires and which would otherwise clash when checkpoint_every = 1.
         cbs.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:04d}", auto_insert_metric_name=False,
                                    save_top_k=-1, every_n_epochs=cfg.train.checkpoint_every,
-                                   enable_version_counter=False))
+                                   enable_version_counter=False,
+                                   mode="max" if cfg.train.checkpoint_every == 1 else "min"))
     cbs += list(callbacks or [])
     t = cfg.train
     sync_bn = bool(getattr(t, "sync_batchnorm", False))

@@ -98,11 +98,13 @@ class SCGANModule(L.LightningModule):
         self.discriminator.requires_grad_(False)
         fake = self.discriminator(out.x_hat)
         self.discriminator.requires_grad_(True)  # the graph is built: D(x^) stays without D's weights
+        real = None
         if self.cfg.loss.adv_type == "feature":
-            with torch.no_grad():
-                real_features = self.discriminator(x).features
+            # D(x) serves both steps: G's step leaves D's weights as they are, so D's step would only
+            # recompute the same numbers (one D forward of ~18 per step saved).
+            real = self.discriminator(x)
             g_loss = generator_loss(out, target, None, self.weights,
-                                    adv=feature_matching_loss(real_features, fake.features))
+                                    adv=feature_matching_loss(real.features.detach(), fake.features))
         else:
             g_loss = generator_loss(out, target, fake.logit, self.weights)
         for name, value in g_loss.terms().items():
@@ -111,7 +113,8 @@ class SCGANModule(L.LightningModule):
         self.manual_backward(g_loss.total)
         opt_g.step()
 
-        d_loss = discriminator_loss(self.discriminator(x).logit, self.discriminator(out.x_hat.detach()).logit)
+        real_logit = (real if real is not None else self.discriminator(x)).logit
+        d_loss = discriminator_loss(real_logit, self.discriminator(out.x_hat.detach()).logit)
         self._check_finite("discriminator", d_loss, batch_idx)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)

@@ -1,0 +1,657 @@
+"""Training and scoring speed of SCGAN through the package's own code paths, side by side in one run.
+
+For each image size S, SCGAN and the same network with MS-CAM off are measured, each phase in a fresh
+subprocess (so peak memory of one configuration never pollutes another):
+
+- training: ``scgan.training.fit.build_trainer`` drives :class:`SCGANModule` on demo images through
+  :class:`SCGANDataModule` (decoded cache, DataLoader, collate); data loading, the augmentation, both
+  optimiser steps and logging are inside the timed region, which starts after ``--warmup`` batches.
+- scoring: :func:`scgan.scoring.score_loader` (``torch.inference_mode``) over the test split, as
+  ``scgan test`` does, after one warm-up batch.
+- FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one training step (the first warm-up
+  batch) and one scoring batch; achieved GFLOP/s is compared with this machine's fp32 matrix-multiply
+  peak (a large ``torch.mm``) measured at the start of the same run.
+- peak memory: ``ru_maxrss`` of the subprocess (includes the interpreter, torch and the image cache).
+
+Timings mean something only on an otherwise idle machine (docs/performance.md); the script warns when
+the load average says otherwise.
+
+    python benchmarks/bench_speed.py --output results/speed/fp32.json            # ~10 min on 2 idle cores
+    python benchmarks/bench_speed.py --channels-last --output results/speed/fp32_cl.json
+    python benchmarks/bench_speed.py --precision bf16-mixed --channels-last --output ...
+    python benchmarks/bench_speed.py --phases score --compile --sizes 256 --output ...
+    python benchmarks/bench_speed.py --profile --sizes 64,128                  # top operators of a step
+    python benchmarks/bench_speed.py --quick                                   # checks the script (~1-3 min)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# What a throw-away prototype of the same networks measured on 2 CPU cores (torch 2.13, eager, fp32,
+# batch 16 / 32, base 64, channels capped at 512); the targets in docs/performance.md refer to it.
+PROTOTYPE = {64: {"train": 27.7, "score": 138.0, "rss_gb": 0.7, "gflop": 3.8},
+             128: {"train": 6.6, "score": 27.0, "rss_gb": 1.4, "gflop": 17.6},
+             256: {"train": 1.5, "score": 7.2, "rss_gb": 3.3, "gflop": 72.8}}
+TARGET_TRAIN_SPEEDUP = 1.5  # training img/s at S = 64 and 128 vs the prototype
+TARGET_MSCAM_OVERHEAD = 0.15  # MS-CAM's share added to a training step
+TARGET_SCORE_256 = 15.0  # scoring img/s at S = 256, batch 32
+TARGET_RSS_256_GB = 4.0  # peak memory of training at S = 256, batch 16
+
+RESULT_TAG = "bench_speed"
+
+
+@dataclass
+class Job:
+    """One measurement, run in its own process."""
+
+    phase: str  # train | score | profile
+    size: int
+    attention: bool
+    batch: int
+    score_batch: int
+    steps: int
+    warmup: int
+    precision: str
+    channels_last: bool
+    compile: bool
+    base_channels: int
+    max_channels: int | None
+    threads: int
+    accelerator: str
+    root: str
+    dataset: str
+    category: str
+    seed: int = 0
+    result_path: str = ""
+    top_ops: int = 20
+
+
+# ---- helpers shared by both sides ------------------------------------------------------------
+def _gb(n_bytes: float) -> float:
+    return n_bytes / 1024**3
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r if sys.platform == "darwin" else r * 1024)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def environment(threads: int) -> dict[str, Any]:
+    import lightning
+    import torch
+
+    env: dict[str, Any] = {
+        "cpu": cpu_model(), "cores": available_cores(), "threads": threads,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        env["mkldnn_bf16_native"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        env["mkldnn_bf16_native"] = None
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def matmul_peak_gflops(n: int, dtype_name: str = "float32", device: str = "cpu", reps: int = 5) -> float:
+    """Best-of-``reps`` GFLOP/s of an n x n x n torch.mm: the machine's own matrix-multiply peak."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+# ---- the worker: one configuration, one phase, in a fresh process -----------------------------
+def _job_config(job: Job):
+    from scgan.config import load_config
+
+    overrides = {
+        "data.dataset": job.dataset, "data.root": job.root, "data.category": job.category,
+        "model.image_size": job.size, "model.base_channels": job.base_channels,
+        "model.max_channels": job.max_channels, "model.attention": job.attention,
+        "train.batch_size": job.batch, "score.eval_batch_size": job.score_batch, "train.epochs": 1,
+        "train.precision": job.precision, "train.channels_last": job.channels_last,
+        "train.accelerator": job.accelerator, "train.seed": job.seed,
+    }
+    return load_config("paper", overrides=overrides)
+
+
+class _TimedCall:
+    """Wraps the module's augmentation and adds up the seconds spent in it (same calls, same RNG draws)."""
+
+    def __init__(self, fn, device: str) -> None:
+        self.fn, self.device, self.seconds = fn, device, 0.0
+
+    def __call__(self, *args, **kwargs):
+        _sync(self.device)
+        t = time.perf_counter()
+        out = self.fn(*args, **kwargs)
+        _sync(self.device)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def _step_timer(warmup: int, steps: int, aug: _TimedCall, device: str, profile: bool, top_ops: int):
+    """A Lightning callback timing batches [warmup, warmup + steps) and counting FLOPs on batch 0."""
+    import lightning as L
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class StepTimer(L.Callback):
+        def __init__(self) -> None:
+            self.starts: dict[int, float] = {}
+            self.ends: dict[int, float] = {}
+            self.flops = 0
+            self.aug_s = 0.0
+            self._counter: FlopCounterMode | None = None
+            self._prof = None
+            self.profile_table = ""
+            self.profile_ops: list[dict[str, Any]] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == 0:
+                self._counter = FlopCounterMode(display=False)
+                self._counter.__enter__()
+            if profile and batch_idx == warmup:
+                self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                self._prof.__enter__()
+            _sync(device)
+            self.starts[batch_idx] = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            _sync(device)
+            self.ends[batch_idx] = time.perf_counter()
+            if batch_idx == 0 and self._counter is not None:
+                self._counter.__exit__(None, None, None)
+                self.flops = self._counter.get_total_flops()
+            if batch_idx == warmup - 1:
+                aug.seconds = 0.0
+            if batch_idx == warmup + steps - 1:
+                self.aug_s = aug.seconds
+                if self._prof is not None:
+                    self._prof.__exit__(None, None, None)
+                    self._summarise_profile()
+                trainer.should_stop = True
+
+        def _summarise_profile(self) -> None:
+            avgs = self._prof.key_averages()
+            self.profile_table = avgs.table(sort_by="self_cpu_time_total", row_limit=top_ops)
+            rows = sorted(avgs, key=lambda e: e.self_cpu_time_total, reverse=True)
+            self.profile_ops = [{"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6 / steps,
+                                 "calls": e.count // steps} for e in rows if e.self_cpu_time_total > 0]
+
+    return StepTimer()
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|TreeSpec).*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _train_job(job: Job, cfg, device: str) -> dict[str, Any]:
+    import torch
+
+    from scgan.data.augment import resolve_augmentation
+    from scgan.seed import seed_everything
+    from scgan.training.datamodule import SCGANDataModule
+    from scgan.training.fit import build_trainer
+    from scgan.training.module import SCGANModule
+
+    seed_everything(job.seed)
+    dm = SCGANDataModule(cfg)
+    train_ds = dm.dataset("train")
+    dm.dataset("val")
+    batches = len(train_ds) // job.batch
+    if batches < job.warmup + job.steps:
+        raise SystemExit(f"{len(train_ds)} training images give {batches} batches of {job.batch}, fewer than "
+                         f"warmup + steps = {job.warmup + job.steps}: lower --steps or use more images")
+    module = SCGANModule(cfg.to_dict(), resolve_augmentation(cfg.augment.name, train_ds.kind))
+    aug = _TimedCall(module.augment, device)
+    module.augment = aug
+    timer = _step_timer(job.warmup, job.steps, aug, device, job.phase == "profile", job.top_ops)
+    rss_setup = peak_rss_bytes()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        trainer = build_trainer(cfg, Path(tmp), progress=False, callbacks=[timer], enable_logging=False)
+        trainer.limit_val_batches = 0  # the calibration pass after the timed steps is not measured here
+        trainer.fit(module, datamodule=dm)
+    last = job.warmup + job.steps - 1
+    total = timer.ends[last] - timer.ends[job.warmup - 1]
+    inside = sum(timer.ends[i] - timer.starts[i] for i in range(job.warmup, last + 1))
+    out: dict[str, Any] = {
+        "img_per_s": job.steps * job.batch / total,
+        "step_s": total / job.steps,
+        "augment_share": timer.aug_s / total,  # augmentation inside the step
+        "data_share": (total - inside) / total,  # fetching + collating the next batch, loop overhead
+        "flop_per_img": timer.flops / job.batch,
+        "peak_rss_gb": _gb(peak_rss_bytes()),
+        "setup_rss_gb": _gb(rss_setup),
+        "n_train": len(train_ds),
+        "augmentation": module.augment.fn.name,
+    }
+    if device.startswith("cuda"):
+        out["peak_gpu_gb"] = _gb(torch.cuda.max_memory_allocated())
+    if job.phase == "profile":
+        out["profile_table"] = timer.profile_table
+        out["profile_ops"] = timer.profile_ops
+    return out
+
+
+def _score_job(job: Job, cfg, device: str) -> dict[str, Any]:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from scgan.models.networks import init_weights
+    from scgan.scoring import score_loader
+    from scgan.training.datamodule import SCGANDataModule
+    from scgan.training.module import build_generator, build_scorer
+
+    ds = SCGANDataModule(cfg).dataset("test")
+    generator = build_generator(cfg)
+    init_weights(generator, torch.Generator().manual_seed(job.seed))
+    precision = job.precision if job.precision != "32-true" else None
+    scorer = build_scorer(cfg, generator, precision=precision).to(device).eval()
+    loader = DataLoader(ds, batch_size=job.score_batch, shuffle=False)  # as scgan test builds it
+    warm = DataLoader(Subset(ds, range(min(job.score_batch, len(ds)))), batch_size=job.score_batch)
+    x = next(iter(warm))["image"].to(device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        scorer.run(x)
+    flops = counter.get_total_flops() / x.shape[0]
+    compile_s = None
+    if job.compile:
+        scorer.generator.compile()
+        t = time.perf_counter()
+        score_loader(scorer, warm, device)
+        compile_s = time.perf_counter() - t
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    score_loader(scorer, warm, device)  # warm-up: oneDNN primitives, allocator
+    _sync(device)
+    t = time.perf_counter()
+    res = score_loader(scorer, loader, device)
+    _sync(device)
+    dt = time.perf_counter() - t
+    out: dict[str, Any] = {
+        "img_per_s": len(ds) / dt, "n_images": len(ds), "flop_per_img": flops,
+        "peak_rss_gb": _gb(peak_rss_bytes()), "compile_s": compile_s,
+        "finite": bool(torch.isfinite(torch.from_numpy(res.scores)).all()),
+    }
+    if device.startswith("cuda"):
+        out["peak_gpu_gb"] = _gb(torch.cuda.max_memory_allocated())
+    return out
+
+
+def run_worker(job: Job) -> dict[str, Any]:
+    """Measure one phase of one configuration in this process; return the numbers."""
+    import torch
+
+    _quiet()
+    torch.set_num_threads(job.threads)  # intra-op threads; the DataLoader runs in-process (num_workers=0)
+    device = "cuda" if job.accelerator in ("gpu", "cuda") else "cpu"
+    cfg = _job_config(job)
+    if job.phase in ("train", "profile"):
+        return _train_job(job, cfg, device)
+    if job.phase == "score":
+        return _score_job(job, cfg, device)
+    raise ValueError(f"unknown phase {job.phase!r}")
+
+
+def _worker_main(spec: str) -> int:
+    job = Job(**json.loads(spec))
+    result = run_worker(job)
+    Path(job.result_path).write_text(json.dumps(result))
+    return 0
+
+
+# ---- the parent: data, subprocesses, table ---------------------------------------------------
+def spawn(job: Job, workdir: Path, index: int) -> dict[str, Any]:
+    """Run ``job`` in a fresh Python process; return its result (or {'error': ...})."""
+    job.result_path = str(workdir / f"result_{index}.json")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(job))]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not Path(job.result_path).exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+        return {"error": "\n".join(tail) or f"exit code {proc.returncode}"}
+    return json.loads(Path(job.result_path).read_text())
+
+
+def _n_train_for(batches: int, batch: int, val_fraction: float = 0.1) -> int:
+    """Smallest number of normal images whose training split (after the validation split) gives ``batches``."""
+    n = 2
+    while (n - min(max(1, round(val_fraction * n)), n - 1)) // batch < batches:
+        n += 1
+    return n
+
+
+def prepare_data(args: argparse.Namespace, workdir: Path) -> tuple[str, str, str]:
+    """(dataset, root, category): the user's data, or a demo set just large enough for the run."""
+    if args.root:
+        return args.dataset, args.root, args.category
+    from scgan.data.demo import make_demo_dataset
+
+    n_train = _n_train_for(args.warmup + args.steps, args.batch)
+    n_test = args.score_batch * args.score_batches
+    size = max(args.sizes)
+    t = time.perf_counter()
+    root = make_demo_dataset(workdir / "demo", n_train=n_train, n_test=n_test, image_size=size, seed=0,
+                             categories=[args.category])
+    print(f"demo data: {n_train} normal + {n_test} test images of {args.category} at {size} px "
+          f"({time.perf_counter() - t:.0f} s, not timed)", file=sys.stderr, flush=True)
+    return "mvtec", str(root), args.category
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _prototype_applies(args: argparse.Namespace) -> bool:
+    return (args.base_channels == 64 and args.max_channels == 512 and args.batch == 16 and args.score_batch == 32)
+
+
+def derive(rows: list[dict[str, Any]], peak: float, args: argparse.Namespace) -> None:
+    """Add achieved GFLOP/s, shares of the matmul peak, MS-CAM overhead and prototype ratios in place."""
+    by_key = {(r["size"], r["attention"]): r for r in rows}
+    for r in rows:
+        for phase in ("train", "score"):
+            m = r.get(phase) or {}
+            if "img_per_s" in m:
+                m["gflop_per_s"] = m["img_per_s"] * m["flop_per_img"] / 1e9
+                m["share_of_mm_peak"] = m["gflop_per_s"] / peak
+        proto = PROTOTYPE.get(r["size"]) if _prototype_applies(args) else None
+        if proto:
+            for phase in ("train", "score"):
+                m = r.get(phase) or {}
+                if "img_per_s" in m:
+                    m["vs_prototype"] = m["img_per_s"] / proto[phase]
+        off = by_key.get((r["size"], False))
+        if r["attention"] and off and "step_s" in (r.get("train") or {}) and "step_s" in (off.get("train") or {}):
+            r["mscam_overhead"] = r["train"]["step_s"] / off["train"]["step_s"] - 1
+
+
+def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    head = ["S", "MS-CAM", "train img/s", "score img/s", "train peak RSS GB", "score peak RSS GB",
+            "train GFLOP/img", "train GFLOP/s (% mm peak)", "score GFLOP/s (% mm peak)", "augment % of step",
+            "data % of step", "MS-CAM adds"]
+    if _prototype_applies(args):
+        head += ["train / prototype", "score / prototype"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        t, s = r.get("train") or {}, r.get("score") or {}
+
+        def rate(m: dict) -> str:
+            if "gflop_per_s" not in m:
+                return "-"
+            return f"{m['gflop_per_s']:.0f} ({100 * m['share_of_mm_peak']:.0f}%)"
+
+        cells = [str(r["size"]), "on" if r["attention"] else "off", _fmt(t.get("img_per_s"), 2),
+                 _fmt(s.get("img_per_s"), 1), _fmt(t.get("peak_rss_gb"), 2), _fmt(s.get("peak_rss_gb"), 2),
+                 _fmt(t.get("flop_per_img", float("nan")) / 1e9, 2), rate(t), rate(s),
+                 _fmt(100 * t["augment_share"], 1) if "augment_share" in t else "-",
+                 _fmt(100 * t["data_share"], 1) if "data_share" in t else "-",
+                 f"{100 * r['mscam_overhead']:+.1f}%" if "mscam_overhead" in r else "-"]
+        if _prototype_applies(args):
+            cells += [f"{t['vs_prototype']:.2f}x" if "vs_prototype" in t else "-",
+                      f"{s['vs_prototype']:.2f}x" if "vs_prototype" in s else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+        for phase in ("train", "score"):
+            if "error" in (r.get(phase) or {}):
+                lines.append(f"\n{phase} at S={r['size']} MS-CAM {'on' if r['attention'] else 'off'} failed:\n"
+                             f"```\n{r[phase]['error']}\n```")
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The must-show targets of docs/performance.md, checked against this run where it measured them."""
+    by_key = {(r["size"], r["attention"]): r for r in rows}
+    out: list[dict[str, Any]] = []
+    same_setup = _prototype_applies(args)
+
+    def get(size: int, phase: str, key: str) -> float | None:
+        r = by_key.get((size, True))
+        return ((r or {}).get(phase) or {}).get(key)
+
+    for size in (64, 128):
+        v = get(size, "train", "img_per_s")
+        if v is not None and same_setup:
+            need = TARGET_TRAIN_SPEEDUP * PROTOTYPE[size]["train"]
+            out.append({"target": f"training S={size}: >= {need:.1f} img/s (1.5x prototype)", "value": v,
+                        "met": v >= need})
+    for size in args.sizes:
+        r = by_key.get((size, True))
+        if r and "mscam_overhead" in r:
+            out.append({"target": f"MS-CAM adds <= 15% to a training step (S={size})", "value": r["mscam_overhead"],
+                        "met": r["mscam_overhead"] <= TARGET_MSCAM_OVERHEAD})
+    v = get(256, "score", "img_per_s")
+    if v is not None and args.score_batch == 32:
+        out.append({"target": f"scoring S=256, batch 32: >= {TARGET_SCORE_256:.0f} img/s", "value": v,
+                    "met": v >= TARGET_SCORE_256})
+    v = get(256, "train", "peak_rss_gb")
+    if v is not None and args.batch == 16:
+        out.append({"target": f"training S=256, batch 16: peak memory <= {TARGET_RSS_256_GB:.0f} GB", "value": v,
+                    "met": v <= TARGET_RSS_256_GB})
+    return out
+
+
+_OP_GROUPS = (("convolution (fwd + bwd)", ("conv", "mkldnn_convolution")),
+              ("batch norm", ("batch_norm",)),
+              ("optimizer (Adam)", ("_foreach", "adam", "addcdiv", "lerp")),
+              ("augmentation indexing", ("index", "gather", "scatter")))
+
+
+def profile_summary(result: dict[str, Any], peak: float) -> str:
+    """Where a training step's self CPU time goes, by operator group, and the convolutions' GFLOP/s."""
+    ops = result.get("profile_ops") or []
+    total = sum(o["self_cpu_s"] for o in ops) or float("nan")
+    groups: dict[str, float] = {}
+    for o in ops:
+        name = o["op"].lower()
+        group = next((g for g, keys in _OP_GROUPS if any(k in name for k in keys)), "other")
+        groups[group] = groups.get(group, 0.0) + o["self_cpu_s"]
+    lines = [f"{g}: {100 * s / total:.1f}% of self CPU time ({s:.3f} s/step)"
+             for g, s in sorted(groups.items(), key=lambda kv: -kv[1])]
+    conv = groups.get("convolution (fwd + bwd)")
+    if conv:
+        flops_step = result["flop_per_img"] * result.get("batch", 1)
+        rate = flops_step / conv / 1e9
+        lines.append(f"convolutions run at ~{rate:.0f} GFLOP/s = {100 * rate / peak:.0f}% of the fp32 matmul peak "
+                     f"({peak:.0f} GFLOP/s); FLOPs counted by FlopCounterMode are convolutions and matmuls only")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="64,128,256", help="image sizes S, comma-separated")
+    p.add_argument("--batch", type=int, default=16, help="training batch size")
+    p.add_argument("--score-batch", type=int, default=32, help="scoring batch size")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per configuration")
+    p.add_argument("--warmup", type=int, default=2, help="untimed training steps first (FLOPs counted on the first)")
+    p.add_argument("--score-batches", type=int, default=3, help="timed scoring batches (the test split's size)")
+    p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"],
+                   help="Lightning precision for training; scoring runs its generator under the same autocast")
+    p.add_argument("--channels-last", action="store_true", help="train.channels_last=true (training and scoring)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the generator for scoring (compile time "
+                                                          "reported apart)")
+    p.add_argument("--base-channels", type=int, default=64)
+    p.add_argument("--max-channels", type=int, default=512, help="channel cap (default 512 = the prototype's)")
+    p.add_argument("--attention", default="both", choices=["both", "on", "off"], help="MS-CAM on, off or both")
+    p.add_argument("--phases", default="train,score", help="train and/or score")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all available cores)")
+    p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--root", default="", help="an MVTec-layout root to use instead of generated demo images")
+    p.add_argument("--dataset", default="mvtec", help="with --root: mvtec | btad | folder")
+    p.add_argument("--category", default="washer", help="category (demo: washer = object/copypaste, weave = "
+                                                         "texture/copypaste_color)")
+    p.add_argument("--mm-size", type=int, default=4096, help="side of the torch.mm measuring the fp32 peak")
+    p.add_argument("--profile", action="store_true", help="instead of the table: torch.profiler's top operators "
+                                                          "of training steps (MS-CAM on) at each size")
+    p.add_argument("--top-ops", type=int, default=20, help="operators listed by --profile")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and network, to check the script works")
+    p.add_argument("--output", default=None, help="write the results as JSON here")
+    if p.parse_args(argv).quick:  # tiny defaults; flags given explicitly still win
+        p.set_defaults(sizes="32,64", batch=4, score_batch=4, steps=2, warmup=1, score_batches=2, base_channels=8,
+                       max_channels=32, mm_size=512)
+    args = p.parse_args(argv)
+    args.sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
+    if not set(args.phases) <= {"train", "score"}:
+        p.error("--phases takes train and/or score")
+    if args.warmup < 1 or args.steps < 1:
+        p.error("--warmup and --steps must be >= 1 (FLOPs are counted on the first, untimed, step)")
+    args.threads = args.threads or available_cores()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = environment(args.threads)
+    load = env["load_average_at_start"]
+    if load and load[0] > 0.5:
+        print(f"WARNING: load average {load[0]:.2f} at start: the machine is not idle, timings are not results",
+              file=sys.stderr)
+    if args.precision != "32-true" and args.accelerator == "cpu" and env.get("mkldnn_bf16_native") is False:
+        print(f"WARNING: this CPU ({env['cpu_capability']}) has no native bf16: oneDNN emulates it and "
+              "bf16 runs many times slower than fp32 here", file=sys.stderr)
+    device = "cuda" if args.accelerator == "gpu" else "cpu"
+    import torch
+
+    torch.set_num_threads(args.threads)
+    peak = matmul_peak_gflops(args.mm_size, "float32", device)
+    peaks = {"float32": peak}
+    if args.precision.startswith("bf16"):
+        peaks["bfloat16"] = matmul_peak_gflops(min(args.mm_size, 2048), "bfloat16", device, reps=2)
+    print(f"fp32 torch.mm peak ({args.mm_size}^3, {args.threads} threads): {peak:.0f} GFLOP/s", file=sys.stderr)
+
+    t_start = time.time()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        workdir = Path(tmp)
+        dataset, root, category = prepare_data(args, workdir)
+        attn = {"both": [True, False], "on": [True], "off": [False]}[args.attention]
+        phases = ["profile"] if args.profile else args.phases
+        if args.profile:
+            attn = [True]
+        index = 0
+        for size in args.sizes:
+            for attention in attn:
+                row: dict[str, Any] = {"size": size, "attention": attention}
+                for phase in phases:
+                    job = Job(phase=phase, size=size, attention=attention, batch=args.batch,
+                              score_batch=args.score_batch, steps=args.steps, warmup=args.warmup,
+                              precision=args.precision, channels_last=args.channels_last, compile=args.compile,
+                              base_channels=args.base_channels, max_channels=args.max_channels,
+                              threads=args.threads, accelerator=args.accelerator, root=root, dataset=dataset,
+                              category=category, top_ops=args.top_ops)
+                    t = time.perf_counter()
+                    result = spawn(job, workdir, index)
+                    index += 1
+                    print(f"S={size} MS-CAM {'on ' if attention else 'off'} {phase:7s} "
+                          f"{time.perf_counter() - t:6.0f} s  "
+                          + (f"{result['img_per_s']:.2f} img/s" if "img_per_s" in result else "FAILED"),
+                          file=sys.stderr, flush=True)
+                    row["train" if phase == "profile" else phase] = result
+                rows.append(row)
+
+    env["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    derive(rows, peak, args)
+    settings = (f"precision {args.precision}, channels_last {args.channels_last}, compile (scoring) {args.compile}, "
+                f"batch {args.batch} / score batch {args.score_batch}, base {args.base_channels}, cap "
+                f"{args.max_channels}, {args.steps} timed steps after {args.warmup}, {args.threads} threads")
+    print(f"\n{env['cpu']} ({env['cpu_capability']}, native bf16: {env.get('mkldnn_bf16_native')}), "
+          f"torch {env['torch']}; fp32 mm peak {peak:.0f} GFLOP/s; {settings}\n")
+    report: dict[str, Any] = {"environment": env, "settings": {k: v for k, v in vars(args).items()},
+                              "matmul_peak_gflops": peaks, "results": rows, "wall_time_s": time.time() - t_start}
+    if args.profile:
+        for r in rows:
+            t = r["train"]
+            print(f"### S={r['size']}: training step {t.get('step_s', float('nan')):.3f} s, "
+                  f"{t.get('flop_per_img', float('nan')) / 1e9:.2f} GFLOP/img\n")
+            if "error" in t:
+                print(f"```\n{t['error']}\n```\n")
+                continue
+            t["batch"] = args.batch
+            print("```\n" + t["profile_table"] + "\n```\n")
+            summary = profile_summary(t, peak)
+            t["summary"] = summary
+            print(summary + "\n")
+    else:
+        print(markdown_table(rows, args))
+        checks = targets(rows, args)
+        report["targets"] = checks
+        if checks:
+            print("\n| target | this run | met |\n|---|---|---|")
+            for c in checks:
+                v = c["value"]
+                shown = f"{100 * v:+.1f}%" if "MS-CAM" in c["target"] else f"{v:.2f}"
+                print(f"| {c['target']} | {shown} | {'yes' if c['met'] else 'no'} |")
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nwrote {out}", file=sys.stderr)
+    failed = any("error" in (r.get(p) or {}) for r in rows for p in ("train", "score"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        sys.exit(_worker_main(sys.argv[2]))
+    sys.exit(main())
