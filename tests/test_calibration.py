@@ -32,10 +32,14 @@ def test_auto_picks_the_score_that_separates_synthetic_defects():
     assert again == cal
 
 
-def test_ties_prefer_the_local_score():
-    normal = _scores(**{k: np.zeros(5) for k in SCORE_NAMES})
-    synthetic = _scores(**{k: np.ones(5) for k in SCORE_NAMES})
-    assert fit_calibration(normal, 0.99, synthetic).selected_score == "map_max"
+def test_auroc_ties_go_to_the_larger_margin_then_the_local_score():
+    normal = _scores(**{k: [0.0, 1.0, 2.0] for k in SCORE_NAMES})
+    synthetic = _scores(**{k: [3.0, 3.0, 3.0] for k in SCORE_NAMES})
+    assert fit_calibration(normal, 0.99, synthetic).selected_score == "map_max"  # full tie: preference order
+    synthetic[:, SCORE_NAMES.index("l_con")] = 9.0  # same AUROC (1.0), larger margin
+    cal = fit_calibration(normal, 0.99, synthetic)
+    assert cal.selection["l_con"] == cal.selection["map_max"] == 1.0
+    assert cal.selection_margin["l_con"] > cal.selection_margin["map_max"] and cal.selected_score == "l_con"
 
 
 def test_separation_auroc_counts_ties_half():
@@ -46,6 +50,6 @@ def test_separation_auroc_counts_ties_half():
 
 def test_old_calibration_dicts_still_load():
     d = fit_calibration(np.zeros((3, len(SCORE_NAMES))), 0.9).to_dict()
-    d.pop("selection")
-    d.pop("selected_score")
+    for key in ("selection", "selection_margin", "selected_score"):
+        d.pop(key)
     assert Calibration.from_dict(d).resolve("auto") == "map_max"

@@ -39,6 +39,7 @@ class Calibration:
     # "auto" default score: each score's AUROC of normal validation images against the same images
     # with synthetic defects, and the score that separates them best (None: not fitted).
     selection: dict[str, float] = field(default_factory=dict)
+    selection_margin: dict[str, float] = field(default_factory=dict)  # breaks AUROC ties (it saturates at 1)
     selected_score: str | None = None
 
     def to_dict(self) -> dict:
@@ -52,6 +53,7 @@ class Calibration:
             scores={k: ScoreStats(**{kk: float(vv) for kk, vv in v.items()}) for k, v in d["scores"].items()},
             map_high=float(d["map_high"]),
             selection={k: float(v) for k, v in (d.get("selection") or {}).items()},
+            selection_margin={k: float(v) for k, v in (d.get("selection_margin") or {}).items()},
             selected_score=d.get("selected_score"),
         )
 
@@ -94,9 +96,21 @@ def fit_calibration(scores: np.ndarray, quantile: float, synthetic: np.ndarray |
     }
     cal = Calibration(quantile=quantile, n_images=scores.shape[0], scores=stats, map_high=stats["map_max"].max)
     if synthetic is not None and len(synthetic):
-        cal.selection = separation_auroc(scores, np.asarray(synthetic, dtype=np.float64))
-        cal.selected_score = max(SELECTION_PREFERENCE, key=lambda n: (cal.selection[n], -SELECTION_PREFERENCE.index(n)))
+        synthetic = np.asarray(synthetic, dtype=np.float64)
+        cal.selection = separation_auroc(scores, synthetic)
+        cal.selection_margin = separation_margin(scores, synthetic)
+        # AUROC first; where it ties (easy synthetic defects saturate it at 1), the larger standardised
+        # margin; then the fixed preference order.
+        cal.selected_score = max(SELECTION_PREFERENCE, key=lambda n: (
+            round(cal.selection[n], 9), cal.selection_margin[n], -SELECTION_PREFERENCE.index(n)))
     return cal
+
+
+def separation_margin(normal: np.ndarray, synthetic: np.ndarray) -> dict[str, float]:
+    """Per score, (mean synthetic - mean normal) / std normal: how far defects stand out, in normal spreads."""
+    spread = normal.std(axis=0) + 1e-12 * (np.abs(normal).mean(axis=0) + 1.0)
+    d = (synthetic.mean(axis=0) - normal.mean(axis=0)) / spread
+    return {name: float(v) for name, v in zip(SCORE_NAMES, d)}
 
 
 def separation_auroc(normal: np.ndarray, synthetic: np.ndarray) -> dict[str, float]:
