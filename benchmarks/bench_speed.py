@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from scgan.experiments.runs import default_threads
+
 # What a throw-away prototype of the same networks measured on 2 CPU cores (torch 2.13, eager, fp32,
 # batch 16 / 32, base 64, channels capped at 512); the targets in docs/performance.md refer to it.
 PROTOTYPE = {64: {"train": 27.7, "score": 138.0, "rss_gb": 0.7, "gflop": 3.8},
@@ -101,16 +103,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def environment(threads: int) -> dict[str, Any]:
     import lightning
     import torch
 
     env: dict[str, Any] = {
-        "cpu": cpu_model(), "cores": available_cores(), "threads": threads,
+        "cpu": cpu_model(), "cores": default_threads(), "threads": threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -472,7 +470,7 @@ def targets(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[s
         v = get(size, "train", "img_per_s")
         if v is not None and same_setup:
             need = TARGET_TRAIN_SPEEDUP * PROTOTYPE[size]["train"]
-            out.append({"target": f"training S={size}: >= {need:.1f} img/s (1.5x prototype)", "value": v,
+            out.append({"target": f"training S={size}: >= {need:.2f} img/s (1.5x prototype)", "value": v,
                         "met": v >= need})
     for size in args.sizes:
         r = by_key.get((size, True))
@@ -556,7 +554,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--phases takes train and/or score")
     if args.warmup < 1 or args.steps < 1:
         p.error("--warmup and --steps must be >= 1 (FLOPs are counted on the first, untimed, step)")
-    args.threads = args.threads or available_cores()
+    args.threads = args.threads or default_threads()
     return args
 
 

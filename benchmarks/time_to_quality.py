@@ -12,9 +12,10 @@ recorded beside it. Scoring the checkpoints afterwards is not counted.
         --output results/time_to_quality/bottle                      # cpu preset: 40 epochs
     python benchmarks/time_to_quality.py --quick --output /tmp/ttq   # demo data, 2 epochs, ~1 min
 
-Writes ``curve.json``, ``curve.md`` and ``curve.png`` to ``--output`` (training run under ``train/``).
-A second call on the same ``--output`` reuses the finished training and only scores again
-(``--retrain`` starts over).
+Writes ``curve.json``, ``curve.md`` and ``curve.png`` to ``--output``; the training run (weights) and
+the per-checkpoint scores go to ``--work`` (default ``runs/time_to_quality/CATEGORY_seedSEED``, which
+git ignores). A second call with the same work folder reuses the finished training and only scores
+again (``--retrain`` starts over).
 """
 from __future__ import annotations
 
@@ -59,15 +60,15 @@ class CostClock(L.Callback):
                             "wall_s": time.perf_counter() - self._wall0})
 
 
-def train_with_clock(cfg: Config, out: Path, threads: int) -> dict[str, Any]:
-    """Train (fresh) into out/train; return and write the per-epoch cost log."""
+def train_with_clock(cfg: Config, work: Path, threads: int) -> dict[str, Any]:
+    """Train (fresh) into work/train; return and write the per-epoch cost log."""
     clock = CostClock()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    res = train(cfg, out / "train", progress=True, callbacks=[clock])
+    res = train(cfg, work / "train", progress=True, callbacks=[clock])
     cost = {"epochs": clock.epochs, "threads": threads, "total_cpu_s": time.process_time() - cpu0,
             "total_wall_s": time.perf_counter() - wall0, "train_epochs": res.epochs,
             "note": "cpu_s/wall_s per epoch count from the start of training; total_* include loading the data"}
-    (out / COST_FILE).write_text(json.dumps(cost, indent=2))
+    (work / COST_FILE).write_text(json.dumps(cost, indent=2))
     return cost
 
 
@@ -77,19 +78,19 @@ def checkpoints(train_dir: Path) -> list[tuple[str, Path]]:
     return [(p.stem, p) for p in found] + [("final", train_dir / MODEL_FILE)]
 
 
-def score_all(out: Path, cost: dict[str, Any]) -> list[dict[str, Any]]:
+def score_all(work: Path, cost: dict[str, Any]) -> list[dict[str, Any]]:
     """Score every checkpoint on the test split; one row per checkpoint with its training cost."""
     by_epoch = {e["epoch"]: e for e in cost["epochs"]}
     last_epoch = max(by_epoch)
     rows: list[dict[str, Any]] = []
-    for name, path in checkpoints(out / "train"):
+    for name, path in checkpoints(work / "train"):
         loaded = load_model(path)
         # Lightning checkpoints store the 0-based epoch they were saved in; model.pt is the last epoch.
         epoch = last_epoch if name == "final" else int(loaded.meta.get("epoch", -1))
         if name != "final" and epoch == last_epoch:
             continue  # the same weights as the reported model, listed once as "final"
         t = time.perf_counter()
-        m = run_test(loaded, out / "scores" / name, report=False, progress=False).metrics
+        m = run_test(loaded, work / "scores" / name, report=False, progress=False).metrics
         row = {"checkpoint": name, "epochs_trained": epoch + 1, "cpu_min": by_epoch[epoch]["cpu_s"] / 60,
                "wall_min": by_epoch[epoch]["wall_s"] / 60, "reported_model": name == "final",
                "image_auroc": {s: m["scores"][s]["image_auroc"] for s in SCORE_NAMES},
@@ -155,7 +156,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=5, help="keep a checkpoint every k epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--output", required=True, help="folder for the run, the scores and curve.{json,md,png}")
+    p.add_argument("--output", required=True, help="folder for curve.{json,md,png} and config.yaml")
+    p.add_argument("--work", default=None, help="folder for the training run and per-checkpoint scores "
+                                                "(default runs/time_to_quality/CATEGORY_seedSEED; with --quick "
+                                                "OUTPUT/work)")
     p.add_argument("--retrain", action="store_true", help="train again even if --output holds a finished run")
     p.add_argument("--quick", action="store_true", help="demo data and a tiny network for 2 epochs (checks the script)")
     p.add_argument("overrides", nargs="*", help="config key=value overrides, e.g. epochs=60")
@@ -170,25 +174,34 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    # Weights and per-checkpoint scores go to a work folder (under runs/, which git ignores by default);
+    # --output gets only the curve files.
+    default_work = out / "work" if args.quick else Path("runs") / "time_to_quality" / f"{args.category}_seed{args.seed}"
+    work = Path(args.work) if args.work else default_work
     overrides: dict[str, Any] = {}
     root, category, every = args.root, args.category, args.every
     if args.quick:
         from scgan.data.demo import make_demo_dataset
 
-        root, category, every = str(make_demo_dataset(out / "demo", n_train=24, n_test=10, image_size=32)), "washer", 1
+        root, category, every = str(make_demo_dataset(work / "demo", n_train=24, n_test=10, image_size=32)), "washer", 1
         overrides.update(QUICK)
     overrides.update({"data.dataset": args.dataset, "data.root": root, "data.category": category,
                       "train.checkpoint_every": every, "train.seed": args.seed})
     # The user's key=value overrides come last, so they win.
     cfg = load_config(args.preset, overrides={**overrides, **parse_overrides(args.overrides)})
-    done = (out / COST_FILE).exists() and (out / "train" / MODEL_FILE).exists() and not args.retrain
+    done = (work / COST_FILE).exists() and (work / "train" / MODEL_FILE).exists() and not args.retrain
     if done:
-        print(f"reusing the finished training in {out / 'train'} (--retrain to start over)", flush=True)
-        cost = json.loads((out / COST_FILE).read_text())
+        saved = work / "train" / "config.yaml"
+        if saved.exists() and saved.read_text() != to_yaml(cfg):
+            raise SystemExit(f"{work / 'train'} holds a run with another config than this command's; "
+                             "pass --retrain to replace it, or another --work")
+        print(f"reusing the finished training in {work / 'train'} (--retrain to start over)", flush=True)
+        cost = json.loads((work / COST_FILE).read_text())
     else:
-        cost = train_with_clock(cfg, out, torch.get_num_threads())
-    rows = score_all(out, cost)
-    report = {"config": cfg.to_dict(), "seed": cfg.train.seed, "threads": cost["threads"], "cost": cost, "rows": rows,
+        cost = train_with_clock(cfg, work, torch.get_num_threads())
+    rows = score_all(work, cost)
+    report = {"config": cfg.to_dict(), "seed": cfg.train.seed, "work": str(work), "threads": cost["threads"],
+              "cost": cost, "rows": rows,
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "selection": "last epoch (no model selection); earlier checkpoints only describe the cost"}
     (out / "curve.json").write_text(json.dumps(report, indent=2, default=str))

@@ -52,7 +52,8 @@ def test_channels_last_scoring_matches_default(trained):
     plain = score_loader(loaded.scorer(), _test_loader(cfg))
     cl_cfg = tiny_config(cfg.data.root, cfg.data.category, **{"train.channels_last": True})
     scorer = build_scorer(cl_cfg, loaded.generator)
-    assert scorer.channels_last  # build_scorer honours train.channels_last
+    assert scorer.channels_last  # build_scorer honours train.channels_last, or its own argument
+    assert build_scorer(cfg, loaded.generator, channels_last=True).channels_last and not loaded.scorer().channels_last
     fast = score_loader(scorer, _test_loader(cfg))
     np.testing.assert_allclose(fast.scores, plain.scores, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(fast.maps, plain.maps, rtol=1e-4, atol=1e-6)

@@ -58,7 +58,8 @@ def discover_categories(dataset: str, root: str | Path) -> list[str]:
     known = BTAD_PRODUCTS if dataset == "btad" else MVTEC_TEXTURES + MVTEC_OBJECTS
     good = "ok" if dataset == "btad" else "good"
     found = [c for c in known if (root / c / "train" / good).is_dir()]
-    extra = sorted(p.name for p in root.iterdir() if (p / "train" / good).is_dir() and p.name not in known)
+    extra = sorted((p.name for p in root.iterdir() if (p / "train" / good).is_dir() and p.name not in known),
+                   key=lambda c: (category_kind(c) != "texture", c))
     cats = found + extra
     if not cats:
         raise ValueError(f"no categories with train/{good} found under {root}")
@@ -112,8 +113,8 @@ def benchmark_table(dataset: str, res: StudyResult) -> tuple[str, list[list[str]
     ref = paper.SCGAN_BTAD if dataset == "btad" else paper.SCGAN_MVTEC
     ref2 = None if dataset == "btad" else paper.GANOMALY_MVTEC
     header = ["Group", "Category", "Paper SCGAN", *(["Paper GANomaly"] if ref2 else []),
-              "Ours AS (paper score)", "Ours map_max (default)", "Ours pixel AUROC", "Ours AUPRO"]
-    cols = [lambda m: _metric(m, "as"), lambda m: _metric(m, "map_max"),
+              "Ours AS (paper score)", "Ours map_max", "Ours auto (default)", "Ours pixel AUROC", "Ours AUPRO"]
+    cols = [lambda m: _metric(m, "as"), lambda m: _metric(m, "map_max"), lambda m: _metric(m, None, "image_auroc"),
             lambda m: _metric(m, None, "pixel_auroc"), lambda m: _metric(m, None, "aupro")]
     rows: list[list[str]] = []
 
@@ -216,7 +217,9 @@ def run_study(study: str, base: Config, *, dataset: str, root: str, categories: 
     summary = {"info": info, "base_config": base.to_dict(), "variants": [v.__dict__ for v in variants],
                "runs": res.run_dirs}
     header = (f"# {title} — ours vs the paper\n\nImage AUROC % (mean ± std over seeds {seeds}) unless stated. "
-              f"AS = the paper's score (beta = {base.score.beta}); map_max = our default score. "
+              f"AS = the paper's score (beta = {base.score.beta}); map_max = peak of the smoothed residual map; "
+              f"auto = the default: per model, the score that best separated normal validation images from "
+              f"synthetic defects (chosen without test images; each run's choice is in its metrics.json). "
               f"Every model is the last epoch's; nothing was selected on test images.\n\n"
               f"- command: `{info['command']}`\n- preset: `{base.preset}`, seeds {seeds}, threads {threads}\n"
               f"- git commit: `{info['git_commit']}`\n- wall time of this invocation: {info['wall_time_s']} s\n"

@@ -29,15 +29,18 @@ def build_discriminator(cfg: Config) -> Discriminator:
     return Discriminator(image_size=m.image_size, base_channels=m.base_channels, max_channels=m.max_channels)
 
 
-def build_scorer(cfg: Config, generator: Generator, precision: str | None = None) -> Scorer:
+def build_scorer(cfg: Config, generator: Generator, precision: str | None = None,
+                 channels_last: bool | None = None) -> Scorer:
     """The scorer of cfg; ``precision`` ("bf16-mixed", ...) runs its generator under autocast (None: fp32).
 
     Scoring precision is chosen where the scoring runs, not stored with the model: a model trained in
     bf16 on a GPU must not make every later CPU test run in bf16 (slow without native bf16 support).
+    ``channels_last`` (None: cfg.train.channels_last) feeds the generator channels-last input.
     """
     sigma = cfg.score.sigma if cfg.score.sigma is not None else default_sigma(cfg.model.image_size)
+    cl = cfg.train.channels_last if channels_last is None else channels_last
     return Scorer(generator, beta=cfg.score.beta, sigma=sigma, autocast_dtype=autocast_dtype(precision),
-                  channels_last=cfg.train.channels_last)
+                  channels_last=cl)
 
 
 class SCGANModule(L.LightningModule):
