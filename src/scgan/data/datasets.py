@@ -252,6 +252,14 @@ class AnomalyDataset(Dataset):
         )
 
 
+def _category_samples(cat_dir: Path, normal: str, split: str, val_fraction: float, split_seed: int,
+                      require_masks: bool) -> list[Sample]:
+    """Samples of one split of an MVTec-like category: train/<normal> (split into train/val), or test."""
+    if split == "test":
+        return _test_samples(cat_dir / "test", cat_dir / "ground_truth", require_masks)
+    return _normal_samples(cat_dir / "train" / normal, split, val_fraction, split_seed)
+
+
 class MVTecAD(AnomalyDataset):
     """MVTec AD: ``root/CATEGORY/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}``."""
 
@@ -269,10 +277,7 @@ class MVTecAD(AnomalyDataset):
         _check_split(split)
         known = MVTEC_CATEGORIES + DEMO_CATEGORIES
         cat_dir = _category_dir(root, category, known, "good", "MVTec AD")
-        if split == "test":
-            samples = _test_samples(cat_dir / "test", cat_dir / "ground_truth", require_masks)
-        else:
-            samples = _normal_samples(cat_dir / "train" / "good", split, val_fraction, split_seed)
+        samples = _category_samples(cat_dir, "good", split, val_fraction, split_seed, require_masks)
         super().__init__(samples, category, split, image_size, skip_bad_images)
 
 
@@ -299,10 +304,7 @@ class BTAD(AnomalyDataset):
         _check_split(split)
         category = _btad_name(category)
         cat_dir = _category_dir(root, category, BTAD_PRODUCTS, "ok", "BTAD")
-        if split == "test":
-            samples = _test_samples(cat_dir / "test", cat_dir / "ground_truth", require_masks)
-        else:
-            samples = _normal_samples(cat_dir / "train" / "ok", split, val_fraction, split_seed)
+        samples = _category_samples(cat_dir, "ok", split, val_fraction, split_seed, require_masks)
         super().__init__(samples, category, split, image_size, skip_bad_images)
 
 
