@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from scgan import __version__
+from scgan.calibration import SELECTION_PREFERENCE
 from scgan.config import Config, validate
 from scgan.models.networks import Generator
 from scgan.scoring import Calibration, Scorer
@@ -47,7 +48,7 @@ class LoadedModel:
         name = self.config.score.default_score
         if self.calibration is not None:
             return self.calibration.resolve(name)
-        return "map_max" if name == "auto" else name
+        return SELECTION_PREFERENCE[0] if name == "auto" else name
 
     def scorer(self) -> Scorer:
         from scgan.training.module import build_scorer

@@ -21,8 +21,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data_options(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument("--dataset", choices=["mvtec", "btad", "folder"], default=None if not required else "mvtec",
-                   help="dataset layout (default mvtec)")
+    p.add_argument("--dataset", choices=["mvtec", "btad", "folder"], default=None,
+                   help="dataset layout (default: mvtec)" if required else "dataset layout (default: the checkpoint's)")
     p.add_argument("--root", required=required, help="dataset root folder")
     p.add_argument("--category", default=None, help="MVTec category or BTAD product (01, 02, 03)")
 
@@ -32,6 +32,16 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", help="number of devices (or 'auto')")
     p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
     p.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed (GPU)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--onnx", help="an ONNX model written by 'scgan export' (runs without torch)")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--no-overlays", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
@@ -94,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", help="sub-folder for the tables (default <study>_<dataset>)")
         p.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
         p.add_argument("--threads", type=int, default=None,
-                       help="torch threads per run (default: all cores); fixed per run, so --jobs never changes results")
+                       help="torch threads per run (default: cores / jobs); results depend on it, never on --jobs")
         p.add_argument("--no-progress", action="store_true")
         _add_run_options(p)
 
@@ -119,7 +129,9 @@ def _config(args: argparse.Namespace, extra: dict | None = None, base: dict | No
 def cmd_train(args: argparse.Namespace) -> int:
     from scgan.training.fit import train
 
-    extra: dict = {"data.dataset": args.dataset, "data.root": args.root}
+    extra: dict = {"data.root": args.root}
+    if args.dataset is not None:  # else the preset / YAML / key=value value stands (mvtec by default)
+        extra["data.dataset"] = args.dataset
     if args.category is not None:
         extra["data.category"] = args.category
     for key in ("accelerator", "devices", "strategy", "precision"):
@@ -207,7 +219,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     study = "benchmark" if args.command == "benchmark" else args.study
     out = run_study(study, cfg, dataset=args.dataset, root=args.root, categories=cats, seeds=seeds,
                     results=Path(args.results), name=args.name, jobs=args.jobs,
-                    threads=args.threads or default_threads(), command=command_line(),
+                    threads=args.threads or max(1, default_threads() // args.jobs), command=command_line(),
                     progress=not args.no_progress)
     print((out / "table.md").read_text())
     print(f"tables: {out / 'table.md'}, {out / 'table.csv'}")

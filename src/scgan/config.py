@@ -281,9 +281,23 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
     if not 0.0 < cfg.score.threshold_quantile <= 1.0:
         raise ValueError(f"threshold_quantile must be in (0, 1], got {cfg.score.threshold_quantile}")
-    valid_scores = ("auto", "as", "l_con", "l_enc", "map_max")
+    from scgan.calibration import SCORE_NAMES
+
+    valid_scores = ("auto", *SCORE_NAMES)
     if cfg.score.default_score not in valid_scores:
         raise ValueError(f"default_score must be one of {', '.join(valid_scores)}; got {cfg.score.default_score!r}")
+    checks = [
+        (cfg.score.sigma is None or cfg.score.sigma >= 0, f"sigma must be >= 0 or null, got {cfg.score.sigma}"),
+        (cfg.score.selection_patches >= 1, "selection_patches must be >= 1"),
+        (cfg.score.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+        (cfg.train.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+        (cfg.data.num_workers >= 0, "num_workers must be >= 0"),
+        (cfg.model.reduction >= 1, "reduction must be >= 1"),
+        (cfg.model.nz >= 1, "nz must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
     if cfg.loss.adv_type not in ("bce", "feature"):
         raise ValueError(f"adv_type must be 'bce' or 'feature', got {cfg.loss.adv_type!r}")
     if cfg.loss.con_target not in ("clean", "augmented"):

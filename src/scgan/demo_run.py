@@ -26,4 +26,6 @@ def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, p
     cfg.data.dataset, cfg.data.root, cfg.data.category = "mvtec", str(data_root), category
     print(f"training on demo category '{category}' for {cfg.train.epochs} epochs at {cfg.model.image_size} px")
     res = train(cfg, out / "train", progress=progress)
+    if res.model_path is None:  # a non-zero rank of a multi-device run: rank 0 tests
+        raise RuntimeError("the demo is tested by rank 0 only")
     return run_test(res.model_path, out / "test", progress=progress)

@@ -82,7 +82,7 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
 
         @torch.inference_mode()
         def score_fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            s, m = scorer(torch.from_numpy(x))
+            s, m = scorer.run(torch.from_numpy(x))
             return s.numpy(), m.numpy()
 
         calibration: Calibration | None = loaded.calibration

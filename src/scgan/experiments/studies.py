@@ -19,7 +19,7 @@ from scgan.experiments.runs import RunSpec, execute_all, make_spec
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 
-SCORES_SHOWN = ("as", "map_max")  # the paper's score and our default, side by side
+SCORES_SHOWN = ("as", "map_max")  # the paper's score and the local peak score, side by side
 
 
 @dataclass
@@ -238,7 +238,8 @@ def beta_study(res: StudyResult, out: Path) -> tuple[str, list[list[str]]]:
     for c in res.categories:
         per_seed = []
         for run_dir in res.run_dirs["base"][c]:
-            rows = list(csv.DictReader(open(Path(run_dir) / "test" / "scores.csv")))
+            with open(Path(run_dir) / "test" / "scores.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
             y = np.array([int(r["label"]) for r in rows])
             l_con = np.array([float(r["l_con"]) for r in rows])
             l_enc = np.array([float(r["l_enc"]) for r in rows])

@@ -126,7 +126,8 @@ class SCGANModule(L.LightningModule):
         d_mean = self.trainer.strategy.reduce(d_loss.detach().clone(), reduce_op="mean")  # reduce works in place
         if d_mean.item() < self.cfg.train.d_reset_threshold:
             # D has collapsed (GANomaly): start it afresh so G keeps an adversarial signal.
-            init_weights(self.discriminator, torch.Generator().manual_seed(self.cfg.train.seed + self.global_step))
+            gen = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed + self.global_step)
+            init_weights(self.discriminator, gen)
             self.d_resets += 1
 
         logs = {f"train/{k}": v.detach() for k, v in g_loss.terms().items()}
@@ -164,12 +165,14 @@ class SCGANModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x = batch["image"]
-        scores, _ = self.scorer.run(x)
-        self._val_scores.append(scores.float().cpu().numpy())
-        if self.cfg.score.default_score == "auto":
-            gen = seeded_generator(x.device, self.cfg.data.split_seed, batch_idx)
-            synthetic, _ = self.scorer.run(self.val_defects(x, generator=gen))
-            self._val_synthetic.append(synthetic.float().cpu().numpy())
+        # Calibrate in fp32 whatever the training precision: test and predict score in fp32.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            scores, _ = self.scorer.run(x)
+            self._val_scores.append(scores.float().cpu().numpy())
+            if self.cfg.score.default_score == "auto":
+                gen = seeded_generator(x.device, self.cfg.data.split_seed, batch_idx)
+                synthetic, _ = self.scorer.run(self.val_defects(x, generator=gen))
+                self._val_synthetic.append(synthetic.float().cpu().numpy())
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_scores:
