@@ -33,9 +33,13 @@ def test_discover_categories_in_paper_order(demo_root):
 
 
 def test_benchmark_table_resume_and_parallel_runs(tmp_path, demo_root, demo_category):
+    import torch
+
     base = _base()
+    threads = torch.get_num_threads()
     out = run_study("benchmark", base, dataset="mvtec", root=str(demo_root), categories=[demo_category],
-                    seeds=[0, 1], results=tmp_path / "serial", jobs=1, threads=1, progress=False)
+                    seeds=[0, 1], results=tmp_path / "serial", jobs=1, threads=threads + 1, progress=False)
+    assert torch.get_num_threads() == threads  # a run's thread count does not leak into the caller
     table = (out / "table.md").read_text()
     assert demo_category in table and "Paper SCGAN" in table and "±" in table
     assert "last epoch" in table and "git commit" in table

@@ -68,12 +68,16 @@ def execute(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
     from scgan.evaluate import run_test
     from scgan.training.fit import train
 
-    torch.set_num_threads(spec.threads)
     cfg = Config.from_dict(spec.config)
     run_dir = Path(spec.run_dir)
     start = time.time()
-    res = train(cfg, run_dir / "train", resume="auto", progress=progress)
-    out = run_test(res.model_path, run_dir / "test", progress=False)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)  # results depend on it: set per run, restored after
+    try:
+        res = train(cfg, run_dir / "train", resume="auto", progress=progress)
+        out = run_test(res.model_path, run_dir / "test", progress=False)
+    finally:
+        torch.set_num_threads(threads_before)
     info = run_info(
         benchmark_command=spec.command, threads=spec.threads, seed=cfg.train.seed, config_key=config_key(cfg),
         wall_time_s=round(time.time() - start, 1), model="last epoch (no model selection)",
