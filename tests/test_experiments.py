@@ -55,7 +55,7 @@ def test_benchmark_table_resume_and_parallel_runs(tmp_path, demo_root, demo_cate
     assert [os.stat(f"{r}/test/metrics.json").st_mtime for r in run_dirs] == mtimes
     # Two runs at once, same threads per run: the same numbers.
     par = run_study("benchmark", base, dataset="mvtec", root=str(demo_root), categories=[demo_category],
-                    seeds=[0, 1], results=tmp_path / "parallel", jobs=2, threads=1, progress=False)
+                    seeds=[0, 1], results=tmp_path / "parallel", jobs=2, threads=threads + 1, progress=False)
     par_dirs = json.loads((par / "summary.json").read_text())["runs"]["base"][demo_category]
     for a, b in zip(run_dirs, par_dirs):
         ma, mb = json.load(open(f"{a}/test/metrics.json")), json.load(open(f"{b}/test/metrics.json"))
