@@ -53,3 +53,49 @@ def test_old_calibration_dicts_still_load():
     for key in ("selection", "selection_margin", "selected_score"):
         d.pop(key)
     assert Calibration.from_dict(d).resolve("auto") == "map_max"
+
+
+def test_sigma_auto_prefers_smoothing_for_blob_defects_in_pixel_noise():
+    import torch
+
+    from scgan.scoring import select_sigma, sigma_candidates
+
+    g = torch.Generator().manual_seed(0)
+    normal = torch.rand(8, 1, 32, 32, generator=g)  # i.i.d. pixel noise: single pixels stand out
+    synthetic = torch.rand(8, 1, 32, 32, generator=g)
+    masks = torch.zeros(8, 1, 32, 32, dtype=torch.bool)
+    masks[:, :, 10:18, 10:18] = True
+    synthetic[masks] += 0.3  # a weak but extended defect: averaging over its area finds it
+    cands = sigma_candidates(64)
+    assert cands[0] == 1.0 and sorted(cands) == [0.0, 0.5, 1.0, 2.0, 4.0]
+    sigma, aurocs = select_sigma(normal, synthetic, masks, cands)
+    assert set(aurocs) == {"0", "0.5", "1", "2", "4"}
+    assert sigma > 0 and aurocs[f"{sigma:g}"] == max(aurocs.values()) and aurocs["0"] < aurocs[f"{sigma:g}"]
+
+
+def test_sigma_auto_prefers_no_smoothing_for_single_pixel_defects():
+    import torch
+
+    from scgan.scoring import select_sigma, sigma_candidates
+
+    normal = torch.zeros(4, 1, 32, 32)
+    normal[:, :, 4:28, 4:28] = 0.5  # smooth structure, no pixel noise
+    synthetic = normal.clone()
+    masks = torch.zeros(4, 1, 32, 32, dtype=torch.bool)
+    masks[:, :, 3, ::4] = True  # isolated pixels just outside the structure
+    synthetic[masks] = 0.6
+    sigma, aurocs = select_sigma(normal, synthetic, masks, sigma_candidates(64))
+    assert sigma == 0.0 and aurocs["0"] == 1.0
+
+
+def test_sigma_auto_ties_and_degenerate_masks_keep_the_default():
+    import torch
+
+    from scgan.scoring import select_sigma, sigma_candidates
+
+    flat = torch.ones(2, 1, 16, 16)
+    masks = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
+    masks[:, :, 4:8, 4:8] = True
+    sigma, aurocs = select_sigma(flat, flat, masks, sigma_candidates(64))  # every candidate scores 0.5
+    assert sigma == 1.0 and set(aurocs.values()) == {0.5}
+    assert select_sigma(flat, flat, torch.zeros_like(masks), sigma_candidates(128)) == (2.0, {})

@@ -41,6 +41,11 @@ class Calibration:
     selection: dict[str, float] = field(default_factory=dict)
     selection_margin: dict[str, float] = field(default_factory=dict)  # breaks AUROC ties (it saturates at 1)
     selected_score: str | None = None
+    # Smoothing sigma (pixels at S) of the anomaly maps these statistics were fitted with; map_max and
+    # map_high are only valid with it. ``sigma_selection``: pixel AUROC of each candidate sigma on the
+    # synthetic defects when it was chosen on validation images (score.sigma = auto), else empty.
+    sigma: float | None = None
+    sigma_selection: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +60,8 @@ class Calibration:
             selection={k: float(v) for k, v in (d.get("selection") or {}).items()},
             selection_margin={k: float(v) for k, v in (d.get("selection_margin") or {}).items()},
             selected_score=d.get("selected_score"),
+            sigma=None if d.get("sigma") is None else float(d["sigma"]),
+            sigma_selection={str(k): float(v) for k, v in (d.get("sigma_selection") or {}).items()},
         )
 
     def resolve(self, default_score: str) -> str:

@@ -53,7 +53,7 @@ class LoadedModel:
     def scorer(self) -> Scorer:
         from scgan.training.module import build_scorer
 
-        return build_scorer(self.config, self.generator).eval()
+        return build_scorer(self.config, self.generator, calibration=self.calibration).eval()
 
 
 def save_model(path: str | Path, generator: Generator, config: Config, calibration: Calibration | None,

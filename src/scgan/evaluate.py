@@ -112,7 +112,8 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
                        split="test", image_size=cfg.model.image_size, skip_bad_images=d.skip_bad_images,
                        require_masks=d.require_masks if require_masks is None else require_masks)
     loader = DataLoader(ds, batch_size=cfg.score.eval_batch_size, shuffle=False)
-    result = score_loader(loaded.scorer(), loader, progress=progress)
+    scorer = loaded.scorer()
+    result = score_loader(scorer, loader, progress=progress)
     default = loaded.default_score
     metrics = metrics_for(result, loaded.calibration, default, pixel=ds.has_masks)
     if loaded.calibration is not None and loaded.calibration.selection:
@@ -122,12 +123,19 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
             "separation_auroc": loaded.calibration.selection,
             "selected": loaded.calibration.selected_score,
         }
+    metrics["map_smoothing"] = {"sigma": scorer.blur.sigma, "config": cfg.score.sigma}
+    if loaded.calibration is not None and loaded.calibration.sigma_selection:
+        metrics["map_smoothing"].update(
+            rule="auto: the sigma whose maps best locate synthetic confetti defects pasted into normal validation "
+                 "images (pixel AUROC, ties to S / 64); no test image involved",
+            pixel_auroc_by_sigma=loaded.calibration.sigma_selection)
     metrics["info"] = run_info(
         checkpoint=str(loaded.path), category=ds.category, dataset=dataset or d.dataset, root=str(root or d.root),
         seed=cfg.train.seed, model=loaded.meta.get("selection", "last epoch (no model selection)"),
         trained_epochs=loaded.meta.get("epoch"), n_test=len(ds), n_anomalous=int(result.labels.sum()),
         test_wall_time_s=round(time.time() - start, 2),
         calibration="normal validation images only" if loaded.calibration else "none (no validation data)",
+        map_sigma=scorer.blur.sigma,
     )
     metrics["config"] = cfg.to_dict()
     atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=2))

@@ -19,7 +19,7 @@ from scgan.calibration import SCORE_DESCRIPTIONS, SCORE_NAMES, Calibration, Scor
 from scgan.models.networks import Generator, GeneratorOutput
 
 __all__ = ["SCORE_DESCRIPTIONS", "SCORE_NAMES", "Calibration", "GaussianBlur", "ScoreResult", "ScoreStats", "Scorer",
-           "autocast_dtype", "default_sigma", "fit_calibration", "score_loader"]
+           "autocast_dtype", "default_sigma", "fit_calibration", "score_loader", "select_sigma", "sigma_candidates"]
 
 # Lightning precision names -> the autocast dtype the scorer runs its generator in (None = plain fp32).
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "bf16": torch.bfloat16,
@@ -37,8 +37,48 @@ def autocast_dtype(precision: str | None) -> torch.dtype | None:
 
 
 def default_sigma(image_size: int) -> float:
-    """Smoothing sigma in pixels when the config leaves it to us: S / 64 (1 px at 64, 4 px at 256)."""
+    """Smoothing sigma in pixels when nothing else decides it: S / 64 (1 px at 64, 4 px at 256)."""
     return image_size / 64
+
+
+# score.sigma = auto tries these multiples of S / 64: none, half, default, double, quadruple.
+SIGMA_FACTORS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+_SIGMA_PIXELS = 1 << 21  # pixel AUROC on at most this many pixels (a fixed subsample): cheap at any S
+
+
+def sigma_candidates(image_size: int) -> list[float]:
+    """The sigmas score.sigma = auto chooses from, default (S / 64) first: it wins ties."""
+    d = default_sigma(image_size)
+    return [d] + [f * d for f in SIGMA_FACTORS if f != 1.0]
+
+
+@torch.no_grad()
+def select_sigma(normal: torch.Tensor, synthetic: torch.Tensor, masks: torch.Tensor,
+                 candidates: list[float]) -> tuple[float, dict[str, float]]:
+    """The smoothing sigma whose maps best locate synthetic defects, and each candidate's pixel AUROC.
+
+    ``normal`` and ``synthetic`` are unsmoothed residual maps (N, 1, S, S) of normal validation images
+    and of the same images with synthetic defects pasted in; ``masks`` (N, 1, S, S) bool marks the
+    pasted pixels. Every pixel of the normal maps and every unmasked pixel of the synthetic ones is a
+    negative. Ties go to the earlier candidate. No real anomaly and no test image is involved.
+    """
+    from scgan.metrics import pixel_auroc
+
+    if not masks.any() or masks.all():
+        return float(candidates[0]), {}
+    truth = torch.cat([torch.zeros_like(masks), masks]).flatten()
+    keep = None
+    if truth.numel() > _SIGMA_PIXELS:
+        keep = torch.randperm(truth.numel(), generator=torch.Generator().manual_seed(0))[:_SIGMA_PIXELS]
+        truth = truth[keep]
+    aurocs: dict[str, float] = {}
+    for sigma in candidates:
+        blur = GaussianBlur(sigma).to(normal.device)
+        maps = torch.cat([blur(normal.float()), blur(synthetic.float())]).flatten()
+        maps = maps if keep is None else maps[keep.to(maps.device)]
+        aurocs[f"{sigma:g}"] = pixel_auroc(maps.cpu().numpy()[None, None], truth.cpu().numpy()[None, None])
+    best = max(range(len(candidates)), key=lambda i: (round(aurocs[f"{candidates[i]:g}"], 9), -i))
+    return float(candidates[best]), aurocs
 
 
 class GaussianBlur(nn.Module):
@@ -84,27 +124,34 @@ class Scorer(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(x, self.generator(x))
 
-    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``forward`` with the speed options; with both off it is exactly ``forward``."""
+    def run(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` with the speed options; with both off it is exactly ``forward``.
+
+        ``raw`` returns the unsmoothed residual map instead of the anomaly map (to choose sigma).
+        """
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.autocast_dtype is None:
-            return self(x)
+            return self.head(x, self.generator(x), raw)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype):
             out = self.generator(x)
         # Residuals, blur and maxima in fp32: bf16 would round the scores to ~3 significant digits.
         with torch.autocast(x.device.type, enabled=False):
-            return self.head(x, GeneratorOutput(out.x_hat.float(), out.z1.float(), out.z2.float()))
+            return self.head(x, GeneratorOutput(out.x_hat.float(), out.z1.float(), out.z2.float()), raw)
 
-    def head(self, x: torch.Tensor, out: GeneratorOutput) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores and anomaly map of x (B, 3, S, S) from the generator's output on x."""
+    def head(self, x: torch.Tensor, out: GeneratorOutput, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and anomaly map (or, with ``raw``, the unsmoothed residual) of x from G's output on x."""
         residual = (x - out.x_hat).abs().mean(dim=1, keepdim=True)  # (B, 1, S, S)
         l_con = residual.flatten(1).mean(1)
         l_enc = (out.z1 - out.z2).pow(2).flatten(1).mean(1)
         amap = self.blur(residual)
         map_max = amap.flatten(1).amax(1)
         anomaly = self.beta * l_con + (1 - self.beta) * l_enc
-        return torch.stack([anomaly, l_con, l_enc, map_max], dim=1), amap[:, 0]
+        return torch.stack([anomaly, l_con, l_enc, map_max], dim=1), (residual if raw else amap)[:, 0]
+
+    def set_sigma(self, sigma: float) -> None:
+        """Smooth anomaly maps (and so map_max) with ``sigma`` pixels from now on."""
+        self.blur = GaussianBlur(sigma).to(self.blur.kernel.device)
 
 
 @dataclass

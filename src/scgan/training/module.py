@@ -10,7 +10,8 @@ from scgan.config import Config
 from scgan.data.augment import build_augmentation
 from scgan.losses import LossWeights, discriminator_loss, feature_matching_loss, generator_loss
 from scgan.models.networks import Discriminator, Generator, init_weights
-from scgan.scoring import Calibration, Scorer, autocast_dtype, default_sigma, fit_calibration
+from scgan.scoring import (SCORE_NAMES, Calibration, GaussianBlur, Scorer, autocast_dtype, default_sigma,
+                           fit_calibration, select_sigma, sigma_candidates)
 from scgan.training.datamodule import seeded_generator
 
 
@@ -30,14 +31,19 @@ def build_discriminator(cfg: Config) -> Discriminator:
 
 
 def build_scorer(cfg: Config, generator: Generator, precision: str | None = None,
-                 channels_last: bool | None = None) -> Scorer:
+                 channels_last: bool | None = None, calibration: Calibration | None = None) -> Scorer:
     """The scorer of cfg; ``precision`` ("bf16-mixed", ...) runs its generator under autocast (None: fp32).
 
     Scoring precision is chosen where the scoring runs, not stored with the model: a model trained in
     bf16 on a GPU must not make every later CPU test run in bf16 (slow without native bf16 support).
     ``channels_last`` (None: cfg.train.channels_last) feeds the generator channels-last input.
+    A ``calibration`` that records its sigma (score.sigma = auto) sets the smoothing.
     """
-    sigma = cfg.score.sigma if cfg.score.sigma is not None else default_sigma(cfg.model.image_size)
+    sigma = cfg.score.sigma
+    if calibration is not None and calibration.sigma is not None:
+        sigma = calibration.sigma  # the calibration's statistics hold only with the sigma they were fitted with
+    elif sigma is None or sigma == "auto":
+        sigma = default_sigma(cfg.model.image_size)
     cl = cfg.train.channels_last if channels_last is None else channels_last
     return Scorer(generator, beta=cfg.score.beta, sigma=sigma, autocast_dtype=autocast_dtype(precision),
                   channels_last=cl)
@@ -69,6 +75,11 @@ class SCGANModule(L.LightningModule):
         self.d_resets = 0
         self._val_scores: list[np.ndarray] = []
         self._val_synthetic: list[np.ndarray] = []
+        # score.sigma = auto: unsmoothed residual maps of the validation images, clean and with synthetic
+        # defects, and the defects' masks.
+        self._val_residuals: list[torch.Tensor] = []
+        self._val_synthetic_residuals: list[torch.Tensor] = []
+        self._val_defect_masks: list[torch.Tensor] = []
 
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -143,6 +154,7 @@ class SCGANModule(L.LightningModule):
     # ---- validation: normal images only, used for calibration -------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val_scores, self._val_synthetic = [], []
+        self._val_residuals, self._val_synthetic_residuals, self._val_defect_masks = [], [], []
         self._broadcast_buffers()
 
     def on_train_end(self) -> None:
@@ -166,19 +178,41 @@ class SCGANModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x = batch["image"]
         # Calibrate in fp32 whatever the training precision: test and predict score in fp32.
+        auto_sigma = self.cfg.score.sigma == "auto"
         with torch.autocast(device_type=x.device.type, enabled=False):
-            scores, _ = self.scorer.run(x)
+            scores, residual = self.scorer.run(x, raw=auto_sigma)
             self._val_scores.append(scores.float().cpu().numpy())
-            if self.cfg.score.default_score == "auto":
+            if auto_sigma:
+                self._val_residuals.append(residual[:, None].float().cpu())
+            if self.cfg.score.default_score == "auto" or auto_sigma:
                 gen = seeded_generator(x.device, self.cfg.data.split_seed, batch_idx)
-                synthetic, _ = self.scorer.run(self.val_defects(x, generator=gen))
+                x_defect = self.val_defects(x, generator=gen)
+                synthetic, residual = self.scorer.run(x_defect, raw=auto_sigma)
                 self._val_synthetic.append(synthetic.float().cpu().numpy())
+                if auto_sigma:
+                    self._val_synthetic_residuals.append(residual[:, None].float().cpu())
+                    self._val_defect_masks.append((x_defect != x).any(dim=1, keepdim=True).cpu())
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_scores:
             return
+        scores = np.concatenate(self._val_scores)
         synthetic = np.concatenate(self._val_synthetic) if self._val_synthetic else None
-        cal = fit_calibration(np.concatenate(self._val_scores), self.cfg.score.threshold_quantile, synthetic)
+        sigma, sigma_selection = self.scorer.blur.sigma, {}
+        if self._val_residuals:
+            normal_res, synth_res = torch.cat(self._val_residuals), torch.cat(self._val_synthetic_residuals)
+            sigma, sigma_selection = select_sigma(normal_res, synth_res, torch.cat(self._val_defect_masks),
+                                                  sigma_candidates(self.cfg.model.image_size))
+            self.scorer.set_sigma(sigma)
+            # map_max is the only score that depends on sigma: recompute it with the chosen one.
+            col = SCORE_NAMES.index("map_max")
+            blur = GaussianBlur(sigma)
+            scores[:, col] = blur(normal_res).flatten(1).amax(1).numpy()
+            synthetic[:, col] = blur(synth_res).flatten(1).amax(1).numpy()
+        if self.cfg.score.default_score != "auto":
+            synthetic = None
+        cal = fit_calibration(scores, self.cfg.score.threshold_quantile, synthetic)
+        cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
         self.calibration = cal
         if not self.trainer.sanity_checking:
             name = cal.resolve(self.cfg.score.default_score)
