@@ -115,14 +115,13 @@ def test_scorer_matches_losses_definition(trained):
     assert m.shape == (2, 32, 32)
 
 
-def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(trained, tmp_path):
+def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(tmp_path, demo_root, demo_category):
     """score.sigma = auto: the chosen sigma is stored with the calibration, and the statistics fit it."""
     from scgan.scoring import score_loader, sigma_candidates
     from scgan.training.datamodule import SCGANDataModule
 
-    res, cfg = trained
-    assert cfg.score.sigma == "auto"
-    loaded = load_model(res.model_path)
+    cfg = tiny_config(demo_root, demo_category, epochs=1, **{"score.sigma": "auto"})
+    loaded = load_model(train(cfg, tmp_path / "run", progress=False).model_path)
     cal = loaded.calibration
     assert cal.sigma in sigma_candidates(cfg.model.image_size)
     assert set(cal.sigma_selection) == {f"{s:g}" for s in sigma_candidates(cfg.model.image_size)}
@@ -132,7 +131,7 @@ def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(trained, tmp_pat
     val = score_loader(loaded.scorer(), torch.utils.data.DataLoader(dm.dataset("val"), batch_size=8))
     assert float(val.score("map_max").max()) == pytest.approx(cal.scores["map_max"].max, rel=1e-5)
     assert float(val.score("map_max").max()) == pytest.approx(cal.map_high, rel=1e-5)
-    m = json.loads(json.dumps(run_test(loaded, tmp_path, progress=False, report=False).metrics, default=float))
+    m = json.loads(json.dumps(run_test(loaded, tmp_path / "test", progress=False, report=False).metrics, default=float))
     assert m["map_smoothing"]["sigma"] == cal.sigma and m["map_smoothing"]["config"] == "auto"
 
 
@@ -141,3 +140,10 @@ def test_fixed_sigma_is_kept(tmp_path, demo_root, demo_category):
     loaded = load_model(train(cfg, tmp_path, progress=False).model_path)
     assert loaded.calibration.sigma == 0.5 and loaded.calibration.sigma_selection == {}
     assert loaded.scorer().blur.sigma == 0.5
+
+
+def test_default_sigma_is_s_over_64(trained):
+    res, cfg = trained
+    loaded = load_model(res.model_path)
+    assert cfg.score.sigma is None and loaded.calibration.sigma == cfg.model.image_size / 64
+    assert loaded.calibration.sigma_selection == {} and loaded.scorer().blur.sigma == loaded.calibration.sigma

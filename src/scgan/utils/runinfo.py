@@ -24,6 +24,17 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (numerics and speed differ between CPUs), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def command_line() -> str:
     """How this process was invoked, shell-quoted."""
     argv = list(sys.argv)
@@ -45,6 +56,7 @@ def run_info(**extra: Any) -> dict[str, Any]:
         "torch_version": str(torch.__version__),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     info.update(extra)
