@@ -48,3 +48,14 @@ def test_unknown_preset_and_missing_yaml(tmp_path):
         load_config("fast")
     with pytest.raises(FileNotFoundError):
         load_config("cpu", yaml_path=tmp_path / "nope.yaml")
+
+
+def test_sigma_values():
+    from scgan.config import load_config
+
+    assert load_config("cpu").score.sigma is None
+    assert load_config("cpu", overrides=["sigma=auto"]).score.sigma == "auto"
+    assert load_config("cpu", overrides=["sigma=2"]).score.sigma == 2.0
+    for bad in ("sigma=Auto", "sigma=-1", "sigma=inf", "sigma=nan", "sigma=100"):
+        with pytest.raises(ValueError, match="sigma"):
+            load_config("cpu", overrides=[bad])

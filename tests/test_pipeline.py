@@ -115,15 +115,23 @@ def test_scorer_matches_losses_definition(trained):
     assert m.shape == (2, 32, 32)
 
 
-def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(tmp_path, demo_root, demo_category):
+def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(tmp_path, demo_root, demo_category, monkeypatch):
     """score.sigma = auto: the chosen sigma is stored with the calibration, and the statistics fit it."""
-    from scgan.scoring import score_loader, sigma_candidates
+    import scgan.training.module as module_mod
+    from scgan.scoring import score_loader, select_sigma, sigma_candidates
     from scgan.training.datamodule import SCGANDataModule
 
+    # Force a choice other than the default (S / 64, the scorer's starting sigma), so that a model
+    # scoring with the starting sigma, or map_max statistics left from it, would fail below.
+    def pick_largest(normal, synthetic, masks, candidates):
+        _, aurocs = select_sigma(normal, synthetic, masks, candidates)
+        return max(candidates), aurocs
+
+    monkeypatch.setattr(module_mod, "select_sigma", pick_largest)
     cfg = tiny_config(demo_root, demo_category, epochs=1, **{"score.sigma": "auto"})
     loaded = load_model(train(cfg, tmp_path / "run", progress=False).model_path)
     cal = loaded.calibration
-    assert cal.sigma in sigma_candidates(cfg.model.image_size)
+    assert cal.sigma == max(sigma_candidates(cfg.model.image_size)) != cfg.model.image_size / 64
     assert set(cal.sigma_selection) == {f"{s:g}" for s in sigma_candidates(cfg.model.image_size)}
     assert loaded.scorer().blur.sigma == cal.sigma
     # Re-scoring the validation images with the loaded scorer reproduces the stored map_max statistics.
@@ -147,3 +155,21 @@ def test_default_sigma_is_s_over_64(trained):
     loaded = load_model(res.model_path)
     assert cfg.score.sigma is None and loaded.calibration.sigma == cfg.model.image_size / 64
     assert loaded.calibration.sigma_selection == {} and loaded.scorer().blur.sigma == loaded.calibration.sigma
+
+
+def test_the_calibration_sigma_wins_over_the_config(trained):
+    """A model scores with the sigma its calibration was fitted with; without one, with the config's."""
+    from scgan.calibration import Calibration
+    from scgan.training.module import build_scorer
+
+    res, cfg = trained
+    loaded = load_model(res.model_path)
+    d = loaded.calibration.to_dict()
+    d["sigma"] = 3.0
+    assert build_scorer(loaded.config, loaded.generator, calibration=Calibration.from_dict(d)).blur.sigma == 3.0
+    d.pop("sigma")
+    d.pop("sigma_selection")  # a calibration saved before sigma was recorded
+    old = Calibration.from_dict(d)
+    assert old.sigma is None and build_scorer(loaded.config, loaded.generator, calibration=old).blur.sigma == 0.5
+    fixed = tiny_config(cfg.data.root, cfg.data.category, **{"score.sigma": 1.5})
+    assert build_scorer(fixed, loaded.generator, calibration=old).blur.sigma == 1.5

@@ -292,8 +292,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"default_score must be one of {', '.join(valid_scores)}; got {cfg.score.default_score!r}")
     checks = [
         (cfg.score.sigma is None or cfg.score.sigma == "auto"
-         or (not isinstance(cfg.score.sigma, str) and cfg.score.sigma >= 0),
-         f"sigma must be a number >= 0, auto or null, got {cfg.score.sigma!r}"),
+         or (not isinstance(cfg.score.sigma, str) and 0 <= cfg.score.sigma <= 64),
+         f"sigma must be a number in [0, 64] (pixels), auto or null, got {cfg.score.sigma!r}"),
         (cfg.score.selection_patches >= 1, "selection_patches must be >= 1"),
         (cfg.score.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
         (cfg.train.checkpoint_every >= 0, "checkpoint_every must be >= 0"),

@@ -169,7 +169,8 @@ class SCGANModule(L.LightningModule):
         """
         if self.trainer.world_size == 1:
             return
-        buffers = [b for b in self.buffers() if b.is_floating_point()]
+        # The blur kernel is no model state (its length follows the smoothing sigma): left out.
+        buffers = [b for n, b in self.named_buffers() if b.is_floating_point() and not n.startswith("scorer.blur.")]
         flat = torch.cat([b.detach().reshape(-1) for b in buffers])
         torch.distributed.broadcast(flat, src=0)
         for b, v in zip(buffers, flat.split([b.numel() for b in buffers])):
@@ -203,6 +204,8 @@ class SCGANModule(L.LightningModule):
             normal_res, synth_res = torch.cat(self._val_residuals), torch.cat(self._val_synthetic_residuals)
             sigma, sigma_selection = select_sigma(normal_res, synth_res, torch.cat(self._val_defect_masks),
                                                   sigma_candidates(self.cfg.model.image_size))
+            if self.trainer.world_size > 1:  # rank 0's choice for all, even if kernels differ in the last bit
+                sigma, sigma_selection = self.trainer.strategy.broadcast((sigma, sigma_selection), src=0)
             self.scorer.set_sigma(sigma)
             # map_max is the only score that depends on sigma: recompute it with the chosen one.
             col = SCORE_NAMES.index("map_max")
