@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from scgan.experiments.runs import default_threads
+from scgan.utils.runinfo import cpu_model
 
 # What a throw-away prototype of the same networks measured on 2 CPU cores (torch 2.13, eager, fp32,
 # batch 16 / 32, base 64, channels capped at 512); the targets in docs/performance.md refer to it.
@@ -91,16 +92,6 @@ def peak_rss_bytes() -> int:
     """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(r if sys.platform == "darwin" else r * 1024)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def environment(threads: int) -> dict[str, Any]:
