@@ -1,0 +1,48 @@
+"""Exploration, not a product feature: would a per-pixel reference map help the heat maps?
+
+For each trained model given, the mean smoothed residual map of its normal *validation* images is
+subtracted from every test map ("minus_mean"), or the maps are z-scored per pixel with the validation
+mean and spread ("zscore"); pixel AUROC, AUPRO and the image AUROC of the map's maximum are printed next
+to the plain maps'. The reference uses normal validation images only, but this script reads the test
+labels to compare: any adoption of the idea must say it was found this way (docs/reproduction.md).
+
+    python benchmarks/explore_map_reference.py runs/time_to_quality/bottle_seed0/train/model.pt ...
+"""
+from __future__ import annotations
+
+import argparse
+
+from torch.utils.data import DataLoader
+
+from scgan.checkpoint import load_model
+from scgan.data.datasets import build_dataset
+from scgan.metrics import aupro, image_auroc, pixel_auroc
+from scgan.scoring import score_loader
+from scgan.training.datamodule import SCGANDataModule
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", help="model.pt files (their config names the dataset)")
+    args = p.parse_args(argv)
+    for path in args.models:
+        model = load_model(path)
+        cfg = model.config
+        scorer = model.scorer()
+        val = score_loader(scorer, DataLoader(SCGANDataModule(cfg).dataset("val"), batch_size=32))
+        test_ds = build_dataset(cfg.data.dataset, cfg.data.root, cfg.data.category, split="test",
+                                image_size=cfg.model.image_size)
+        test = score_loader(scorer, DataLoader(test_ds, batch_size=32))
+        mean = val.maps.mean(0)
+        spread = val.maps.std(0) + 1e-3 * val.maps.std()
+        row = [path]
+        for name, maps in (("plain", test.maps), ("minus_mean", test.maps - mean),
+                           ("zscore", (test.maps - mean) / spread)):
+            peak = maps.reshape(len(maps), -1).max(1)
+            row.append(f"{name}: pixel AUROC {100 * pixel_auroc(maps, test.masks):.1f}, image AUROC (max) "
+                       f"{100 * image_auroc(peak, test.labels):.1f}, AUPRO {100 * aupro(maps, test.masks):.1f}")
+        print(" | ".join(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
