@@ -36,7 +36,8 @@ def test_round_trip():
 @pytest.mark.parametrize(
     "override, message",
     [("image_size=48", "power of two"), ("nonsense=1", "unknown config key"), ("epochs=abc", "integer"),
-     ("batch_size=1", "batch_size"), ("beta=2", "beta"), ("epochs", "key=value")],
+     ("batch_size=1", "batch_size"), ("beta=2", "beta"), ("epochs", "key=value"),
+     ("output_scale=0.9", "output_scale")],
 )
 def test_bad_overrides(override, message):
     with pytest.raises(ValueError, match=message):

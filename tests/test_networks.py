@@ -132,3 +132,21 @@ def test_one_step_gives_every_parameter_a_gradient():
     for name, p in d.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+def test_output_scale_widens_the_range_and_reaches_saturated_pixels():
+    torch.manual_seed(0)
+    plain = Generator(image_size=32, nz=8, **SMALL)
+    scaled = Generator(image_size=32, nz=8, output_scale=1.1, **SMALL)
+    scaled.load_state_dict(plain.state_dict())  # no new parameters: old checkpoints load unchanged
+    x = torch.randn(2, 3, 32, 32)
+    plain.eval(), scaled.eval()
+    a, b = plain(x).x_hat, scaled(x).x_hat
+    torch.testing.assert_close(b, 1.1 * a)
+    assert a.abs().max() <= 1.0 and b.abs().max() <= 1.1 + 1e-6
+
+
+@pytest.mark.parametrize("bad", [0.5, 0.99, 2.5])
+def test_output_scale_out_of_range(bad):
+    with pytest.raises(ValueError, match="output_scale"):
+        Generator(image_size=32, nz=8, output_scale=bad, **SMALL)

@@ -24,6 +24,9 @@ class ModelConfig:
     max_channels: int | None = None  # cap on channels; None = GANomaly's uncapped doubling (2048 at S=256)
     attention: bool = True  # MS-CAM after each spatial block of encoder1 (Struc3/4 on, Struc1/2 off)
     reduction: int = 4  # MS-CAM bottleneck ratio r
+    # Decoder output = output_scale * tanh (SPEC, paper: 1.0). > 1 lets pure white/black pixels be restored
+    # exactly; see docs/reproduction.md "Saturated pixels".
+    output_scale: float = 1.0
 
 
 @dataclass
@@ -299,6 +302,7 @@ def validate(cfg: Config) -> None:
         (cfg.train.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
         (cfg.data.num_workers >= 0, "num_workers must be >= 0"),
         (cfg.model.reduction >= 1, "reduction must be >= 1"),
+        (1.0 <= cfg.model.output_scale <= 2.0, f"output_scale must be in [1, 2], got {cfg.model.output_scale!r}"),
         (cfg.model.nz >= 1, "nz must be >= 1"),
     ]
     for ok, message in checks:

@@ -71,7 +71,12 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latent (B, nz, 1, 1) -> image (B, out_channels, S, S) in [-1, 1]; mirrors the encoder."""
+    """Latent (B, nz, 1, 1) -> image (B, out_channels, S, S) in [-1, 1]; mirrors the encoder.
+
+    The output is ``output_scale * tanh(.)``. With SPEC's plain Tanh (1.0) a saturated pixel (pure white or
+    black, +-1) is only reached as the pre-activation goes to infinity, so such pixels keep a residual that
+    shrinks slowly with training; a scale a little above 1 (range [-scale, scale]) removes that floor.
+    """
 
     def __init__(
         self,
@@ -80,8 +85,12 @@ class Decoder(nn.Module):
         out_channels: int = 3,
         base_channels: int = 64,
         max_channels: int | None = None,
+        output_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 1.0 <= output_scale <= 2.0:
+            raise ValueError(f"output_scale must be in [1, 2], got {output_scale!r}")
+        self.output_scale = float(output_scale)
         chans = channel_plan(image_size, base_channels, max_channels)[::-1]
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(nz, chans[0], 4, 1, 0, bias=False),
@@ -94,7 +103,9 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        out = self.net(z)
+        # output_scale > 1 lets the restoration reach +-1 (white or black pixels) at a finite pre-activation.
+        return out if self.output_scale == 1.0 else out * self.output_scale
 
 
 @dataclass
@@ -118,12 +129,13 @@ class Generator(nn.Module):
         attention: bool = True,
         reduction: int = 4,
         in_channels: int = 3,
+        output_scale: float = 1.0,
     ) -> None:
         super().__init__()
         common = dict(image_size=image_size, in_channels=in_channels, base_channels=base_channels,
                       max_channels=max_channels)
         self.encoder1 = Encoder(out_channels=nz, attention=attention, reduction=reduction, **common)
-        self.decoder = Decoder(image_size, nz, in_channels, base_channels, max_channels)
+        self.decoder = Decoder(image_size, nz, in_channels, base_channels, max_channels, output_scale)
         self.encoder2 = Encoder(out_channels=nz, attention=False, **common)
 
     def forward(self, x: torch.Tensor) -> GeneratorOutput:

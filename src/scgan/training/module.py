@@ -22,7 +22,8 @@ class NonFiniteLossError(RuntimeError):
 def build_generator(cfg: Config) -> Generator:
     m = cfg.model
     return Generator(image_size=m.image_size, nz=m.nz, base_channels=m.base_channels,
-                     max_channels=m.max_channels, attention=m.attention, reduction=m.reduction)
+                     max_channels=m.max_channels, attention=m.attention, reduction=m.reduction,
+                     output_scale=m.output_scale)
 
 
 def build_discriminator(cfg: Config) -> Discriminator:
