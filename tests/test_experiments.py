@@ -26,6 +26,15 @@ def test_config_key_ignores_paths_and_extra_checkpoints():
     assert config_key(a) != config_key(_base(n_patches=7))
 
 
+def test_settings_added_later_keep_old_run_keys():
+    """The Table-1 bottle seed-0 run of results/ (key 304fe9cb6ba5) predates model.output_scale; at its
+    neutral value 1.0 the setting stays out of the key, so that run is still found; any other value is a new run."""
+    over = ["image_size=64", "epochs=40", "seed=0", "dataset=mvtec", "category=bottle"]
+    old = load_config("cpu", overrides=[*over, "output_scale=1.0"])
+    assert config_key(old) == "304fe9cb6ba5"
+    assert config_key(load_config("cpu", overrides=over)) != "304fe9cb6ba5"  # the cpu preset's 1.1
+
+
 def test_discover_categories_in_paper_order(demo_root):
     assert discover_categories("mvtec", demo_root) == ["weave", "washer"]
     with pytest.raises(FileNotFoundError):
