@@ -258,3 +258,19 @@ def test_ctrl_c_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path, 
     assert str(info.value).startswith("training stopped by Ctrl-C in epoch 0")
     assert "no checkpoint to resume from" in str(info.value)
     assert signal.getsignal(signal.SIGINT) is handler  # Lightning's "ignore Ctrl-C" is undone
+
+
+def test_resume_checks_the_network_and_reads_settings_added_later_as_their_default(tmp_path):
+    """A checkpoint from before model.output_scale existed resumes with 1.0 and is refused with 1.1."""
+    from scgan.checkpoint import CheckpointError
+    from scgan.config import load_config
+
+    cfg = load_config("cpu", overrides=["output_scale=1.0"])
+    old_model = {k: v for k, v in cfg.to_dict()["model"].items() if k != "output_scale"}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": {}, "epoch": 3, "hyper_parameters": {"config": {"model": old_model}}}, path)
+    assert fit._checkpoint_epoch(path, cfg) == 3
+    with pytest.raises(CheckpointError, match=r"output_scale=1.0 there, 1.1 here"):
+        fit._checkpoint_epoch(path, load_config("cpu"))
+    with pytest.raises(CheckpointError, match=r"another network \(image_size=64 there, 128 here"):
+        fit._checkpoint_epoch(path, load_config("cpu", overrides=["output_scale=1.0", "image_size=128"]))
