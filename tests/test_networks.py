@@ -144,6 +144,10 @@ def test_output_scale_widens_the_range_and_reaches_saturated_pixels():
     a, b = plain(x).x_hat, scaled(x).x_hat
     torch.testing.assert_close(b, 1.1 * a)
     assert a.abs().max() <= 1.0 and b.abs().max() <= 1.1 + 1e-6
+    # a latent far from zero saturates the Tanh: the scaled decoder then goes past +-1, the plain one cannot
+    z = torch.randn(2, 8, 1, 1) * 1e3
+    with torch.no_grad():
+        assert plain.decoder(z).abs().max() <= 1.0 < scaled.decoder(z).abs().max() <= 1.1 + 1e-6
 
 
 @pytest.mark.parametrize("bad", [0.5, 0.99, 2.5])

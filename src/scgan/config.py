@@ -118,6 +118,10 @@ class Config:
 
 SECTIONS = ("model", "loss", "augment", "data", "train", "score")
 
+# Settings added after runs and checkpoints had been written, with the value those were made with. A file
+# that lacks one of them had that value; run-store keys leave it out at that value, so older runs keep them.
+ADDED_LATER: dict[tuple[str, str], Any] = {("model", "output_scale"): 1.0}
+
 
 def paper_preset() -> Config:
     """The paper's setting: S = 256, uncapped channels, batch 64, 400 epochs, alpha = (1, 40, 1, 40)."""

@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scgan.config import Config
+from scgan.config import ADDED_LATER, Config
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 
 # Settings that never change a result (where the data lives, how it is loaded, extra checkpoints).
 _IGNORED = {("data", "root"), ("data", "num_workers"), ("train", "checkpoint_every")}
-# Settings added after runs were stored, left out of the key at their neutral value so that those runs
-# keep their folders (a run made before the setting existed is a run with that value).
-_NEUTRAL = {("model", "output_scale"): 1.0}
 
 
 def config_key(cfg: Config) -> str:
@@ -33,7 +30,7 @@ def config_key(cfg: Config) -> str:
     d = copy.deepcopy(cfg.to_dict())
     for section, key in _IGNORED:
         d[section].pop(key, None)
-    for (section, key), value in _NEUTRAL.items():
+    for (section, key), value in ADDED_LATER.items():  # at the value older runs had: their keys stay
         if d[section].get(key) == value:
             del d[section][key]
     d.pop("preset", None)

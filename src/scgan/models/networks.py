@@ -71,7 +71,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latent (B, nz, 1, 1) -> image (B, out_channels, S, S) in [-1, 1]; mirrors the encoder.
+    """Latent (B, nz, 1, 1) -> image (B, out_channels, S, S) in [-output_scale, output_scale]; mirrors the encoder.
 
     The output is ``output_scale * tanh(.)``. With SPEC's plain Tanh (1.0) a saturated pixel (pure white or
     black, +-1) is only reached as the pre-activation goes to infinity, so such pixels keep a residual that
@@ -112,7 +112,7 @@ class Decoder(nn.Module):
 class GeneratorOutput:
     """What the generator returns: the restored image and both latents."""
 
-    x_hat: torch.Tensor  # (B, 3, S, S) in [-1, 1]
+    x_hat: torch.Tensor  # (B, 3, S, S) in [-output_scale, output_scale] ([-1, 1] with SPEC's plain Tanh)
     z1: torch.Tensor  # (B, nz, 1, 1) from encoder1 (the input)
     z2: torch.Tensor  # (B, nz, 1, 1) from encoder2 (the restoration)
 
