@@ -24,8 +24,8 @@ class ModelConfig:
     max_channels: int | None = None  # cap on channels; None = GANomaly's uncapped doubling (2048 at S=256)
     attention: bool = True  # MS-CAM after each spatial block of encoder1 (Struc3/4 on, Struc1/2 off)
     reduction: int = 4  # MS-CAM bottleneck ratio r
-    # Decoder output = output_scale * tanh (SPEC, paper: 1.0). > 1 lets pure white/black pixels be restored
-    # exactly; see docs/reproduction.md "Saturated pixels".
+    # Decoder output = output_scale * tanh (SPEC, paper: 1.0). > 1 lets pure white/black pixels be reached
+    # at a finite pre-activation; see docs/reproduction.md "Saturated pixels".
     output_scale: float = 1.0
 
 

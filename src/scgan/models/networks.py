@@ -75,7 +75,7 @@ class Decoder(nn.Module):
 
     The output is ``output_scale * tanh(.)``. With SPEC's plain Tanh (1.0) a saturated pixel (pure white or
     black, +-1) is only reached as the pre-activation goes to infinity, so such pixels keep a residual that
-    shrinks slowly with training; a scale a little above 1 (range [-scale, scale]) removes that floor.
+    shrinks slowly with training; a scale a little above 1 (range [-scale, scale]) lets training close it sooner.
     """
 
     def __init__(
