@@ -18,7 +18,7 @@ import torch
 
 from scgan import __version__
 from scgan.calibration import SELECTION_PREFERENCE
-from scgan.config import ADDED_LATER, Config, validate
+from scgan.config import Config, validate, with_added_later
 from scgan.models.networks import Generator
 from scgan.scoring import Calibration, Scorer
 from scgan.utils.atomic import atomic_write_with
@@ -105,13 +105,8 @@ def _safe_load(path: Path) -> dict:
 
 
 def _config_from(raw: Any, path: Path) -> Config:
-    if isinstance(raw, dict):  # a file older than a setting was made with that setting's older value
-        raw = {**raw}
-        for (section, key), value in ADDED_LATER.items():
-            if isinstance(raw.get(section), dict) and key not in raw[section]:
-                raw[section] = {**raw[section], key: value}
     try:
-        cfg = Config.from_dict(raw)
+        cfg = Config.from_dict(with_added_later(raw))  # a file older than a setting had its older value
         validate(cfg)
     except (ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path} was written with a config this scgan {__version__} cannot use: {e}") from None

@@ -123,6 +123,17 @@ SECTIONS = ("model", "loss", "augment", "data", "train", "score")
 ADDED_LATER: dict[tuple[str, str], Any] = {("model", "output_scale"): 1.0}
 
 
+def with_added_later(d: Any) -> Any:
+    """A copy of a saved config dict with the ADDED_LATER settings it lacks filled in (anything else: as is)."""
+    if not isinstance(d, dict):
+        return d
+    d = {**d}
+    for (section, key), value in ADDED_LATER.items():
+        if isinstance(d.get(section), dict) and key not in d[section]:
+            d[section] = {**d[section], key: value}
+    return d
+
+
 def paper_preset() -> Config:
     """The paper's setting: S = 256, uncapped channels, batch 64, 400 epochs, alpha = (1, 40, 1, 40)."""
     return Config(preset="paper")

@@ -135,7 +135,6 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
         trained_epochs=loaded.meta.get("epoch"), n_test=len(ds), n_anomalous=int(result.labels.sum()),
         test_wall_time_s=round(time.time() - start, 2),
         calibration="normal validation images only" if loaded.calibration else "none (no validation data)",
-        map_sigma=scorer.blur.sigma,
     )
     metrics["config"] = cfg.to_dict()
     atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=2))

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from scgan.checkpoint import CheckpointError, save_model
-from scgan.config import ADDED_LATER, Config, to_yaml, validate
+from scgan.config import Config, to_yaml, validate, with_added_later
 from scgan.data.augment import resolve_augmentation
 from scgan.seed import seed_everything
 from scgan.training.datamodule import SCGANDataModule
@@ -128,9 +128,8 @@ def _checkpoint_epoch(path: Path, cfg: Config) -> int:
         raise CheckpointError(f"cannot resume from {path}: {hint}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         raise CheckpointError(f"cannot resume from {path}: {hint}")
-    saved = (ckpt.get("hyper_parameters") or {}).get("config", {}).get("model", {})
     # A setting added after the checkpoint was written had its older value there (output_scale: 1.0).
-    saved = {**{k: v for (section, k), v in ADDED_LATER.items() if section == "model"}, **saved}
+    saved = with_added_later({"model": {}, **(ckpt.get("hyper_parameters") or {}).get("config", {})})["model"]
     differ = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in cfg.to_dict()["model"].items() if saved.get(k) != v]
     if differ:
         raise CheckpointError(f"cannot resume from {path}: it was trained with another network ({'; '.join(differ)})")
