@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from scgan.data.demo import DEMO_CATEGORIES, DEMO_TEXTURES
@@ -224,6 +225,23 @@ class AnomalyDataset(Dataset):
         if n < len(samples):
             images, masks, sizes = images[:n].copy(), masks[:n].copy(), sizes[:n].copy()
         return kept, images, masks, sizes
+
+    def stored_masks(self) -> np.ndarray:
+        """Ground-truth masks at their stored resolution, bool (N, H, W) (zeros for normal images).
+
+        Pixel metrics are computed at this resolution (published ones are), not at S. Masks of another size
+        than the most common one are resized to it (nearest neighbour).
+        """
+        loaded = {i: load_mask(s.mask_path, None) for i, s in enumerate(self.samples)
+                  if s.label == 1 and s.mask_path is not None}
+        shapes = [m.shape for m in loaded.values()]
+        h, w = max(set(shapes), key=shapes.count) if shapes else (self.image_size, self.image_size)
+        out = np.zeros((len(self.samples), h, w), dtype=bool)
+        for i, m in loaded.items():
+            if m.shape != (h, w):
+                m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)) > 0
+            out[i] = m
+        return out
 
     @property
     def labels(self) -> np.ndarray:
