@@ -138,3 +138,44 @@ def calibrate(scorer: Scorer, normal_loader, cfg, device: torch.device | str = "
     if cal is None:
         raise ValueError("calibration needs at least one normal image; the folder or split holds none")
     return cal
+
+
+# Settings a model's calibration depends on; only these may change when it is re-fitted without training.
+RECALIBRATION_KEYS = ("threshold_quantile", "default_score", "sigma", "selection_patches", "beta")
+
+
+def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, batch_size: int = 32,
+                progress: bool = False):
+    """Re-fit a trained model's calibration on a folder of normal images and write it as a new model file.
+
+    ``overrides`` may change score settings (RECALIBRATION_KEYS, e.g. ``threshold_quantile``); the weights,
+    and every other setting, are copied unchanged. Returns (output path, the new Calibration).
+    """
+    import copy
+    from pathlib import Path
+
+    from torch.utils.data import DataLoader
+
+    from scgan.checkpoint import LoadedModel, load_model, save_model
+    from scgan.config import set_value
+    from scgan.data.datasets import normal_images
+    from scgan.model.scorer import build_scorer
+    from scgan.utils.runinfo import run_info
+
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
+    cfg = copy.deepcopy(loaded.config)
+    for key, value in (overrides or {}).items():
+        name = key.split(".", 1)[1] if key.startswith("score.") else key
+        if name not in RECALIBRATION_KEYS:
+            raise ValueError(f"{key!r} cannot change without training; calibrate takes "
+                             f"{', '.join(RECALIBRATION_KEYS)}")
+        set_value(cfg, f"score.{name}", value)
+    cfg.validate()
+    ds = normal_images(normal_dir, cfg.model.image_size, skip_bad_images=cfg.data.skip_bad_images)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
+    scorer = build_scorer(cfg, loaded.generator)
+    cal = calibrate(scorer, loader, cfg)
+    meta = {**loaded.meta, "calibration": run_info(recalibrated_from=str(loaded.path), normal_images=str(normal_dir),
+                                                   n_images=len(ds), overrides=dict(overrides or {}))}
+    path = save_model(Path(output), loaded.generator, cfg, cal, loaded.augmentation, meta)
+    return path, cal

@@ -368,6 +368,19 @@ class FolderDataset(AnomalyDataset):
         super().__init__(samples, category or root.resolve().name, split, image_size, skip_bad_images)
 
 
+def normal_images(folder: PathLike, image_size: int, skip_bad_images: bool = False) -> AnomalyDataset:
+    """Every image under ``folder`` (recursively) as a normal validation set: what ``scgan calibrate`` fits on."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder of normal images not found: {folder}")
+    folders = [folder, *sorted(d for d in folder.rglob("*") if d.is_dir() and not d.name.startswith("."))]
+    files = [p for d in folders for p in list_images(d)]
+    if not files:
+        raise ValueError(f"no images found under {folder}")
+    return AnomalyDataset([Sample(p, 0, None, "good") for p in files], folder.resolve().name, "val", image_size,
+                          skip_bad_images)
+
+
 DATASETS: dict[str, type[AnomalyDataset]] = {"mvtec": MVTecAD, "btad": BTAD, "folder": FolderDataset}
 
 
