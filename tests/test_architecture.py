@@ -155,3 +155,20 @@ def test_calibrate_refuses_settings_that_need_training(trained, tmp_path, demo_r
         recalibrate(res.model_path, demo_root / demo_category / "train" / "good", tmp_path / "x.pt",
                     {"image_size": 64})
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_16_mixed_lets_gradscaler_skip_a_few_nonfinite_steps_then_stops(demo_root, demo_category):
+    from conftest import tiny_config
+    from scgan.training.module import MAX_SKIPPED_STEPS, NonFiniteLossError, SCGANModule
+
+    bad = {"generator/total": torch.tensor(float("inf")), "generator/con": torch.tensor(1.0)}
+    m = SCGANModule(tiny_config(demo_root, demo_category, precision="16-mixed").to_dict(), "copypaste")
+    assert m._check_finite({"generator/con": torch.tensor(1.0)}, 0)
+    for _ in range(MAX_SKIPPED_STEPS):
+        assert not m._check_finite(bad, 0)  # one count per step, not per term
+    assert m.skipped_steps == MAX_SKIPPED_STEPS
+    with pytest.raises(NonFiniteLossError, match="generator/total became inf"):
+        m._check_finite(bad, 0)
+    fp32 = SCGANModule(tiny_config(demo_root, demo_category).to_dict(), "copypaste")
+    with pytest.raises(NonFiniteLossError):
+        fp32._check_finite(bad, 0)

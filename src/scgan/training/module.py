@@ -20,6 +20,9 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; training stops and the last good checkpoint is kept."""
 
 
+MAX_SKIPPED_STEPS = 10  # 16-mixed: consecutive non-finite steps GradScaler may skip before training stops
+
+
 class SCGANModule(L.LightningModule):
     """Trains G = encoder1 -> decoder -> encoder2 against D on augmented normal images.
 
@@ -44,6 +47,8 @@ class SCGANModule(L.LightningModule):
         self.calibration: Calibration | None = None
         self.d_resets = 0
         self._fitter: CalibrationFitter | None = None
+        self.skipped_steps = 0  # 16-mixed: steps with a non-finite loss, left to GradScaler to skip
+        self._nonfinite_run = 0
 
     def scorer(self) -> Scorer:
         """A scorer over this module's networks (not a child module: checkpoints hold each weight once)."""
@@ -57,12 +62,21 @@ class SCGANModule(L.LightningModule):
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=betas)
         return opt_g, opt_d
 
-    def _check_finite(self, name: str, value: torch.Tensor, batch_idx: int) -> None:
-        if not torch.isfinite(value).all():
-            raise NonFiniteLossError(
-                f"loss {name} became {value.item()} at epoch {self.current_epoch}, step {batch_idx} "
-                f"(global step {self.global_step}); the last checkpoint is kept — lower lr or check the data"
-            )
+    def _check_finite(self, terms: dict[str, torch.Tensor], batch_idx: int) -> bool:
+        """True if every loss term is finite. Else, under 16-mixed, count the step and let GradScaler skip it
+        (it lowers its scale) unless that happened MAX_SKIPPED_STEPS times in a row; otherwise stop training."""
+        bad = {name: v for name, v in terms.items() if not torch.isfinite(v).all()}
+        if not bad:
+            return True
+        if self.cfg.runtime.precision == "16-mixed" and self._nonfinite_run < MAX_SKIPPED_STEPS:
+            self._nonfinite_run += 1
+            self.skipped_steps += 1
+            return False
+        name, value = next(iter(bad.items()))
+        raise NonFiniteLossError(
+            f"loss {name} became {value.item()} at epoch {self.current_epoch}, step {batch_idx} "
+            f"(global step {self.global_step}); the last checkpoint is kept — lower lr or check the data"
+        )
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
@@ -84,18 +98,19 @@ class SCGANModule(L.LightningModule):
         # step would only recompute the same numbers (one D forward of ~18 per step saved).
         real = self.discriminator(x) if self.adversarial.needs_real else None
         g_loss = generator_loss(out, target, adversarial_term(self.cfg.loss.adv_type, real, fake), self.weights)
-        for name, value in g_loss.terms().items():
-            self._check_finite(f"generator/{name}", value, batch_idx)
+        g_finite = self._check_finite({f"generator/{k}": v for k, v in g_loss.terms().items()}, batch_idx)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss.total)
         opt_g.step()
 
         real_logit = (real if real is not None else self.discriminator(x)).logit
         d_loss = discriminator_loss(real_logit, self.discriminator(out.x_hat.detach()).logit)
-        self._check_finite("discriminator", d_loss, batch_idx)
+        d_finite = self._check_finite({"discriminator": d_loss}, batch_idx)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
+        if g_finite and d_finite:
+            self._nonfinite_run = 0
         # The reset decision is taken on the mean over ranks, so that under DDP all ranks reset D together.
         d_mean = self.trainer.strategy.reduce(d_loss.detach().clone(), reduce_op="mean")  # reduce works in place
         if d_mean.item() < self.cfg.train.d_reset_threshold:
