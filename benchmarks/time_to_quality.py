@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 import warnings
@@ -32,11 +31,12 @@ from typing import Any
 import lightning as L
 import torch
 
-from scgan.calibration.stats import SCORE_NAMES
+from scgan.model.scorer import SCORE_NAMES
 from scgan.checkpoint import load_model
 from scgan.config import Config, load_config, parse_overrides, to_yaml
 from scgan.evaluate import run_test
 from scgan.training.fit import MODEL_FILE, train
+from scgan.utils.tables import markdown_table, num
 
 COST_FILE = "cost.json"
 # A configuration small enough to train in seconds (as the test suite's): for --quick only.
@@ -102,21 +102,15 @@ def score_all(work: Path, cost: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
-
-
 def markdown(rows: list[dict[str, Any]], cost: dict[str, Any], cfg: Config) -> str:
     head = ["epochs", "CPU min", "wall min", *(f"image AUROC {s}" for s in SCORE_NAMES), "pixel AUROC"]
     lines = [f"Time to quality: {cfg.data.category} ({cfg.data.dataset}), preset {cfg.preset}, seed {cfg.train.seed}, "
              f"{cost['threads']} threads. The reported model is the last epoch; earlier rows only show the cost.",
-             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        ep = f"{r['epochs_trained']} (reported)" if r["reported_model"] else str(r["epochs_trained"])
-        lines.append("| " + " | ".join([ep, f"{r['cpu_min']:.1f}", f"{r['wall_min']:.1f}",
-                                        *(_fmt(r["image_auroc"][s]) for s in SCORE_NAMES),
-                                        _fmt(r["pixel_auroc"])]) + " |")
-    lines += ["", f"Total: {cost['total_cpu_s'] / 60:.1f} CPU minutes, {cost['total_wall_s'] / 60:.1f} wall minutes "
+             ""]
+    body = [[f"{r['epochs_trained']} (reported)" if r["reported_model"] else str(r["epochs_trained"]),
+             num(r["cpu_min"]), num(r["wall_min"]), *(num(r["image_auroc"][s], 3, missing="-") for s in SCORE_NAMES),
+             num(r["pixel_auroc"], 3, missing="-")] for r in rows]
+    lines += [markdown_table(head, body), "", f"Total: {cost['total_cpu_s'] / 60:.1f} CPU minutes, {cost['total_wall_s'] / 60:.1f} wall minutes "
                   f"(training, including loading the data and per-epoch validation)."]
     return "\n".join(lines)
 

@@ -1,8 +1,6 @@
 """``scgan test``: score a test split, compute every metric for every named score, write results and report."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
@@ -21,6 +19,7 @@ from scgan.calibration.stats import Calibration
 from scgan.model.scorer import SCORE_DESCRIPTIONS, ScoreResult, score_loader
 from scgan.utils.atomic import atomic_write_text, writable_dir
 from scgan.utils.runinfo import run_info
+from scgan.utils.tables import csv_text, decision_label
 
 
 @dataclass
@@ -101,21 +100,21 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
     return top
 
 
-def _write_scores_csv(path: Path, result: ScoreResult, calibration: Calibration | None, default: str) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
+def scores_csv(result: ScoreResult, calibration: Calibration | None, default: str) -> str:
+    """scores.csv: one row per test image with its path, defect, label and every named score; with a
+    calibration also the default score normalised and the threshold decision."""
     header = ["path", "defect", "label", *result.names]
     if calibration:
         header += ["score_normalized", "decision"]
-    w.writerow(header)
     norm = calibration.normalize(default, result.score(default)) if calibration else None
     dec = calibration.decide(default, result.score(default)) if calibration else None
+    rows = []
     for i, p in enumerate(result.paths):
-        row = [p, result.defects[i], int(result.labels[i]), *(f"{v:.6g}" for v in result.scores[i])]
+        row = [p, result.defects[i], int(result.labels[i]), *result.scores[i]]
         if calibration:
-            row += [f"{norm[i]:.6g}", "anomalous" if dec[i] else "normal"]
-        w.writerow(row)
-    atomic_write_text(path, buf.getvalue())
+            row += [norm[i], decision_label(bool(dec[i]))]
+        rows.append(row)
+    return csv_text(header, rows)
 
 
 def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: str | None = None,
@@ -157,7 +156,7 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
     )
     metrics["config"] = cfg.to_dict()
     atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=2))
-    _write_scores_csv(out / "scores.csv", result, loaded.calibration, default)
+    atomic_write_text(out / "scores.csv", scores_csv(result, loaded.calibration, default))
     if report:
         _write_test_report(out, ds, result, metrics, loaded, n_examples)
     return TestOutput(metrics=metrics, output_dir=out, result=result)
