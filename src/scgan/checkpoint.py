@@ -17,14 +17,11 @@ from typing import Any
 import torch
 
 from scgan import __version__
-from scgan.calibration import SELECTION_PREFERENCE
-from scgan.config import Config, validate, with_added_later
-from scgan.models.networks import Generator
-from scgan.scoring import Calibration, Scorer
+from scgan.calibration.stats import Calibration, preference_order
+from scgan.config import MODEL_FORMAT, MODEL_FORMAT_VERSION, Config, migrate_config, validate
+from scgan.model.networks import Generator, build_generator
+from scgan.model.scorer import SCORE_NAMES, Scorer, build_scorer
 from scgan.utils.atomic import atomic_write_with
-
-MODEL_FORMAT = "scgan-model"
-MODEL_FORMAT_VERSION = 1
 
 
 class CheckpointError(ValueError):
@@ -48,11 +45,10 @@ class LoadedModel:
         name = self.config.score.default_score
         if self.calibration is not None:
             return self.calibration.resolve(name)
-        return SELECTION_PREFERENCE[0] if name == "auto" else name
+        return preference_order(SCORE_NAMES)[0] if name == "auto" else name
 
     def scorer(self) -> Scorer:
-        from scgan.training.module import build_scorer
-
+        """The model's scoring graph in eval mode, with the calibration's smoothing."""
         return build_scorer(self.config, self.generator, calibration=self.calibration).eval()
 
 
@@ -63,7 +59,7 @@ def save_model(path: str | Path, generator: Generator, config: Config, calibrati
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "scgan_version": __version__,
-        "config": config.to_dict(),
+        "config": config.identity(),  # runtime settings are where it ran, not what the model is
         "augmentation": augmentation,
         "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
         "calibration": calibration.to_dict() if calibration else None,
@@ -74,7 +70,12 @@ def save_model(path: str | Path, generator: Generator, config: Config, calibrati
     return path
 
 
-def _safe_load(path: Path) -> dict:
+def read_torch_file(path: str | Path, mmap: bool = False) -> dict:
+    """A dict saved with torch.save, read with ``weights_only=True``; CheckpointError for anything else."""
+    return _safe_load(Path(path), mmap)
+
+
+def _safe_load(path: Path, mmap: bool = False) -> dict:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -82,7 +83,7 @@ def _safe_load(path: Path) -> dict:
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         # A named class or function (GLOBAL) or an object built from one is what could run code; any
         # other refusal (an unknown opcode, a bad length) means the bytes are not a torch.save file.
@@ -106,7 +107,10 @@ def _safe_load(path: Path) -> dict:
 
 def _config_from(raw: Any, path: Path) -> Config:
     try:
-        cfg = Config.from_dict(with_added_later(raw))  # a file older than a setting had its older value
+        raw = migrate_config(raw)  # a file older than a setting had its older value
+        if isinstance(raw, dict):
+            raw.pop("runtime", None)  # where it was trained is no part of the model
+        cfg = Config.from_dict(raw)
         validate(cfg)
     except (ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path} was written with a config this scgan {__version__} cannot use: {e}") from None
@@ -134,9 +138,7 @@ def load_model(path: str | Path) -> LoadedModel:
         meta = {"epoch": obj.get("epoch"), "global_step": obj.get("global_step"), "source": "lightning checkpoint"}
     else:
         raise CheckpointError(f"{path} is a PyTorch file but not an scgan checkpoint (no scgan config inside)")
-    from scgan.training.module import build_generator
-
-    generator = build_generator(cfg)
+    generator = build_generator(cfg.model)
     try:
         generator.load_state_dict(state, strict=True)
     except RuntimeError as e:

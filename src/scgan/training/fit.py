@@ -21,8 +21,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from scgan.checkpoint import CheckpointError, save_model
-from scgan.config import Config, to_yaml, validate, with_added_later
+from scgan.checkpoint import CheckpointError, read_torch_file, save_model
+from scgan.config import Config, migrate_config, to_yaml, validate
 from scgan.data.augment import resolve_augmentation
 from scgan.seed import seed_everything
 from scgan.training.datamodule import SCGANDataModule
@@ -123,13 +123,13 @@ def _checkpoint_epoch(path: Path, cfg: Config) -> int:
     """The epoch counter of a Lightning checkpoint of scgan for cfg's network; a clear error for any other file."""
     hint = "not a training checkpoint written by 'scgan train', or damaged; resume from OUTPUT/checkpoints/last.ckpt"
     try:  # mmap: only the counter is read, not the weights
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 — torch raises RuntimeError, UnpicklingError, EOFError ... for bad files
+        ckpt = read_torch_file(path, mmap=True)
+    except CheckpointError:
         raise CheckpointError(f"cannot resume from {path}: {hint}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+    if "state_dict" not in ckpt or "epoch" not in ckpt:
         raise CheckpointError(f"cannot resume from {path}: {hint}")
     # A setting added after the checkpoint was written had its older value there (output_scale: 1.0).
-    saved = with_added_later({"model": {}, **(ckpt.get("hyper_parameters") or {}).get("config", {})})["model"]
+    saved = migrate_config({"model": {}, **(ckpt.get("hyper_parameters") or {}).get("config", {})})["model"]
     differ = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in cfg.to_dict()["model"].items() if saved.get(k) != v]
     if differ:
         raise CheckpointError(f"cannot resume from {path}: it was trained with another network ({'; '.join(differ)})")
@@ -143,7 +143,7 @@ _DDP_GAN_STRATEGIES = {name: f"{name}_find_unused_parameters_true" for name in (
 
 
 def resolve_strategy(strategy: str) -> str:
-    """The Lightning strategy name for cfg.train.strategy: plain DDP variants get find_unused_parameters."""
+    """The Lightning strategy name for cfg.runtime.strategy: plain DDP variants get find_unused_parameters."""
     return _DDP_GAN_STRATEGIES.get(strategy, strategy)
 
 
@@ -200,16 +200,16 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
                                    enable_version_counter=False,
                                    mode="max" if cfg.train.checkpoint_every == 1 else "min"))
     cbs += list(callbacks or [])
-    t = cfg.train
-    sync_bn = bool(getattr(t, "sync_batchnorm", False))
-    if sync_bn and t.accelerator == "cpu":
+    t, rt = cfg.train, cfg.runtime
+    sync_bn = rt.sync_batchnorm
+    if sync_bn and rt.accelerator == "cpu":
         raise ValueError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
                          "use sync_batchnorm=false or --accelerator gpu")
-    check_devices(t.accelerator, t.devices)
+    check_devices(rt.accelerator, rt.devices)
     return L.Trainer(
-        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, strategy=resolve_strategy(t.strategy),
+        max_epochs=t.epochs, accelerator=rt.accelerator, devices=rt.devices, strategy=resolve_strategy(rt.strategy),
         sync_batchnorm=sync_bn,
-        precision=t.precision, callbacks=cbs, plugins=[AtomicCheckpointIO()],
+        precision=rt.precision, callbacks=cbs, plugins=[AtomicCheckpointIO()],
         logger=_loggers(output_dir, resumed_epoch) if enable_logging else False,
         default_root_dir=str(output_dir), use_distributed_sampler=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, log_every_n_steps=1, enable_model_summary=False, deterministic=False,

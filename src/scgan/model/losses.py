@@ -1,12 +1,35 @@
-"""SCGAN losses (SPEC section 2) and our SSIM."""
+"""SCGAN losses (SPEC section 2), our SSIM, and the registries of adversarial losses and restoration targets.
+
+Every loss is computed in fp32, also under autocast: SSIM's E[x^2] - mu^2 in bf16 cancels to noise (on demo
+images the bf16 SSIM loss went negative and its gradient pointed elsewhere).
+"""
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from scgan.models.networks import GeneratorOutput
+from scgan.model.networks import DiscriminatorOutput, GeneratorOutput
+
+
+def fp32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run ``fn`` with autocast off and its floating tensor arguments cast to float32."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        def up(v):
+            return v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+
+        args = tuple(up(a) for a in args)
+        kwargs = {k: up(v) for k, v in kwargs.items()}
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -18,6 +41,7 @@ def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor)
     return w.expand(channels, 1, size, size).contiguous()
 
 
+@fp32
 def ssim_map(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -84,54 +108,82 @@ class GeneratorLoss:
         return {"total": self.total, "enc": self.enc, "con": self.con, "adv": self.adv, "ssim": self.ssim}
 
 
+@fp32
 def encoder_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """L_enc: mean squared error between the two latents."""
     return F.mse_loss(z2, z1)
 
 
+@fp32
 def contextual_loss(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L_con: mean absolute error between restoration and target."""
     return F.l1_loss(x_hat, target)
 
 
+@fp32
 def adversarial_loss(fake_logit: torch.Tensor) -> torch.Tensor:
     """L_adv = -log D(x^): BCE of D's verdict on the restoration against 'real'."""
     return F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
 
 
+@fp32
 def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
     """GANomaly's adversarial loss: mean squared distance of D's features of x and x^ (real ones detached)."""
     return F.mse_loss(fake_features, real_features.detach())
 
 
+@fp32
 def ssim_loss(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L_ssim = 1 - SSIM on images mapped from [-1, 1] to [0, 1]."""
     return 1.0 - ssim(to_unit(x_hat), to_unit(target))
 
 
-def generator_loss(
-    out: GeneratorOutput,
-    target: torch.Tensor,
-    fake_logit: torch.Tensor | None,
-    weights: LossWeights,
-    adv: torch.Tensor | None = None,
-) -> GeneratorLoss:
-    """L = a1 L_enc + a2 L_con + a3 L_adv + a4 L_ssim. ``target`` is the clean image (or the augmented one).
+@dataclass(frozen=True)
+class AdversarialLoss:
+    """G's adversarial term from D's outputs on the restoration (``fake``) and, if ``needs_real``, on x."""
 
-    L_adv is -log D(x^) from ``fake_logit``, unless a precomputed ``adv`` (e.g. feature matching) is given.
-    """
+    fn: Callable[[DiscriminatorOutput | None, DiscriminatorOutput], torch.Tensor]
+    needs_real: bool
+
+
+ADVERSARIAL_LOSSES: dict[str, AdversarialLoss] = {
+    # The paper's L_adv = -log D(x^) (SPEC section 2).
+    "bce": AdversarialLoss(lambda real, fake: adversarial_loss(fake.logit), needs_real=False),
+    # GANomaly's feature matching: D's last feature map of x^ pulled towards that of x.
+    "feature": AdversarialLoss(lambda real, fake: feature_matching_loss(real.features, fake.features),
+                               needs_real=True),
+}
+
+# What L_con and L_ssim compare the restoration with: (clean x, augmented x~) -> target.
+RESTORATION_TARGETS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "clean": lambda x, x_aug: x,  # restore the normal image from the pasted one (the paper's Fig. 2)
+    "augmented": lambda x, x_aug: x_aug,  # plain reconstruction of the input
+}
+
+
+def adversarial_term(adv_type: str, real: DiscriminatorOutput | None, fake: DiscriminatorOutput) -> torch.Tensor:
+    """G's adversarial loss called ``adv_type`` (an ADVERSARIAL_LOSSES key)."""
+    if adv_type not in ADVERSARIAL_LOSSES:
+        raise ValueError(f"unknown adv_type {adv_type!r}; valid: {', '.join(ADVERSARIAL_LOSSES)}")
+    entry = ADVERSARIAL_LOSSES[adv_type]
+    if entry.needs_real and real is None:
+        raise ValueError(f"adv_type {adv_type!r} needs D's output on the real images")
+    return entry.fn(real, fake)
+
+
+def generator_loss(out: GeneratorOutput, target: torch.Tensor, adv: torch.Tensor, weights: LossWeights) -> GeneratorLoss:
+    """L = a1 L_enc + a2 L_con + a3 L_adv + a4 L_ssim, in fp32. ``target`` is the clean image (or the augmented one);
+    ``adv`` is the adversarial term (:func:`adversarial_term`)."""
     enc = encoder_loss(out.z1, out.z2)
     con = contextual_loss(out.x_hat, target)
-    if adv is None:
-        if fake_logit is None:
-            raise ValueError("generator_loss needs fake_logit or a precomputed adv term")
-        adv = adversarial_loss(fake_logit)
+    adv = adv.float()
     # A zero weight skips the SSIM computation (Struc1/Struc3 ablations) but still logs 0.
     s = ssim_loss(out.x_hat, target) if weights.ssim else torch.zeros((), device=target.device)
     total = weights.enc * enc + weights.con * con + weights.adv * adv + weights.ssim * s
     return GeneratorLoss(total=total, enc=enc, con=con, adv=adv, ssim=s)
 
 
+@fp32
 def discriminator_loss(real_logit: torch.Tensor, fake_logit: torch.Tensor) -> torch.Tensor:
     """(BCE(D(x), real) + BCE(D(x^), fake)) / 2."""
     real = F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))

@@ -1,13 +1,13 @@
-"""Anomaly scores, anomaly maps and their calibration on normal validation images (SPEC section 4).
+"""Anomaly scores and anomaly maps of a trained model (SPEC section 4): the score registry and the scorer.
 
-The scoring graph (:class:`Scorer`) maps an image batch to a (B, K) matrix of named scores and a
-(B, S, S) anomaly map. It is a plain ``nn.Module`` so that the same code is trained, tested and
-exported to ONNX. Calibration (normalisation and the decision threshold) is fitted on normal
-validation images only and stored with the model; the test set never influences it.
+The scoring graph (:class:`Scorer`) maps an image batch to a (B, K) matrix of named scores (in
+``scorer.names`` order) and a (B, S, S) anomaly map. It is a plain ``nn.Module``, so that the same code is
+trained, tested and exported to ONNX. Each score is defined once, in :data:`SCORES`.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,15 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scgan.calibration import SCORE_DESCRIPTIONS, SCORE_NAMES, Calibration, ScoreStats, fit_calibration
-from scgan.models.networks import Generator, GeneratorOutput
-
-__all__ = ["SCORE_DESCRIPTIONS", "SCORE_NAMES", "Calibration", "GaussianBlur", "ScoreResult", "ScoreStats", "Scorer",
-           "autocast_dtype", "default_sigma", "fit_calibration", "score_loader", "select_sigma", "sigma_candidates"]
+from scgan.model.networks import Generator, GeneratorOutput
 
 # Lightning precision names -> the autocast dtype the scorer runs its generator in (None = plain fp32).
-_AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "bf16": torch.bfloat16,
-             "16-mixed": torch.float16, "16-true": torch.float16, "16": torch.float16}
+_AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 _FP32 = ("32-true", "32")
 
 
@@ -39,46 +34,6 @@ def autocast_dtype(precision: str | None) -> torch.dtype | None:
 def default_sigma(image_size: int) -> float:
     """Smoothing sigma in pixels when nothing else decides it: S / 64 (1 px at 64, 4 px at 256)."""
     return image_size / 64
-
-
-# score.sigma = auto tries these multiples of S / 64: none, half, default, double, quadruple.
-SIGMA_FACTORS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
-_SIGMA_PIXELS = 1 << 21  # pixel AUROC on at most this many pixels (a fixed subsample): cheap at any S
-
-
-def sigma_candidates(image_size: int) -> list[float]:
-    """The sigmas score.sigma = auto chooses from, default (S / 64) first: it wins ties."""
-    d = default_sigma(image_size)
-    return [d] + [f * d for f in SIGMA_FACTORS if f != 1.0]
-
-
-@torch.no_grad()
-def select_sigma(normal: torch.Tensor, synthetic: torch.Tensor, masks: torch.Tensor,
-                 candidates: list[float]) -> tuple[float, dict[str, float]]:
-    """The smoothing sigma whose maps best locate synthetic defects, and each candidate's pixel AUROC.
-
-    ``normal`` and ``synthetic`` are unsmoothed residual maps (N, 1, S, S) of normal validation images
-    and of the same images with synthetic defects pasted in; ``masks`` (N, 1, S, S) bool marks the
-    pasted pixels. Every pixel of the normal maps and every unmasked pixel of the synthetic ones is a
-    negative. Ties go to the earlier candidate. No real anomaly and no test image is involved.
-    """
-    from scgan.metrics import pixel_auroc
-
-    if not masks.any() or masks.all():
-        return float(candidates[0]), {}
-    truth = torch.cat([torch.zeros_like(masks), masks]).flatten()
-    keep = None
-    if truth.numel() > _SIGMA_PIXELS:
-        keep = torch.randperm(truth.numel(), generator=torch.Generator().manual_seed(0))[:_SIGMA_PIXELS]
-        truth = truth[keep]
-    aurocs: dict[str, float] = {}
-    for sigma in candidates:
-        blur = GaussianBlur(sigma).to(normal.device)
-        maps = torch.cat([blur(normal.float()), blur(synthetic.float())]).flatten()
-        maps = maps if keep is None else maps[keep.to(maps.device)]
-        aurocs[f"{sigma:g}"] = pixel_auroc(maps.cpu().numpy()[None, None], truth.cpu().numpy()[None, None])
-    best = max(range(len(candidates)), key=lambda i: (round(aurocs[f"{candidates[i]:g}"], 9), -i))
-    return float(candidates[best]), aurocs
 
 
 class GaussianBlur(nn.Module):
@@ -103,13 +58,61 @@ class GaussianBlur(nn.Module):
         return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2))
 
 
+@dataclass
+class ScoreInputs:
+    """What every score is computed from, for a batch x (B, 3, S, S)."""
+
+    x: torch.Tensor
+    out: GeneratorOutput
+    residual: torch.Tensor  # (B, 1, S, S) |x - G(x)| averaged over channels
+    residual_map: torch.Tensor  # (B, 1, S, S) the residual smoothed with the scorer's Gaussian
+    beta: float
+
+
+@dataclass(frozen=True)
+class ScoreDef:
+    """One named score: what it is, and how it is computed from :class:`ScoreInputs` ((B,) tensor)."""
+
+    description: str
+    fn: Callable[[ScoreInputs], torch.Tensor]
+
+
+def _peak(m: torch.Tensor) -> torch.Tensor:
+    return m.flatten(1).amax(1)
+
+
+def _l_con(s: ScoreInputs) -> torch.Tensor:
+    return s.residual.flatten(1).mean(1)
+
+
+def _l_enc(s: ScoreInputs) -> torch.Tensor:
+    return (s.out.z1 - s.out.z2).pow(2).flatten(1).mean(1)
+
+
+def anomaly_score(l_con, l_enc, beta: float):
+    """The paper's AS = beta * L_con + (1 - beta) * L_enc (eq. 11), of tensors or arrays alike."""
+    return beta * l_con + (1 - beta) * l_enc
+
+
+# Every score scgan defines, in the column order of the scorer's output (a model computes those it can).
+SCORES: dict[str, ScoreDef] = {
+    "as": ScoreDef("paper's AS = beta * L_con + (1 - beta) * L_enc (eq. 11)",
+                   lambda s: anomaly_score(_l_con(s), _l_enc(s), s.beta)),
+    "l_con": ScoreDef("mean |x - G(x)| over pixels and channels", _l_con),
+    "l_enc": ScoreDef("mean (z1 - z2)^2", _l_enc),
+    "map_max": ScoreDef("maximum of the Gaussian-smoothed residual map", lambda s: _peak(s.residual_map)),
+}
+SCORE_NAMES: tuple[str, ...] = tuple(SCORES)
+SCORE_DESCRIPTIONS = {name: d.description for name, d in SCORES.items()}
+
+
 class Scorer(nn.Module):
-    """Image batch (B, 3, S, S) in [-1, 1] -> (scores (B, K) in SCORE_NAMES order, anomaly map (B, S, S)).
+    """Image batch (B, 3, S, S) in [-1, 1] -> (scores (B, K) in ``names`` order, anomaly map (B, S, S)).
 
     ``forward`` is the plain fp32 graph (what is exported to ONNX). :meth:`run` is ``forward`` with the
     speed options, both off by default: ``channels_last`` input, and the generator under autocast to
     ``autocast_dtype`` (bfloat16 roughly halves CPU scoring time where the CPU has native bf16, e.g.
-    AVX-512 BF16 or AMX, and is many times slower where it has not); the score head stays in fp32.
+    AVX-512 BF16 or AMX, and is many times slower where it has not); the scores stay in fp32.
     """
 
     def __init__(self, generator: Generator, beta: float = 0.8, sigma: float = 1.0,
@@ -120,6 +123,7 @@ class Scorer(nn.Module):
         self.blur = GaussianBlur(sigma)
         self.autocast_dtype = autocast_dtype
         self.channels_last = bool(channels_last)
+        self.names: tuple[str, ...] = SCORE_NAMES
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(x, self.generator(x))
@@ -139,36 +143,57 @@ class Scorer(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             return self.head(x, GeneratorOutput(out.x_hat.float(), out.z1.float(), out.z2.float()), raw)
 
+    def inputs(self, x: torch.Tensor, out: GeneratorOutput) -> ScoreInputs:
+        """The maps every score is computed from."""
+        residual = (x - out.x_hat).abs().mean(dim=1, keepdim=True)  # (B, 1, S, S)
+        return ScoreInputs(x=x, out=out, residual=residual, residual_map=self.blur(residual), beta=self.beta)
+
     def head(self, x: torch.Tensor, out: GeneratorOutput, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and anomaly map (or, with ``raw``, the unsmoothed residual) of x from G's output on x."""
-        residual = (x - out.x_hat).abs().mean(dim=1, keepdim=True)  # (B, 1, S, S)
-        l_con = residual.flatten(1).mean(1)
-        l_enc = (out.z1 - out.z2).pow(2).flatten(1).mean(1)
-        amap = self.blur(residual)
-        map_max = amap.flatten(1).amax(1)
-        anomaly = self.beta * l_con + (1 - self.beta) * l_enc
-        return torch.stack([anomaly, l_con, l_enc, map_max], dim=1), (residual if raw else amap)[:, 0]
+        s = self.inputs(x, out)
+        scores = torch.stack([SCORES[name].fn(s) for name in self.names], dim=1)
+        return scores, (s.residual if raw else s.residual_map)[:, 0]
 
     def set_sigma(self, sigma: float) -> None:
         """Smooth anomaly maps (and so map_max) with ``sigma`` pixels from now on."""
         self.blur = GaussianBlur(sigma).to(self.blur.kernel.device)
 
 
+def build_scorer(cfg, generator: Generator, precision: str | None = None, channels_last: bool | None = None,
+                 calibration=None) -> Scorer:
+    """The scorer of config ``cfg``; ``precision`` ("bf16-mixed", ...) runs its generator under autocast (None: fp32).
+
+    Scoring precision is chosen where the scoring runs, not stored with the model: a model trained in
+    bf16 on a GPU must not make every later CPU test run in bf16 (slow without native bf16 support).
+    ``channels_last`` (None: cfg.runtime.channels_last) feeds the generator channels-last input.
+    A ``calibration`` that records its sigma (score.sigma = auto) sets the smoothing.
+    """
+    sigma = cfg.score.sigma
+    if calibration is not None and calibration.sigma is not None:
+        sigma = calibration.sigma  # the calibration's statistics hold only with the sigma they were fitted with
+    elif sigma is None or sigma == "auto":
+        sigma = default_sigma(cfg.model.image_size)
+    cl = cfg.runtime.channels_last if channels_last is None else channels_last
+    return Scorer(generator, beta=cfg.score.beta, sigma=sigma, autocast_dtype=autocast_dtype(precision),
+                  channels_last=cl)
+
+
 @dataclass
 class ScoreResult:
     """Scores and maps of a whole loader, in loader order."""
 
-    scores: np.ndarray  # (N, K) in SCORE_NAMES order
+    scores: np.ndarray  # (N, K) in ``names`` order
     maps: np.ndarray  # (N, S, S) float32
     labels: np.ndarray  # (N,) int
-    masks: np.ndarray  # (N, S, S) bool
+    masks: np.ndarray  # (N, S, S) bool, the ground truth at S
     paths: list[str]
     defects: list[str]
+    names: tuple[str, ...] = SCORE_NAMES
 
     def score(self, name: str) -> np.ndarray:
-        if name not in SCORE_NAMES:
-            raise ValueError(f"unknown score {name!r}; valid scores: {', '.join(SCORE_NAMES)}")
-        return self.scores[:, SCORE_NAMES.index(name)]
+        if name not in self.names:
+            raise ValueError(f"unknown score {name!r}; valid scores: {', '.join(self.names)}")
+        return self.scores[:, self.names.index(name)]
 
 
 @torch.inference_mode()
@@ -194,4 +219,4 @@ def score_loader(scorer: Scorer, loader, device: torch.device | str = "cpu", pro
     if not all_scores:
         raise ValueError("nothing to score: the data set is empty")
     return ScoreResult(np.concatenate(all_scores), np.concatenate(maps), np.concatenate(labels).astype(int),
-                       np.concatenate(masks), paths, defects)
+                       np.concatenate(masks), paths, defects, scorer.names)
