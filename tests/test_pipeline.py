@@ -17,7 +17,7 @@ from scgan.training.fit import train
 
 from conftest import tiny_config
 
-NAMED_SCORES = {"as", "l_con", "l_enc", "map_max"}  # what a model without a head scores
+NAMED_SCORES = {"as", "l_con", "l_enc", "map_max", "ssim_max", "msgms_max"}  # what a model without a head scores
 
 pytestmark = pytest.mark.integration
 

@@ -50,17 +50,24 @@ def ssim_map(
     k1: float = 0.01,
     k2: float = 0.03,
     data_range: float = 1.0,
+    same_size: bool = False,
 ) -> torch.Tensor:
     """Per-pixel SSIM of (B, C, H, W) images over valid windows: (B, C, H - ws + 1, W - ws + 1).
 
     Valid (unpadded) windows give exactly scikit-image's result, which filters with reflection and
-    then crops the (ws - 1) / 2 border before averaging.
+    then crops the (ws - 1) / 2 border before averaging. ``same_size`` reflect-pads both images by
+    (ws - 1) / 2 first, for a (B, C, H, W) map (an anomaly map); its interior is the valid map.
     """
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"ssim needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < window_size:
         raise ValueError(f"ssim needs images of at least {window_size} x {window_size} pixels, got {tuple(x.shape[-2:])}")
     c = x.shape[1]
+    if same_size:
+        if window_size % 2 == 0:
+            raise ValueError(f"a same-size ssim map needs an odd window_size, got {window_size}")
+        pad = [(window_size - 1) // 2] * 4
+        x, y = F.pad(x, pad, mode="reflect"), F.pad(y, pad, mode="reflect")
     w = _gaussian_window(window_size, sigma, c, x)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     # One grouped convolution for all five local statistics.
@@ -189,3 +196,24 @@ def discriminator_loss(real_logit: torch.Tensor, fake_logit: torch.Tensor) -> to
     real = F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
     fake = F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
     return 0.5 * (real + fake)
+
+
+@fp32
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = None) -> torch.Tensor:
+    """Focal loss (Lin et al.) of anomaly logits against a {0, 1} mask of one shape, e.g. (B, 1, S, S): the pixel mean.
+
+    FL = -alpha_t (1 - p_t)^gamma log p_t, with p_t the predicted probability of the true class and
+    alpha_t = alpha on anomalous pixels, 1 - alpha on normal ones (no weighting when alpha is None);
+    gamma = 0 and no alpha is plain BCE. log p_t comes from BCE-with-logits, so large logits stay finite.
+    """
+    if logits.shape != target.shape:
+        raise ValueError(f"focal_loss needs logits and target of one shape, got {tuple(logits.shape)} and "
+                         f"{tuple(target.shape)}")
+    target = target.float()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # -log p_t
+    p = torch.sigmoid(logits)
+    p_t = p * target + (1 - p) * (1 - target)
+    loss = (1 - p_t) ** gamma * ce
+    if alpha is not None:
+        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return loss.mean()
