@@ -12,7 +12,9 @@ import torch
 from scgan.checkpoint import load_model
 from scgan.evaluate import run_test
 from scgan.predict import run_predict
-from scgan.model.scorer import SCORE_NAMES
+from scgan.model.scorer import score_names
+
+SCORE_NAMES = score_names(head=False)  # the tiny models here have no head
 from scgan.training.fit import train
 
 from conftest import tiny_config
