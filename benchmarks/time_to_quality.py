@@ -31,7 +31,6 @@ from typing import Any
 import lightning as L
 import torch
 
-from scgan.model.scorer import SCORE_NAMES
 from scgan.checkpoint import load_model
 from scgan.config import Config, load_config, parse_overrides, to_yaml
 from scgan.evaluate import run_test
@@ -42,7 +41,7 @@ COST_FILE = "cost.json"
 # A configuration small enough to train in seconds (as the test suite's): for --quick only.
 QUICK = {"model.image_size": 32, "model.base_channels": 8, "model.max_channels": 32, "model.nz": 16,
          "train.epochs": 2, "train.batch_size": 8, "runtime.eval_batch_size": 8, "augment.n_patches": 5,
-         "augment.patch_area": 0.02}
+         "augment.patch_area": 0.02, "train.steps": 0}
 
 
 class CostClock(L.Callback):
@@ -89,29 +88,42 @@ def score_all(work: Path, cost: dict[str, Any]) -> list[dict[str, Any]]:
         epoch = last_epoch if name == "final" else int(loaded.meta.get("epoch", -1))
         if name != "final" and epoch == last_epoch:
             continue  # the same weights as the reported model, listed once as "final"
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         m = run_test(loaded, work / "scores" / name, report=False, progress=False).metrics
         row = {"checkpoint": name, "epochs_trained": epoch + 1, "cpu_min": by_epoch[epoch]["cpu_s"] / 60,
                "wall_min": by_epoch[epoch]["wall_s"] / 60, "reported_model": name == "final",
-               "image_auroc": {s: m["scores"][s]["image_auroc"] for s in SCORE_NAMES},
-               "pixel_auroc": m.get("pixel_auroc"), "default_score": m.get("default_score"),
-               "scoring_s": time.perf_counter() - t}
+               "image_auroc": {s: v["image_auroc"] for s, v in m["scores"].items()},
+               "pixel_auroc": m.get("pixel_auroc"), "aupro": m.get("aupro"), "default_score": m.get("default_score"),
+               "pixel_metrics_resolution": m.get("pixel_metrics_resolution"),
+               "scoring_s": time.perf_counter() - t, "scoring_cpu_s": time.process_time() - c}
         rows.append(row)
         print(f"{name}: epoch {epoch + 1}, {row['cpu_min']:.1f} CPU min, image AUROC "
               + ", ".join(f"{s} {v:.3f}" for s, v in row["image_auroc"].items()), flush=True)
     return rows
 
 
+def _names(rows: list[dict[str, Any]]) -> list[str]:
+    return list(rows[0]["image_auroc"]) if rows else []
+
+
 def markdown(rows: list[dict[str, Any]], cost: dict[str, Any], cfg: Config) -> str:
-    head = ["epochs", "CPU min", "wall min", *(f"image AUROC {s}" for s in SCORE_NAMES), "pixel AUROC"]
+    names = _names(rows)
+    head = ["epochs", "CPU min", "wall min", *(f"image AUROC {s}" for s in names), "default score", "pixel AUROC",
+            "AUPRO"]
     lines = [f"Time to quality: {cfg.data.category} ({cfg.data.dataset}), preset {cfg.preset}, seed {cfg.train.seed}, "
              f"{cost['threads']} threads. The reported model is the last epoch; earlier rows only show the cost.",
              ""]
     body = [[f"{r['epochs_trained']} (reported)" if r["reported_model"] else str(r["epochs_trained"]),
-             num(r["cpu_min"]), num(r["wall_min"]), *(num(r["image_auroc"][s], 3, missing="-") for s in SCORE_NAMES),
-             num(r["pixel_auroc"], 3, missing="-")] for r in rows]
-    lines += [markdown_table(head, body), "", f"Total: {cost['total_cpu_s'] / 60:.1f} CPU minutes, {cost['total_wall_s'] / 60:.1f} wall minutes "
-                  f"(training, including loading the data and per-epoch validation)."]
+             num(r["cpu_min"]), num(r["wall_min"]), *(num(r["image_auroc"][s], 3, missing="-") for s in names),
+             str(r["default_score"]), num(r["pixel_auroc"], 3, missing="-"), num(r.get("aupro"), 3, missing="-")]
+            for r in rows]
+    lines.append(markdown_table(head, body))
+    final = next((r for r in rows if r["reported_model"]), None)
+    test_cpu = final["scoring_cpu_s"] / 60 if final and "scoring_cpu_s" in final else float("nan")
+    res = final.get("pixel_metrics_resolution") if final else None
+    lines += ["", f"Total: {cost['total_cpu_s'] / 60:.1f} CPU minutes, {cost['total_wall_s'] / 60:.1f} wall minutes "
+                  f"(training, including loading the data and per-epoch validation); testing the reported model: "
+                  f"{test_cpu:.1f} CPU minutes. Pixel metrics at {res} px (the masks' stored resolution)."]
     return "\n".join(lines)
 
 
@@ -123,7 +135,7 @@ def plot(rows: list[dict[str, Any]], cfg: Config, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, key, label in ((axes[0], "epochs_trained", "epochs trained"), (axes[1], "cpu_min", "CPU minutes")):
-        for s in SCORE_NAMES:
+        for s in _names(rows):
             xs = [r[key] for r in rows]
             ys = [r["image_auroc"][s] if r["image_auroc"][s] is not None else float("nan") for r in rows]
             ax.plot(xs, ys, marker="o", label=s)

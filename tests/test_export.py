@@ -17,7 +17,9 @@ from scgan.checkpoint import load_model  # noqa: E402
 from scgan.cli import main  # noqa: E402
 from scgan.data.io import image_to_array  # noqa: E402
 from scgan.onnx_runtime import META_FORMAT_VERSION, OnnxModelError, OnnxScorer  # noqa: E402
-from scgan.model.scorer import SCORE_NAMES  # noqa: E402
+from scgan.model.scorer import score_names  # noqa: E402
+
+SCORE_NAMES = score_names(head=False)
 
 
 @pytest.fixture(scope="module")

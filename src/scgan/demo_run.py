@@ -11,7 +11,7 @@ from scgan.training.fit import train
 # With the plain Tanh (before the cpu preset's 1.1 x tanh), at 30 epochs on an Intel Xeon, seed 0 had the
 # "auto" rule pick map_max (image AUROC 88.0%); seeds 1 and 2 picked l_con (99.2%, 99.8%). At 60 epochs all
 # three picked l_con: 98.0%, 99.5%, 99.5%, and 99.2%, 100.0%, 99.5% with the cpu preset's 1.1 x tanh.
-DEMO_OVERRIDES = {"image_size": 64, "epochs": 60, "batch_size": 16}
+DEMO_OVERRIDES = {"image_size": 64, "epochs": 60, "batch_size": 16}  # epochs, not the preset's step budget
 
 
 def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, progress: bool = True) -> TestOutput:

@@ -119,8 +119,12 @@ def load_config(
     yaml_path: str | Path | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
 ) -> Config:
-    """Preset, then YAML file, then overrides; check the result."""
+    """Preset, then YAML file, then overrides; check the result.
+
+    Setting ``epochs`` without ``steps`` means epochs: a preset's step budget (``train.steps``) is then dropped.
+    """
     cfg = get_preset(preset)
+    given: set[str] = set()
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():
@@ -134,14 +138,26 @@ def load_config(
         if "preset" in data:
             cfg = get_preset(str(data.pop("preset")))
         apply_mapping(cfg, data)
+        given |= _train_keys(data)
     if overrides:
         if isinstance(overrides, list):
             overrides = parse_overrides(overrides)
         if "preset" in overrides:
             raise ValueError("choose the preset with --preset, not as an override")
         apply_mapping(cfg, overrides)
+        given |= _train_keys(overrides)
+    if "epochs" in given and "steps" not in given:
+        cfg.train.steps = 0
     cfg.validate()
     return cfg
+
+
+def _train_keys(mapping: dict[str, Any]) -> set[str]:
+    """The train-section keys a (nested or flat) mapping sets: {"epochs", ...}."""
+    keys = {k.split(".", 1)[1] if k.startswith("train.") else k for k in mapping if k != "train"}
+    if isinstance(mapping.get("train"), dict):
+        keys |= set(mapping["train"])
+    return keys
 
 
 def to_yaml(cfg: Config) -> str:
