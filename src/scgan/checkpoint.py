@@ -19,7 +19,7 @@ import torch
 from scgan import __version__
 from scgan.calibration.stats import Calibration, preference_order
 from scgan.config import MODEL_FORMAT, MODEL_FORMAT_VERSION, Config, migrate_config, validate
-from scgan.model.networks import Generator, build_generator
+from scgan.model.networks import Generator, build_generator, build_head
 from scgan.model.scorer import SCORE_NAMES, Scorer, build_scorer
 from scgan.utils.atomic import atomic_write_with
 
@@ -38,6 +38,7 @@ class LoadedModel:
     augmentation: str
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    seg_head: torch.nn.Module | None = None  # the learned anomaly head (model.head = seg)
 
     @property
     def default_score(self) -> str:
@@ -49,11 +50,11 @@ class LoadedModel:
 
     def scorer(self) -> Scorer:
         """The model's scoring graph in eval mode, with the calibration's smoothing."""
-        return build_scorer(self.config, self.generator, calibration=self.calibration).eval()
+        return build_scorer(self.config, self.generator, calibration=self.calibration, seg_head=self.seg_head).eval()
 
 
 def save_model(path: str | Path, generator: Generator, config: Config, calibration: Calibration | None,
-               augmentation: str, meta: dict[str, Any] | None = None) -> Path:
+               augmentation: str, meta: dict[str, Any] | None = None, seg_head: torch.nn.Module | None = None) -> Path:
     """Write the slim model file atomically (a crash mid-write leaves any previous file intact)."""
     obj = {
         "format": MODEL_FORMAT,
@@ -63,6 +64,7 @@ def save_model(path: str | Path, generator: Generator, config: Config, calibrati
         "augmentation": augmentation,
         "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
         "calibration": calibration.to_dict() if calibration else None,
+        **({"seg_head": {k: v.detach().cpu() for k, v in seg_head.state_dict().items()}} if seg_head is not None else {}),
         "meta": dict(meta or {}),
     }
     path = Path(path)
@@ -130,17 +132,25 @@ def load_model(path: str | Path) -> LoadedModel:
             )
         cfg = _config_from(obj.get("config"), path)
         state, cal, aug, meta = obj["generator"], obj.get("calibration"), obj.get("augmentation", ""), obj.get("meta", {})
+        head_state = obj.get("seg_head")
     elif "state_dict" in obj and isinstance(obj.get("hyper_parameters"), dict) and "config" in obj["hyper_parameters"]:
         hp = obj["hyper_parameters"]
         cfg = _config_from(hp["config"], path)
         state = {k[len("generator."):]: v for k, v in obj["state_dict"].items() if k.startswith("generator.")}
+        head_state = {k[len("seg_head."):]: v for k, v in obj["state_dict"].items() if k.startswith("seg_head.")} or None
         cal, aug = obj.get("scgan_calibration"), hp.get("augmentation", "")
         meta = {"epoch": obj.get("epoch"), "global_step": obj.get("global_step"), "source": "lightning checkpoint"}
     else:
         raise CheckpointError(f"{path} is a PyTorch file but not an scgan checkpoint (no scgan config inside)")
-    generator = build_generator(cfg.model)
+    generator, seg_head = build_generator(cfg.model), build_head(cfg.model)
+    if (seg_head is None) != (head_state is None):
+        raise CheckpointError(f"{path}: its config says head={cfg.model.head!r}, but the file "
+                              f"{'lacks' if head_state is None else 'also holds'} the head's weights")
     try:
         generator.load_state_dict(state, strict=True)
+        if seg_head is not None:
+            seg_head.load_state_dict(head_state, strict=True)
+            seg_head.eval()
     except RuntimeError as e:
         raise CheckpointError(
             f"{path}: the weights do not match the network its config describes — written by a different "
@@ -149,4 +159,4 @@ def load_model(path: str | Path) -> LoadedModel:
     generator.eval()
     calibration = Calibration.from_dict(cal) if cal else None
     return LoadedModel(config=cfg, generator=generator, calibration=calibration, augmentation=str(aug),
-                       meta=dict(meta or {}), path=path)
+                       meta=dict(meta or {}), path=path, seg_head=seg_head)

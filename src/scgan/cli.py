@@ -10,11 +10,11 @@ from pathlib import Path
 
 from scgan import __version__
 
-DEFAULT_PRESET = "cpu"
+DEFAULT_PRESET = "default"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"named preset: cpu or paper (default {DEFAULT_PRESET})")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"named preset: default, cpu, gpu or paper (default {DEFAULT_PRESET})")
     p.add_argument("--config", dest="config_file", help="YAML file of config overrides (nested by section or flat)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. image_size=64 epochs=40 seed=0 (see 'scgan config')")

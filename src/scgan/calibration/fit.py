@@ -80,13 +80,14 @@ class CalibrationFitter:
     def add(self, x: torch.Tensor, batch_idx: int) -> None:
         """Score one batch of normal images x (B, 3, S, S)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            scores, residual = self.scorer.run(x.float(), raw=self.auto_sigma)
+            x = x.float()
+            scores, residual = self.scorer.run(x, raw=self.auto_sigma)
             self._normal.append(scores.float().cpu())
             if self.auto_sigma:
                 self._res.append(residual[:, None].float().cpu())
             if self.auto_score or self.auto_sigma:
                 x_defect = self.defects(x, generator=seeded_generator(x.device, self.cfg.data.split_seed, batch_idx))
-                synthetic, residual = self.scorer.run(x_defect.float(), raw=self.auto_sigma)
+                synthetic, residual = self.scorer.run(x_defect, raw=self.auto_sigma)
                 self._synthetic.append(synthetic.float().cpu())
                 if self.auto_sigma:
                     self._res_synthetic.append(residual[:, None].float().cpu())
@@ -113,7 +114,9 @@ class CalibrationFitter:
             blur = GaussianBlur(sigma)
             scores[:, col] = blur(normal_res).flatten(1).amax(1).numpy()
             synthetic[:, col] = blur(synth_res).flatten(1).amax(1).numpy()
-        map_high = float(scores[:, names.index("map_max")].max())
+        # Heat maps are shown relative to the largest smoothed residual seen on normal images; a head's map is a
+        # probability, shown as it is.
+        map_high = 1.0 if self.scorer.seg_head is not None else float(scores[:, names.index("map_max")].max())
         cal = fit_calibration(scores, names, self.cfg.score.threshold_quantile,
                               synthetic if self.auto_score else None, map_high=map_high)
         cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
@@ -173,9 +176,9 @@ def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, b
     cfg.validate()
     ds = normal_images(normal_dir, cfg.model.image_size, skip_bad_images=cfg.data.skip_bad_images)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
-    scorer = build_scorer(cfg, loaded.generator)
+    scorer = build_scorer(cfg, loaded.generator, seg_head=loaded.seg_head)
     cal = calibrate(scorer, loader, cfg)
     meta = {**loaded.meta, "calibration": run_info(recalibrated_from=str(loaded.path), normal_images=str(normal_dir),
                                                    n_images=len(ds), overrides=dict(overrides or {}))}
-    path = save_model(Path(output), loaded.generator, cfg, cal, loaded.augmentation, meta)
+    path = save_model(Path(output), loaded.generator, cfg, cal, loaded.augmentation, meta, seg_head=loaded.seg_head)
     return path, cal

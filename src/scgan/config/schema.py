@@ -58,6 +58,8 @@ class LossConfig:
     w_con: float = 40.0  # alpha_2, L1 restoration
     w_adv: float = 1.0  # alpha_3, adversarial
     w_ssim: float = 40.0  # alpha_4, 1 - SSIM (0 = Struc1/3 of the paper's ablation)
+    w_seg: float = 1.0  # model.head = seg: weight of the head's focal loss (its own optimiser)
+    focal_gamma: float = 2.0  # focal loss exponent (DRAEM: 2)
     # "bce": L_adv = -log D(x^) (the paper, SPEC section 2); "feature": GANomaly's feature matching, mean
     # (f(x) - f(x^))^2 over D's last feature map (the cpu preset's: docs/reproduction.md says why).
     adv_type: str = "bce"
@@ -75,13 +77,24 @@ class AugmentConfig:
     name: str = "auto"  # "auto" = copypaste_color for textures, copypaste for objects; or any AUGMENTATIONS key
     n_patches: int = 30  # N (paper ablation: 10, 30, 50, 100)
     patch_area: float = 0.01  # each patch's share of the image area
+    # name = mixture: per image one source drawn by these weights, or none with probability p_clean.
+    sources: dict[str, float] = field(default_factory=lambda: {"copypaste": 0.4, "copypaste_color": 0.2,
+                                                               "perlin": 0.4})
+    p_clean: float = 0.2
+
+    def options(self) -> dict[str, Any]:
+        """The augmentation's own keyword options (build_augmentation)."""
+        return {"sources": dict(self.sources), "p_clean": self.p_clean} if self.name == "mixture" else {}
 
     def validate(self) -> None:
         from scgan.data.augment import AUGMENTATIONS
 
         _check([_one_of(self.name, ("auto", *AUGMENTATIONS), "augment.name"),
                 (self.n_patches >= 0 and 0.0 < self.patch_area < 1.0,
-                 "n_patches must be >= 0 and patch_area in (0, 1)")])
+                 "n_patches must be >= 0 and patch_area in (0, 1)"),
+                (isinstance(self.sources, dict) and all(k in AUGMENTATIONS and k != "mixture" for k in self.sources),
+                 f"augment.sources must map augmentation names (not mixture) to weights, got {self.sources!r}"),
+                (0.0 <= self.p_clean <= 1.0, f"p_clean must be in [0, 1], got {self.p_clean}")])
 
 
 @dataclass
@@ -108,6 +121,9 @@ class TrainConfig:
     beta2: float = 0.999
     seed: int = 0
     checkpoint_every: int = 0  # also keep epoch-k checkpoints every k epochs (0 = only last)
+    # > 0: train about this many optimiser steps, as whole epochs (ceil(steps / steps per epoch)), so that a
+    # preset costs the same on a category of 200 images as on one of 800; 0: train ``epochs``.
+    steps: int = 0
     d_reset_threshold: float = 1e-5  # re-initialise D when its loss falls below this (GANomaly)
 
     def validate(self) -> None:
@@ -117,6 +133,7 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
         ])
 
 
@@ -209,6 +226,12 @@ class Config:
         """Raise ValueError with a useful message for settings that cannot work."""
         for name in SECTIONS:
             getattr(self, name).validate()
+        from scgan.model.scorer import score_names
+
+        valid = ("auto", *score_names(self.model.head != "none"))
+        if self.score.default_score not in valid:
+            raise ValueError(f"default_score {self.score.default_score!r} needs a model with a head "
+                             f"(model.head=seg); this model's scores: {', '.join(valid)}")
 
 
 SECTIONS = ("model", "loss", "augment", "data", "train", "score", "runtime")

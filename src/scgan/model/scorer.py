@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scgan.model.maps import mean_filter, msgms_map, ssim_anomaly_map
 from scgan.model.networks import Generator, GeneratorOutput
 
 # Lightning precision names -> the autocast dtype the scorer runs its generator in (None = plain fp32).
@@ -58,6 +59,11 @@ class GaussianBlur(nn.Module):
         return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2))
 
 
+def seg_pool_size(image_size: int) -> int:
+    """DRAEM's 21 x 21 mean filter of the head's map at 256 px, scaled to S and kept odd (5 at 64, 11 at 128)."""
+    return max(1, 2 * round((21 * image_size / 256 - 1) / 2) + 1)
+
+
 @dataclass
 class ScoreInputs:
     """What every score is computed from, for a batch x (B, 3, S, S)."""
@@ -67,6 +73,9 @@ class ScoreInputs:
     residual: torch.Tensor  # (B, 1, S, S) |x - G(x)| averaged over channels
     residual_map: torch.Tensor  # (B, 1, S, S) the residual smoothed with the scorer's Gaussian
     beta: float
+    blur: nn.Module  # the scorer's Gaussian
+    seg: torch.Tensor | None = None  # (B, 1, S, S) the head's anomaly probability (models with a head)
+    seg_pool: int = 1
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class ScoreDef:
 
     description: str
     fn: Callable[[ScoreInputs], torch.Tensor]
+    needs_head: bool = False
 
 
 def _peak(m: torch.Tensor) -> torch.Tensor:
@@ -101,8 +111,21 @@ SCORES: dict[str, ScoreDef] = {
     "l_con": ScoreDef("mean |x - G(x)| over pixels and channels", _l_con),
     "l_enc": ScoreDef("mean (z1 - z2)^2", _l_enc),
     "map_max": ScoreDef("maximum of the Gaussian-smoothed residual map", lambda s: _peak(s.residual_map)),
+    # RIAD's recipe for a restoration model: structure-aware maps instead of the plain residual.
+    "ssim_max": ScoreDef("maximum of the Gaussian-smoothed 1 - SSIM map of x and G(x)",
+                         lambda s: _peak(s.blur(ssim_anomaly_map(s.x, s.out.x_hat)))),
+    "msgms_max": ScoreDef("maximum of the Gaussian-smoothed multi-scale gradient-magnitude dissimilarity map",
+                          lambda s: _peak(s.blur(msgms_map(s.x, s.out.x_hat)))),
+    # DRAEM: the head's map mean-filtered (21 px at 256), then its maximum.
+    "seg_max": ScoreDef("maximum of the mean-filtered map of the learned anomaly head",
+                        lambda s: _peak(mean_filter(s.seg, s.seg_pool)), needs_head=True),
 }
 SCORE_NAMES: tuple[str, ...] = tuple(SCORES)
+
+
+def score_names(head: bool) -> tuple[str, ...]:
+    """The scores a model computes, in column order: all of them with a head, those without one otherwise."""
+    return tuple(n for n, d in SCORES.items() if head or not d.needs_head)
 SCORE_DESCRIPTIONS = {name: d.description for name, d in SCORES.items()}
 
 
@@ -116,17 +139,20 @@ class Scorer(nn.Module):
     """
 
     def __init__(self, generator: Generator, beta: float = 0.8, sigma: float = 1.0,
-                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
+                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
+                 seg_head: nn.Module | None = None, seg_pool: int = 1) -> None:
         super().__init__()
         self.generator = generator
+        self.seg_head = seg_head
         self.beta = float(beta)
         self.blur = GaussianBlur(sigma)
+        self.seg_pool = int(seg_pool)
         self.autocast_dtype = autocast_dtype
         self.channels_last = bool(channels_last)
-        self.names: tuple[str, ...] = SCORE_NAMES
+        self.names: tuple[str, ...] = score_names(seg_head is not None)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(x, self.generator(x))
+        return self.score_outputs(x, self.generator(x))
 
     def run(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` with the speed options; with both off it is exactly ``forward``.
@@ -136,23 +162,39 @@ class Scorer(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.autocast_dtype is None:
-            return self.head(x, self.generator(x), raw)
+            return self.score_outputs(x, self.generator(x), raw)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype):
             out = self.generator(x)
+            seg = self.segment(x, out.x_hat)
         # Residuals, blur and maxima in fp32: bf16 would round the scores to ~3 significant digits.
         with torch.autocast(x.device.type, enabled=False):
-            return self.head(x, GeneratorOutput(out.x_hat.float(), out.z1.float(), out.z2.float()), raw)
+            out = GeneratorOutput(out.x_hat.float(), out.z1.float(), out.z2.float())
+            return self.score_outputs(x, out, raw, seg=None if seg is None else seg.float())
 
-    def inputs(self, x: torch.Tensor, out: GeneratorOutput) -> ScoreInputs:
-        """The maps every score is computed from."""
+    def segment(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor | None:
+        """The head's anomaly probability (B, 1, S, S) of x given its restoration (None without a head)."""
+        if self.seg_head is None:
+            return None
+        return torch.sigmoid(self.seg_head(x, x_hat))
+
+    def inputs(self, x: torch.Tensor, out: GeneratorOutput, seg: torch.Tensor | None = None) -> ScoreInputs:
+        """The maps every score is computed from (``seg``: the head's map, computed here if not given)."""
         residual = (x - out.x_hat).abs().mean(dim=1, keepdim=True)  # (B, 1, S, S)
-        return ScoreInputs(x=x, out=out, residual=residual, residual_map=self.blur(residual), beta=self.beta)
+        if seg is None:
+            seg = self.segment(x, out.x_hat)
+        return ScoreInputs(x=x, out=out, residual=residual, residual_map=self.blur(residual), beta=self.beta,
+                           blur=self.blur, seg=seg, seg_pool=self.seg_pool)
 
-    def head(self, x: torch.Tensor, out: GeneratorOutput, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores and anomaly map (or, with ``raw``, the unsmoothed residual) of x from G's output on x."""
-        s = self.inputs(x, out)
+    def score_outputs(self, x: torch.Tensor, out: GeneratorOutput, raw: bool = False,
+             seg: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and anomaly map (or, with ``raw``, the unsmoothed residual) of x from G's output on x.
+
+        The anomaly map is the head's probability map where the model has a head, else the smoothed residual.
+        """
+        s = self.inputs(x, out, seg)
         scores = torch.stack([SCORES[name].fn(s) for name in self.names], dim=1)
-        return scores, (s.residual if raw else s.residual_map)[:, 0]
+        amap = s.residual if raw else (s.seg if s.seg is not None else s.residual_map)
+        return scores, amap[:, 0]
 
     def set_sigma(self, sigma: float) -> None:
         """Smooth anomaly maps (and so map_max) with ``sigma`` pixels from now on."""
@@ -160,7 +202,7 @@ class Scorer(nn.Module):
 
 
 def build_scorer(cfg, generator: Generator, precision: str | None = None, channels_last: bool | None = None,
-                 calibration=None) -> Scorer:
+                 calibration=None, seg_head: nn.Module | None = None) -> Scorer:
     """The scorer of config ``cfg``; ``precision`` ("bf16-mixed", ...) runs its generator under autocast (None: fp32).
 
     Scoring precision is chosen where the scoring runs, not stored with the model: a model trained in
@@ -175,7 +217,7 @@ def build_scorer(cfg, generator: Generator, precision: str | None = None, channe
         sigma = default_sigma(cfg.model.image_size)
     cl = cfg.runtime.channels_last if channels_last is None else channels_last
     return Scorer(generator, beta=cfg.score.beta, sigma=sigma, autocast_dtype=autocast_dtype(precision),
-                  channels_last=cl)
+                  channels_last=cl, seg_head=seg_head, seg_pool=seg_pool_size(cfg.model.image_size))
 
 
 @dataclass

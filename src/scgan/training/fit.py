@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -184,8 +185,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_with(Path(path), lambda f: torch.save(checkpoint, f))
 
 
+def planned_epochs(cfg: Config, n_train: int) -> int:
+    """Epochs to train: ``train.epochs``, or with ``train.steps`` > 0 as many whole epochs as it takes to make
+    that many optimiser steps on ``n_train`` images (one process; batches of train.batch_size, last dropped)."""
+    if cfg.train.steps <= 0:
+        return cfg.train.epochs
+    per_epoch = max(1, n_train // max(2, min(cfg.train.batch_size, n_train)))
+    return max(1, math.ceil(cfg.train.steps / per_epoch))
+
+
 def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callbacks: list | None = None,
-                  enable_logging: bool = True, resumed_epoch: int | None = None) -> L.Trainer:
+                  enable_logging: bool = True, resumed_epoch: int | None = None,
+                  epochs: int | None = None) -> L.Trainer:
     """The Lightning Trainer for a run: checkpoints (last + every k epochs), CSV/TensorBoard logs."""
     ckpt_dir = output_dir / "checkpoints"
     # "last" as the one kept checkpoint, rewritten every epoch. (save_last=True with save_top_k=0 writes
@@ -207,7 +218,7 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
                          "use sync_batchnorm=false or --accelerator gpu")
     check_devices(rt.accelerator, rt.devices)
     return L.Trainer(
-        max_epochs=t.epochs, accelerator=rt.accelerator, devices=rt.devices, strategy=resolve_strategy(rt.strategy),
+        max_epochs=epochs or t.epochs, accelerator=rt.accelerator, devices=rt.devices, strategy=resolve_strategy(rt.strategy),
         sync_batchnorm=sync_bn,
         precision=rt.precision, callbacks=cbs, plugins=[AtomicCheckpointIO()],
         logger=_loggers(output_dir, resumed_epoch) if enable_logging else False,
@@ -239,7 +250,9 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
     # Lightning's INFO lines (hardware summary, tips) drown the progress bar; warnings still show.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch)
+    epochs = planned_epochs(cfg, len(train_ds))
+    trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch,
+                            epochs=epochs)
     with warnings.catch_warnings():
         if ckpt_path is not None:  # a resumed run writes into its own folders on purpose
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -264,7 +277,8 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
             n_train=len(train_ds), n_val=len(dm.dataset("val")), d_resets=module.d_resets,
             train_wall_time_s=round(wall, 2), resumed_from=str(ckpt_path) if ckpt_path else None,
         )
-        model_path = save_model(output_dir / MODEL_FILE, module.generator, cfg, module.calibration, augmentation, meta)
+        model_path = save_model(output_dir / MODEL_FILE, module.generator, cfg, module.calibration, augmentation, meta,
+                                seg_head=module.seg_head)
         atomic_write_text(output_dir / "config.yaml", to_yaml(cfg))
         atomic_write_text(output_dir / "train_summary.json", json.dumps(meta, indent=2))
     return TrainResult(output_dir, model_path, last, trainer.current_epoch, wall)

@@ -10,8 +10,8 @@ from scgan.calibration.stats import Calibration
 from scgan.config import Config
 from scgan.data.augment import build_augmentation
 from scgan.model.losses import (ADVERSARIAL_LOSSES, RESTORATION_TARGETS, LossWeights, adversarial_term,
-                                discriminator_loss, generator_loss)
-from scgan.model.networks import build_discriminator, build_generator, init_weights
+                                discriminator_loss, focal_loss, generator_loss)
+from scgan.model.networks import build_discriminator, build_generator, build_head, init_weights
 from scgan.model.scorer import Scorer, build_scorer
 from scgan.seed import seeded_generator
 
@@ -40,7 +40,10 @@ class SCGANModule(L.LightningModule):
         g = torch.Generator().manual_seed(cfg.train.seed)
         init_weights(self.generator, g)
         init_weights(self.discriminator, g)
-        self.augment = build_augmentation(augmentation, cfg.augment.n_patches, cfg.augment.patch_area)
+        # The learned anomaly head (model.head = seg), trained on the augmentation's masks; None: the paper's SCGAN.
+        self.seg_head = build_head(cfg.model)
+        self.augment = build_augmentation(augmentation, cfg.augment.n_patches, cfg.augment.patch_area,
+                                          **cfg.augment.options())
         self.adversarial = ADVERSARIAL_LOSSES[cfg.loss.adv_type]
         self.target = RESTORATION_TARGETS[cfg.loss.con_target]
         self.weights = LossWeights(cfg.loss.w_enc, cfg.loss.w_con, cfg.loss.w_adv, cfg.loss.w_ssim)
@@ -52,7 +55,8 @@ class SCGANModule(L.LightningModule):
 
     def scorer(self) -> Scorer:
         """A scorer over this module's networks (not a child module: checkpoints hold each weight once)."""
-        return build_scorer(self.cfg, self.generator, calibration=self.calibration).to(self.device)
+        return build_scorer(self.cfg, self.generator, calibration=self.calibration,
+                            seg_head=self.seg_head).to(self.device)
 
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -60,7 +64,10 @@ class SCGANModule(L.LightningModule):
         betas = (t.beta1, t.beta2)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr, betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=betas)
-        return opt_g, opt_d
+        if self.seg_head is None:
+            return opt_g, opt_d
+        # The head is a plain segmentation network: Adam's usual betas (DRAEM), not the GAN's 0.5.
+        return opt_g, opt_d, torch.optim.Adam(self.seg_head.parameters(), lr=t.lr)
 
     def _check_finite(self, terms: dict[str, torch.Tensor], batch_idx: int) -> bool:
         """True if every loss term is finite. Else, under 16-mixed, count the step and let GradScaler skip it
@@ -79,13 +86,14 @@ class SCGANModule(L.LightningModule):
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()
+        opt_g, opt_d, *opt_h = self.optimizers()
         x = batch["image"]  # (B, 3, S, S) clean normal images in [-1, 1]
         if self.cfg.runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # Augmentation randomness depends on (seed, epoch, batch, rank) only: resumes are exact.
         gen = seeded_generator(x.device, self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank)
-        x_aug = self.augment(x, generator=gen)
+        aug = self.augment.apply(x, generator=gen)
+        x_aug = aug.image
         target = self.target(x, x_aug)
 
         out = self.generator(x_aug)
@@ -109,7 +117,17 @@ class SCGANModule(L.LightningModule):
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
-        if g_finite and d_finite:
+        h_finite, seg_loss = True, None
+        if self.seg_head is not None:
+            # The head learns where the augmentation changed pixels, from (x~, x^); x^ is detached, so G trains
+            # exactly as without a head.
+            logits = self.seg_head(x_aug, out.x_hat.detach())
+            seg_loss = focal_loss(logits, aug.mask.float(), gamma=self.cfg.loss.focal_gamma)
+            h_finite = self._check_finite({"head/focal": seg_loss}, batch_idx)
+            opt_h[0].zero_grad(set_to_none=True)
+            self.manual_backward(self.cfg.loss.w_seg * seg_loss)
+            opt_h[0].step()
+        if g_finite and d_finite and h_finite:
             self._nonfinite_run = 0
         # The reset decision is taken on the mean over ranks, so that under DDP all ranks reset D together.
         d_mean = self.trainer.strategy.reduce(d_loss.detach().clone(), reduce_op="mean")  # reduce works in place
@@ -121,6 +139,8 @@ class SCGANModule(L.LightningModule):
 
         logs = {f"train/{k}": v.detach() for k, v in g_loss.terms().items()}
         logs["train/d_loss"] = d_loss.detach()
+        if seg_loss is not None:
+            logs["train/seg"] = seg_loss.detach()
         self.log_dict(logs, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         self.log("loss_g", g_loss.total.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
 
