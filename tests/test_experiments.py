@@ -1,14 +1,16 @@
 """Benchmark and ablation studies: tables, shared runs, resume, and parallel runs changing nothing."""
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 
 import pytest
 
 from conftest import TINY
-from scgan.config import load_config
-from scgan.experiments.runs import config_key, make_spec
+from scgan.config import Config, load_config, with_added_later
+from scgan.experiments.runs import config_key, data_identity, make_spec, run_key
 from scgan.experiments.studies import STUDIES, discover_categories, run_study
 
 
@@ -26,13 +28,28 @@ def test_config_key_ignores_paths_and_extra_checkpoints():
     assert config_key(a) != config_key(_base(n_patches=7))
 
 
-def test_settings_added_later_keep_old_run_keys():
-    """The Table-1 bottle seed-0 run of results/ (key 304fe9cb6ba5) predates model.output_scale; at its
-    neutral value 1.0 the setting stays out of the key, so that run is still found; any other value is a new run."""
+def test_settings_added_later_stay_out_of_the_key_at_their_old_value():
+    """model.output_scale came later; at the value older runs had (1.0) it is left out of the key, so such
+    a run's key is that of a config without the setting; any other value is a new run."""
     over = ["image_size=64", "epochs=40", "seed=0", "dataset=mvtec", "category=bottle"]
     old = load_config("cpu", overrides=[*over, "output_scale=1.0"])
-    assert config_key(old) == "304fe9cb6ba5"
-    assert config_key(load_config("cpu", overrides=over)) != "304fe9cb6ba5"  # the cpu preset's 1.1
+    without = copy.deepcopy(old.to_dict())
+    del without["model"]["output_scale"]
+    assert config_key(old) == config_key(Config.from_dict(with_added_later(without)))
+    assert config_key(load_config("cpu", overrides=over)) != config_key(old)  # the cpu preset's 1.1
+
+
+def test_run_key_follows_the_data_not_only_the_config(tmp_path, demo_root, demo_category):
+    cfg = _base(**{"data.root": str(demo_root), "data.category": demo_category})
+    copy_root = tmp_path / "copy"
+    shutil.copytree(demo_root, copy_root)
+    moved = Config.from_dict(cfg.to_dict())
+    moved.data.root = str(copy_root)
+    assert run_key(cfg) != run_key(moved)  # same files, another folder
+    assert run_key(cfg) == run_key(Config.from_dict(cfg.to_dict()))
+    before = data_identity(moved)["files_sha256"]
+    next((copy_root / demo_category / "train" / "good").iterdir()).write_bytes(b"other")
+    assert data_identity(moved)["files_sha256"] != before  # a file's size changed
 
 
 def test_discover_categories_in_paper_order(demo_root):
