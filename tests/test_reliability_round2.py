@@ -98,12 +98,22 @@ def test_2_second_training_into_a_folder_in_use_is_refused_and_the_lock_is_relea
     assert not (tmp_path / "crash" / ".scgan.lock").exists()
 
     # A lock file left by a process that died (kill -9) is stale: the next run takes it over.
+    from scgan.utils.lock import folder_lock
+
     dead = subprocess.Popen([sys.executable, "-c", ""])
     dead.wait()
     stale = tmp_path / "stale"
     stale.mkdir()
     (stale / ".scgan.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
-    assert train(cfg, stale, progress=False).model_path.exists()
+    with folder_lock(stale, "training"):
+        assert json.loads((stale / ".scgan.lock").read_text())["pid"] == os.getpid()
+    # A link planted at the lock's name is refused, not followed.
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (stale / ".scgan.lock").symlink_to(victim)
+    with pytest.raises(RuntimeError, match="symbolic link"):
+        train(cfg, stale, progress=False)
+    assert victim.read_text() == "precious"
 
 
 def _raise(trainer, module) -> None:

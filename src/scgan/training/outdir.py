@@ -21,7 +21,8 @@ RUN_FOLDERS = ("checkpoints", "logs", "tensorboard")
 
 def _is_rank_zero() -> bool:
     """False in the processes a multi-device launcher starts for ranks > 0 (rank 0 claimed the folder)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK"))
+    # Lightning's launcher and torchrun set LOCAL_RANK / NODE_RANK / RANK, SLURM sets SLURM_PROCID.
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 def existing_run(output_dir: Path) -> list[str]:

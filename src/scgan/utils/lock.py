@@ -66,7 +66,7 @@ def _open_lock_file(path: Path) -> int:
 def folder_lock(folder: str | os.PathLike[str], what: str) -> Iterator[Path]:
     """Hold ``folder``'s lock for the ``with`` block, or raise FolderLockedError naming the live holder.
 
-    ``what`` names the work for the refusal ("training", "testing").
+    ``what`` names the work in the lock file's record ("training", "testing").
     """
     path = Path(folder) / LOCK_NAME
     while True:
@@ -86,7 +86,7 @@ def folder_lock(folder: str | os.PathLike[str], what: str) -> Iterator[Path]:
             holder = _holder(fd)
             os.close(fd)
             raise FolderLockedError(f"{folder} is in use by {holder}; wait for it to finish or use another "
-                                    f"output folder ({what} two runs into one folder would mix their files)") from None
+                                    "output folder (two runs in one folder would mix their files)") from None
         # The previous holder may have deleted the file between our open and our lock: retry on the new one.
         try:
             same = os.fstat(fd).st_ino == os.lstat(path).st_ino
