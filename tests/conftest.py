@@ -52,3 +52,14 @@ def trained(tmp_path_factory, demo_root, demo_category):
     cfg = tiny_config(demo_root, demo_category)
     out = tmp_path_factory.mktemp("trained")
     return train(cfg, out, progress=False), cfg
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread (restored after): small tensor ops wait on OpenMP peers on a busy CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

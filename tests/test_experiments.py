@@ -1,7 +1,6 @@
 """Benchmark and ablation studies: tables, shared runs, resume, and parallel runs changing nothing."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -9,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import TINY
-from scgan.config import Config, load_config, with_added_later
+from scgan.config import Config, load_config
 from scgan.experiments.runs import config_key, data_identity, make_spec, run_key
 from scgan.experiments.studies import STUDIES, discover_categories, run_study
 
@@ -28,15 +27,26 @@ def test_config_key_ignores_paths_and_extra_checkpoints():
     assert config_key(a) != config_key(_base(n_patches=7))
 
 
-def test_settings_added_later_stay_out_of_the_key_at_their_old_value():
-    """model.output_scale came later; at the value older runs had (1.0) it is left out of the key, so such
-    a run's key is that of a config without the setting; any other value is a new run."""
+def test_settings_added_later_keep_old_run_keys():
+    """A setting added later stays out of the key at the value older runs had (their keys stay), and any
+    other value is a new run."""
+    from scgan.config import ADDED_LATER
+
     over = ["image_size=64", "epochs=40", "seed=0", "dataset=mvtec", "category=bottle"]
     old = load_config("cpu", overrides=[*over, "output_scale=1.0"])
-    without = copy.deepcopy(old.to_dict())
-    del without["model"]["output_scale"]
-    assert config_key(old) == config_key(Config.from_dict(with_added_later(without)))
+    d = old.identity()
+    for section, key in ADDED_LATER:
+        del d[section][key]  # a config written before these settings existed
+    from scgan.config import Config, migrate_config
+
+    assert config_key(Config.from_dict(migrate_config(d))) == config_key(old)
     assert config_key(load_config("cpu", overrides=over)) != config_key(old)  # the cpu preset's 1.1
+
+
+def test_runtime_settings_are_not_part_of_the_run_key():
+    a = _base()
+    b = _base(precision="bf16-mixed", channels_last=True, eval_batch_size=3, num_workers=2)
+    assert b.runtime != a.runtime and config_key(a) == config_key(b)
 
 
 def test_run_key_follows_the_data_not_only_the_config(tmp_path, demo_root, demo_category):

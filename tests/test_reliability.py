@@ -74,8 +74,8 @@ def _metrics(model_path: Path, out: Path) -> dict:
 
 def _cli_args(root: Path, category: str, out: Path, *extra: str) -> list[str]:
     """`scgan train` with the tiny config, so it builds exactly tiny_config(root, category)."""
-    return ["train", "--root", str(root), "--category", category, "--output", str(out), "--no-progress",
-            *(f"{k}={v}" for k, v in TINY.items()), *extra]
+    return ["train", "--preset", "cpu", "--root", str(root), "--category", category, "--output", str(out),
+            "--no-progress", *(f"{k}={v}" for k, v in TINY.items()), *extra]
 
 
 def _no_temp_files(folder: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scgan.calibration import SCORE_NAMES, Calibration
+from scgan.calibration.stats import Calibration
 from scgan.data.io import IMAGE_EXTENSIONS, ImageReadError, image_to_array, load_image, resize_image
 from scgan.utils.atomic import atomic_write_text, writable_dir
 
@@ -72,6 +72,7 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
 
         runner = OnnxScorer(onnx_path)
         score_fn, calibration, size, default = runner.run, runner.calibration, runner.image_size, runner.default_score
+        names = runner.score_names
     else:
         import torch
 
@@ -87,6 +88,7 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
 
         calibration: Calibration | None = loaded.calibration
         size, default = loaded.config.model.image_size, loaded.default_score
+        names = scorer.names
     size = image_size or size
     files = expand_inputs(inputs)
     out = writable_dir(output_dir)
@@ -119,7 +121,7 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
             continue
         scores, maps = score_fn(np.stack(tensors).astype(np.float32))
         for i, f in enumerate(good):
-            named = {n: float(v) for n, v in zip(SCORE_NAMES, scores[i])}
+            named = {n: float(v) for n, v in zip(names, scores[i])}
             norm = dec = None
             if calibration is not None:
                 norm = float(calibration.normalize(default, np.array([named[default]]))[0])
@@ -135,14 +137,14 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
         bar.close()
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path", "score", "score_normalized", "decision", *SCORE_NAMES, "overlay"])
+    w.writerow(["path", "score", "score_normalized", "decision", *names, "overlay"])
     for p in preds:
         decision = "" if p.anomalous is None else ("anomalous" if p.anomalous else "normal")
         norm = "" if p.normalized is None else f"{p.normalized:.6g}"
         w.writerow([p.path, f"{p.scores[default]:.6g}", norm, decision,
-                    *(f"{p.scores[n]:.6g}" for n in SCORE_NAMES), p.overlay or ""])
+                    *(f"{p.scores[n]:.6g}" for n in names), p.overlay or ""])
     for path, reason in skipped:
-        w.writerow([path, "", "", "error: " + reason.replace("\n", " "), *([""] * len(SCORE_NAMES)), ""])
+        w.writerow([path, "", "", "error: " + reason.replace("\n", " "), *([""] * len(names)), ""])
     csv_path = out / "predictions.csv"
     atomic_write_text(csv_path, buf.getvalue())
     return PredictOutput(preds, skipped, csv_path)

@@ -3,10 +3,10 @@
 A run's folder is ``STORE/<dataset>_<category>/<run key>_seed<k>``. The run key (:func:`run_key`)
 hashes two things:
 
-- :func:`config_key`: every setting that can change the result, i.e. the config without the data's
-  path, the loader (``data.num_workers``), extra checkpoints and the runtime settings
-  (``train.accelerator``, ``devices``, ``strategy``, ``precision``, ``channels_last``,
-  ``sync_batchnorm``, ``score.eval_batch_size``), which say how a run is executed, not what it is;
+- :func:`config_key`: every setting that can change the result, i.e. the config's identity (without
+  its ``runtime`` section: accelerator, devices, strategy, precision, channels_last, sync_batchnorm,
+  num_workers, eval_batch_size, which say how a run is executed, not what it is), minus the data's
+  path and extra checkpoints;
 - :func:`data_identity`: what identifies the data: the resolved category folder and a fingerprint of
   its file list (every non-hidden file's relative name and size), so the same category name under
   another root, or a folder whose files changed, is a new run.
@@ -32,16 +32,14 @@ from scgan.config import ADDED_LATER, Config
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 
-# Settings left out of config_key: where the data lives (data_identity stands for it), how it is loaded,
-# extra checkpoints, and the runtime settings, which say how a run executes, not what it is.
-_IGNORED = {("data", "root"), ("data", "num_workers"), ("train", "checkpoint_every"),
-            ("train", "accelerator"), ("train", "devices"), ("train", "strategy"), ("train", "precision"),
-            ("train", "channels_last"), ("train", "sync_batchnorm"), ("score", "eval_batch_size")}
+# Settings left out of config_key besides the runtime section: where the data lives (data_identity
+# stands for it) and extra checkpoints.
+_IGNORED = {("data", "root"), ("train", "checkpoint_every")}
 
 
 def config_key(cfg: Config) -> str:
     """12 hex digits identifying the settings of cfg that can change a run's result (not the data)."""
-    d = copy.deepcopy(cfg.to_dict())
+    d = copy.deepcopy(cfg.identity())  # runtime settings (devices, precision, workers) never change a key
     for section, key in _IGNORED:
         d[section].pop(key, None)
     for (section, key), value in ADDED_LATER.items():  # at the value older runs had: their keys stay

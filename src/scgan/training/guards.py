@@ -12,19 +12,25 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from scgan.scoring import Calibration
+from scgan.calibration.stats import Calibration
 
 
 class NonFiniteModelError(RuntimeError):
     """The weights or the calibration hold NaN or infinite values; nothing was saved."""
 
 
-def nonfinite_cause(generator: torch.nn.Module, calibration: Calibration | None) -> str | None:
-    """What is not finite ("weight encoder1.0.weight is nan", "calibration l_con.max is inf"), or None."""
-    for name, t in [*generator.named_parameters(), *generator.named_buffers()]:
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            bad = t[~torch.isfinite(t)].flatten()[0].item()
-            return f"generator weight {name} is {bad}"
+def nonfinite_cause(calibration: Calibration | None, **networks: torch.nn.Module | None) -> str | None:
+    """What is not finite ("generator weight encoder1.0.weight is nan", "calibration l_con.max is inf"), or None.
+
+    ``networks``: the saved networks by name (generator=..., seg_head=... or None).
+    """
+    for net_name, net in networks.items():
+        if net is None:
+            continue
+        for name, t in [*net.named_parameters(), *net.named_buffers()]:
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                bad = t[~torch.isfinite(t)].flatten()[0].item()
+                return f"{net_name} weight {name} is {bad}"
     if calibration is None:
         return None
     values = {"map_high": calibration.map_high}
@@ -47,13 +53,14 @@ def diverged_error(cause: str, epoch: int, global_step: int, ckpt_dir: Path) -> 
 
 
 class FiniteModelGuard(L.Callback):
-    """Refuses every checkpoint of a model whose generator weights or calibration are not finite."""
+    """Refuses every checkpoint of a model whose saved weights (generator, head) or calibration are not finite."""
 
     def __init__(self, ckpt_dir: Path) -> None:
         self.ckpt_dir = Path(ckpt_dir)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Called while Lightning builds the checkpoint, before any byte is written: raising keeps the old file.
-        cause = nonfinite_cause(pl_module.generator, pl_module.calibration)
+        cause = nonfinite_cause(pl_module.calibration, generator=pl_module.generator,
+                                seg_head=getattr(pl_module, "seg_head", None))
         if cause is not None:
             raise diverged_error(cause, trainer.current_epoch, trainer.global_step, self.ckpt_dir)
