@@ -60,10 +60,10 @@ class CostClock(L.Callback):
 
 
 def train_with_clock(cfg: Config, work: Path, threads: int) -> dict[str, Any]:
-    """Train (fresh) into work/train; return and write the per-epoch cost log."""
+    """Train (fresh: an earlier run there is deleted) into work/train; return and write the per-epoch cost log."""
     clock = CostClock()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    res = train(cfg, work / "train", progress=True, callbacks=[clock])
+    res = train(cfg, work / "train", progress=True, callbacks=[clock], overwrite=True)
     cost = {"epochs": clock.epochs, "threads": threads, "total_cpu_s": time.process_time() - cpu0,
             "total_wall_s": time.perf_counter() - wall0, "train_epochs": res.epochs,
             "note": "cpu_s/wall_s per epoch count from the start of training; total_* include loading the data"}

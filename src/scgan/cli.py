@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p, required=True)
     p.add_argument("--output", required=True, help="output folder (checkpoints, logs, model.pt)")
     p.add_argument("--resume", help="resume from a checkpoint path, or 'auto' for OUTPUT/checkpoints/last.ckpt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the training run OUTPUT holds, then train anew (without it such a folder is refused)")
     p.add_argument("--test", action="store_true", help="run 'scgan test' on the test split after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_device_options(p)
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="write the built-in demo data, train briefly, test, report")
     p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--category", default=None, help="demo category (default: the object-like one)")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier demo's training run in OUTPUT/train")
     p.add_argument("--no-progress", action="store_true")
     _add_run_options(p)
 
@@ -145,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             extra[f"runtime.{key}"] = getattr(args, key)
     cfg = _config(args, extra)
-    res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress)
+    res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if res.model_path is None:
         return 0
     print(f"model written to {res.model_path} ({res.epochs} epochs, {res.wall_time_s:.0f} s)")
@@ -198,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from scgan.demo_run import DEMO_OVERRIDES, run_demo
 
     cfg = _config(args, base={**DEMO_OVERRIDES})
-    res = run_demo(cfg, args.output, category=args.category, progress=not args.no_progress)
+    res = run_demo(cfg, args.output, category=args.category, progress=not args.no_progress, overwrite=args.overwrite)
     _print_metrics(res.metrics, res.output_dir)
     return 0
 

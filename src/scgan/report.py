@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from scgan.utils.atomic import atomic_write_bytes, atomic_write_text
+from scgan.utils.names import mpl_text, printable
 from scgan.visualize import overlay
 
 # Metric keys shown as table columns, in order, with their headers; values are fractions shown as %.
@@ -34,6 +35,7 @@ _SHOWN_ELSEWHERE = {"scores", "info", "config", "default_score"}
 # Headings of the per-score sub-tables (a dict under each score's entry); other keys are used as they are.
 _SUBTABLE_TITLES = {"at_threshold": "Decisions at the validation threshold"}
 ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG = "roc.png", "score_hist.png", "examples_most.png", "examples_least.png"
+REPORT_FILES = ("report.md", "report.html", ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG)  # all that write_report writes
 _NORMAL_COLOR, _ANOMALOUS_COLOR = "#1f77b4", "#d62728"
 
 
@@ -185,10 +187,10 @@ def _roc_figure(scores: np.ndarray, labels: np.ndarray, score_name: str) -> _Fig
     auc = roc_auc_score(labels, scores)
     fig = Figure(figsize=(4.8, 4.4))
     ax = fig.add_subplot()
-    ax.plot(fpr, tpr, color=_ANOMALOUS_COLOR, lw=2, label=f"{score_name} (AUROC {100 * auc:.1f}%)")
+    ax.plot(fpr, tpr, color=_ANOMALOUS_COLOR, lw=2, label=mpl_text(f"{score_name} (AUROC {100 * auc:.1f}%)"))
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-           title=f"Image-level ROC: {score_name}")
+           title=mpl_text(f"Image-level ROC: {score_name}"))
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     return _Figure(ROC_PNG, "ROC curve", _png(fig))
@@ -209,7 +211,8 @@ def _hist_figure(scores: np.ndarray, labels: np.ndarray, score_name: str, thresh
             ax.hist(scores[mask], bins=bins, color=color, alpha=0.55, label=f"{name} (n={int(mask.sum())})")
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=1.5, label=f"threshold {threshold:.4g}")
-    ax.set(xlabel=f"anomaly score ({score_name})", ylabel="images", title=f"Test scores: {score_name}")
+    ax.set(xlabel=mpl_text(f"anomaly score ({score_name})"), ylabel="images",
+           title=mpl_text(f"Test scores: {score_name}"))
     ax.legend()
     ax.grid(alpha=0.3)
     return _Figure(HIST_PNG, "Score histogram", _png(fig))
@@ -222,7 +225,7 @@ def _examples_figure(examples: list[ReportExample], file: str, heading: str) -> 
     fig = Figure(figsize=(6.0, 3.0 * len(examples)))
     for sub, ex in zip(np.atleast_1d(fig.subfigures(len(examples), 1)), examples):
         kind = "anomalous" if int(ex.label) else "normal"
-        sub.suptitle(f"{ex.name}  |  score {float(ex.score):.4g}  |  {kind}", fontsize=10)
+        sub.suptitle(mpl_text(f"{ex.name}  |  score {float(ex.score):.4g}  |  {kind}"), fontsize=10)
         ax_img, ax_ovl = sub.subplots(1, 2)
         ax_img.imshow(ex.image, cmap="gray" if np.asarray(ex.image).ndim == 2 else None)
         ax_img.set_title("image", fontsize=9)
@@ -354,6 +357,7 @@ def write_report(
             path.unlink(missing_ok=True)  # a stale picture from an earlier run would contradict the report
 
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    atomic_write_text(md_path, _markdown(title, info_rows, tables, extra, figures, config_yaml))
-    atomic_write_text(html_path, _html(title, info_rows, tables, extra, figures, config_yaml, score_name))
+    # printable: a name or path from the file system need not be UTF-8 (e.g. b"caf\xe9"); escaped, not fatal.
+    atomic_write_text(md_path, printable(_markdown(title, info_rows, tables, extra, figures, config_yaml)))
+    atomic_write_text(html_path, printable(_html(title, info_rows, tables, extra, figures, config_yaml, score_name)))
     return md_path, html_path
