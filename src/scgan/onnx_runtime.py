@@ -108,6 +108,7 @@ class OnnxScorer:
             )
         if self.default_score not in SCORE_NAMES:
             raise OnnxModelError(f"{self.path} names an unknown default score {self.default_score!r}")
+        self.score_names: tuple[str, ...] = names
         self.version = meta.get(META_VERSION, "")
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
