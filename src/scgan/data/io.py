@@ -132,16 +132,15 @@ def _check_size(image_size: int | None) -> None:
 
 
 def load_image_with_size(
-    path: str | os.PathLike[str], image_size: int | None, max_side: int | None = None
+    path: str | os.PathLike[str] | IO[bytes], image_size: int | None, max_side: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Like :func:`load_image`, also returning the file's original (H, W).
+    """Like :func:`load_image`, also returning the file's original (H, W); ``path`` may be an open binary file.
 
     ``max_side`` (with ``image_size=None``): a larger image comes back reduced by an integer factor so that
     its longer side is at most ``max_side`` (memory bounded by it, not by the file).
     """
     _check_size(image_size)
-    path = Path(path)
-    im, orig = _open_reduced(path, max_side)
+    im, orig = _open_reduced(Path(path) if isinstance(path, (str, os.PathLike)) else path, max_side)
     rgb = pil_to_rgb(im)
     if image_size is not None and rgb.shape[:2] != (image_size, image_size):
         # Resize after the 8-bit conversion so every mode goes through the same (antialiased) filter.
