@@ -80,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlays", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("serve", help="serve a model over HTTP: POST /predict, GET /model, GET /health, a web page at /")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="model.pt, a .ckpt, or an ONNX file written by 'scgan export'")
+    src.add_argument("--onnx", help="an ONNX model written by 'scgan export' (runs without torch)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="scoring threads (default 1)")
+    p.add_argument("--queue", type=int, default=8, help="requests that may wait for a worker; more get 503 (default 8)")
+    p.add_argument("--max-upload-mb", type=_positive_int, default=20, help="largest request body in MiB (default 20)")
+    p.add_argument("--max-pixels", type=_positive_int, default=40_000_000,
+                   help="largest image, width x height (default 40,000,000)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait and score (default 60)")
+
     p = sub.add_parser("demo", help="write the built-in demo data, train briefly, test, report")
     p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--category", default=None, help="demo category (default: the object-like one)")
@@ -187,6 +200,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from scgan.detector import Detector
+    from scgan.serve import Limits, serve
+
+    detector = Detector.load(args.onnx or args.checkpoint, backend="onnx" if args.onnx else None)
+    limits = Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
+                    workers=args.workers, queue=args.queue, timeout_s=args.timeout)
+    print(f"serving {detector.path} ({detector.backend}) on http://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
+    serve(detector, host=args.host, port=args.port, limits=limits)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from scgan.demo_run import DEMO_OVERRIDES, run_demo
 
@@ -234,7 +259,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "test": cmd_test, "predict": cmd_predict, "demo": cmd_demo,
+COMMANDS = {"train": cmd_train, "test": cmd_test, "predict": cmd_predict, "serve": cmd_serve, "demo": cmd_demo,
             "config": cmd_config, "export": cmd_export, "benchmark": cmd_study, "ablate": cmd_study}
 
 
