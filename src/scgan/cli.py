@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", required=True, help="output file, e.g. model.onnx")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    for command_parser in sub.choices.values():  # so that main() can show a subcommand's own usage
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 
@@ -155,9 +157,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     if res.model_path is None:
         return 0
     print(f"model written to {res.model_path} ({res.epochs} epochs, {res.wall_time_s:.0f} s)")
+    _print_calibration(res.model_path)
     if args.test:
         return _test(res.model_path, Path(args.output) / "test", progress=not args.no_progress)
     return 0
+
+
+# Fewer normal validation images than this make thresholds and normalisation rough.
+MIN_CALIBRATION_IMAGES = 20
+
+
+def _print_calibration(model_path: Path) -> None:
+    """How the trained model decides: its score (and why), threshold, and the validation images behind them."""
+    from scgan.checkpoint import load_model
+
+    loaded = load_model(model_path)
+    cal, name = loaded.calibration, loaded.default_score
+    if cal is None:
+        print(f"score {name}; no calibration (no validation images): predict gives scores but no decisions")
+        return
+    if loaded.config.score.default_score == "auto" and name in cal.selection:
+        why = (f"chosen by 'auto': separates synthetic defects from normal validation images with AUROC "
+               f"{cal.selection[name]:.3f}, margin {cal.selection_margin.get(name, float('nan')):.2f} normal spreads")
+    else:
+        why = "set by default_score"
+    print(f"score {name} ({why})")
+    print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on "
+          f"{cal.n_images} normal validation image(s)")
+    if cal.n_images < MIN_CALIBRATION_IMAGES:
+        print(f"warning: the calibration rests on {cal.n_images} validation image(s), fewer than "
+              f"{MIN_CALIBRATION_IMAGES}: threshold and normalised scores are rough; add normal training images "
+              "or raise val_fraction", file=sys.stderr)
 
 
 def _print_metrics(m: dict, out: Path) -> None:
@@ -272,7 +302,15 @@ def _one_line(e: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's own usage, not the top level's, and a hint for key=value where none is taken
+        command_parser = getattr(args, "command_parser", parser)
+        hint = ""
+        if any("=" in e and not e.startswith("-") for e in extra) and args.command in ("test", "predict", "serve",
+                                                                                       "export"):
+            hint = (f"; 'scgan {args.command}' takes no key=value settings (the model's config is used), "
+                    "only the options above")
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if args.command is None:
         parser.print_help()
         return 0

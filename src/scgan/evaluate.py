@@ -15,11 +15,14 @@ from torch.utils.data import DataLoader
 
 from scgan.checkpoint import LoadedModel, load_model
 from scgan.data.datasets import build_dataset
-from scgan.data.io import tensor_to_image
+from scgan.data.io import load_image_with_size, load_mask
 from scgan.metrics import compute_metrics
 from scgan.scoring import SCORE_DESCRIPTIONS, SCORE_NAMES, Calibration, ScoreResult, score_loader
 from scgan.utils.atomic import atomic_write_text, writable_dir
 from scgan.utils.runinfo import run_info
+
+
+REPORT_SIDE = 512  # report examples are shown at the file's resolution, reduced to at most this a side
 
 
 @dataclass
@@ -154,11 +157,14 @@ def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded
     scale = cal.map_high if cal else float(result.maps.max() or 1.0)
 
     def example(i: int) -> ReportExample:
-        img = tensor_to_image(ds[i]["image"])
-        mask = result.masks[i] if result.masks[i].any() else None
+        # Shown at the file's own resolution (up to REPORT_SIDE), not at S: defects stay visible.
+        sample = ds.samples[i]
+        img = load_image_with_size(sample.path, None, max_side=REPORT_SIDE)[0]
+        mask = load_mask(sample.mask_path, None) if sample.mask_path is not None and result.masks[i].any() else None
+        decision = None if cal is None else ("anomalous" if cal.decide(default, s[i:i + 1])[0] else "normal")
         return ReportExample(name=Path(result.paths[i]).parent.name + "/" + Path(result.paths[i]).name,
                              image=img, heat=np.clip(result.maps[i] / max(scale, 1e-12), 0, 1),
-                             score=float(s[i]), label=int(result.labels[i]), mask=mask)
+                             score=float(s[i]), label=int(result.labels[i]), mask=mask, decision=decision)
 
     top = [example(int(i)) for i in order[:k]]
     bottom = [example(int(i)) for i in order[::-1][:k]]

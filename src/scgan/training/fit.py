@@ -27,6 +27,7 @@ from scgan.data.augment import resolve_augmentation
 from scgan.seed import seed_everything
 from scgan.training.datamodule import SCGANDataModule
 from scgan.training.module import SCGANModule
+from scgan.training.progress import EpochLines, is_terminal
 from scgan.utils.atomic import atomic_write_text, atomic_write_with, writable_dir
 from scgan.utils.runinfo import run_info
 
@@ -200,6 +201,8 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
                                    enable_version_counter=False,
                                    mode="max" if cfg.train.checkpoint_every == 1 else "min"))
     cbs += list(callbacks or [])
+    if progress and not is_terminal():  # a log file gets one line per epoch, not a bar's redraws
+        cbs.append(EpochLines())
     t = cfg.train
     sync_bn = bool(getattr(t, "sync_batchnorm", False))
     if sync_bn and t.accelerator == "cpu":
