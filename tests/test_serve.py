@@ -175,3 +175,16 @@ def test_scores_from_an_array_round_trip(client, detector):
     Image.fromarray(gray).save(buf, format="PNG")
     r = client.post("/predict", files={"file": ("g.png", buf.getvalue(), "image/png")})
     assert r.status_code == 200 and r.json()["results"][0]["scores"] == pytest.approx(detector.predict(gray).scores)
+
+
+def test_the_serve_command_passes_its_limits(monkeypatch, trained):
+    import scgan.serve
+    from scgan.cli import main
+
+    seen = {}
+    monkeypatch.setattr(scgan.serve, "serve", lambda det, host, port, limits: seen.update(
+        det=det, host=host, port=port, limits=limits))
+    assert main(["serve", "--checkpoint", str(trained[0].model_path), "--port", "8123", "--workers", "2",
+                 "--queue", "3", "--max-upload-mb", "5", "--timeout", "7"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123 and seen["det"].backend == "torch"
+    assert seen["limits"] == Limits(max_upload_bytes=5 * 1024 * 1024, workers=2, queue=3, timeout_s=7.0)

@@ -101,7 +101,7 @@ class Result:
     original_size: tuple[int, int]  # the input's (H, W)
     source: str | None = None  # the input's path, when it was one
     anomaly_map: np.ndarray = field(default=None, repr=False)  # float32 (S, S), the model's raw map
-    map_high: float | None = field(default=None, repr=False)  # calibration's display scale (None: per image)
+    calibration: Calibration | None = field(default=None, repr=False)  # scales the map for display
 
     @property
     def score(self) -> float:
@@ -124,8 +124,10 @@ class Result:
         from scgan.visualize import resize_map
 
         amap = np.asarray(self.anomaly_map, dtype=np.float32)
-        scale = self.map_high if self.map_high is not None else float(amap.max())
-        heat = np.clip(amap / max(scale, 1e-12), 0.0, 1.0)
+        if self.calibration is not None:
+            heat = self.calibration.heat(amap)
+        else:  # no normal images to scale by: this image's own maximum
+            heat = np.clip(amap / max(float(amap.max()), 1e-12), 0.0, 1.0)
         return resize_map(heat, self.image.shape[:2])
 
     def overlay(self, alpha: float = 0.7) -> Image.Image:
@@ -281,7 +283,6 @@ class Detector:
         x = image_to_array(np.stack([resize_image(rgb, s) for _, rgb, _, _ in batch]))
         scores, maps = self._score(np.ascontiguousarray(x, dtype=np.float32))
         default = self.score_names.index(self.default_score)
-        cal = self.calibration
         out = []
         for k, (i, rgb, orig, source) in enumerate(batch):
             named = {n: float(v) for n, v in zip(self.score_names, scores[k])}
@@ -289,7 +290,7 @@ class Detector:
                 scores=named, score_name=self.default_score,
                 normalized=self.normalize(float(scores[k, default])), threshold=self.threshold,
                 image=rgb, original_size=orig, source=source, anomaly_map=np.asarray(maps[k], dtype=np.float32),
-                map_high=None if cal is None else float(cal.map_high))))
+                calibration=self.calibration)))
         return out
 
     def describe(self) -> dict[str, Any]:
