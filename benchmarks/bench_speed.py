@@ -6,7 +6,7 @@ subprocess (so peak memory of one configuration never pollutes another):
 - training: ``scgan.training.fit.build_trainer`` drives :class:`SCGANModule` on demo images through
   :class:`SCGANDataModule` (decoded cache, DataLoader, collate); data loading, the augmentation, both
   optimiser steps and logging are inside the timed region, which starts after ``--warmup`` batches.
-- scoring: :func:`scgan.scoring.score_loader` (``torch.inference_mode``) over the test split, as
+- scoring: :func:`scgan.model.scorer.score_loader` (``torch.inference_mode``) over the test split, as
   ``scgan test`` does, after one warm-up batch.
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one training step (the first warm-up
   batch) and one scoring batch; achieved GFLOP/s is compared with this machine's fp32 matrix-multiply
@@ -147,9 +147,9 @@ def _job_config(job: Job):
         "data.dataset": job.dataset, "data.root": job.root, "data.category": job.category,
         "model.image_size": job.size, "model.base_channels": job.base_channels,
         "model.max_channels": job.max_channels, "model.attention": job.attention,
-        "train.batch_size": job.batch, "score.eval_batch_size": job.score_batch, "train.epochs": 1,
-        "train.precision": job.precision, "train.channels_last": job.channels_last,
-        "train.accelerator": job.accelerator, "train.seed": job.seed,
+        "train.batch_size": job.batch, "runtime.eval_batch_size": job.score_batch, "train.epochs": 1,
+        "runtime.precision": job.precision, "runtime.channels_last": job.channels_last,
+        "runtime.accelerator": job.accelerator, "train.seed": job.seed,
     }
     return load_config("paper", overrides=overrides)
 
@@ -285,8 +285,8 @@ def _score_job(job: Job, cfg, device: str) -> dict[str, Any]:
     from torch.utils.data import DataLoader, Subset
     from torch.utils.flop_counter import FlopCounterMode
 
-    from scgan.models.networks import init_weights
-    from scgan.scoring import score_loader
+    from scgan.model.networks import init_weights
+    from scgan.model.scorer import score_loader
     from scgan.training.datamodule import SCGANDataModule
     from scgan.training.module import build_generator, build_scorer
 

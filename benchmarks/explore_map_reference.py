@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from scgan.checkpoint import load_model
 from scgan.data.datasets import build_dataset
 from scgan.metrics import aupro, image_auroc, pixel_auroc
-from scgan.scoring import score_loader
+from scgan.model.scorer import score_loader
 from scgan.training.datamodule import SCGANDataModule
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from scgan.calibration import SCORE_NAMES
+from scgan.calibration.stats import SCORE_NAMES
 from scgan.checkpoint import load_model
 from scgan.config import Config, load_config, parse_overrides, to_yaml
 from scgan.evaluate import run_test
@@ -41,7 +41,7 @@ from scgan.training.fit import MODEL_FILE, train
 COST_FILE = "cost.json"
 # A configuration small enough to train in seconds (as the test suite's): for --quick only.
 QUICK = {"model.image_size": 32, "model.base_channels": 8, "model.max_channels": 32, "model.nz": 16,
-         "train.epochs": 2, "train.batch_size": 8, "score.eval_batch_size": 8, "augment.n_patches": 5,
+         "train.epochs": 2, "train.batch_size": 8, "runtime.eval_batch_size": 8, "augment.n_patches": 5,
          "augment.patch_area": 0.02}
 
 

@@ -63,3 +63,14 @@ def exported_onnx(trained, tmp_path_factory) -> Path:
 
     res, _ = trained
     return export_onnx(res.model_path, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread (restored after): small tensor ops wait on OpenMP peers on a busy CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -33,8 +33,9 @@ PASTING = ["copypaste", "copypaste_color", "cutout", "cutout_color", "confetti"]
 
 
 def test_registry_and_errors():
-    assert set(AUGMENTATIONS) == {"copypaste", "copypaste_color", "cutout", "cutout_color", "confetti", "none"}
-    assert all(issubclass(c, Augmentation) for c in AUGMENTATIONS.values())
+    assert set(AUGMENTATIONS) == {"copypaste", "copypaste_color", "cutout", "cutout_color", "confetti", "perlin",
+                                  "mixture", "none"}
+    assert all(issubclass(AUGMENTATIONS[n], Augmentation) for n in PASTING + ["none"])  # the patch ones
     with pytest.raises(ValueError, match="copypaste, copypaste_color"):
         build_augmentation("mixup")
     with pytest.raises(ValueError, match="resolve_augmentation"):

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from scgan.calibration import SCORE_NAMES, Calibration, fit_calibration, separation_auroc
+from scgan.calibration.stats import Calibration, fit_calibration, separation_auroc
+
+SCORE_NAMES = ("as", "l_con", "l_enc", "map_max")  # a head-less model's scores
 
 
 def _scores(**cols):
@@ -12,7 +14,7 @@ def _scores(**cols):
 
 def test_threshold_and_normalisation_from_normal_scores():
     normal = _scores(map_max=np.linspace(1, 2, 101), l_con=np.linspace(0, 1, 101))
-    cal = fit_calibration(normal, quantile=0.99)
+    cal = fit_calibration(normal, SCORE_NAMES, quantile=0.99)
     assert cal.scores["map_max"].threshold == pytest.approx(1.99)
     assert cal.normalize("map_max", np.array([1.0, 2.0, 3.0])).tolist() == pytest.approx([0.0, 1.0, 2.0])
     assert cal.decide("map_max", np.array([1.5, 1.995])).tolist() == [False, True]
@@ -25,7 +27,7 @@ def test_auto_picks_the_score_that_separates_synthetic_defects():
     normal = _scores(**{k: rng.normal(0, 1, 40) for k in SCORE_NAMES})
     synthetic = _scores(**{k: rng.normal(0, 1, 40) for k in SCORE_NAMES})
     synthetic[:, SCORE_NAMES.index("l_con")] += 5  # only l_con sees the defects
-    cal = fit_calibration(normal, 0.99, synthetic)
+    cal = fit_calibration(normal, SCORE_NAMES, 0.99, synthetic)
     assert cal.selected_score == "l_con" and cal.resolve("auto") == "l_con"
     assert cal.selection["l_con"] > 0.99 and cal.selection["l_enc"] < 0.8
     again = Calibration.from_dict(cal.to_dict())
@@ -35,9 +37,9 @@ def test_auto_picks_the_score_that_separates_synthetic_defects():
 def test_auroc_ties_go_to_the_larger_margin_then_the_local_score():
     normal = _scores(**{k: [0.0, 1.0, 2.0] for k in SCORE_NAMES})
     synthetic = _scores(**{k: [3.0, 3.0, 3.0] for k in SCORE_NAMES})
-    assert fit_calibration(normal, 0.99, synthetic).selected_score == "map_max"  # full tie: preference order
+    assert fit_calibration(normal, SCORE_NAMES, 0.99, synthetic).selected_score == "map_max"  # full tie: preference order
     synthetic[:, SCORE_NAMES.index("l_con")] = 9.0  # same AUROC (1.0), larger margin
-    cal = fit_calibration(normal, 0.99, synthetic)
+    cal = fit_calibration(normal, SCORE_NAMES, 0.99, synthetic)
     assert cal.selection["l_con"] == cal.selection["map_max"] == 1.0
     assert cal.selection_margin["l_con"] > cal.selection_margin["map_max"] and cal.selected_score == "l_con"
 
@@ -45,11 +47,11 @@ def test_auroc_ties_go_to_the_larger_margin_then_the_local_score():
 def test_separation_auroc_counts_ties_half():
     a = _scores(**{k: [0.0, 1.0] for k in SCORE_NAMES})
     b = _scores(**{k: [1.0, 2.0] for k in SCORE_NAMES})
-    assert separation_auroc(a, b)["as"] == pytest.approx((1 + 1 + 0.5 + 1) / 4)
+    assert separation_auroc(a, b, SCORE_NAMES)["as"] == pytest.approx((1 + 1 + 0.5 + 1) / 4)
 
 
 def test_old_calibration_dicts_still_load():
-    d = fit_calibration(np.zeros((3, len(SCORE_NAMES))), 0.9).to_dict()
+    d = fit_calibration(np.zeros((3, len(SCORE_NAMES))), SCORE_NAMES, 0.9).to_dict()
     for key in ("selection", "selection_margin", "selected_score"):
         d.pop(key)
     assert Calibration.from_dict(d).resolve("auto") == "map_max"
@@ -58,7 +60,7 @@ def test_old_calibration_dicts_still_load():
 def test_sigma_auto_prefers_smoothing_for_blob_defects_in_pixel_noise():
     import torch
 
-    from scgan.scoring import select_sigma, sigma_candidates
+    from scgan.calibration.fit import select_sigma, sigma_candidates
 
     g = torch.Generator().manual_seed(0)
     normal = torch.rand(8, 1, 32, 32, generator=g)  # i.i.d. pixel noise: single pixels stand out
@@ -76,7 +78,7 @@ def test_sigma_auto_prefers_smoothing_for_blob_defects_in_pixel_noise():
 def test_sigma_auto_prefers_no_smoothing_for_single_pixel_defects():
     import torch
 
-    from scgan.scoring import select_sigma, sigma_candidates
+    from scgan.calibration.fit import select_sigma, sigma_candidates
 
     normal = torch.zeros(4, 1, 32, 32)
     normal[:, :, 4:28, 4:28] = 0.5  # smooth structure, no pixel noise
@@ -91,7 +93,7 @@ def test_sigma_auto_prefers_no_smoothing_for_single_pixel_defects():
 def test_sigma_auto_ties_and_degenerate_masks_keep_the_default():
     import torch
 
-    from scgan.scoring import select_sigma, sigma_candidates
+    from scgan.calibration.fit import select_sigma, sigma_candidates
 
     flat = torch.ones(2, 1, 16, 16)
     masks = torch.zeros(2, 1, 16, 16, dtype=torch.bool)

@@ -27,12 +27,25 @@ def test_config_key_ignores_paths_and_extra_checkpoints():
 
 
 def test_settings_added_later_keep_old_run_keys():
-    """The Table-1 bottle seed-0 run of results/ (key 304fe9cb6ba5) predates model.output_scale; at its
-    neutral value 1.0 the setting stays out of the key, so that run is still found; any other value is a new run."""
+    """A setting added later stays out of the key at the value older runs had (their keys stay), and any
+    other value is a new run."""
+    from scgan.config import ADDED_LATER
+
     over = ["image_size=64", "epochs=40", "seed=0", "dataset=mvtec", "category=bottle"]
     old = load_config("cpu", overrides=[*over, "output_scale=1.0"])
-    assert config_key(old) == "304fe9cb6ba5"
-    assert config_key(load_config("cpu", overrides=over)) != "304fe9cb6ba5"  # the cpu preset's 1.1
+    d = old.identity()
+    for section, key in ADDED_LATER:
+        del d[section][key]  # a config written before these settings existed
+    from scgan.config import Config, migrate_config
+
+    assert config_key(Config.from_dict(migrate_config(d))) == config_key(old)
+    assert config_key(load_config("cpu", overrides=over)) != config_key(old)  # the cpu preset's 1.1
+
+
+def test_runtime_settings_are_not_part_of_the_run_key():
+    a = _base()
+    b = _base(precision="bf16-mixed", channels_last=True, eval_batch_size=3, num_workers=2)
+    assert b.runtime != a.runtime and config_key(a) == config_key(b)
 
 
 def test_discover_categories_in_paper_order(demo_root):

@@ -17,7 +17,7 @@ from scgan.checkpoint import load_model  # noqa: E402
 from scgan.cli import main  # noqa: E402
 from scgan.data.io import image_to_array  # noqa: E402
 from scgan.onnx_runtime import META_FORMAT_VERSION, OnnxModelError, OnnxScorer  # noqa: E402
-from scgan.scoring import SCORE_NAMES  # noqa: E402
+from scgan.model.scorer import SCORE_NAMES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_onnx_file_carries_calibration_and_config(onnx_model):
     path, loaded = onnx_model
     runner = OnnxScorer(path)
     assert runner.calibration is not None and runner.calibration.to_dict() == loaded.calibration.to_dict()
-    assert runner.config == loaded.config.to_dict()
+    assert runner.config == loaded.config.identity()
     assert runner.image_size == loaded.config.model.image_size
     assert runner.default_score == loaded.default_score  # resolved: never "auto"
     graph = onnx.load(str(path)).graph
@@ -93,7 +93,7 @@ def test_onnx_inference_modules_import_without_torch():
     code = textwrap.dedent("""
         import sys
         sys.modules["torch"] = None  # from here on, any `import torch` raises ImportError
-        import scgan.calibration, scgan.cli, scgan.onnx_runtime, scgan.visualize
+        import scgan.calibration.stats, scgan.cli, scgan.onnx_runtime, scgan.visualize
         scgan.cli.build_parser().parse_args(["predict", "--onnx", "m.onnx", "--output", "o", "x.png"])
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -5,8 +5,8 @@ import torch
 from skimage.metrics import structural_similarity
 
 from scgan import ssim
-from scgan.losses import LossWeights, discriminator_loss, generator_loss
-from scgan.models.networks import GeneratorOutput
+from scgan.model.losses import LossWeights, adversarial_loss, discriminator_loss, generator_loss
+from scgan.model.networks import GeneratorOutput
 
 
 def _skimage_ssim(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -58,13 +58,13 @@ def test_generator_loss_terms_and_weights():
     x_hat = torch.full_like(x, 0.5)
     z1, z2 = torch.zeros(2, 4, 1, 1), torch.full((2, 4, 1, 1), 2.0)
     logit = torch.zeros(2)  # D says 0.5
-    loss = generator_loss(_out(x_hat, z1, z2), x, logit, LossWeights(enc=1, con=40, adv=1, ssim=40))
+    loss = generator_loss(_out(x_hat, z1, z2), x, adversarial_loss(logit), LossWeights(enc=1, con=40, adv=1, ssim=40))
     assert loss.enc.item() == pytest.approx(4.0)
     assert loss.con.item() == pytest.approx(0.5)
     assert loss.adv.item() == pytest.approx(np.log(2), rel=1e-5)
     expected = 4.0 + 40 * 0.5 + np.log(2) + 40 * loss.ssim.item()
     assert loss.total.item() == pytest.approx(expected, rel=1e-5)
-    no_ssim = generator_loss(_out(x_hat, z1, z2), x, logit, LossWeights(ssim=0))
+    no_ssim = generator_loss(_out(x_hat, z1, z2), x, adversarial_loss(logit), LossWeights(ssim=0))
     assert no_ssim.ssim.item() == 0.0
 
 
@@ -75,7 +75,7 @@ def test_discriminator_loss():
 
 
 def test_feature_matching_loss_detaches_real_features():
-    from scgan.losses import feature_matching_loss
+    from scgan.model.losses import feature_matching_loss
 
     real = torch.ones(2, 4, 4, 4, requires_grad=True)
     fake = torch.zeros(2, 4, 4, 4, requires_grad=True)
@@ -85,10 +85,8 @@ def test_feature_matching_loss_detaches_real_features():
     assert real.grad is None and fake.grad is not None and fake.grad.abs().sum() > 0
 
 
-def test_generator_loss_takes_a_precomputed_adversarial_term():
+def test_generator_loss_takes_the_adversarial_term_it_is_given():
     x = torch.zeros(1, 3, 32, 32)
     out = _out(x.clone(), torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1, 1))
-    loss = generator_loss(out, x, None, LossWeights(adv=2.0), adv=torch.tensor(3.0))
+    loss = generator_loss(out, x, torch.tensor(3.0), LossWeights(adv=2.0))
     assert loss.adv.item() == 3.0 and loss.total.item() == pytest.approx(6.0, abs=1e-5)
-    with pytest.raises(ValueError):
-        generator_loss(out, x, None, LossWeights())

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from scgan import MSCAM, Discriminator, Generator
-from scgan.losses import LossWeights, discriminator_loss, generator_loss
-from scgan.models.networks import Encoder, weights_init
+from scgan.model.losses import LossWeights, adversarial_loss, discriminator_loss, generator_loss
+from scgan.model.networks import Encoder, weights_init
 
 SMALL = dict(base_channels=8, max_channels=32)
 
@@ -121,7 +121,7 @@ def test_one_step_gives_every_parameter_a_gradient():
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     x_aug = x.flip(-1)
     out = g(x_aug)
-    gl = generator_loss(out, x, d(out.x_hat).logit, LossWeights())
+    gl = generator_loss(out, x, adversarial_loss(d(out.x_hat).logit), LossWeights())
     gl.total.backward()
     for name, p in g.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

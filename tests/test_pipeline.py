@@ -12,7 +12,7 @@ import torch
 from scgan.checkpoint import load_model
 from scgan.evaluate import run_test
 from scgan.predict import run_predict
-from scgan.scoring import SCORE_NAMES
+from scgan.model.scorer import SCORE_NAMES
 from scgan.training.fit import train
 
 from conftest import tiny_config
@@ -117,8 +117,9 @@ def test_scorer_matches_losses_definition(trained):
 
 def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(tmp_path, demo_root, demo_category, monkeypatch):
     """score.sigma = auto: the chosen sigma is stored with the calibration, and the statistics fit it."""
-    import scgan.training.module as module_mod
-    from scgan.scoring import score_loader, select_sigma, sigma_candidates
+    import scgan.calibration.fit as fit_mod
+    from scgan.calibration.fit import select_sigma, sigma_candidates
+    from scgan.model.scorer import score_loader
     from scgan.training.datamodule import SCGANDataModule
 
     # Force a choice other than the default (S / 64, the scorer's starting sigma), so that a model
@@ -127,7 +128,7 @@ def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(tmp_path, demo_r
         _, aurocs = select_sigma(normal, synthetic, masks, candidates)
         return max(candidates), aurocs
 
-    monkeypatch.setattr(module_mod, "select_sigma", pick_largest)
+    monkeypatch.setattr(fit_mod, "select_sigma", pick_largest)
     cfg = tiny_config(demo_root, demo_category, epochs=1, **{"score.sigma": "auto"})
     loaded = load_model(train(cfg, tmp_path / "run", progress=False).model_path)
     cal = loaded.calibration
@@ -159,8 +160,8 @@ def test_default_sigma_is_s_over_64(trained):
 
 def test_the_calibration_sigma_wins_over_the_config(trained):
     """A model scores with the sigma its calibration was fitted with; without one, with the config's."""
-    from scgan.calibration import Calibration
-    from scgan.training.module import build_scorer
+    from scgan.calibration.stats import Calibration
+    from scgan.model.scorer import build_scorer
 
     res, cfg = trained
     loaded = load_model(res.model_path)

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import REPO
 from scgan.config import get_preset
-from scgan.training.module import build_discriminator, build_generator
+from scgan.model.networks import build_discriminator, build_generator
 
 
 @pytest.mark.parametrize("preset", ["paper", "cpu"])
@@ -14,8 +14,8 @@ def test_readme_parameter_counts(preset):
     row = next(line for line in text.splitlines() if line.startswith(f"| `{preset}`"))
     counts = [int(x.replace(",", "")) for x in re.findall(r"\b\d{1,3}(?:,\d{3})+\b", row)]
     cfg = get_preset(preset)
-    g = sum(p.numel() for p in build_generator(cfg).parameters())
-    d = sum(p.numel() for p in build_discriminator(cfg).parameters())
+    g = sum(p.numel() for p in build_generator(cfg.model).parameters())
+    d = sum(p.numel() for p in build_discriminator(cfg.model).parameters())
     assert counts == [g, d]
 
 

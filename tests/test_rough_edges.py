@@ -101,8 +101,8 @@ def test_report_warns_when_f1_max_is_the_trivial_value(tmp_path):
 def test_training_ends_with_its_calibration_and_logs_one_line_per_epoch(capsys, demo_root, demo_category, tmp_path):
     """Off a terminal (capsys is not a TTY) progress is one line per epoch, no carriage returns."""
     overrides = [f"{k}={v}" for k, v in TINY.items()]
-    assert main(["train", "--root", str(demo_root), "--category", demo_category, "--output", str(tmp_path / "run"),
-                 *overrides]) == 0
+    assert main(["train", "--preset", "cpu", "--root", str(demo_root), "--category", demo_category,
+                 "--output", str(tmp_path / "run"), *overrides]) == 0
     out, err = capsys.readouterr()
     assert "\r" not in err and "\r" not in out
     assert [line.split(":")[0] for line in err.splitlines() if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
@@ -111,7 +111,7 @@ def test_training_ends_with_its_calibration_and_logs_one_line_per_epoch(capsys, 
     assert "fewer than 20" in err  # the demo's 24 training images leave a small validation split
 
 
-@pytest.mark.parametrize("preset", ["cpu", "paper"])
+@pytest.mark.parametrize("preset", ["cpu", "paper", "default", "gpu"])
 def test_shipped_configs_and_scgan_config_round_trip(preset, capsys, tmp_path):
     from importlib import resources
 

@@ -11,10 +11,9 @@ from torch.utils.data import DataLoader
 
 from scgan.checkpoint import load_model
 from scgan.data.datasets import build_dataset
-from scgan.models.networks import Discriminator
-from scgan.scoring import Scorer, autocast_dtype, score_loader
+from scgan.model.networks import Discriminator
+from scgan.model.scorer import Scorer, autocast_dtype, build_scorer, score_loader
 from scgan.training.fit import train
-from scgan.training.module import build_scorer
 
 from conftest import tiny_config
 
@@ -26,7 +25,7 @@ def _test_loader(cfg, batch: int = 8) -> DataLoader:
 
 
 def test_bf16_mixed_training_epoch_has_finite_losses(tmp_path, demo_root, demo_category):
-    cfg = tiny_config(demo_root, demo_category, epochs=1, **{"train.precision": "bf16-mixed"})
+    cfg = tiny_config(demo_root, demo_category, epochs=1, **{"runtime.precision": "bf16-mixed"})
     res = train(cfg, tmp_path, progress=False)
     rows = [r for r in csv.DictReader(open(tmp_path / "logs" / "metrics.csv")) if r.get("train/total")]
     assert rows, "no training losses were logged"
@@ -50,7 +49,7 @@ def test_channels_last_scoring_matches_default(trained):
     res, cfg = trained
     loaded = load_model(res.model_path)
     plain = score_loader(loaded.scorer(), _test_loader(cfg))
-    cl_cfg = tiny_config(cfg.data.root, cfg.data.category, **{"train.channels_last": True})
+    cl_cfg = tiny_config(cfg.data.root, cfg.data.category, **{"runtime.channels_last": True})
     scorer = build_scorer(cl_cfg, loaded.generator)
     assert scorer.channels_last  # build_scorer honours train.channels_last, or its own argument
     assert build_scorer(cfg, loaded.generator, channels_last=True).channels_last and not loaded.scorer().channels_last
@@ -62,7 +61,7 @@ def test_channels_last_scoring_matches_default(trained):
 def test_channels_last_training_gives_the_same_scores(tmp_path, trained):
     """One run trained with channels_last, one without: same test scores up to float rounding."""
     res, cfg = trained
-    cl = train(tiny_config(cfg.data.root, cfg.data.category, **{"train.channels_last": True}), tmp_path,
+    cl = train(tiny_config(cfg.data.root, cfg.data.category, **{"runtime.channels_last": True}), tmp_path,
                progress=False)
     a = score_loader(load_model(res.model_path).scorer(), _test_loader(cfg))
     b = score_loader(load_model(cl.model_path).scorer(), _test_loader(cfg))

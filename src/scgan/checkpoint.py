@@ -17,14 +17,11 @@ from typing import Any
 import torch
 
 from scgan import __version__
-from scgan.calibration import SELECTION_PREFERENCE
-from scgan.config import Config, validate, with_added_later
-from scgan.models.networks import Generator
-from scgan.scoring import Calibration, Scorer
+from scgan.calibration.stats import Calibration, preference_order
+from scgan.config import MODEL_FORMAT, MODEL_FORMAT_VERSION, Config, migrate_config, validate
+from scgan.model.networks import Generator, build_generator, build_head
+from scgan.model.scorer import SCORE_NAMES, Scorer, build_scorer
 from scgan.utils.atomic import atomic_write_with
-
-MODEL_FORMAT = "scgan-model"
-MODEL_FORMAT_VERSION = 1
 
 
 class CheckpointError(ValueError):
@@ -41,6 +38,7 @@ class LoadedModel:
     augmentation: str
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    seg_head: torch.nn.Module | None = None  # the learned anomaly head (model.head = seg)
 
     @property
     def default_score(self) -> str:
@@ -48,25 +46,25 @@ class LoadedModel:
         name = self.config.score.default_score
         if self.calibration is not None:
             return self.calibration.resolve(name)
-        return SELECTION_PREFERENCE[0] if name == "auto" else name
+        return preference_order(SCORE_NAMES)[0] if name == "auto" else name
 
     def scorer(self) -> Scorer:
-        from scgan.training.module import build_scorer
-
-        return build_scorer(self.config, self.generator, calibration=self.calibration).eval()
+        """The model's scoring graph in eval mode, with the calibration's smoothing."""
+        return build_scorer(self.config, self.generator, calibration=self.calibration, seg_head=self.seg_head).eval()
 
 
 def save_model(path: str | Path, generator: Generator, config: Config, calibration: Calibration | None,
-               augmentation: str, meta: dict[str, Any] | None = None) -> Path:
+               augmentation: str, meta: dict[str, Any] | None = None, seg_head: torch.nn.Module | None = None) -> Path:
     """Write the slim model file atomically (a crash mid-write leaves any previous file intact)."""
     obj = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "scgan_version": __version__,
-        "config": config.to_dict(),
+        "config": config.identity(),  # runtime settings are where it ran, not what the model is
         "augmentation": augmentation,
         "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
         "calibration": calibration.to_dict() if calibration else None,
+        **({"seg_head": {k: v.detach().cpu() for k, v in seg_head.state_dict().items()}} if seg_head is not None else {}),
         "meta": dict(meta or {}),
     }
     path = Path(path)
@@ -74,7 +72,12 @@ def save_model(path: str | Path, generator: Generator, config: Config, calibrati
     return path
 
 
-def _safe_load(path: Path) -> dict:
+def read_torch_file(path: str | Path, mmap: bool = False) -> dict:
+    """A dict saved with torch.save, read with ``weights_only=True``; CheckpointError for anything else."""
+    return _safe_load(Path(path), mmap)
+
+
+def _safe_load(path: Path, mmap: bool = False) -> dict:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -82,7 +85,7 @@ def _safe_load(path: Path) -> dict:
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         # A named class or function (GLOBAL) or an object built from one is what could run code; any
         # other refusal (an unknown opcode, a bad length) means the bytes are not a torch.save file.
@@ -106,7 +109,10 @@ def _safe_load(path: Path) -> dict:
 
 def _config_from(raw: Any, path: Path) -> Config:
     try:
-        cfg = Config.from_dict(with_added_later(raw))  # a file older than a setting had its older value
+        raw = migrate_config(raw)  # a file older than a setting had its older value
+        if isinstance(raw, dict):
+            raw.pop("runtime", None)  # where it was trained is no part of the model
+        cfg = Config.from_dict(raw)
         validate(cfg)
     except (ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path} was written with a config this scgan {__version__} cannot use: {e}") from None
@@ -126,19 +132,25 @@ def load_model(path: str | Path) -> LoadedModel:
             )
         cfg = _config_from(obj.get("config"), path)
         state, cal, aug, meta = obj["generator"], obj.get("calibration"), obj.get("augmentation", ""), obj.get("meta", {})
+        head_state = obj.get("seg_head")
     elif "state_dict" in obj and isinstance(obj.get("hyper_parameters"), dict) and "config" in obj["hyper_parameters"]:
         hp = obj["hyper_parameters"]
         cfg = _config_from(hp["config"], path)
         state = {k[len("generator."):]: v for k, v in obj["state_dict"].items() if k.startswith("generator.")}
+        head_state = {k[len("seg_head."):]: v for k, v in obj["state_dict"].items() if k.startswith("seg_head.")} or None
         cal, aug = obj.get("scgan_calibration"), hp.get("augmentation", "")
         meta = {"epoch": obj.get("epoch"), "global_step": obj.get("global_step"), "source": "lightning checkpoint"}
     else:
         raise CheckpointError(f"{path} is a PyTorch file but not an scgan checkpoint (no scgan config inside)")
-    from scgan.training.module import build_generator
-
-    generator = build_generator(cfg)
+    generator, seg_head = build_generator(cfg.model), build_head(cfg.model)
+    if (seg_head is None) != (head_state is None):
+        raise CheckpointError(f"{path}: its config says head={cfg.model.head!r}, but the file "
+                              f"{'lacks' if head_state is None else 'also holds'} the head's weights")
     try:
         generator.load_state_dict(state, strict=True)
+        if seg_head is not None:
+            seg_head.load_state_dict(head_state, strict=True)
+            seg_head.eval()
     except RuntimeError as e:
         raise CheckpointError(
             f"{path}: the weights do not match the network its config describes — written by a different "
@@ -147,4 +159,4 @@ def load_model(path: str | Path) -> LoadedModel:
     generator.eval()
     calibration = Calibration.from_dict(cal) if cal else None
     return LoadedModel(config=cfg, generator=generator, calibration=calibration, augmentation=str(aug),
-                       meta=dict(meta or {}), path=path)
+                       meta=dict(meta or {}), path=path, seg_head=seg_head)

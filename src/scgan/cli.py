@@ -10,11 +10,11 @@ from pathlib import Path
 
 from scgan import __version__
 
-DEFAULT_PRESET = "cpu"
+DEFAULT_PRESET = "default"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"named preset: cpu or paper (default {DEFAULT_PRESET})")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"named preset: default, cpu, gpu or paper (default {DEFAULT_PRESET})")
     p.add_argument("--config", dest="config_file", help="YAML file of config overrides (nested by section or flat)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. image_size=64 epochs=40 seed=0 (see 'scgan config')")
@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true")
         _add_run_options(p)
 
+    p = sub.add_parser("calibrate", help="re-fit a trained model's calibration on a folder of normal images")
+    p.add_argument("--checkpoint", required=True, help="model.pt or a Lightning .ckpt written by 'scgan train'")
+    p.add_argument("--normal", required=True, help="folder of normal images (searched recursively)")
+    p.add_argument("--output", required=True, help="the new model file (may be the checkpoint itself)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="score settings, e.g. threshold_quantile=0.995 default_score=map_max")
+
     p = sub.add_parser("export", help="export the scoring graph (image batch -> scores, maps)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", choices=["onnx"], default="onnx")
@@ -151,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra["data.category"] = args.category
     for key in ("accelerator", "devices", "strategy", "precision"):
         if getattr(args, key) is not None:
-            extra[f"train.{key}"] = getattr(args, key)
+            extra[f"runtime.{key}"] = getattr(args, key)
     cfg = _config(args, extra)
     res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress)
     if res.model_path is None:
@@ -281,6 +288,19 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from scgan.calibration.fit import recalibrate
+    from scgan.config import parse_overrides
+
+    from scgan.checkpoint import load_model
+
+    path, cal = recalibrate(args.checkpoint, args.normal, args.output, parse_overrides(args.overrides))
+    default = load_model(path).default_score
+    print(f"calibration fitted on {cal.n_images} normal image(s); default score {default}, threshold "
+          f"{cal.scores[default].threshold:.6g} (quantile {cal.quantile}); written to {path}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from scgan.export import export_onnx
 
@@ -290,7 +310,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "test": cmd_test, "predict": cmd_predict, "serve": cmd_serve, "demo": cmd_demo,
-            "config": cmd_config, "export": cmd_export, "benchmark": cmd_study, "ablate": cmd_study}
+            "config": cmd_config, "calibrate": cmd_calibrate, "export": cmd_export, "benchmark": cmd_study,
+            "ablate": cmd_study}
 
 
 def _one_line(e: BaseException) -> str:

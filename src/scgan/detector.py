@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from scgan import __version__
-from scgan.calibration import SCORE_NAMES, Calibration
+from scgan.calibration.stats import Calibration
 from scgan.data.io import image_to_array, load_image_with_size, pil_to_rgb, resize_image
 
 # What predict() takes per image: a file path, encoded file bytes, a PIL image, or an (H, W) / (H, W, C) array.
@@ -215,7 +215,7 @@ class Detector:
         import torch
 
         scorer = loaded.scorer().eval()
-        names = tuple(getattr(scorer, "score_names", SCORE_NAMES))
+        names = tuple(scorer.names)
 
         def score_fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with torch.inference_mode():

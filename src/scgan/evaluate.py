@@ -17,7 +17,8 @@ from scgan.checkpoint import LoadedModel, load_model
 from scgan.data.datasets import build_dataset
 from scgan.data.io import load_image_with_size, load_mask
 from scgan.metrics import compute_metrics
-from scgan.scoring import SCORE_DESCRIPTIONS, SCORE_NAMES, Calibration, ScoreResult, score_loader
+from scgan.calibration.stats import Calibration
+from scgan.model.scorer import SCORE_DESCRIPTIONS, ScoreResult, score_loader
 from scgan.utils.atomic import atomic_write_text, writable_dir
 from scgan.utils.runinfo import run_info
 
@@ -58,14 +59,31 @@ def decision_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -
     }
 
 
+def upsample_maps(maps: np.ndarray, size: tuple[int, int], chunk: int = 64) -> np.ndarray:
+    """Anomaly maps (N, S, S) bilinearly resized to ``size`` = (H, W): float32 (N, H, W)."""
+    import torch
+    import torch.nn.functional as F
+
+    if maps.shape[1:] == tuple(size):
+        return maps
+    out = np.empty((len(maps), *size), dtype=np.float32)
+    for i in range(0, len(maps), chunk):
+        t = torch.from_numpy(np.ascontiguousarray(maps[i : i + chunk], dtype=np.float32))[:, None]
+        out[i : i + chunk] = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
+    return out
+
+
 def metrics_for(result: ScoreResult, calibration: Calibration | None, default_score: str,
-                pixel: bool) -> dict[str, Any]:
-    """Top-level metrics of the default score plus one entry per named score."""
-    maps = result.maps if pixel else None
-    masks = result.masks if pixel else None
+                masks: np.ndarray | None) -> dict[str, Any]:
+    """Top-level metrics of the default score plus one entry per named score.
+
+    ``masks`` (N, H, W) bool: the ground truth at its stored resolution; the anomaly maps are up-sampled
+    to it for pixel AUROC and AUPRO (None: image-level metrics only).
+    """
+    maps = upsample_maps(result.maps, masks.shape[1:]) if masks is not None else None
     pixel_part = compute_metrics(result.score(default_score), result.labels, maps, masks)
     per_score: dict[str, Any] = {}
-    for name in SCORE_NAMES:
+    for name in result.names:
         s = result.score(name)
         m = compute_metrics(s, result.labels)
         if calibration is not None:
@@ -77,6 +95,7 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
         "pixel_auroc": pixel_part.get("pixel_auroc", float("nan")),
         "aupro": pixel_part.get("aupro", float("nan")),
         "f1_max": per_score[default_score]["f1_max"],
+        "pixel_metrics_resolution": list(masks.shape[1:]) if masks is not None else None,
         "default_score": default_score,
         "scores": per_score,
     }
@@ -88,7 +107,7 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
 def _write_scores_csv(path: Path, result: ScoreResult, calibration: Calibration | None, default: str) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    header = ["path", "defect", "label", *SCORE_NAMES]
+    header = ["path", "defect", "label", *result.names]
     if calibration:
         header += ["score_normalized", "decision"]
     w.writerow(header)
@@ -114,11 +133,11 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
     ds = build_dataset(dataset or d.dataset, root or d.root, category if category is not None else d.category,
                        split="test", image_size=cfg.model.image_size, skip_bad_images=d.skip_bad_images,
                        require_masks=d.require_masks if require_masks is None else require_masks)
-    loader = DataLoader(ds, batch_size=cfg.score.eval_batch_size, shuffle=False)
+    loader = DataLoader(ds, batch_size=cfg.runtime.eval_batch_size, shuffle=False)
     scorer = loaded.scorer()
     result = score_loader(scorer, loader, progress=progress)
     default = loaded.default_score
-    metrics = metrics_for(result, loaded.calibration, default, pixel=ds.has_masks)
+    metrics = metrics_for(result, loaded.calibration, default, ds.stored_masks() if ds.has_masks else None)
     if loaded.calibration is not None and loaded.calibration.selection:
         metrics["score_selection"] = {
             "rule": "auto: the score that best separates normal validation images from the same images with "
@@ -154,16 +173,18 @@ def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded
     s = result.score(default)
     order = np.argsort(-s, kind="stable")
     cal = loaded.calibration
-    scale = cal.map_high if cal else float(result.maps.max() or 1.0)
+    if cal is None:
+        raise ValueError(f"{loaded.path} has no calibration, so its heat maps have no scale; re-fit one with "
+                         "'scgan calibrate', or pass --no-report")
 
     def example(i: int) -> ReportExample:
         # Shown at the file's own resolution (up to REPORT_SIDE), not at S: defects stay visible.
         sample = ds.samples[i]
         img = load_image_with_size(sample.path, None, max_side=REPORT_SIDE)[0]
         mask = load_mask(sample.mask_path, None) if sample.mask_path is not None and result.masks[i].any() else None
-        decision = None if cal is None else ("anomalous" if cal.decide(default, s[i:i + 1])[0] else "normal")
+        decision = "anomalous" if cal.decide(default, s[i:i + 1])[0] else "normal"
         return ReportExample(name=Path(result.paths[i]).parent.name + "/" + Path(result.paths[i]).name,
-                             image=img, heat=np.clip(result.maps[i] / max(scale, 1e-12), 0, 1),
+                             image=img, heat=cal.heat(result.maps[i]),
                              score=float(s[i]), label=int(result.labels[i]), mask=mask, decision=decision)
 
     top = [example(int(i)) for i in order[:k]]

@@ -1,6 +1,6 @@
 """``scgan export --format onnx``: the scoring graph as a self-contained ONNX file.
 
-The graph is :class:`scgan.scoring.Scorer` (image batch -> scores, anomaly maps) with a dynamic batch
+The graph is :class:`scgan.model.scorer.Scorer` (image batch -> scores, anomaly maps) with a dynamic batch
 axis, exported with PyTorch's ``torch.export``-based ONNX exporter (``dynamo=True``, the default since
 PyTorch 2.9; the TorchScript one is deprecated). The calibration, config, score names, image size and
 default score travel as ONNX ``metadata_props``, so the file alone is enough for
@@ -77,7 +77,7 @@ def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset:
                 check: bool = True) -> Path:
     """Export a model file or checkpoint to ONNX at ``output`` (atomically); return the path.
 
-    Input ``image`` (B, 3, S, S) float32 in [-1, 1]; outputs ``scores`` (B, K, SCORE_NAMES order) and
+    Input ``image`` (B, 3, S, S) float32 in [-1, 1]; outputs ``scores`` (B, K, in the scorer's score-name order) and
     ``anomaly_map`` (B, S, S). ``check`` runs onnx.checker and compares onnxruntime with torch.
     """
     try:
@@ -93,9 +93,9 @@ def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset:
     scorer = loaded.scorer().eval()
     model = _export_graph(scorer, size, opset)
     _check_dynamic_batch(model)
-    props = metadata_props(calibration=loaded.calibration, config=cfg.to_dict(), image_size=size,
+    props = metadata_props(calibration=loaded.calibration, config=cfg.identity(), image_size=size,
                            default_score=loaded.default_score, version=__version__,
-                           augmentation=loaded.augmentation, train_info=loaded.meta)
+                           augmentation=loaded.augmentation, train_info=loaded.meta, score_names=scorer.names)
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from scgan.calibration import SCORE_NAMES, Calibration
+from scgan.calibration.stats import Calibration
 
 ONNX_FORMAT = "scgan-onnx"
 ONNX_FORMAT_VERSION = 1
 INPUT_NAME = "image"  # (B, 3, S, S) float32 in [-1, 1]
-OUTPUT_NAMES = ("scores", "anomaly_map")  # (B, K) in SCORE_NAMES order, (B, S, S)
+OUTPUT_NAMES = ("scores", "anomaly_map")  # (B, K) in the file's score-name order, (B, S, S)
 
 # metadata_props keys; values are strings (JSON where structured).
 META_FORMAT = "scgan.format"
@@ -27,7 +27,7 @@ META_VERSION = "scgan.version"
 META_SCORE_NAMES = "scgan.score_names"
 META_IMAGE_SIZE = "scgan.image_size"
 META_DEFAULT_SCORE = "scgan.default_score"
-META_CALIBRATION = "scgan.calibration"
+META_CALIBRATION = "scgan.calibration.stats"
 META_CONFIG = "scgan.config"
 META_AUGMENTATION = "scgan.augmentation"
 META_TRAIN_INFO = "scgan.train_info"
@@ -40,13 +40,14 @@ class OnnxModelError(ValueError):
 
 
 def metadata_props(*, calibration: Calibration | None, config: dict[str, Any], image_size: int, default_score: str,
-                   version: str, augmentation: str, train_info: dict[str, Any]) -> dict[str, str]:
+                   version: str, augmentation: str, train_info: dict[str, Any],
+                   score_names: tuple[str, ...]) -> dict[str, str]:
     """The string key/value pairs an scgan ONNX file carries (what :class:`OnnxScorer` reads back)."""
     return {
         META_FORMAT: ONNX_FORMAT,
         META_FORMAT_VERSION: str(ONNX_FORMAT_VERSION),
         META_VERSION: version,
-        META_SCORE_NAMES: json.dumps(list(SCORE_NAMES)),
+        META_SCORE_NAMES: json.dumps(list(score_names)),
         META_IMAGE_SIZE: str(int(image_size)),
         META_DEFAULT_SCORE: default_score,
         META_CALIBRATION: json.dumps(calibration.to_dict() if calibration else None),
@@ -101,18 +102,15 @@ class OnnxScorer:
             self.config: dict[str, Any] = json.loads(meta[META_CONFIG])
         except (KeyError, ValueError, TypeError) as e:
             raise OnnxModelError(f"{self.path} has damaged scgan metadata ({type(e).__name__}: {e})") from None
-        if names != SCORE_NAMES:
-            raise OnnxModelError(
-                f"{self.path} computes scores {list(names)}, but this scgan expects {list(SCORE_NAMES)}; "
-                "re-export the model with this version"
-            )
-        if self.default_score not in SCORE_NAMES:
-            raise OnnxModelError(f"{self.path} names an unknown default score {self.default_score!r}")
+        if not names or not all(isinstance(n, str) for n in names):
+            raise OnnxModelError(f"{self.path} has damaged scgan metadata (score names {names!r})")
         self.score_names: tuple[str, ...] = names
+        if self.default_score not in names:
+            raise OnnxModelError(f"{self.path} names an unknown default score {self.default_score!r}")
         self.version = meta.get(META_VERSION, "")
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (B, K) in SCORE_NAMES order and anomaly maps (B, S, S) of a float32 (B, 3, S, S) batch."""
+        """Scores (B, K) in ``score_names`` order and anomaly maps (B, S, S) of a float32 (B, 3, S, S) batch."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         s = self.image_size
         if x.ndim != 4 or x.shape[1:] != (3, s, s):

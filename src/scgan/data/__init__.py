@@ -8,7 +8,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "AUGMENTATIONS": "augment", "Augmentation": "augment", "build_augmentation": "augment",
+    "AUGMENTATIONS": "augment", "Augmentation": "augment", "Augmented": "augment", "Mixture": "augment",
+    "Perlin": "augment", "SyntheticAnomaly": "augment", "build_augmentation": "augment",
     "resolve_augmentation": "augment",
     "BTAD": "datasets", "AnomalyDataset": "datasets", "FolderDataset": "datasets", "MVTecAD": "datasets",
     "Sample": "datasets", "build_dataset": "datasets", "category_kind": "datasets",

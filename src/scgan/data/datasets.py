@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from scgan.data.demo import DEMO_CATEGORIES, DEMO_TEXTURES
@@ -226,6 +227,23 @@ class AnomalyDataset(Dataset):
             images, masks, sizes = images[:n].copy(), masks[:n].copy(), sizes[:n].copy()
         return kept, images, masks, sizes
 
+    def stored_masks(self) -> np.ndarray:
+        """Ground-truth masks at their stored resolution, bool (N, H, W) (zeros for normal images).
+
+        Pixel metrics are computed at this resolution (published ones are), not at S. Masks of another size
+        than the most common one are resized to it (nearest neighbour).
+        """
+        loaded = {i: load_mask(s.mask_path, None) for i, s in enumerate(self.samples)
+                  if s.label == 1 and s.mask_path is not None}
+        shapes = [m.shape for m in loaded.values()]
+        h, w = max(set(shapes), key=shapes.count) if shapes else (self.image_size, self.image_size)
+        out = np.zeros((len(self.samples), h, w), dtype=bool)
+        for i, m in loaded.items():
+            if m.shape != (h, w):
+                m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)) > 0
+            out[i] = m
+        return out
+
     @property
     def labels(self) -> np.ndarray:
         """int64 (N,) labels, 1 = anomalous."""
@@ -349,6 +367,19 @@ class FolderDataset(AnomalyDataset):
         else:
             samples = _normal_samples(_folder_train_dir(root), split, val_fraction, split_seed)
         super().__init__(samples, category or root.resolve().name, split, image_size, skip_bad_images)
+
+
+def normal_images(folder: PathLike, image_size: int, skip_bad_images: bool = False) -> AnomalyDataset:
+    """Every image under ``folder`` (recursively) as a normal validation set: what ``scgan calibrate`` fits on."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder of normal images not found: {folder}")
+    folders = [folder, *sorted(d for d in folder.rglob("*") if d.is_dir() and not d.name.startswith("."))]
+    files = [p for d in folders for p in list_images(d)]
+    if not files:
+        raise ValueError(f"no images found under {folder}")
+    return AnomalyDataset([Sample(p, 0, None, "good") for p in files], folder.resolve().name, "val", image_size,
+                          skip_bad_images)
 
 
 DATASETS: dict[str, type[AnomalyDataset]] = {"mvtec": MVTecAD, "btad": BTAD, "folder": FolderDataset}

@@ -1,7 +1,7 @@
 """A store of finished (category, config, seed) runs: each trained and tested once, reused by every table.
 
-A run's folder name is a hash of everything that can change its result (the config minus paths and
-device settings), so the benchmark and every ablation share runs with the same settings, and a finished
+A run's folder name is a hash of everything that can change its result (the config's identity, i.e.
+without its runtime section, minus paths), so the benchmark and every ablation share runs with the same settings, and a finished
 run (its ``test/metrics.json`` exists) is never redone. Each run sets the same torch thread count
 whatever ``jobs`` is: running several at once does not change any result.
 """
@@ -22,12 +22,12 @@ from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 
 # Settings that never change a result (where the data lives, how it is loaded, extra checkpoints).
-_IGNORED = {("data", "root"), ("data", "num_workers"), ("train", "checkpoint_every")}
+_IGNORED = {("data", "root"), ("train", "checkpoint_every")}
 
 
 def config_key(cfg: Config) -> str:
     """12 hex digits identifying everything in cfg that can change a run's result."""
-    d = copy.deepcopy(cfg.to_dict())
+    d = copy.deepcopy(cfg.identity())  # runtime settings (devices, precision, workers) never change a key
     for section, key in _IGNORED:
         d[section].pop(key, None)
     for (section, key), value in ADDED_LATER.items():  # at the value older runs had: their keys stay

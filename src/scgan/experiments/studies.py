@@ -16,6 +16,7 @@ from scgan.config import Config, apply_mapping, validate
 from scgan.data.datasets import BTAD_PRODUCTS, MVTEC_OBJECTS, MVTEC_TEXTURES, category_kind
 from scgan.experiments import paper
 from scgan.experiments.runs import RunSpec, execute_all, make_spec
+from scgan.model.scorer import anomaly_score
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 
@@ -243,7 +244,7 @@ def beta_study(res: StudyResult, out: Path) -> tuple[str, list[list[str]]]:
             y = np.array([int(r["label"]) for r in rows])
             l_con = np.array([float(r["l_con"]) for r in rows])
             l_enc = np.array([float(r["l_enc"]) for r in rows])
-            per_seed.append([float(roc_auc_score(y, b * l_con + (1 - b) * l_enc)) for b in BETAS])
+            per_seed.append([float(roc_auc_score(y, anomaly_score(l_con, l_enc, b))) for b in BETAS])
         curves[c] = per_seed
     header = ["Category", *(f"beta={b}" for b in BETAS)]
     rows = [[c, *(_fmt([s[i] for s in curves[c]]) for i in range(len(BETAS)))] for c in res.categories]

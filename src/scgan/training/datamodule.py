@@ -54,24 +54,14 @@ class SCGANDataModule(L.LightningDataModule):
                                      seed=self.cfg.train.seed, drop_last=True)
         # drop_last: a last batch of one image would break BatchNorm (SPEC section 8).
         return DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
-                          num_workers=self.cfg.data.num_workers, persistent_workers=self.cfg.data.num_workers > 0)
+                          num_workers=self.cfg.runtime.num_workers, persistent_workers=self.cfg.runtime.num_workers > 0)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.dataset(split), batch_size=self.cfg.score.eval_batch_size, shuffle=False,
-                          num_workers=self.cfg.data.num_workers)
+        return DataLoader(self.dataset(split), batch_size=self.cfg.runtime.eval_batch_size, shuffle=False,
+                          num_workers=self.cfg.runtime.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
-
-
-def seeded_generator(device: torch.device, *keys: int) -> torch.Generator:
-    """A generator whose state depends only on the given integers (seed, epoch, step, rank ...)."""
-    seed = 0
-    for k in keys:
-        seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -21,8 +22,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from scgan.checkpoint import CheckpointError, save_model
-from scgan.config import Config, to_yaml, validate, with_added_later
+from scgan.checkpoint import CheckpointError, read_torch_file, save_model
+from scgan.config import Config, migrate_config, to_yaml, validate
 from scgan.data.augment import resolve_augmentation
 from scgan.seed import seed_everything
 from scgan.training.datamodule import SCGANDataModule
@@ -124,13 +125,13 @@ def _checkpoint_epoch(path: Path, cfg: Config) -> int:
     """The epoch counter of a Lightning checkpoint of scgan for cfg's network; a clear error for any other file."""
     hint = "not a training checkpoint written by 'scgan train', or damaged; resume from OUTPUT/checkpoints/last.ckpt"
     try:  # mmap: only the counter is read, not the weights
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 — torch raises RuntimeError, UnpicklingError, EOFError ... for bad files
+        ckpt = read_torch_file(path, mmap=True)
+    except CheckpointError:
         raise CheckpointError(f"cannot resume from {path}: {hint}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+    if "state_dict" not in ckpt or "epoch" not in ckpt:
         raise CheckpointError(f"cannot resume from {path}: {hint}")
     # A setting added after the checkpoint was written had its older value there (output_scale: 1.0).
-    saved = with_added_later({"model": {}, **(ckpt.get("hyper_parameters") or {}).get("config", {})})["model"]
+    saved = migrate_config({"model": {}, **(ckpt.get("hyper_parameters") or {}).get("config", {})})["model"]
     differ = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in cfg.to_dict()["model"].items() if saved.get(k) != v]
     if differ:
         raise CheckpointError(f"cannot resume from {path}: it was trained with another network ({'; '.join(differ)})")
@@ -144,7 +145,7 @@ _DDP_GAN_STRATEGIES = {name: f"{name}_find_unused_parameters_true" for name in (
 
 
 def resolve_strategy(strategy: str) -> str:
-    """The Lightning strategy name for cfg.train.strategy: plain DDP variants get find_unused_parameters."""
+    """The Lightning strategy name for cfg.runtime.strategy: plain DDP variants get find_unused_parameters."""
     return _DDP_GAN_STRATEGIES.get(strategy, strategy)
 
 
@@ -185,8 +186,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_with(Path(path), lambda f: torch.save(checkpoint, f))
 
 
+def planned_epochs(cfg: Config, n_train: int) -> int:
+    """Epochs to train: ``train.epochs``, or with ``train.steps`` > 0 as many whole epochs as it takes to make
+    that many optimiser steps on ``n_train`` images (one process; batches of train.batch_size, last dropped)."""
+    if cfg.train.steps <= 0:
+        return cfg.train.epochs
+    per_epoch = max(1, n_train // max(2, min(cfg.train.batch_size, n_train)))
+    return max(1, math.ceil(cfg.train.steps / per_epoch))
+
+
 def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callbacks: list | None = None,
-                  enable_logging: bool = True, resumed_epoch: int | None = None) -> L.Trainer:
+                  enable_logging: bool = True, resumed_epoch: int | None = None,
+                  epochs: int | None = None) -> L.Trainer:
     """The Lightning Trainer for a run: checkpoints (last + every k epochs), CSV/TensorBoard logs."""
     ckpt_dir = output_dir / "checkpoints"
     # "last" as the one kept checkpoint, rewritten every epoch. (save_last=True with save_top_k=0 writes
@@ -203,16 +214,16 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
     cbs += list(callbacks or [])
     if progress and not is_terminal():  # a log file gets one line per epoch, not a bar's redraws
         cbs.append(EpochLines())
-    t = cfg.train
-    sync_bn = bool(getattr(t, "sync_batchnorm", False))
-    if sync_bn and t.accelerator == "cpu":
+    t, rt = cfg.train, cfg.runtime
+    sync_bn = rt.sync_batchnorm
+    if sync_bn and rt.accelerator == "cpu":
         raise ValueError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
                          "use sync_batchnorm=false or --accelerator gpu")
-    check_devices(t.accelerator, t.devices)
+    check_devices(rt.accelerator, rt.devices)
     return L.Trainer(
-        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, strategy=resolve_strategy(t.strategy),
+        max_epochs=epochs or t.epochs, accelerator=rt.accelerator, devices=rt.devices, strategy=resolve_strategy(rt.strategy),
         sync_batchnorm=sync_bn,
-        precision=t.precision, callbacks=cbs, plugins=[AtomicCheckpointIO()],
+        precision=rt.precision, callbacks=cbs, plugins=[AtomicCheckpointIO()],
         logger=_loggers(output_dir, resumed_epoch) if enable_logging else False,
         default_root_dir=str(output_dir), use_distributed_sampler=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, log_every_n_steps=1, enable_model_summary=False, deterministic=False,
@@ -242,7 +253,9 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
     # Lightning's INFO lines (hardware summary, tips) drown the progress bar; warnings still show.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch)
+    epochs = planned_epochs(cfg, len(train_ds))
+    trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch,
+                            epochs=epochs)
     with warnings.catch_warnings():
         if ckpt_path is not None:  # a resumed run writes into its own folders on purpose
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -267,7 +280,8 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
             n_train=len(train_ds), n_val=len(dm.dataset("val")), d_resets=module.d_resets,
             train_wall_time_s=round(wall, 2), resumed_from=str(ckpt_path) if ckpt_path else None,
         )
-        model_path = save_model(output_dir / MODEL_FILE, module.generator, cfg, module.calibration, augmentation, meta)
+        model_path = save_model(output_dir / MODEL_FILE, module.generator, cfg, module.calibration, augmentation, meta,
+                                seg_head=module.seg_head)
         atomic_write_text(output_dir / "config.yaml", to_yaml(cfg))
         atomic_write_text(output_dir / "train_summary.json", json.dumps(meta, indent=2))
     return TrainResult(output_dir, model_path, last, trainer.current_epoch, wall)

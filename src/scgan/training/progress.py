@@ -43,5 +43,7 @@ class EpochLines(ProgressBar):
         m = trainer.callback_metrics
         shown = [(k.split("/", 1)[1], m[k]) for k in ("train/total", "train/d_loss", "val/threshold") if k in m]
         parts = " ".join(f"{name} {float(v):.4g}" for name, v in shown)
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {parts} ({time.monotonic() - self._start:.1f} s)",
-              file=self._stream or sys.stderr, flush=True)
+        epochs = trainer.max_epochs
+        where = (f"epoch {trainer.current_epoch + 1}/{epochs}" if epochs and epochs > 0
+                 else f"epoch {trainer.current_epoch + 1} (step {trainer.global_step}/{trainer.max_steps})")
+        print(f"{where}: {parts} ({time.monotonic() - self._start:.1f} s)", file=self._stream or sys.stderr, flush=True)

@@ -8,11 +8,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from scgan.layers.mscam import MSCAM
+from scgan.model.layers.mscam import MSCAM
+
+if TYPE_CHECKING:
+    from scgan.config import ModelConfig
 
 
 def check_image_size(image_size: int) -> int:
@@ -191,3 +195,23 @@ def weights_init(module: nn.Module, generator: torch.Generator | None = None) ->
 def init_weights(net: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
     """Apply :func:`weights_init` to every submodule, drawing from ``generator`` (reproducible re-inits)."""
     return net.apply(functools.partial(weights_init, generator=generator))
+
+
+def build_generator(m: ModelConfig) -> Generator:
+    """The generator a model config describes (``cfg.model``)."""
+    return Generator(image_size=m.image_size, nz=m.nz, base_channels=m.base_channels, max_channels=m.max_channels,
+                     attention=m.attention, reduction=m.reduction, output_scale=m.output_scale)
+
+
+def build_discriminator(m: ModelConfig) -> Discriminator:
+    """The discriminator a model config describes (``cfg.model``)."""
+    return Discriminator(image_size=m.image_size, base_channels=m.base_channels, max_channels=m.max_channels)
+
+
+def build_head(m: ModelConfig) -> nn.Module | None:
+    """The learned anomaly head a model config describes (None for ``head = none``, the paper's SCGAN)."""
+    if m.head == "none":
+        return None
+    from scgan.model.head import SegHead
+
+    return SegHead(in_channels=6, width=m.head_width, depth=m.head_depth)

@@ -1,4 +1,4 @@
 """Reusable neural-network blocks."""
-from scgan.layers.mscam import MSCAM
+from scgan.model.layers.mscam import MSCAM
 
 __all__ = ["MSCAM"]

@@ -1,20 +1,25 @@
-"""Named scores and their calibration on normal validation images (numpy only: usable without torch)."""
+"""The calibration of a model's named scores on normal validation images (numpy only: usable without torch).
+
+It normalises scores, decides normal/anomalous, scales heat maps for display, and records which score
+was selected as the default and on what evidence. Fitting it needs only score matrices:
+:func:`fit_calibration`; :mod:`scgan.calibration.fit` produces them from a model and normal images.
+"""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-# Order of the columns of the scorer's score matrix (torch and ONNX alike).
-SCORE_NAMES: tuple[str, ...] = ("as", "l_con", "l_enc", "map_max")
-SCORE_DESCRIPTIONS = {
-    "as": "paper's AS = beta * L_con + (1 - beta) * L_enc (eq. 11)",
-    "l_con": "mean |x - G(x)| over pixels and channels",
-    "l_enc": "mean (z1 - z2)^2",
-    "map_max": "maximum of the Gaussian-smoothed residual map",
-}
-# When synthetic defects separate two scores equally well, prefer the earlier one (local before global).
-SELECTION_PREFERENCE: tuple[str, ...] = ("map_max", "l_con", "as", "l_enc")
+# When synthetic defects separate two scores equally well, prefer the earlier one (learned before local
+# before global); a model's scores not listed here come last.
+SELECTION_PREFERENCE: tuple[str, ...] = ("seg_max", "map_max", "msgms_max", "ssim_max", "l_con", "as", "l_enc")
+
+
+def preference_order(names: Sequence[str]) -> list[str]:
+    """``names`` in SELECTION_PREFERENCE order (unlisted names last, in their given order)."""
+    rank = {n: i for i, n in enumerate(SELECTION_PREFERENCE)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), list(names).index(n)))
 
 
 @dataclass
@@ -65,10 +70,11 @@ class Calibration:
         )
 
     def resolve(self, default_score: str) -> str:
-        """The config's default score, with "auto" replaced by the validation-selected one (map_max if none)."""
+        """The config's default score, with "auto" replaced by the validation-selected one (else the most
+        preferred score the calibration has)."""
         if default_score != "auto":
             return default_score
-        return self.selected_score or SELECTION_PREFERENCE[0]
+        return self.selected_score or preference_order(list(self.scores))[0]
 
     def normalize(self, name: str, values: np.ndarray) -> np.ndarray:
         """Min-max normalise with the validation range: normal images fall in about [0, 1], anomalies above."""
@@ -84,46 +90,56 @@ class Calibration:
         return np.clip(np.asarray(amap, dtype=np.float32) / max(self.map_high, 1e-12), 0.0, 1.0)
 
 
-def fit_calibration(scores: np.ndarray, quantile: float, synthetic: np.ndarray | None = None) -> Calibration:
-    """Calibration from validation scores (N, K) in SCORE_NAMES order (normal images only).
+def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
+                    synthetic: np.ndarray | None = None, map_high: float | None = None) -> Calibration:
+    """Calibration from validation scores (N, K), columns named ``names`` (normal images only).
+
+    ``map_high`` is the largest anomaly-map value on these images (heat maps are shown relative to it;
+    default: the largest map_max).
 
     ``synthetic`` (M, K) are the scores of the same normal images with synthetic defects pasted in; when
     given, the score that separates them best from the normal ones becomes ``selected_score``. No real
     anomaly and no test image is involved.
     """
     scores = np.asarray(scores, dtype=np.float64)
+    names = tuple(names)
     if scores.ndim != 2 or scores.shape[0] == 0:
         raise ValueError("calibration needs at least one normal validation image")
+    if scores.shape[1] != len(names):
+        raise ValueError(f"{scores.shape[1]} score columns but {len(names)} names")
     stats = {
         name: ScoreStats(
             min=float(col.min()), max=float(col.max()), mean=float(col.mean()), std=float(col.std()),
             threshold=float(np.quantile(col, quantile)),
         )
-        for name, col in zip(SCORE_NAMES, scores.T)
+        for name, col in zip(names, scores.T)
     }
-    cal = Calibration(quantile=quantile, n_images=scores.shape[0], scores=stats, map_high=stats["map_max"].max)
+    if map_high is None:
+        map_high = stats["map_max"].max if "map_max" in stats else 1.0
+    cal = Calibration(quantile=quantile, n_images=scores.shape[0], scores=stats, map_high=float(map_high))
     if synthetic is not None and len(synthetic):
         synthetic = np.asarray(synthetic, dtype=np.float64)
-        cal.selection = separation_auroc(scores, synthetic)
-        cal.selection_margin = separation_margin(scores, synthetic)
+        cal.selection = separation_auroc(scores, synthetic, names)
+        cal.selection_margin = separation_margin(scores, synthetic, names)
         # AUROC first; where it ties (easy synthetic defects saturate it at 1), the larger standardised
         # margin; then the fixed preference order.
-        cal.selected_score = max(SELECTION_PREFERENCE, key=lambda n: (
-            round(cal.selection[n], 9), cal.selection_margin[n], -SELECTION_PREFERENCE.index(n)))
+        order = preference_order(names)
+        cal.selected_score = max(order, key=lambda n: (
+            round(cal.selection[n], 9), cal.selection_margin[n], -order.index(n)))
     return cal
 
 
-def separation_margin(normal: np.ndarray, synthetic: np.ndarray) -> dict[str, float]:
+def separation_margin(normal: np.ndarray, synthetic: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Per score, (mean synthetic - mean normal) / std normal: how far defects stand out, in normal spreads."""
     spread = normal.std(axis=0) + 1e-12 * (np.abs(normal).mean(axis=0) + 1.0)
     d = (synthetic.mean(axis=0) - normal.mean(axis=0)) / spread
-    return {name: float(v) for name, v in zip(SCORE_NAMES, d)}
+    return {name: float(v) for name, v in zip(names, d)}
 
 
-def separation_auroc(normal: np.ndarray, synthetic: np.ndarray) -> dict[str, float]:
+def separation_auroc(normal: np.ndarray, synthetic: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Per score, the probability that a synthetic-defect image outscores a normal one (ties count half)."""
     out = {}
-    for i, name in enumerate(SCORE_NAMES):
+    for i, name in enumerate(names):
         a, b = normal[:, i][:, None], synthetic[:, i][None, :]
         out[name] = float(((b > a).sum() + 0.5 * (b == a).sum()) / (a.size * b.size))
     return out

@@ -1,0 +1,184 @@
+"""Fitting a model's calibration on normal images: every score's statistics, the heat-map scale, and the
+choice of the default score and of the smoothing sigma, all without a single real anomaly.
+
+:func:`calibrate` is the public entry (``scgan calibrate`` re-fits a trained model on new normal images);
+training calls the same :class:`CalibrationFitter`, batch by batch, at the end of every validation epoch.
+"""
+from __future__ import annotations
+
+import torch
+
+from scgan.calibration.stats import Calibration, fit_calibration
+from scgan.data.augment import build_augmentation
+from scgan.model.scorer import GaussianBlur, Scorer, default_sigma
+from scgan.seed import seeded_generator
+
+# score.sigma = auto tries these multiples of S / 64: none, half, default, double, quadruple.
+SIGMA_FACTORS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+_SIGMA_PIXELS = 1 << 21  # pixel AUROC on at most this many pixels (a fixed subsample): cheap at any S
+
+
+def sigma_candidates(image_size: int) -> list[float]:
+    """The sigmas score.sigma = auto chooses from, default (S / 64) first: it wins ties."""
+    d = default_sigma(image_size)
+    return [d] + [f * d for f in SIGMA_FACTORS if f != 1.0]
+
+
+@torch.no_grad()
+def select_sigma(normal: torch.Tensor, synthetic: torch.Tensor, masks: torch.Tensor,
+                 candidates: list[float]) -> tuple[float, dict[str, float]]:
+    """The smoothing sigma whose maps best locate synthetic defects, and each candidate's pixel AUROC.
+
+    ``normal`` and ``synthetic`` are unsmoothed residual maps (N, 1, S, S) of normal validation images
+    and of the same images with synthetic defects pasted in; ``masks`` (N, 1, S, S) bool marks the
+    pasted pixels. Every pixel of the normal maps and every unmasked pixel of the synthetic ones is a
+    negative. Ties go to the earlier candidate. No real anomaly and no test image is involved.
+    """
+    from scgan.metrics import pixel_auroc
+
+    if not masks.any() or masks.all():
+        return float(candidates[0]), {}
+    truth = torch.cat([torch.zeros_like(masks), masks]).flatten()
+    keep = None
+    if truth.numel() > _SIGMA_PIXELS:
+        keep = torch.randperm(truth.numel(), generator=torch.Generator().manual_seed(0))[:_SIGMA_PIXELS]
+        truth = truth[keep]
+    aurocs: dict[str, float] = {}
+    for sigma in candidates:
+        blur = GaussianBlur(sigma).to(normal.device)
+        maps = torch.cat([blur(normal.float()), blur(synthetic.float())]).flatten()
+        maps = maps if keep is None else maps[keep.to(maps.device)]
+        aurocs[f"{sigma:g}"] = pixel_auroc(maps.cpu().numpy()[None, None], truth.cpu().numpy()[None, None])
+    best = max(range(len(candidates)), key=lambda i: (round(aurocs[f"{candidates[i]:g}"], 9), -i))
+    return float(candidates[best]), aurocs
+
+
+
+class CalibrationFitter:
+    """Collects a scorer's outputs on normal validation batches (clean, and with synthetic defects pasted in
+    for the ``auto`` choices), then fits the :class:`Calibration`.
+
+    Scoring runs in fp32 whatever the training precision: test and predict score in fp32. The synthetic
+    defects (confetti, ``selection_patches`` of them) are a kind training never sees; their randomness
+    depends on (split_seed, batch index) only.
+    """
+
+    def __init__(self, scorer: Scorer, cfg) -> None:
+        self.scorer, self.cfg = scorer, cfg
+        s = cfg.score
+        self.auto_sigma = s.sigma == "auto"
+        self.auto_score = s.default_score == "auto"
+        self.defects = build_augmentation("confetti", s.selection_patches, cfg.augment.patch_area)
+        self._normal: list[torch.Tensor] = []
+        self._synthetic: list[torch.Tensor] = []
+        # score.sigma = auto: unsmoothed residual maps, clean and with defects, and the defects' masks.
+        self._res: list[torch.Tensor] = []
+        self._res_synthetic: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def add(self, x: torch.Tensor, batch_idx: int) -> None:
+        """Score one batch of normal images x (B, 3, S, S)."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            scores, residual = self.scorer.run(x, raw=self.auto_sigma)
+            self._normal.append(scores.float().cpu())
+            if self.auto_sigma:
+                self._res.append(residual[:, None].float().cpu())
+            if self.auto_score or self.auto_sigma:
+                x_defect = self.defects(x, generator=seeded_generator(x.device, self.cfg.data.split_seed, batch_idx))
+                synthetic, residual = self.scorer.run(x_defect, raw=self.auto_sigma)
+                self._synthetic.append(synthetic.float().cpu())
+                if self.auto_sigma:
+                    self._res_synthetic.append(residual[:, None].float().cpu())
+                    self._masks.append((x_defect != x).any(dim=1, keepdim=True).cpu())
+
+    def fit(self, broadcast=None) -> Calibration | None:
+        """The calibration of everything added (None if nothing was). ``broadcast(obj)`` (DDP) gives every
+        rank rank 0's sigma choice."""
+        if not self._normal:
+            return None
+        names = self.scorer.names
+        scores = torch.cat(self._normal).numpy()
+        synthetic = torch.cat(self._synthetic).numpy() if self._synthetic else None
+        sigma, sigma_selection = self.scorer.blur.sigma, {}
+        if self.auto_sigma:
+            normal_res, synth_res = torch.cat(self._res), torch.cat(self._res_synthetic)
+            sigma, sigma_selection = select_sigma(normal_res, synth_res, torch.cat(self._masks),
+                                                  sigma_candidates(self.cfg.model.image_size))
+            if broadcast is not None:  # rank 0's choice for all, even if kernels differ in the last bit
+                sigma, sigma_selection = broadcast((sigma, sigma_selection))
+            self.scorer.set_sigma(sigma)
+            # map_max is the only score that depends on sigma: recompute it with the chosen one.
+            col = names.index("map_max")
+            blur = GaussianBlur(sigma)
+            scores[:, col] = blur(normal_res).flatten(1).amax(1).numpy()
+            synthetic[:, col] = blur(synth_res).flatten(1).amax(1).numpy()
+        # Heat maps are shown relative to the largest smoothed residual seen on normal images; a head's map is a
+        # probability, shown as it is.
+        map_high = 1.0 if self.scorer.seg_head is not None else float(scores[:, names.index("map_max")].max())
+        cal = fit_calibration(scores, names, self.cfg.score.threshold_quantile,
+                              synthetic if self.auto_score else None, map_high=map_high)
+        cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
+        return cal
+
+
+def calibrate(scorer: Scorer, normal_loader, cfg, device: torch.device | str = "cpu") -> Calibration:
+    """Fit ``scorer``'s calibration on a loader of normal images (dataset items with an "image" key).
+
+    ``cfg`` supplies the quantile, the score and sigma choices and the split seed. The scorer is put in
+    eval mode; a sigma chosen here (score.sigma = auto) is set on it.
+    """
+    scorer.eval()
+    if cfg.score.sigma not in (None, "auto"):
+        scorer.set_sigma(float(cfg.score.sigma))
+    elif cfg.score.sigma is None:
+        scorer.set_sigma(default_sigma(cfg.model.image_size))
+    fitter = CalibrationFitter(scorer, cfg)
+    for i, batch in enumerate(normal_loader):
+        fitter.add(batch["image"].to(device), i)
+    cal = fitter.fit()
+    if cal is None:
+        raise ValueError("calibration needs at least one normal image; the folder or split holds none")
+    return cal
+
+
+# Settings a model's calibration depends on; only these may change when it is re-fitted without training.
+RECALIBRATION_KEYS = ("threshold_quantile", "default_score", "sigma", "selection_patches", "beta")
+
+
+def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, batch_size: int = 32,
+                progress: bool = False):
+    """Re-fit a trained model's calibration on a folder of normal images and write it as a new model file.
+
+    ``overrides`` may change score settings (RECALIBRATION_KEYS, e.g. ``threshold_quantile``); the weights,
+    and every other setting, are copied unchanged. Returns (output path, the new Calibration).
+    """
+    import copy
+    from pathlib import Path
+
+    from torch.utils.data import DataLoader
+
+    from scgan.checkpoint import LoadedModel, load_model, save_model
+    from scgan.config import set_value
+    from scgan.data.datasets import normal_images
+    from scgan.model.scorer import build_scorer
+    from scgan.utils.runinfo import run_info
+
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
+    cfg = copy.deepcopy(loaded.config)
+    for key, value in (overrides or {}).items():
+        name = key.split(".", 1)[1] if key.startswith("score.") else key
+        if name not in RECALIBRATION_KEYS:
+            raise ValueError(f"{key!r} cannot change without training; calibrate takes "
+                             f"{', '.join(RECALIBRATION_KEYS)}")
+        set_value(cfg, f"score.{name}", value)
+    cfg.validate()
+    ds = normal_images(normal_dir, cfg.model.image_size, skip_bad_images=cfg.data.skip_bad_images)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
+    scorer = build_scorer(cfg, loaded.generator, seg_head=loaded.seg_head)
+    cal = calibrate(scorer, loader, cfg)
+    meta = {**loaded.meta, "calibration": run_info(recalibrated_from=str(loaded.path), normal_images=str(normal_dir),
+                                                   n_images=len(ds), overrides=dict(overrides or {}))}
+    path = save_model(Path(output), loaded.generator, cfg, cal, loaded.augmentation, meta, seg_head=loaded.seg_head)
+    return path, cal

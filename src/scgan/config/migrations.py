@@ -1,0 +1,63 @@
+"""The one place that knows how stored configs and model files changed over time, and reads old ones.
+
+- ``ADDED_LATER``: settings added after runs and model files had been written, with the value those were
+  made with. A stored config that lacks one had that value; run keys leave it out at that value.
+- ``MOVED``: settings that moved to another section; an old key is read at its new place.
+- ``MODEL_FORMAT`` / ``MODEL_FORMAT_VERSION``: the slim model file's format and the newest version read.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+MODEL_FORMAT = "scgan-model"
+# 1: generator + config + calibration. 2: optional "head" weights (model.head), config without runtime.
+MODEL_FORMAT_VERSION = 2
+
+ADDED_LATER: dict[tuple[str, str], Any] = {
+    ("model", "output_scale"): 1.0, ("model", "head"): "none", ("model", "head_width"): 32, ("model", "head_depth"): 3,
+    ("loss", "w_seg"): 1.0, ("loss", "focal_gamma"): 2.0, ("train", "steps"): 0, ("augment", "p_clean"): 0.2,
+    ("augment", "sources"): {"copypaste": 0.4, "copypaste_color": 0.2, "perlin": 0.4},
+}
+
+# Runtime settings lived in "train" (and two in "data"/"score") before the runtime section existed.
+MOVED: dict[tuple[str, str], tuple[str, str]] = {
+    **{("train", k): ("runtime", k) for k in ("accelerator", "devices", "strategy", "precision",
+                                               "channels_last", "sync_batchnorm")},
+    ("data", "num_workers"): ("runtime", "num_workers"),
+    ("score", "eval_batch_size"): ("runtime", "eval_batch_size"),
+}
+
+
+def move_keys(d: Any) -> Any:
+    """A copy of a (nested) config mapping with MOVED keys at their new place; anything else as is."""
+    if not isinstance(d, dict):
+        return d
+    d = {k: ({**v} if isinstance(v, dict) else v) for k, v in d.items()}
+    for (section, key), (new_section, new_key) in MOVED.items():
+        if isinstance(d.get(section), dict) and key in d[section]:
+            value = d[section].pop(key)
+            d.setdefault(new_section, {})
+            if isinstance(d[new_section], dict):
+                d[new_section].setdefault(new_key, value)
+    return d
+
+
+def migrate_config(d: Any) -> Any:
+    """A stored config dict (model file, checkpoint) in today's layout: moved keys at their new place, and
+    settings it predates at the value it was made with. Anything that is not a dict is returned as is."""
+    d = move_keys(d)
+    if not isinstance(d, dict):
+        return d
+    for (section, key), value in ADDED_LATER.items():
+        if isinstance(d.get(section), dict) and key not in d[section]:
+            d[section][key] = value
+    return d
+
+
+def moved_key(key: str) -> str:
+    """``train.precision`` -> ``runtime.precision``; any other key as given."""
+    if "." in key:
+        section, name = key.split(".", 1)
+        if (section, name) in MOVED:
+            return ".".join(MOVED[(section, name)])
+    return key

@@ -1,0 +1,149 @@
+"""Applying settings to a Config: type coercion, ``key=value`` and YAML overrides, loading, printing.
+
+Keys may be written ``section.key`` or just ``key`` when the name is unique across sections. Old keys
+(``train.precision``) are read at their new place (``runtime.precision``): see migrations.MOVED.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scgan.config.migrations import move_keys, moved_key
+from scgan.config.presets import get_preset
+from scgan.config.schema import SECTIONS, Config
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, with a clear error."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(f"{key}: cannot use {value!r} ({'; '.join(errors)})")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    return value
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set ``section.key`` or a unique bare ``key`` on cfg, converting the value to the field's type."""
+    key = moved_key(key)
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise ValueError(f"unknown config section {section!r} in {key!r}; sections: {', '.join(SECTIONS)}")
+        owners = [section]
+    else:
+        name = key
+        owners = [s for s in SECTIONS if name in _field_types(getattr(cfg, s))]
+        if key == "preset":
+            cfg.preset = str(value)
+            return
+    if not owners or name not in _field_types(getattr(cfg, owners[0])):
+        raise ValueError(f"unknown config key {key!r}; run 'scgan config' to list the keys")
+    if len(owners) > 1:
+        raise ValueError(f"config key {key!r} is ambiguous; write one of {', '.join(o + '.' + name for o in owners)}")
+    obj = getattr(cfg, owners[0])
+    setattr(obj, name, _coerce(value, _field_types(obj)[name], f"{owners[0]}.{name}"))
+
+
+def apply_mapping(cfg: Config, mapping: dict[str, Any]) -> Config:
+    """Apply a nested ({section: {key: value}}) or flat ({key: value}) mapping (older layouts migrated)."""
+    for k, v in move_keys(mapping).items():
+        if k in SECTIONS:
+            if not isinstance(v, dict):
+                raise ValueError(f"config section {k!r} must be a mapping, got {type(v).__name__}")
+            for kk, vv in v.items():
+                set_value(cfg, f"{k}.{kk}", vv)
+        else:
+            set_value(cfg, k, v)
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """Turn ['epochs=40', 'model.image_size=64'] into a dict; values stay strings until coerced."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+    return out
+
+
+def load_config(
+    preset: str = "paper",
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> Config:
+    """Preset, then YAML file, then overrides; check the result."""
+    cfg = get_preset(preset)
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping of keys to values")
+        if "preset" in data:
+            cfg = get_preset(str(data.pop("preset")))
+        apply_mapping(cfg, data)
+    if overrides:
+        if isinstance(overrides, list):
+            overrides = parse_overrides(overrides)
+        if "preset" in overrides:
+            raise ValueError("choose the preset with --preset, not as an override")
+        apply_mapping(cfg, overrides)
+    cfg.validate()
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    """Every setting as YAML, nested by section (``load_config(yaml_path=...)`` reads it back)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,247 @@
+"""The config schema: one typed dataclass per section, each with commented defaults and its own checks.
+
+The model's identity (``model``, ``loss``, ``augment``, ``data``, ``train``, ``score``) is stored with every
+model and hashed into run keys; ``runtime`` (where and how fast it runs) is neither. Names that a setting
+may take come from the registries that own them (networks, losses, augmentations, scores).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _check(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def _one_of(value: Any, valid: Any, key: str) -> tuple[bool, str]:
+    valid = tuple(valid)
+    return value in valid, f"{key} must be one of {', '.join(map(str, valid))}; got {value!r}"
+
+
+@dataclass
+class ModelConfig:
+    image_size: int = 256  # S: input side in pixels, a power of two >= 32 (paper: 256)
+    nz: int = 100  # latent channels
+    base_channels: int = 64  # channels of the first encoder block; doubled per block
+    max_channels: int | None = None  # cap on channels; None = GANomaly's uncapped doubling (2048 at S=256)
+    attention: bool = True  # MS-CAM after each spatial block of encoder1 (Struc3/4 on, Struc1/2 off)
+    reduction: int = 4  # MS-CAM bottleneck ratio r
+    # Decoder output = output_scale * tanh (SPEC, paper: 1.0). > 1 lets pure white/black pixels be reached
+    # at a finite pre-activation; see docs/reproduction.md "Saturated pixels".
+    output_scale: float = 1.0
+    # A learned anomaly head (issue 14, DRAEM's idea): "none" = the paper's SCGAN, scored from the restoration
+    # alone; "seg" = a small U-Net on (input, restoration) trained on the synthetic anomalies' masks.
+    head: str = "none"
+    head_width: int = 32  # the head U-Net's first-level channels
+    head_depth: int = 3  # the head U-Net's levels
+
+    def validate(self) -> None:
+        from scgan.model.networks import check_image_size
+
+        check_image_size(self.image_size)
+        _check([
+            (self.reduction >= 1, "reduction must be >= 1"),
+            (1.0 <= self.output_scale <= 2.0, f"output_scale must be in [1, 2], got {self.output_scale!r}"),
+            (self.nz >= 1, "nz must be >= 1"),
+            _one_of(self.head, ("none", "seg"), "head"),
+            (self.head_width >= 1 and self.head_depth >= 1, "head_width and head_depth must be >= 1"),
+        ])
+
+
+@dataclass
+class LossConfig:
+    w_enc: float = 1.0  # alpha_1, latent consistency
+    w_con: float = 40.0  # alpha_2, L1 restoration
+    w_adv: float = 1.0  # alpha_3, adversarial
+    w_ssim: float = 40.0  # alpha_4, 1 - SSIM (0 = Struc1/3 of the paper's ablation)
+    w_seg: float = 1.0  # model.head = seg: weight of the head's focal loss (its own optimiser)
+    focal_gamma: float = 2.0  # focal loss exponent (DRAEM: 2)
+    # "bce": L_adv = -log D(x^) (the paper, SPEC section 2); "feature": GANomaly's feature matching, mean
+    # (f(x) - f(x^))^2 over D's last feature map (the cpu preset's: docs/reproduction.md says why).
+    adv_type: str = "bce"
+    con_target: str = "clean"  # "clean": restore the un-augmented image; "augmented": reconstruct the input
+
+    def validate(self) -> None:
+        from scgan.model.losses import ADVERSARIAL_LOSSES, RESTORATION_TARGETS
+
+        _check([_one_of(self.adv_type, ADVERSARIAL_LOSSES, "adv_type"),
+                _one_of(self.con_target, RESTORATION_TARGETS, "con_target")])
+
+
+@dataclass
+class AugmentConfig:
+    name: str = "auto"  # "auto" = copypaste_color for textures, copypaste for objects; or any AUGMENTATIONS key
+    n_patches: int = 30  # N (paper ablation: 10, 30, 50, 100)
+    patch_area: float = 0.01  # each patch's share of the image area
+    # name = mixture: per image one source drawn by these weights, or none with probability p_clean.
+    sources: dict[str, float] = field(default_factory=lambda: {"copypaste": 0.4, "copypaste_color": 0.2,
+                                                               "perlin": 0.4})
+    p_clean: float = 0.2
+
+    def options(self) -> dict[str, Any]:
+        """The augmentation's own keyword options (build_augmentation)."""
+        return {"sources": dict(self.sources), "p_clean": self.p_clean} if self.name == "mixture" else {}
+
+    def validate(self) -> None:
+        from scgan.data.augment import AUGMENTATIONS
+
+        _check([_one_of(self.name, ("auto", *AUGMENTATIONS), "augment.name"),
+                (self.n_patches >= 0 and 0.0 < self.patch_area < 1.0,
+                 "n_patches must be >= 0 and patch_area in (0, 1)"),
+                (isinstance(self.sources, dict) and all(k in AUGMENTATIONS and k != "mixture" for k in self.sources),
+                 f"augment.sources must map augmentation names (not mixture) to weights, got {self.sources!r}"),
+                (0.0 <= self.p_clean <= 1.0, f"p_clean must be in [0, 1], got {self.p_clean}")])
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mvtec"  # mvtec | btad | folder
+    root: str = ""  # dataset root (for mvtec/btad: the folder holding the categories)
+    category: str = ""  # MVTec category or BTAD product ("01"); ignored for folder
+    val_fraction: float = 0.1  # share of normal training images held out for normalisation/threshold
+    split_seed: int = 0  # seed of the train/validation split (independent of the training seed)
+    skip_bad_images: bool = False  # skip unreadable images with a counted warning instead of failing
+    require_masks: bool = True  # False: evaluate image-level only when masks are missing
+
+    def validate(self) -> None:
+        _check([_one_of(self.dataset, ("mvtec", "btad", "folder"), "dataset"),
+                (0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}")])
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 400
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 0  # also keep epoch-k checkpoints every k epochs (0 = only last)
+    # > 0: train about this many optimiser steps, as whole epochs (ceil(steps / steps per epoch)), so that a
+    # preset costs the same on a category of 200 images as on one of 800; 0: train ``epochs``.
+    steps: int = 0
+    d_reset_threshold: float = 1e-5  # re-initialise D when its loss falls below this (GANomaly)
+
+    def validate(self) -> None:
+        _check([
+            (self.batch_size >= 2,
+             "batch_size must be >= 2: BatchNorm (and MS-CAM's global branch) cannot train on one image"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
+        ])
+
+
+@dataclass
+class ScoreConfig:
+    beta: float = 0.8  # AS = beta * L_con + (1 - beta) * L_enc
+    # Gaussian smoothing of anomaly maps, in pixels at S: a number (0 = none), null = S / 64, or "auto" =
+    # the one of S / 64 x (0, 0.5, 1, 2, 4) whose maps best locate synthetic defects pasted into normal
+    # validation images (pixel AUROC; ties go to S / 64) — chosen per model, without test images. Not the
+    # default: on MVTec bottle it chose 0.5 px and lowered pixel AUROC (docs/reproduction.md).
+    sigma: float | str | None = None
+    # Which named score drives decisions and the top-level metrics: a score name (scgan.model.scorer.SCORES)
+    # or "auto" = the one that best separates normal validation images from the same images with
+    # synthetic defects (confetti, `selection_patches` patches) — chosen per model, without test images.
+    default_score: str = "auto"
+    selection_patches: int = 3
+    threshold_quantile: float = 0.99  # threshold = this quantile of normal validation scores
+
+    def validate(self) -> None:
+        from scgan.model.scorer import SCORE_NAMES
+
+        _check([
+            (0.0 <= self.beta <= 1.0, f"beta must be in [0, 1], got {self.beta}"),
+            (0.0 < self.threshold_quantile <= 1.0,
+             f"threshold_quantile must be in (0, 1], got {self.threshold_quantile}"),
+            _one_of(self.default_score, ("auto", *SCORE_NAMES), "default_score"),
+            (self.sigma is None or self.sigma == "auto"
+             or (not isinstance(self.sigma, str) and 0 <= self.sigma <= 64),
+             f"sigma must be a number in [0, 64] (pixels), auto or null, got {self.sigma!r}"),
+            (self.selection_patches >= 1, "selection_patches must be >= 1"),
+        ])
+
+
+# Lightning precisions that training accepts. "-true" ones are refused: they would also run calibration
+# (and so every threshold) in half precision.
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how fast a run goes. Never part of a model's identity: not hashed, not stored as the model."""
+
+    accelerator: str = "cpu"  # passed to Lightning: cpu | gpu | auto
+    devices: int | str = 1
+    strategy: str = "auto"  # e.g. ddp
+    precision: str = "32-true"  # 32-true, bf16-mixed (CPU/GPU), 16-mixed (GPU)
+    channels_last: bool = False  # memory format for conv speed on some back-ends
+    sync_batchnorm: bool = False  # DDP: SyncBatchNorm across devices (GPU only); off = per-device statistics
+    num_workers: int = 0  # DataLoader workers; images are cached in memory, so 0 is usually fastest
+    eval_batch_size: int = 32  # images per scoring batch
+
+    def validate(self) -> None:
+        _check([
+            _one_of(str(self.precision), PRECISIONS, "precision"),
+            (self.num_workers >= 0, "num_workers must be >= 0"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+        ])
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    preset: str = "paper"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that make the model what it is: everything but ``runtime``."""
+        d = self.to_dict()
+        del d["runtime"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Inverse of to_dict (older layouts migrated); unknown keys raise ValueError."""
+        from scgan.config.overrides import apply_mapping
+
+        cfg = cls()
+        apply_mapping(cfg, d)
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ValueError with a useful message for settings that cannot work."""
+        for name in SECTIONS:
+            getattr(self, name).validate()
+        from scgan.model.scorer import score_names
+
+        valid = ("auto", *score_names(self.model.head != "none"))
+        if self.score.default_score not in valid:
+            raise ValueError(f"default_score {self.score.default_score!r} needs a model with a head "
+                             f"(model.head=seg); this model's scores: {', '.join(valid)}")
+
+
+SECTIONS = ("model", "loss", "augment", "data", "train", "score", "runtime")
+IDENTITY_SECTIONS = SECTIONS[:-1]
+
+
+def validate(cfg: Config) -> None:
+    """Raise ValueError with a useful message for settings that cannot work."""
+    cfg.validate()
+
+
+__all__ = ["PRECISIONS", "SECTIONS", "IDENTITY_SECTIONS", "AugmentConfig", "Config", "DataConfig", "LossConfig",
+           "ModelConfig", "RuntimeConfig", "ScoreConfig", "TrainConfig", "validate"]

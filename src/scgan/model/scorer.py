@@ -1,0 +1,264 @@
+"""Anomaly scores and anomaly maps of a trained model (SPEC section 4): the score registry and the scorer.
+
+The scoring graph (:class:`Scorer`) maps an image batch to a (B, K) matrix of named scores (in
+``scorer.names`` order) and a (B, S, S) anomaly map. It is a plain ``nn.Module``, so that the same code is
+trained, tested and exported to ONNX. Each score is defined once, in :data:`SCORES`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scgan.model.maps import mean_filter, msgms_map, ssim_anomaly_map
+from scgan.model.networks import Generator, GeneratorOutput
+
+# Lightning precision names -> the autocast dtype the scorer runs its generator in (None = plain fp32).
+_AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+_FP32 = ("32-true", "32")
+
+
+def autocast_dtype(precision: str | None) -> torch.dtype | None:
+    """The autocast dtype for a Lightning precision name ("bf16-mixed" -> bfloat16); None for fp32."""
+    if precision is None or str(precision) in _FP32:
+        return None
+    if str(precision) not in _AUTOCAST:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(_FP32 + tuple(_AUTOCAST))}")
+    return _AUTOCAST[str(precision)]
+
+
+def default_sigma(image_size: int) -> float:
+    """Smoothing sigma in pixels when nothing else decides it: S / 64 (1 px at 64, 4 px at 256)."""
+    return image_size / 64
+
+
+class GaussianBlur(nn.Module):
+    """Fixed separable Gaussian smoothing of (B, 1, H, W) maps with reflect padding (ONNX-friendly)."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = float(sigma)
+        radius = max(int(math.ceil(3 * sigma)), 1) if sigma > 0 else 0
+        coords = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-(coords**2) / (2 * sigma**2)) if sigma > 0 else torch.ones(1)
+        self.radius = radius
+        self.register_buffer("kernel", (k / k.sum()).view(1, 1, 1, -1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.radius == 0:
+            return x
+        r = min(self.radius, x.shape[-1] - 1, x.shape[-2] - 1)
+        k = self.kernel if r == self.radius else self.kernel[..., self.radius - r : self.radius + r + 1]
+        k = (k / k.sum()).to(x.dtype)
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k)
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2))
+
+
+def seg_pool_size(image_size: int) -> int:
+    """DRAEM's 21 x 21 mean filter of the head's map at 256 px, scaled to S and kept odd (5 at 64, 11 at 128)."""
+    return max(1, 2 * round((21 * image_size / 256 - 1) / 2) + 1)
+
+
+@dataclass
+class ScoreInputs:
+    """What every score is computed from, for a batch x (B, 3, S, S)."""
+
+    x: torch.Tensor
+    out: GeneratorOutput
+    residual: torch.Tensor  # (B, 1, S, S) |x - G(x)| averaged over channels
+    residual_map: torch.Tensor  # (B, 1, S, S) the residual smoothed with the scorer's Gaussian
+    beta: float
+    blur: nn.Module  # the scorer's Gaussian
+    seg: torch.Tensor | None = None  # (B, 1, S, S) the head's anomaly probability (models with a head)
+    seg_pool: int = 1
+
+
+@dataclass(frozen=True)
+class ScoreDef:
+    """One named score: what it is, and how it is computed from :class:`ScoreInputs` ((B,) tensor)."""
+
+    description: str
+    fn: Callable[[ScoreInputs], torch.Tensor]
+    needs_head: bool = False
+
+
+def _peak(m: torch.Tensor) -> torch.Tensor:
+    return m.flatten(1).amax(1)
+
+
+def _l_con(s: ScoreInputs) -> torch.Tensor:
+    return s.residual.flatten(1).mean(1)
+
+
+def _l_enc(s: ScoreInputs) -> torch.Tensor:
+    return (s.out.z1 - s.out.z2).pow(2).flatten(1).mean(1)
+
+
+def anomaly_score(l_con, l_enc, beta: float):
+    """The paper's AS = beta * L_con + (1 - beta) * L_enc (eq. 11), of tensors or arrays alike."""
+    return beta * l_con + (1 - beta) * l_enc
+
+
+# Every score scgan defines, in the column order of the scorer's output (a model computes those it can).
+SCORES: dict[str, ScoreDef] = {
+    "as": ScoreDef("paper's AS = beta * L_con + (1 - beta) * L_enc (eq. 11)",
+                   lambda s: anomaly_score(_l_con(s), _l_enc(s), s.beta)),
+    "l_con": ScoreDef("mean |x - G(x)| over pixels and channels", _l_con),
+    "l_enc": ScoreDef("mean (z1 - z2)^2", _l_enc),
+    "map_max": ScoreDef("maximum of the Gaussian-smoothed residual map", lambda s: _peak(s.residual_map)),
+    # RIAD's recipe for a restoration model: structure-aware maps instead of the plain residual.
+    "ssim_max": ScoreDef("maximum of the Gaussian-smoothed 1 - SSIM map of x and G(x)",
+                         lambda s: _peak(s.blur(ssim_anomaly_map(s.x, s.out.x_hat)))),
+    "msgms_max": ScoreDef("maximum of the Gaussian-smoothed multi-scale gradient-magnitude dissimilarity map",
+                          lambda s: _peak(s.blur(msgms_map(s.x, s.out.x_hat)))),
+    # DRAEM: the head's map mean-filtered (21 px at 256), then its maximum.
+    "seg_max": ScoreDef("maximum of the mean-filtered map of the learned anomaly head",
+                        lambda s: _peak(mean_filter(s.seg, s.seg_pool)), needs_head=True),
+}
+SCORE_NAMES: tuple[str, ...] = tuple(SCORES)
+
+
+def score_names(head: bool) -> tuple[str, ...]:
+    """The scores a model computes, in column order: all of them with a head, those without one otherwise."""
+    return tuple(n for n, d in SCORES.items() if head or not d.needs_head)
+SCORE_DESCRIPTIONS = {name: d.description for name, d in SCORES.items()}
+
+
+class Scorer(nn.Module):
+    """Image batch (B, 3, S, S) in [-1, 1] -> (scores (B, K) in ``names`` order, anomaly map (B, S, S)).
+
+    ``forward`` is the plain fp32 graph (what is exported to ONNX). :meth:`run` is ``forward`` with the
+    speed options, both off by default: ``channels_last`` input, and the generator under autocast to
+    ``autocast_dtype`` (bfloat16 roughly halves CPU scoring time where the CPU has native bf16, e.g.
+    AVX-512 BF16 or AMX, and is many times slower where it has not); the scores stay in fp32.
+    """
+
+    def __init__(self, generator: Generator, beta: float = 0.8, sigma: float = 1.0,
+                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
+                 seg_head: nn.Module | None = None, seg_pool: int = 1) -> None:
+        super().__init__()
+        self.generator = generator
+        self.seg_head = seg_head
+        self.beta = float(beta)
+        self.blur = GaussianBlur(sigma)
+        self.seg_pool = int(seg_pool)
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = bool(channels_last)
+        self.names: tuple[str, ...] = score_names(seg_head is not None)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score_outputs(x, self.generator(x))
+
+    def run(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` with the speed options; with both off it is exactly ``forward``.
+
+        ``raw`` returns the unsmoothed residual map instead of the anomaly map (to choose sigma).
+        """
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            return self.score_outputs(x, self.generator(x), raw)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+            out = self.generator(x)
+            seg = self.segment(x, out.x_hat)
+        # Residuals, blur and maxima in fp32: bf16 would round the scores to ~3 significant digits.
+        with torch.autocast(x.device.type, enabled=False):
+            out = GeneratorOutput(out.x_hat.float(), out.z1.float(), out.z2.float())
+            return self.score_outputs(x, out, raw, seg=None if seg is None else seg.float())
+
+    def segment(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor | None:
+        """The head's anomaly probability (B, 1, S, S) of x given its restoration (None without a head)."""
+        if self.seg_head is None:
+            return None
+        return torch.sigmoid(self.seg_head(x, x_hat))
+
+    def inputs(self, x: torch.Tensor, out: GeneratorOutput, seg: torch.Tensor | None = None) -> ScoreInputs:
+        """The maps every score is computed from (``seg``: the head's map, computed here if not given)."""
+        residual = (x - out.x_hat).abs().mean(dim=1, keepdim=True)  # (B, 1, S, S)
+        if seg is None:
+            seg = self.segment(x, out.x_hat)
+        return ScoreInputs(x=x, out=out, residual=residual, residual_map=self.blur(residual), beta=self.beta,
+                           blur=self.blur, seg=seg, seg_pool=self.seg_pool)
+
+    def score_outputs(self, x: torch.Tensor, out: GeneratorOutput, raw: bool = False,
+             seg: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and anomaly map (or, with ``raw``, the unsmoothed residual) of x from G's output on x.
+
+        The anomaly map is the head's probability map where the model has a head, else the smoothed residual.
+        """
+        s = self.inputs(x, out, seg)
+        scores = torch.stack([SCORES[name].fn(s) for name in self.names], dim=1)
+        amap = s.residual if raw else (s.seg if s.seg is not None else s.residual_map)
+        return scores, amap[:, 0]
+
+    def set_sigma(self, sigma: float) -> None:
+        """Smooth anomaly maps (and so map_max) with ``sigma`` pixels from now on."""
+        self.blur = GaussianBlur(sigma).to(self.blur.kernel.device)
+
+
+def build_scorer(cfg, generator: Generator, precision: str | None = None, channels_last: bool | None = None,
+                 calibration=None, seg_head: nn.Module | None = None) -> Scorer:
+    """The scorer of config ``cfg``; ``precision`` ("bf16-mixed", ...) runs its generator under autocast (None: fp32).
+
+    Scoring precision is chosen where the scoring runs, not stored with the model: a model trained in
+    bf16 on a GPU must not make every later CPU test run in bf16 (slow without native bf16 support).
+    ``channels_last`` (None: cfg.runtime.channels_last) feeds the generator channels-last input.
+    A ``calibration`` that records its sigma (score.sigma = auto) sets the smoothing.
+    """
+    sigma = cfg.score.sigma
+    if calibration is not None and calibration.sigma is not None:
+        sigma = calibration.sigma  # the calibration's statistics hold only with the sigma they were fitted with
+    elif sigma is None or sigma == "auto":
+        sigma = default_sigma(cfg.model.image_size)
+    cl = cfg.runtime.channels_last if channels_last is None else channels_last
+    return Scorer(generator, beta=cfg.score.beta, sigma=sigma, autocast_dtype=autocast_dtype(precision),
+                  channels_last=cl, seg_head=seg_head, seg_pool=seg_pool_size(cfg.model.image_size))
+
+
+@dataclass
+class ScoreResult:
+    """Scores and maps of a whole loader, in loader order."""
+
+    scores: np.ndarray  # (N, K) in ``names`` order
+    maps: np.ndarray  # (N, S, S) float32
+    labels: np.ndarray  # (N,) int
+    masks: np.ndarray  # (N, S, S) bool, the ground truth at S
+    paths: list[str]
+    defects: list[str]
+    names: tuple[str, ...] = SCORE_NAMES
+
+    def score(self, name: str) -> np.ndarray:
+        if name not in self.names:
+            raise ValueError(f"unknown score {name!r}; valid scores: {', '.join(self.names)}")
+        return self.scores[:, self.names.index(name)]
+
+
+@torch.inference_mode()
+def score_loader(scorer: Scorer, loader, device: torch.device | str = "cpu", progress: bool = False) -> ScoreResult:
+    """Run the scorer (:meth:`Scorer.run`, so with its speed options) over a loader of dataset items (eval mode)."""
+    was_training = scorer.training
+    scorer.eval()
+    all_scores, maps, labels, masks, paths, defects = [], [], [], [], [], []
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(loader, desc="scoring", leave=False)
+    for batch in it:
+        s, m = scorer.run(batch["image"].to(device))
+        all_scores.append(s.float().cpu().numpy())
+        maps.append(m.float().cpu().numpy())
+        labels.append(batch["label"].numpy())
+        masks.append(batch["mask"][:, 0].numpy() > 0.5)
+        paths += list(batch["path"])
+        defects += list(batch["defect"])
+    scorer.train(was_training)
+    if not all_scores:
+        raise ValueError("nothing to score: the data set is empty")
+    return ScoreResult(np.concatenate(all_scores), np.concatenate(maps), np.concatenate(labels).astype(int),
+                       np.concatenate(masks), paths, defects, scorer.names)
