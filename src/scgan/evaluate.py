@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from scgan.checkpoint import LoadedModel, load_model
 from scgan.data.datasets import build_dataset, calibration_warning
-from scgan.data.io import tensor_to_image
+from scgan.data.io import load_image_with_size, load_mask
 from scgan.metrics import compute_metrics
 from scgan.calibration.stats import Calibration
 from scgan.model.scorer import SCORE_DESCRIPTIONS, ScoreResult, score_loader
@@ -27,6 +27,9 @@ from scgan.utils.names import csv_cell, printable
 from scgan.utils.runinfo import run_info
 
 log = logging.getLogger("scgan")
+
+
+REPORT_SIDE = 512  # report examples are shown at the file's resolution, reduced to at most this a side
 
 
 @dataclass
@@ -210,11 +213,14 @@ def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded
                          "'scgan calibrate', or pass --no-report")
 
     def example(i: int) -> ReportExample:
-        img = tensor_to_image(ds[i]["image"])
-        mask = result.masks[i] if result.masks[i].any() else None
+        # Shown at the file's own resolution (up to REPORT_SIDE), not at S: defects stay visible.
+        sample = ds.samples[i]
+        img = load_image_with_size(sample.path, None, max_side=REPORT_SIDE)[0]
+        mask = load_mask(sample.mask_path, None) if sample.mask_path is not None and result.masks[i].any() else None
+        decision = "anomalous" if cal.decide(default, s[i:i + 1])[0] else "normal"
         return ReportExample(name=Path(result.paths[i]).parent.name + "/" + Path(result.paths[i]).name,
                              image=img, heat=cal.heat(result.maps[i]),
-                             score=float(s[i]), label=int(result.labels[i]), mask=mask)
+                             score=float(s[i]), label=int(result.labels[i]), mask=mask, decision=decision)
 
     top = [example(int(i)) for i in order[:k]]
     bottom = [example(int(i)) for i in order[::-1][:k]]

@@ -49,6 +49,7 @@ class ReportExample:
     score: float
     label: int  # 0 normal, 1 anomalous
     mask: np.ndarray | None = None  # (h, w) bool ground truth, drawn as a contour
+    decision: str | None = None  # the model's call at its threshold ("anomalous" / "normal"), if calibrated
 
 
 @dataclass
@@ -171,10 +172,10 @@ def _threshold(metrics: dict, score_name: str) -> float | None:
     return None
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Figure, dpi: int = 100) -> bytes:
     """Render a figure to PNG bytes (Agg) and release it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     fig.clear()
     return buf.getvalue()
 
@@ -219,21 +220,48 @@ def _hist_figure(scores: np.ndarray, labels: np.ndarray, score_name: str, thresh
 
 
 def _examples_figure(examples: list[ReportExample], file: str, heading: str) -> _Figure:
-    """One row per example: image | heat-map overlay with the mask contour, captioned name, score and label."""
+    """One row per example: image | heat-map overlay (mask contour, colour bar); name, score, truth and decision."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     if not examples:
         return _Figure(file, heading, None, "No examples given.")
-    fig = Figure(figsize=(6.0, 3.0 * len(examples)))
+    fig = Figure(figsize=(6.6, 3.0 * len(examples)))
     for sub, ex in zip(np.atleast_1d(fig.subfigures(len(examples), 1)), examples):
-        kind = "anomalous" if int(ex.label) else "normal"
-        sub.suptitle(mpl_text(f"{ex.name}  |  score {float(ex.score):.4g}  |  {kind}"), fontsize=10)
+        truth = "anomalous" if int(ex.label) else "normal"
+        call = "" if ex.decision is None else (
+            f"  |  decision: {ex.decision}" + (" (correct)" if ex.decision == truth else " (wrong)"))
+        sub.suptitle(mpl_text(f"{ex.name}  |  score {float(ex.score):.4g}\nground truth: {truth}{call}"), fontsize=9)
         ax_img, ax_ovl = sub.subplots(1, 2)
-        ax_img.imshow(ex.image, cmap="gray" if np.asarray(ex.image).ndim == 2 else None)
-        ax_img.set_title("image", fontsize=9)
-        ax_ovl.imshow(overlay(ex.image, ex.heat, ex.mask))
-        ax_ovl.set_title("heat map" + (" + ground truth" if ex.mask is not None else ""), fontsize=9)
+        h, w = np.asarray(ex.image).shape[:2]
+        ax_img.imshow(ex.image, cmap="gray" if np.asarray(ex.image).ndim == 2 else None, interpolation="antialiased")
+        ax_img.set_title(f"image ({w} x {h})", fontsize=8)
+        ax_ovl.imshow(overlay(ex.image, ex.heat, ex.mask), interpolation="antialiased")
+        ax_ovl.set_title("heat map" + (" + ground truth (white)" if ex.mask is not None else ""), fontsize=8)
         for ax in (ax_img, ax_ovl):
             ax.set_axis_off()
-    return _Figure(file, heading, _png(fig))
+        bar = sub.colorbar(ScalarMappable(Normalize(0.0, 1.0), "jet"), ax=ax_ovl, fraction=0.046, pad=0.02)
+        bar.set_label("heat (1 = largest on normal images)", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+    return _Figure(file, heading, _png(fig, dpi=150))
+
+
+def trivial_f1(labels: np.ndarray) -> float:
+    """F1 of calling every image anomalous: 2p / (1 + p) for a share p of anomalous images."""
+    p = float(np.mean(np.asarray(labels).astype(bool))) if np.size(labels) else 0.0
+    return 2 * p / (1 + p) if p > 0 else 0.0
+
+
+def _warnings(metrics: dict, labels: np.ndarray) -> list[tuple[str, str]]:
+    """Caveats a reader would otherwise miss, as (key, text) rows under the metrics table."""
+    out = []
+    f1 = metrics.get("f1_max")
+    if isinstance(f1, numbers.Real) and not _is_nan(f1) and labels.any() and not labels.all():
+        trivial = trivial_f1(labels)
+        if abs(float(f1) - trivial) < 1e-6:
+            out.append(("warning", f"F1-max {100 * float(f1):.1f}% equals the trivial value of calling every test "
+                                   f"image anomalous ({100 * trivial:.1f}%): no threshold does better than that"))
+    return out
 
 
 def _markdown(title: str, info_rows: list[tuple[str, str]], tables: list[_Table],
@@ -339,7 +367,8 @@ def write_report(
     info_rows += [("default score", score_name),
                   ("test images", f"{y.size} ({int((~y).sum())} normal, {int(y.sum())} anomalous)")]
     tables = _tables(metrics, score_name)
-    extra = [(str(k), _format_value(v)) for k, v in metrics.items() if k not in METRIC_COLUMNS and k not in _SHOWN_ELSEWHERE]
+    extra = _warnings(metrics, y)
+    extra += [(str(k), _format_value(v)) for k, v in metrics.items() if k not in METRIC_COLUMNS and k not in _SHOWN_ELSEWHERE]
     config_yaml = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False, allow_unicode=True)
 
     figures = [

@@ -145,7 +145,8 @@ def _test_samples(test_dir: Path, mask_root: Path, require_masks: bool) -> list[
             f"anomalous test image {first} has no ground-truth mask (looked for "
             f"{mask_root / first.parent.name / (first.stem + '_mask')}.png or {first.stem}.<ext>)"
             + (f"; {len(missing) - 1} more images lack masks" if len(missing) > 1 else "")
-            + "; add the masks, or pass require_masks=False to evaluate at image level only"
+            + "; add the masks, or evaluate at image level only: scgan test --image-level-only "
+            "(scgan train: data.require_masks=false; Python: require_masks=False)"
         )
     return sorted(samples, key=lambda s: s.path)
 

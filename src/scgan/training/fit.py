@@ -28,6 +28,7 @@ from scgan.training.guards import FiniteModelGuard, diverged_error, nonfinite_ca
 from scgan.training.logs import AtomicCSVLogger
 from scgan.training.module import SCGANModule
 from scgan.training.outdir import MODEL_FILE, claim_output
+from scgan.training.progress import EpochLines, is_terminal
 from scgan.utils.atomic import DiskFullError, atomic_write_text, atomic_write_with, writable_dir
 from scgan.utils.runinfo import run_info
 
@@ -180,6 +181,8 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
                                    mode="max" if cfg.train.checkpoint_every == 1 else "min"))
     cbs.append(FiniteModelGuard(ckpt_dir))
     cbs += list(callbacks or [])
+    if progress and not is_terminal():  # a log file gets one line per epoch, not a bar's redraws
+        cbs.append(EpochLines())
     t, rt = cfg.train, cfg.runtime
     sync_bn = rt.sync_batchnorm
     if sync_bn and rt.accelerator == "cpu":
