@@ -16,6 +16,8 @@ from PIL import Image
 
 from scgan.cli import main
 
+pytestmark = pytest.mark.integration
+
 
 def _good(demo_root, demo_category) -> list[Path]:
     return sorted((demo_root / demo_category / "test" / "good").glob("*.png"))
