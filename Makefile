@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-slow clean
+.PHONY: venv demo test test-unit test-integration test-system test-slow clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,15 @@ demo: venv  ## write the demo data, train briefly, test, report (a few minutes o
 
 test: venv  ## the default test suite (what CI runs)
 	$(BIN)/python -m pytest -q
+
+test-unit: venv  ## tests that train nothing (seconds)
+	$(BIN)/python -m pytest -q -m "unit and not slow"
+
+test-integration: venv  ## tests that train tiny models in-process
+	$(BIN)/python -m pytest -q -m "integration and not slow"
+
+test-system: venv  ## tests that start processes (subprocess, DDP, process pools) or run the CLI end to end
+	$(BIN)/python -m pytest -q -m "system and not slow"
 
 test-slow: venv  ## real-data and long tests (need ../shared/data)
 	$(BIN)/python -m pytest -q -m slow

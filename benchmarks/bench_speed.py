@@ -3,8 +3,8 @@
 For each image size S, SCGAN and the same network with MS-CAM off are measured, each phase in a fresh
 subprocess (so peak memory of one configuration never pollutes another):
 
-- training: ``scgan.training.fit.build_trainer`` drives :class:`SCGANModule` on demo images through
-  :class:`SCGANDataModule` (decoded cache, DataLoader, collate); data loading, the augmentation, both
+- training: the module, data module and Trainer of ``scgan.training.fit.prepare_run`` (what ``scgan
+  train`` fits) on demo images (decoded cache, DataLoader, collate); data loading, the augmentation, both
   optimiser steps and logging are inside the timed region, which starts after ``--warmup`` batches.
 - scoring: :func:`scgan.model.scorer.score_loader` (``torch.inference_mode``) over the test split, as
   ``scgan test`` does, after one warm-up batch.
@@ -43,6 +43,7 @@ from typing import Any
 
 from scgan.experiments.runs import default_threads
 from scgan.utils.runinfo import cpu_model
+from scgan.utils.tables import markdown_table, num, pct
 
 # What a throw-away prototype of the same networks measured on 2 CPU cores (torch 2.13, eager, fp32,
 # batch 16 / 32, base 64, channels capped at 512); the targets in docs/performance.md refer to it.
@@ -155,10 +156,11 @@ def _job_config(job: Job):
 
 
 class _TimedCall:
-    """Wraps the module's augmentation and adds up the seconds spent in it (same calls, same RNG draws)."""
+    """Wraps the module's augmentation (``fn``, set once the module exists) and adds up the seconds spent in
+    it (same calls, same RNG draws)."""
 
-    def __init__(self, fn, device: str) -> None:
-        self.fn, self.device, self.seconds = fn, device, 0.0
+    def __init__(self, device: str) -> None:
+        self.fn, self.device, self.seconds = None, device, 0.0
 
     def __call__(self, *args, **kwargs):
         _sync(self.device)
@@ -233,31 +235,24 @@ def _quiet() -> None:
 def _train_job(job: Job, cfg, device: str) -> dict[str, Any]:
     import torch
 
-    from scgan.data.augment import resolve_augmentation
-    from scgan.seed import seed_everything
-    from scgan.training.datamodule import SCGANDataModule
-    from scgan.training.fit import build_trainer
-    from scgan.training.module import SCGANModule
+    from scgan.training.fit import prepare_run
 
-    seed_everything(job.seed)
-    dm = SCGANDataModule(cfg)
-    train_ds = dm.dataset("train")
-    dm.dataset("val")
-    batches = len(train_ds) // job.batch
-    if batches < job.warmup + job.steps:
-        raise SystemExit(f"{len(train_ds)} training images give {batches} batches of {job.batch}, fewer than "
-                         f"warmup + steps = {job.warmup + job.steps}: lower --steps or use more images")
-    module = SCGANModule(cfg.to_dict(), resolve_augmentation(cfg.augment.name, train_ds.kind))
-    aug = _TimedCall(module.augment, device)
-    module.augment = aug
+    aug = _TimedCall(device)
     timer = _step_timer(job.warmup, job.steps, aug, device, job.phase == "profile", job.top_ops)
-    rss_setup = peak_rss_bytes()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
-        trainer = build_trainer(cfg, Path(tmp), progress=False, callbacks=[timer], enable_logging=False)
-        trainer.limit_val_batches = 0  # the calibration pass after the timed steps is not measured here
-        trainer.fit(module, datamodule=dm)
+        # The package's own set-up, as 'scgan train' makes it: seed, data splits, module, Trainer.
+        run = prepare_run(cfg, Path(tmp), progress=False, callbacks=[timer], enable_logging=False)
+        module, train_ds = run.module, run.train_set
+        batches = len(train_ds) // job.batch
+        if batches < job.warmup + job.steps:
+            raise SystemExit(f"{len(train_ds)} training images give {batches} batches of {job.batch}, fewer than "
+                             f"warmup + steps = {job.warmup + job.steps}: lower --steps or use more images")
+        aug.fn, module.augment = module.augment, aug
+        rss_setup = peak_rss_bytes()
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        run.trainer.limit_val_batches = 0  # the calibration pass after the timed steps is not measured here
+        run.trainer.fit(module, datamodule=run.datamodule)
     last = job.warmup + job.steps - 1
     total = timer.ends[last] - timer.ends[job.warmup - 1]
     inside = sum(timer.ends[i] - timer.starts[i] for i in range(job.warmup, last + 1))
@@ -285,13 +280,12 @@ def _score_job(job: Job, cfg, device: str) -> dict[str, Any]:
     from torch.utils.data import DataLoader, Subset
     from torch.utils.flop_counter import FlopCounterMode
 
-    from scgan.model.networks import init_weights
-    from scgan.model.scorer import score_loader
+    from scgan.model.networks import build_generator, init_weights
+    from scgan.model.scorer import build_scorer, score_loader
     from scgan.training.datamodule import SCGANDataModule
-    from scgan.training.module import build_generator, build_scorer
 
     ds = SCGANDataModule(cfg).dataset("test")
-    generator = build_generator(cfg)
+    generator = build_generator(cfg.model)
     init_weights(generator, torch.Generator().manual_seed(job.seed))
     precision = job.precision if job.precision != "32-true" else None
     scorer = build_scorer(cfg, generator, precision=precision).to(device).eval()
@@ -385,12 +379,6 @@ def prepare_data(args: argparse.Namespace, workdir: Path) -> tuple[str, str, str
     return "mvtec", str(root), args.category
 
 
-def _fmt(v: Any, digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
 def _prototype_applies(args: argparse.Namespace) -> bool:
     return (args.base_channels == 64 and args.max_channels == 512 and args.batch == 16 and args.score_batch == 32)
 
@@ -415,36 +403,38 @@ def derive(rows: list[dict[str, Any]], peak: float, args: argparse.Namespace) ->
             r["mscam_overhead"] = r["train"]["step_s"] / off["train"]["step_s"] - 1
 
 
-def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+def speed_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = ["S", "MS-CAM", "train img/s", "score img/s", "train peak RSS GB", "score peak RSS GB",
             "train GFLOP/img", "train GFLOP/s (% mm peak)", "score GFLOP/s (% mm peak)", "augment % of step",
             "data % of step", "MS-CAM adds"]
     if _prototype_applies(args):
         head += ["train / prototype", "score / prototype"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def rate(m: dict) -> str:
+        if "gflop_per_s" not in m:
+            return "-"
+        return f"{num(m['gflop_per_s'], 0)} ({pct(m['share_of_mm_peak'], 0, unit='%')})"
+
+    def ratio(m: dict) -> str:
+        return f"{num(m['vs_prototype'], 2)}x" if "vs_prototype" in m else "-"
+
+    body, failures = [], []
     for r in rows:
         t, s = r.get("train") or {}, r.get("score") or {}
-
-        def rate(m: dict) -> str:
-            if "gflop_per_s" not in m:
-                return "-"
-            return f"{m['gflop_per_s']:.0f} ({100 * m['share_of_mm_peak']:.0f}%)"
-
-        cells = [str(r["size"]), "on" if r["attention"] else "off", _fmt(t.get("img_per_s"), 2),
-                 _fmt(s.get("img_per_s"), 1), _fmt(t.get("peak_rss_gb"), 2), _fmt(s.get("peak_rss_gb"), 2),
-                 _fmt(t.get("flop_per_img", float("nan")) / 1e9, 2), rate(t), rate(s),
-                 _fmt(100 * t["augment_share"], 1) if "augment_share" in t else "-",
-                 _fmt(100 * t["data_share"], 1) if "data_share" in t else "-",
-                 f"{100 * r['mscam_overhead']:+.1f}%" if "mscam_overhead" in r else "-"]
+        cells = [str(r["size"]), "on" if r["attention"] else "off", num(t.get("img_per_s"), 2, missing="-"),
+                 num(s.get("img_per_s"), 1, missing="-"), num(t.get("peak_rss_gb"), 2, missing="-"),
+                 num(s.get("peak_rss_gb"), 2, missing="-"),
+                 num(t.get("flop_per_img", float("nan")) / 1e9, 2, missing="-"), rate(t), rate(s),
+                 pct(t.get("augment_share"), missing="-"), pct(t.get("data_share"), missing="-"),
+                 pct(r.get("mscam_overhead"), sign=True, unit="%", missing="-")]
         if _prototype_applies(args):
-            cells += [f"{t['vs_prototype']:.2f}x" if "vs_prototype" in t else "-",
-                      f"{s['vs_prototype']:.2f}x" if "vs_prototype" in s else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
+            cells += [ratio(t), ratio(s)]
+        body.append(cells)
         for phase in ("train", "score"):
             if "error" in (r.get(phase) or {}):
-                lines.append(f"\n{phase} at S={r['size']} MS-CAM {'on' if r['attention'] else 'off'} failed:\n"
-                             f"```\n{r[phase]['error']}\n```")
-    return "\n".join(lines)
+                failures.append(f"\n{phase} at S={r['size']} MS-CAM {'on' if r['attention'] else 'off'} failed:\n"
+                                f"```\n{r[phase]['error']}\n```")
+    return "\n".join([markdown_table(head, body), *failures])
 
 
 def targets(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -494,13 +484,13 @@ def profile_summary(result: dict[str, Any], peak: float) -> str:
         name = o["op"].lower()
         group = next((g for g, keys in _OP_GROUPS if any(k in name for k in keys)), "other")
         groups[group] = groups.get(group, 0.0) + o["self_cpu_s"]
-    lines = [f"{g}: {100 * s / total:.1f}% of self CPU time ({s:.3f} s/step)"
+    lines = [f"{g}: {pct(s / total, unit='%')} of self CPU time ({s:.3f} s/step)"
              for g, s in sorted(groups.items(), key=lambda kv: -kv[1])]
     conv = groups.get("convolution (fwd + bwd)")
     if conv:
         flops_step = result["flop_per_img"] * result.get("batch", 1)
         rate = flops_step / conv / 1e9
-        lines.append(f"convolutions run at ~{rate:.0f} GFLOP/s = {100 * rate / peak:.0f}% of the fp32 matmul peak "
+        lines.append(f"convolutions run at ~{rate:.0f} GFLOP/s = {pct(rate / peak, 0, unit='%')} of the fp32 matmul peak "
                      f"({peak:.0f} GFLOP/s); FLOPs counted by FlopCounterMode are convolutions and matmuls only")
     return "\n".join(lines)
 
@@ -622,15 +612,13 @@ def main(argv: list[str] | None = None) -> int:
             t["summary"] = summary
             print(summary + "\n")
     else:
-        print(markdown_table(rows, args))
+        print(speed_table(rows, args))
         checks = targets(rows, args)
         report["targets"] = checks
         if checks:
-            print("\n| target | this run | met |\n|---|---|---|")
-            for c in checks:
-                v = c["value"]
-                shown = f"{100 * v:+.1f}%" if "MS-CAM" in c["target"] else f"{v:.2f}"
-                print(f"| {c['target']} | {shown} | {'yes' if c['met'] else 'no'} |")
+            shown = [[c["target"], pct(c["value"], sign=True, unit="%") if "MS-CAM" in c["target"]
+                      else num(c["value"], 2), "yes" if c["met"] else "no"] for c in checks]
+            print("\n" + markdown_table(["target", "this run", "met"], shown))
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)

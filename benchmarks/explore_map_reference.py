@@ -19,6 +19,7 @@ from scgan.data.datasets import build_dataset
 from scgan.metrics import aupro, image_auroc, pixel_auroc
 from scgan.model.scorer import score_loader
 from scgan.training.datamodule import SCGANDataModule
+from scgan.utils.tables import pct
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,12 +36,12 @@ def main(argv: list[str] | None = None) -> None:
         test = score_loader(scorer, DataLoader(test_ds, batch_size=32))
         mean = val.maps.mean(0)
         spread = val.maps.std(0) + 1e-3 * val.maps.std()
-        row = [path]
+        row = [f"{path} (pixel metrics at S = {cfg.model.image_size} px)"]
         for name, maps in (("plain", test.maps), ("minus_mean", test.maps - mean),
                            ("zscore", (test.maps - mean) / spread)):
             peak = maps.reshape(len(maps), -1).max(1)
-            row.append(f"{name}: pixel AUROC {100 * pixel_auroc(maps, test.masks):.1f}, image AUROC (max) "
-                       f"{100 * image_auroc(peak, test.labels):.1f}, AUPRO {100 * aupro(maps, test.masks):.1f}")
+            row.append(f"{name}: pixel AUROC {pct(pixel_auroc(maps, test.masks))}, image AUROC (max) "
+                       f"{pct(image_auroc(peak, test.labels))}, AUPRO {pct(aupro(maps, test.masks))}")
         print(" | ".join(row), flush=True)
 
 

@@ -15,6 +15,7 @@ from scgan.config import get_preset
 from scgan.model.head import SegHead
 from scgan.model.losses import LossWeights, adversarial_term, discriminator_loss, generator_loss
 from scgan.model.networks import build_discriminator, build_generator
+from scgan.utils.tables import markdown_table, num
 
 
 def _timed(step, n: int = 5) -> float:
@@ -63,10 +64,9 @@ def head_step_s(size: int, width: int, depth: int = 3, batch: int = 16) -> float
 
 def main() -> None:
     torch.set_num_threads(1)
-    print("| S | G + D step (s) | head width 16 (s) | head width 32 (s) |\n|---|---|---|---|")
-    for size in (64, 128):
-        print(f"| {size} | {gd_step_s(size):.3f} | {head_step_s(size, 16):.3f} | {head_step_s(size, 32):.3f} |",
-              flush=True)
+    rows = [[str(size), num(gd_step_s(size), 3), num(head_step_s(size, 16), 3), num(head_step_s(size, 32), 3)]
+            for size in (64, 128)]
+    print(markdown_table(["S", "G + D step (s)", "head width 16 (s)", "head width 32 (s)"], rows))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 import warnings
@@ -36,6 +35,7 @@ from scgan.checkpoint import load_model
 from scgan.config import Config, load_config, parse_overrides, to_yaml
 from scgan.evaluate import run_test
 from scgan.training.fit import MODEL_FILE, train
+from scgan.utils.tables import markdown_table, num
 
 COST_FILE = "cost.json"
 # A configuration small enough to train in seconds (as the test suite's): for --quick only.

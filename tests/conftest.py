@@ -13,6 +13,24 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
 
+# Every test is one of three kinds, by what it costs (pyproject.toml registers the markers; README,
+# "Development", says how to run each):
+#   unit         no model is trained: functions, networks on random tensors, files, in-process CLI errors
+#   integration  trains a tiny model in this process, or uses the session's trained one (`trained`)
+#   system       other processes (subprocess, DDP, a process pool) or the `scgan train` CLI end to end
+KINDS = ("unit", "integration", "system")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: an unmarked test fails whatever -m says
+def pytest_collection_modifyitems(config, items):
+    """Refuse to run a test that is not classified: a new test must say which kind it is."""
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in KINDS)]
+    if unmarked:
+        raise pytest.UsageError(f"{len(unmarked)} test(s) have none of the markers {', '.join(KINDS)}; mark each "
+                                "(pytestmark = pytest.mark.unit, or @pytest.mark.integration): "
+                                + ", ".join(unmarked[:10]) + (" ..." if len(unmarked) > 10 else ""))
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

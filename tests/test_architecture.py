@@ -12,6 +12,7 @@ from scgan.checkpoint import load_model
 from scgan.config import get_preset
 
 
+@pytest.mark.system
 def test_inference_imports_no_lightning(trained, tmp_path):
     """load_model, the scorer, test and predict run in a fresh interpreter without importing Lightning."""
     res, cfg = trained
@@ -30,6 +31,7 @@ def test_inference_imports_no_lightning(trained, tmp_path):
     assert "LIGHTNING []" in out.stdout
 
 
+@pytest.mark.integration
 def test_lightning_checkpoint_holds_each_weight_once(trained):
     res, _ = trained
     state = torch.load(res.last_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
@@ -39,6 +41,7 @@ def test_lightning_checkpoint_holds_each_weight_once(trained):
     assert g == len(load_model(res.model_path).generator.state_dict())
 
 
+@pytest.mark.integration
 def test_model_files_of_the_previous_layout_still_load(trained, tmp_path):
     """A format-1 model file (runtime settings in train/data/score, no head or output_scale) loads, scores the
     same, and keeps its old behaviour (plain Tanh)."""
@@ -62,6 +65,7 @@ def test_model_files_of_the_previous_layout_still_load(trained, tmp_path):
         assert torch.allclose(a.scorer()(x)[0], b.scorer()(x)[0])
 
 
+@pytest.mark.unit
 def test_old_runtime_keys_are_read_at_their_new_place():
     from scgan.config import load_config
 
@@ -69,6 +73,7 @@ def test_old_runtime_keys_are_read_at_their_new_place():
     assert cfg.runtime.precision == "bf16-mixed" and cfg.runtime.eval_batch_size == 4
 
 
+@pytest.mark.unit
 def test_paper_preset_is_spec():
     p = get_preset("paper")
     assert p.loss.adv_type == "bce"  # L_adv = -log D(x^)
@@ -79,6 +84,7 @@ def test_paper_preset_is_spec():
     assert p.score.beta == 0.8
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("precision", ["bf16-true", "16-true", "64-true", "fp8"])
 def test_precisions_that_would_calibrate_in_half_precision_are_refused(precision):
     from scgan.config import load_config
@@ -97,6 +103,7 @@ def _demo_batch(n: int = 4, size: int = 64) -> torch.Tensor:
     return torch.stack(imgs).float() / 127.5 - 1
 
 
+@pytest.mark.unit
 def test_losses_under_bf16_autocast_match_fp32():
     """SSIM's E[x^2] - mu^2 cancels in bf16: losses are computed in fp32 under any autocast."""
     from scgan.model.losses import ssim_loss
@@ -120,6 +127,7 @@ def test_losses_under_bf16_autocast_match_fp32():
     assert torch.nn.functional.cosine_similarity(g16, g32, dim=0).item() > 0.99
 
 
+@pytest.mark.integration
 def test_calibrate_refits_on_new_normal_images_and_changes_nothing_else(trained, tmp_path, demo_root, demo_category):
     from scgan.cli import main
 
@@ -147,6 +155,7 @@ def test_calibrate_refits_on_new_normal_images_and_changes_nothing_else(trained,
     assert da == do
 
 
+@pytest.mark.integration
 def test_calibrate_refuses_settings_that_need_training(trained, tmp_path, demo_root, demo_category):
     from scgan.calibration.fit import recalibrate
 
@@ -157,6 +166,7 @@ def test_calibrate_refuses_settings_that_need_training(trained, tmp_path, demo_r
     assert not (tmp_path / "x.pt").exists()
 
 
+@pytest.mark.unit
 def test_16_mixed_lets_gradscaler_skip_a_few_nonfinite_steps_then_stops(demo_root, demo_category):
     from conftest import tiny_config
     from scgan.training.module import MAX_SKIPPED_STEPS, NonFiniteLossError, SCGANModule

@@ -11,6 +11,8 @@ from scgan.data.augment import (
     resolve_augmentation,
 )
 
+pytestmark = pytest.mark.unit
+
 S = 100  # a 10 x 10 patch is exactly 1% of the image
 
 

@@ -4,6 +4,8 @@ import pytest
 
 from scgan.calibration.stats import Calibration, fit_calibration, separation_auroc
 
+pytestmark = pytest.mark.unit
+
 SCORE_NAMES = ("as", "l_con", "l_enc", "map_max")  # a head-less model's scores
 
 

@@ -28,6 +28,7 @@ class RunsCode:
     # The safe loader stops at protocol 4's first frame, before it reaches os.system.
     ("pickle-4", "is not an scgan checkpoint, or it is damaged"),
 ])
+@pytest.mark.unit
 def test_code_running_pickle_is_refused(tmp_path, writer, message):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
@@ -44,6 +45,7 @@ def test_code_running_pickle_is_refused(tmp_path, writer, message):
     assert marker.exists()
 
 
+@pytest.mark.unit
 def test_cli_refuses_code_running_checkpoint_in_one_line(tmp_path, capsys):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
@@ -55,6 +57,7 @@ def test_cli_refuses_code_running_checkpoint_in_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.unit
 def test_foreign_files_are_not_scgan_checkpoints(tmp_path):
     junk = tmp_path / "random.pt"
     junk.write_bytes(os.urandom(4096))
@@ -81,6 +84,7 @@ def _edited(trained, tmp_path: Path, edit) -> Path:
     return path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("key, value", [("image_size", 64), ("base_channels", 16), ("attention", False)])
 def test_config_that_does_not_match_the_weights(trained, tmp_path, key, value):
     path = _edited(trained, tmp_path, lambda o: o["config"]["model"].__setitem__(key, value))
@@ -88,6 +92,7 @@ def test_config_that_does_not_match_the_weights(trained, tmp_path, key, value):
         load_model(path)
 
 
+@pytest.mark.integration
 def test_unusable_config(trained, tmp_path):
     path = _edited(trained, tmp_path, lambda o: o["config"]["model"].__setitem__("image_size", 48))
     with pytest.raises(CheckpointError, match="written with a config this scgan .* cannot use: image_size"):
@@ -97,12 +102,14 @@ def test_unusable_config(trained, tmp_path):
         load_model(path)
 
 
+@pytest.mark.integration
 def test_newer_format_version(trained, tmp_path):
     path = _edited(trained, tmp_path, lambda o: o.__setitem__("format_version", MODEL_FORMAT_VERSION + 1))
     with pytest.raises(CheckpointError, match=f"model format version {MODEL_FORMAT_VERSION + 1}, newer .* upgrade"):
         load_model(path)
 
 
+@pytest.mark.integration
 def test_lightning_checkpoint_loads_safely(trained):
     """Lightning's last.ckpt (plain dicts, tensors) also loads with weights_only=True."""
     res, _ = trained
@@ -112,6 +119,7 @@ def test_lightning_checkpoint_loads_safely(trained):
         assert ka == kb and torch.equal(va, vb)
 
 
+@pytest.mark.integration
 def test_model_file_from_before_output_scale_loads_with_the_plain_tanh(trained, tmp_path):
     """Files written before model.output_scale existed were trained with SPEC's plain Tanh: they load as 1.0,
     whatever the preset's value is now, and restore exactly as the same weights under a plain Tanh."""

@@ -94,6 +94,7 @@ TRAIN_CASES = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", list(TRAIN_CASES))
 def test_train_bad_input(case, capsys, tmp_path, demo_root, demo_category, bad_data):
     root_key, category, extra, fragments = TRAIN_CASES[case]
@@ -106,12 +107,14 @@ def test_train_bad_input(case, capsys, tmp_path, demo_root, demo_category, bad_d
     assert not (tmp_path / "out" / "model.pt").exists()
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_train_gpu_without_gpu(capsys, tmp_path, demo_root):
     rc, err = _run(capsys, _train(demo_root, "washer", tmp_path / "out", "--accelerator", "gpu"))
     _assert_one_error_line(rc, err, "train", "no CUDA GPU", "--accelerator cpu")
 
 
+@pytest.mark.unit
 def test_more_gpus_than_present_is_refused(monkeypatch):
     from scgan.training.fit import check_devices
 
@@ -125,6 +128,7 @@ def test_more_gpus_than_present_is_refused(monkeypatch):
         check_devices("auto", "8")
 
 
+@pytest.mark.unit
 def test_test_and_predict_bad_checkpoints(capsys, tmp_path, bad_data, demo_root):
     for command in ("test", "predict"):
         inputs = [str(demo_root)] if command == "predict" else []
@@ -137,6 +141,7 @@ def test_test_and_predict_bad_checkpoints(capsys, tmp_path, bad_data, demo_root)
             _assert_one_error_line(rc, err, command, *fragments)
 
 
+@pytest.mark.integration
 def test_test_output_that_cannot_be_written(capsys, trained, bad_data, demo_root):
     res, _ = trained
     for command, extra in (("test", ["--no-report"]), ("predict", [str(demo_root)])):
@@ -145,6 +150,7 @@ def test_test_output_that_cannot_be_written(capsys, trained, bad_data, demo_root
         _assert_one_error_line(rc, err, command, "cannot write to output folder")
 
 
+@pytest.mark.integration
 def test_anomalous_images_without_masks_need_image_level_only(capsys, trained, bad_data, tmp_path):
     res, _ = trained
     args = ["test", "--checkpoint", str(res.model_path), "--root", str(bad_data["no_masks"]), "--no-progress",
@@ -159,6 +165,7 @@ def test_anomalous_images_without_masks_need_image_level_only(capsys, trained, b
     assert 0.0 <= m["image_auroc"] <= 1.0 and m["pixel_auroc"] is None and m["aupro"] is None
 
 
+@pytest.mark.unit
 def test_debug_shows_the_traceback(tmp_path, demo_root):
     with pytest.raises(ValueError, match="power of two"):
         main(["--debug", *_train(demo_root, "washer", tmp_path / "out", "image_size=48")])
@@ -183,6 +190,7 @@ def _bad_images(folder: Path, good: Path) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.integration
 def test_predict_skips_unreadable_files_and_scores_the_rest(capsys, caplog, trained, tmp_path, demo_root,
                                                             demo_category):
     res, _ = trained
@@ -202,6 +210,7 @@ def test_predict_skips_unreadable_files_and_scores_the_rest(capsys, caplog, trai
     assert "too large" in rows["huge.png"]["decision"] and "truncated" in rows["truncated.png"]["decision"]
 
 
+@pytest.mark.integration
 def test_predict_with_no_readable_image_fails(capsys, trained, tmp_path, demo_root, demo_category):
     res, _ = trained
     good = sorted((demo_root / demo_category / "test" / "good").glob("*.png"))[0]
@@ -222,6 +231,7 @@ def _scgan(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.system
 def test_subprocess_error_is_one_line_and_debug_shows_traceback(tmp_path):
     args = ["config", "image_sise=64"]  # a typo'd key; fails before torch is imported, so this runs fast
     p = _scgan(args, tmp_path)
@@ -231,6 +241,7 @@ def test_subprocess_error_is_one_line_and_debug_shows_traceback(tmp_path):
     assert p.returncode == 1 and "Traceback (most recent call last)" in p.stderr and "ValueError" in p.stderr
 
 
+@pytest.mark.system
 def test_subprocess_nan_loss_is_one_line(tmp_path, demo_root, demo_category):
     """lr = 1e30 blows the weights up in the first epoch: one line naming epoch, step and loss term."""
     p = _scgan(_train(demo_root, demo_category, tmp_path / "o", "epochs=1", "lr=1e30"), tmp_path)

@@ -3,6 +3,8 @@ import pytest
 
 from scgan.config import Config, get_preset, load_config, to_yaml
 
+pytestmark = pytest.mark.unit
+
 
 def test_paper_preset_is_the_paper():
     c = get_preset("paper")

@@ -24,6 +24,8 @@ from scgan.data.datasets import (
 )
 from scgan.data.io import ImageReadError, image_to_tensor, load_image, load_mask, tensor_to_image
 
+pytestmark = pytest.mark.unit
+
 # ---------------------------------------------------------------- image I/O
 
 

@@ -14,10 +14,13 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
 from conftest import TINY
+
+pytestmark = pytest.mark.system
 
 THIS = Path(__file__).resolve()
 

@@ -14,6 +14,8 @@ import scgan
 from scgan.data.io import ImageReadError
 from scgan.detector import Detector, InputError
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def torch_det(trained):

@@ -19,6 +19,7 @@ def _base(**extra):
     return load_config("cpu", overrides=over)
 
 
+@pytest.mark.unit
 def test_config_key_ignores_paths_and_extra_checkpoints():
     a = _base()
     b = _base(checkpoint_every=3)
@@ -27,6 +28,7 @@ def test_config_key_ignores_paths_and_extra_checkpoints():
     assert config_key(a) != config_key(_base(n_patches=7))
 
 
+@pytest.mark.unit
 def test_settings_added_later_keep_old_run_keys():
     """A setting added later stays out of the key at the value older runs had (their keys stay), and any
     other value is a new run."""
@@ -43,12 +45,14 @@ def test_settings_added_later_keep_old_run_keys():
     assert config_key(load_config("cpu", overrides=over)) != config_key(old)  # the cpu preset's 1.1
 
 
+@pytest.mark.unit
 def test_runtime_settings_are_not_part_of_the_run_key():
     a = _base()
     b = _base(precision="bf16-mixed", channels_last=True, eval_batch_size=3, num_workers=2)
     assert b.runtime != a.runtime and config_key(a) == config_key(b)
 
 
+@pytest.mark.unit
 def test_run_key_follows_the_data_not_only_the_config(tmp_path, demo_root, demo_category):
     cfg = _base(**{"data.root": str(demo_root), "data.category": demo_category})
     copy_root = tmp_path / "copy"
@@ -62,12 +66,14 @@ def test_run_key_follows_the_data_not_only_the_config(tmp_path, demo_root, demo_
     assert data_identity(moved)["files_sha256"] != before  # a file's size changed
 
 
+@pytest.mark.unit
 def test_discover_categories_in_paper_order(demo_root):
     assert discover_categories("mvtec", demo_root) == ["weave", "washer"]
     with pytest.raises(FileNotFoundError):
         discover_categories("mvtec", demo_root / "nope")
 
 
+@pytest.mark.system
 def test_benchmark_table_resume_and_parallel_runs(tmp_path, demo_root, demo_category):
     import torch
 
@@ -98,6 +104,7 @@ def test_benchmark_table_resume_and_parallel_runs(tmp_path, demo_root, demo_cate
         assert ma["scores"] == mb["scores"] and ma["pixel_auroc"] == mb["pixel_auroc"]
 
 
+@pytest.mark.integration
 def test_beta_study_rescores_base_runs_without_training(tmp_path, demo_root, demo_category):
     base = _base()
     spec = make_spec(load_config("cpu", overrides={**{k: v for k, v in TINY.items()}, "epochs": 1,
@@ -110,6 +117,7 @@ def test_beta_study_rescores_base_runs_without_training(tmp_path, demo_root, dem
     assert "beta=0.0" in text and "beta=1.0" in text and (out / "beta.png").stat().st_size > 0
 
 
+@pytest.mark.unit
 def test_studies_cover_the_paper():
     assert [v.name for v in STUDIES["n_patches"]] == ["N=10", "N=30", "N=50", "N=100"]
     struc = {v.name: v.overrides for v in STUDIES["structure"]}

@@ -43,6 +43,7 @@ def demo_images(trained):
     return image_to_array(np.stack([ds.images[i] for i in idx]))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("batch", [1, 5])
 def test_onnxruntime_matches_torch(onnx_model, demo_images, batch):
     path, loaded = onnx_model
@@ -55,6 +56,7 @@ def test_onnxruntime_matches_torch(onnx_model, demo_images, batch):
     np.testing.assert_allclose(maps, tm.numpy(), rtol=0, atol=1e-4)
 
 
+@pytest.mark.integration
 def test_onnx_file_carries_calibration_and_config(onnx_model):
     path, loaded = onnx_model
     runner = OnnxScorer(path)
@@ -67,6 +69,7 @@ def test_onnx_file_carries_calibration_and_config(onnx_model):
     assert all(v.type.tensor_type.shape.dim[0].dim_param for v in [*graph.input, *graph.output])  # dynamic batch
 
 
+@pytest.mark.unit
 def test_image_to_array_matches_image_to_tensor():
     from scgan.data.io import image_to_tensor
 
@@ -74,6 +77,7 @@ def test_image_to_array_matches_image_to_tensor():
     np.testing.assert_array_equal(image_to_array(img), image_to_tensor(img).numpy())
 
 
+@pytest.mark.integration
 def test_predict_onnx_equals_predict_checkpoint(onnx_model, trained, demo_root, demo_category, tmp_path):
     path, _ = onnx_model
     res, _ = trained
@@ -91,6 +95,7 @@ def test_predict_onnx_equals_predict_checkpoint(onnx_model, trained, demo_root, 
             assert float(b[col]) == pytest.approx(float(a[col]), abs=1e-4), col
 
 
+@pytest.mark.system
 def test_onnx_inference_modules_import_without_torch():
     code = textwrap.dedent("""
         import sys
@@ -102,6 +107,7 @@ def test_onnx_inference_modules_import_without_torch():
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.system
 def test_predict_onnx_runs_without_torch(onnx_model, demo_root, demo_category, tmp_path):
     """`scgan predict --onnx` in a process where `import torch` fails."""
     path, _ = onnx_model
@@ -122,6 +128,7 @@ def test_predict_onnx_runs_without_torch(onnx_model, demo_root, demo_category, t
     assert (tmp_path / "overlays").is_dir() and any((tmp_path / "overlays").iterdir())
 
 
+@pytest.mark.integration
 def test_onnx_scorer_refuses_foreign_and_newer_files(onnx_model, tmp_path):
     path, _ = onnx_model
     junk = tmp_path / "junk.onnx"

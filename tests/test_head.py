@@ -6,7 +6,7 @@ import torch
 from scgan.model.head import SegHead
 from scgan.model.losses import focal_loss
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.mark.parametrize("size", [32, 64, 128, 256])

@@ -8,6 +8,8 @@ import torch
 from conftest import tiny_config
 from scgan.checkpoint import CheckpointError, load_model
 
+pytestmark = pytest.mark.integration
+
 HEAD = {"model.head": "seg", "model.head_width": 4, "model.head_depth": 2, "augment.name": "mixture"}
 
 

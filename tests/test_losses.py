@@ -8,6 +8,8 @@ from scgan import ssim
 from scgan.model.losses import LossWeights, adversarial_loss, discriminator_loss, generator_loss
 from scgan.model.networks import GeneratorOutput
 
+pytestmark = pytest.mark.unit
+
 
 def _skimage_ssim(x: torch.Tensor, y: torch.Tensor) -> float:
     vals = [

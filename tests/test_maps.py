@@ -7,7 +7,7 @@ from scgan.model.head import SegHead
 from scgan.model.losses import ssim_map, to_unit
 from scgan.model.maps import mean_filter, msgms_map, ssim_anomaly_map
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 
 def _pair(b: int = 2, s: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,8 @@ from sklearn.metrics import roc_auc_score
 
 from scgan.metrics import aupro, compute_metrics, f1_max, image_auroc, pixel_auroc, pro_curve
 
+pytestmark = pytest.mark.unit
+
 
 # ---------------------------------------------------------------- image level
 

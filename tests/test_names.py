@@ -1,7 +1,11 @@
 """Names from the file system made safe for output files, CSV cells and UTF-8 text."""
 import os
 
+import pytest
+
 from scgan.utils.names import MAX_STEM_BYTES, csv_cell, printable, safe_stem
+
+pytestmark = pytest.mark.unit
 
 
 def test_printable_escapes_non_utf8_bytes():

@@ -7,6 +7,8 @@ from scgan import MSCAM, Discriminator, Generator
 from scgan.model.losses import LossWeights, adversarial_loss, discriminator_loss, generator_loss
 from scgan.model.networks import Encoder, weights_init
 
+pytestmark = pytest.mark.unit
+
 SMALL = dict(base_channels=8, max_channels=32)
 
 

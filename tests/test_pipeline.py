@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +13,13 @@ import torch
 from scgan.checkpoint import load_model
 from scgan.evaluate import run_test
 from scgan.predict import run_predict
-from scgan.model.scorer import score_names
-
-SCORE_NAMES = score_names(head=False)  # the tiny models here have no head
 from scgan.training.fit import train
 
 from conftest import tiny_config
+
+NAMED_SCORES = {"as", "l_con", "l_enc", "map_max", "ssim_max", "msgms_max"}  # what a model without a head scores
+
+pytestmark = pytest.mark.integration
 
 
 def test_train_writes_checkpoints_logs_and_model(trained):
@@ -34,25 +36,50 @@ def test_train_writes_checkpoints_logs_and_model(trained):
     assert summary["seed"] == cfg.train.seed and summary["selection"].startswith("last epoch")
     loaded = load_model(res.model_path)
     assert loaded.calibration is not None and loaded.calibration.n_images >= 1
-    assert set(loaded.calibration.scores) == set(SCORE_NAMES)
+    assert set(loaded.calibration.scores) == NAMED_SCORES
     # default_score "auto": chosen on validation images with synthetic defects, stored with the model.
-    assert set(loaded.calibration.selection) == set(SCORE_NAMES)
-    assert loaded.default_score == loaded.calibration.selected_score in SCORE_NAMES
+    assert set(loaded.calibration.selection) == NAMED_SCORES
+    assert all(0.0 <= v <= 1.0 for v in loaded.calibration.selection.values())
+    assert loaded.default_score == loaded.calibration.selected_score in NAMED_SCORES
 
 
 def test_test_command_outputs(trained, tmp_path):
     res, _ = trained
     out = run_test(res.model_path, tmp_path, progress=False)
     m = json.loads((tmp_path / "metrics.json").read_text())
+    # The demo test split has normal and anomalous images and masks: every metric is defined.
     for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
-        assert key in m and (m[key] is None or 0.0 <= m[key] <= 1.0)
-    assert set(m["scores"]) == set(SCORE_NAMES)
+        assert isinstance(m[key], float) and 0.0 <= m[key] <= 1.0, (key, m.get(key))
+    assert m["pixel_metrics_resolution"] == [32, 32]  # the masks as stored (the demo set is written at 32 px)
+    assert set(m["scores"]) == NAMED_SCORES
+    for name in NAMED_SCORES:
+        assert 0.0 <= m["scores"][name]["image_auroc"] <= 1.0
     assert m["info"]["model"].startswith("last epoch") and m["info"]["seed"] == 0
     assert m["default_score"] == m["score_selection"]["selected"] == load_model(res.model_path).default_score
     assert m["threshold"] == pytest.approx(load_model(res.model_path).calibration.scores[m["default_score"]].threshold)
     assert (tmp_path / "report.md").exists() and (tmp_path / "report.html").exists()
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert len(rows) == len(out.result.labels) and {r["decision"] for r in rows} <= {"normal", "anomalous"}
+
+
+def test_pixel_metrics_are_computed_at_the_masks_stored_resolution(trained, tmp_path, demo_category):
+    """A test set stored at 64 px scored by a 32 px model: maps are up-sampled to the 64 px masks."""
+    from scgan.data.datasets import build_dataset
+    from scgan.data.demo import make_demo_dataset
+    from scgan.evaluate import upsample_maps
+    from scgan.metrics import aupro, pixel_auroc
+
+    res, _ = trained
+    root = make_demo_dataset(tmp_path / "data", n_train=2, n_test=8, image_size=64, seed=3, categories=[demo_category])
+    out = run_test(res.model_path, tmp_path / "test", root=str(root), progress=False, report=False)
+    m = json.loads((tmp_path / "test" / "metrics.json").read_text())
+    assert m["pixel_metrics_resolution"] == [64, 64]
+    assert out.result.maps.shape[1:] == out.result.masks.shape[1:] == (32, 32)  # what the scorer saw
+    stored = build_dataset("mvtec", root, demo_category, "test", 32).stored_masks()
+    assert stored.shape[1:] == (64, 64) and stored.any()
+    full = upsample_maps(out.result.maps, (64, 64))
+    assert m["pixel_auroc"] == pytest.approx(pixel_auroc(full, stored), abs=1e-9)
+    assert m["aupro"] == pytest.approx(aupro(full, stored), abs=1e-9)
 
 
 def test_checkpoint_reload_gives_identical_scores(trained, tmp_path):
@@ -135,7 +162,7 @@ def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(tmp_path, demo_r
     loaded = load_model(train(cfg, tmp_path / "run", progress=False).model_path)
     cal = loaded.calibration
     assert cal.sigma == max(sigma_candidates(cfg.model.image_size)) != cfg.model.image_size / 64
-    assert set(cal.sigma_selection) == {f"{s:g}" for s in sigma_candidates(cfg.model.image_size)}
+    assert set(cal.sigma_selection) == {"0", "0.25", "0.5", "1", "2"}  # S / 64 x (0, 0.5, 1, 2, 4) at S = 32
     assert loaded.scorer().blur.sigma == cal.sigma
     # Re-scoring the validation images with the loaded scorer reproduces the stored map_max statistics.
     dm = SCGANDataModule(loaded.config)
@@ -176,3 +203,38 @@ def test_the_calibration_sigma_wins_over_the_config(trained):
     assert old.sigma is None and build_scorer(loaded.config, loaded.generator, calibration=old).blur.sigma == 0.5
     fixed = tiny_config(cfg.data.root, cfg.data.category, **{"score.sigma": 1.5})
     assert build_scorer(fixed, loaded.generator, calibration=old).blur.sigma == 1.5
+
+
+def test_report_heat_maps_are_scaled_by_the_calibration_not_the_test_set(trained, tmp_path, monkeypatch):
+    """The report shows clip(map / map_high, 0, 1), map_high fitted on normal validation images: a test set
+    with larger residuals saturates at 1 instead of being rescaled by its own maximum."""
+    import dataclasses
+
+    import scgan.report
+
+    res, _ = trained
+    loaded = load_model(res.model_path)
+    maps = run_test(loaded, tmp_path / "plain", progress=False, report=False).result.maps
+    # A map_high below the test set's largest value, so that scaling by the test maximum would differ.
+    loaded.calibration = dataclasses.replace(loaded.calibration, map_high=0.5 * float(maps.max()))
+    shown = {}
+    real = scgan.report.write_report
+
+    def capture(out_dir, **kw):
+        shown.update({e.name: e.heat for e in kw["examples_top"] + kw["examples_bottom"]})
+        return real(out_dir, **kw)
+
+    monkeypatch.setattr(scgan.report, "write_report", capture)
+    out = run_test(loaded, tmp_path / "report", progress=False, n_examples=3)
+    assert len(shown) == 6 and (tmp_path / "report" / "report.md").exists()
+    names = [str(Path(p).parent.name) + "/" + Path(p).name for p in out.result.paths]
+    high = loaded.calibration.map_high
+    saturated = 0
+    for name, heat in shown.items():
+        amap = out.result.maps[names.index(name)]
+        np.testing.assert_array_equal(heat, loaded.calibration.heat(amap))
+        np.testing.assert_allclose(heat, np.clip(amap / high, 0.0, 1.0), rtol=1e-6, atol=1e-7)
+        saturated += int((heat == 1.0).any())
+    assert saturated >= 1  # the most anomalous images exceed map_high: clipped, not rescaled
+    top = max(shown, key=lambda n: float(out.result.maps[names.index(n)].max()))
+    assert not np.allclose(shown[top], out.result.maps[names.index(top)] / float(maps.max()))

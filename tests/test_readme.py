@@ -7,6 +7,8 @@ from conftest import REPO
 from scgan.config import get_preset
 from scgan.model.networks import build_discriminator, build_generator
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("preset", ["paper", "cpu"])
 def test_readme_parameter_counts(preset):

@@ -83,6 +83,7 @@ def _no_temp_files(folder: Path) -> None:
 
 
 # ---- kill and resume ------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_crash_mid_epoch_then_resume_gives_identical_weights_and_metrics(trained, tmp_path):
     res, cfg = trained  # the uninterrupted run, same config and seed
     out = tmp_path / "run"
@@ -103,6 +104,7 @@ def test_crash_mid_epoch_then_resume_gives_identical_weights_and_metrics(trained
     assert len(rows) == len(list(csv.DictReader(open(res.output_dir / "logs" / "metrics.csv"))))
 
 
+@pytest.mark.system
 def test_sigterm_stops_the_cli_with_one_line_and_resume_matches(trained, tmp_path, demo_root, demo_category,
                                                                  monkeypatch, capsys):
     res, _ = trained
@@ -121,6 +123,7 @@ def test_sigterm_stops_the_cli_with_one_line_and_resume_matches(trained, tmp_pat
 
 
 # ---- seeds ----------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path, demo_root, demo_category):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
@@ -143,6 +146,7 @@ def _continue_from(trained, out: Path, epochs: int = 3):
     return cfg, out / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.integration
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(trained, tmp_path):
     cfg, last = _continue_from(trained, tmp_path / "run")
     before = {"bytes": last.read_bytes(), "state": _generator_state(last)}
@@ -186,6 +190,7 @@ def _fail_rename_of(name: str, monkeypatch) -> None:
     monkeypatch.setattr(atomic.os, "replace", replace)
 
 
+@pytest.mark.integration
 def test_save_model_crash_midway_keeps_the_previous_file(trained, tmp_path, monkeypatch):
     res, _ = trained
     path = tmp_path / "model.pt"
@@ -202,6 +207,7 @@ def test_save_model_crash_midway_keeps_the_previous_file(trained, tmp_path, monk
     _no_temp_files(tmp_path)
 
 
+@pytest.mark.integration
 def test_test_outputs_crash_during_write_keep_the_previous_files(trained, tmp_path, monkeypatch):
     res, _ = trained
     run_test(res.model_path, tmp_path, progress=False)
@@ -215,6 +221,7 @@ def test_test_outputs_crash_during_write_keep_the_previous_files(trained, tmp_pa
         _no_temp_files(tmp_path)
 
 
+@pytest.mark.integration
 def test_lightning_checkpoints_are_written_atomically(trained, tmp_path, monkeypatch):
     """A failure mid-save of last.ckpt (half the bytes written) leaves the previous file loadable."""
     res, cfg = trained
@@ -234,6 +241,7 @@ def test_lightning_checkpoints_are_written_atomically(trained, tmp_path, monkeyp
     _no_temp_files(tmp_path)
 
 
+@pytest.mark.integration
 def test_crash_while_training_saves_a_checkpoint_keeps_the_previous_one(trained, tmp_path, monkeypatch):
     cfg, last = _continue_from(trained, tmp_path / "run")
     previous = last.read_bytes()
@@ -246,6 +254,7 @@ def test_crash_while_training_saves_a_checkpoint_keeps_the_previous_one(trained,
     _no_temp_files(last.parent)
 
 
+@pytest.mark.integration
 def test_ctrl_c_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path, demo_root, demo_category):
     handler = signal.getsignal(signal.SIGINT)
 
@@ -260,6 +269,7 @@ def test_ctrl_c_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path, 
     assert signal.getsignal(signal.SIGINT) is handler  # Lightning's "ignore Ctrl-C" is undone
 
 
+@pytest.mark.unit
 def test_resume_checks_the_network_and_reads_settings_added_later_as_their_default(tmp_path):
     """A checkpoint from before model.output_scale existed resumes with 1.0 and is refused with 1.1."""
     from scgan.checkpoint import CheckpointError

@@ -35,6 +35,8 @@ from conftest import TINY, tiny_config
 from helpers import make_fake_mvtec, square_mask, write_image, write_mask
 from test_reliability import StepHook, _cli_args, _continue_from
 
+pytestmark = pytest.mark.integration
+
 
 def _one_error_line(err: str, command: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]

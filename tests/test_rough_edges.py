@@ -15,6 +15,8 @@ from conftest import TINY
 from scgan.cli import main
 from scgan.config import get_preset, load_config
 
+pytestmark = pytest.mark.integration
+
 
 def _no_masks_root(demo_root: Path, demo_category: str, tmp_path: Path) -> Path:
     root = tmp_path / "no_masks"

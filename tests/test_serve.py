@@ -20,6 +20,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from scgan.detector import Detector  # noqa: E402
 from scgan.serve import Limits, create_app  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def detector(trained):

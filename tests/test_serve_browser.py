@@ -20,8 +20,8 @@ pytest.importorskip("websocket", reason="the browser test needs websocket-client
 from browser import Browser, find_chromium  # noqa: E402
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH (apt-get install chromium); "
-                                                         "the browser test of the serve page is skipped")
+pytestmark = [pytest.mark.system, pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH (apt-get install chromium); "
+                                                         "the browser test of the serve page is skipped")]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ def _test_loader(cfg, batch: int = 8) -> DataLoader:
     return DataLoader(ds, batch_size=batch, shuffle=False)
 
 
+@pytest.mark.integration
 def test_bf16_mixed_training_epoch_has_finite_losses(tmp_path, demo_root, demo_category):
     cfg = tiny_config(demo_root, demo_category, epochs=1, **{"runtime.precision": "bf16-mixed"})
     res = train(cfg, tmp_path, progress=False)
@@ -36,6 +37,7 @@ def test_bf16_mixed_training_epoch_has_finite_losses(tmp_path, demo_root, demo_c
     assert cal is not None and all(math.isfinite(s.threshold) for s in cal.scores.values())
 
 
+@pytest.mark.integration
 def test_run_without_options_is_exactly_forward(trained):
     loaded = load_model(trained[0].model_path)
     scorer = loaded.scorer()
@@ -45,6 +47,7 @@ def test_run_without_options_is_exactly_forward(trained):
             assert torch.equal(a, b)
 
 
+@pytest.mark.integration
 def test_channels_last_scoring_matches_default(trained):
     res, cfg = trained
     loaded = load_model(res.model_path)
@@ -58,6 +61,7 @@ def test_channels_last_scoring_matches_default(trained):
     np.testing.assert_allclose(fast.maps, plain.maps, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.integration
 def test_channels_last_training_gives_the_same_scores(tmp_path, trained):
     """One run trained with channels_last, one without: same test scores up to float rounding."""
     res, cfg = trained
@@ -68,6 +72,7 @@ def test_channels_last_training_gives_the_same_scores(tmp_path, trained):
     np.testing.assert_allclose(b.scores, a.scores, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_bf16_scoring_is_close_and_keeps_fp32_outputs(trained):
     res, cfg = trained
     loaded = load_model(res.model_path)
@@ -83,6 +88,7 @@ def test_bf16_scoring_is_close_and_keeps_fp32_outputs(trained):
     np.testing.assert_allclose(low.scores, plain.scores, rtol=0.05, atol=1e-3)
 
 
+@pytest.mark.unit
 def test_autocast_dtype_names():
     assert autocast_dtype(None) is None and autocast_dtype("32-true") is None
     assert autocast_dtype("bf16-mixed") is torch.bfloat16 and autocast_dtype("16-mixed") is torch.float16
@@ -91,6 +97,7 @@ def test_autocast_dtype_names():
     assert Scorer(torch.nn.Identity()).autocast_dtype is None  # off by default
 
 
+@pytest.mark.integration
 def test_frozen_discriminator_in_generator_step_changes_no_number(tmp_path, demo_root, demo_category, monkeypatch):
     """Leaving D's weights out of G's backward skips work only: the trained weights are bitwise the same."""
     cfg = tiny_config(demo_root, demo_category, epochs=1)

@@ -13,7 +13,7 @@ from scgan.data.procedural import perlin_noise
 
 from conftest import REPO
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 OLD_COMMIT = "fba493c"  # the last commit before apply() and masks: its outputs are what seeded runs reproduce
 OLD_NAMES = ["copypaste", "copypaste_color", "cutout", "cutout_color", "confetti", "none"]

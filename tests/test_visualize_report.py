@@ -9,6 +9,8 @@ from scipy import ndimage
 from scgan.report import ReportExample, format_metric, write_report
 from scgan.visualize import colorize, mask_contour, overlay, resize_map, save_png
 
+pytestmark = pytest.mark.unit
+
 WHITE = np.array([255, 255, 255], np.uint8)
 
 

@@ -201,12 +201,12 @@ def _print_calibration(model_path: Path) -> None:
 
 
 def _print_metrics(m: dict, out: Path) -> None:
-    def pct(v):
-        return "n/a" if v is None or v != v else f"{100 * v:.1f}%"
+    from scgan.utils.tables import pct
 
-    print(f"image AUROC {pct(m['image_auroc'])} | pixel AUROC {pct(m['pixel_auroc'])} | "
-          f"AUPRO {pct(m['aupro'])} | F1-max {pct(m['f1_max'])}  (score: {m['default_score']})")
-    others = ", ".join(f"{k} {pct(v['image_auroc'])}" for k, v in m["scores"].items())
+    shown = {k: pct(m[k], unit="%") for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}
+    print(f"image AUROC {shown['image_auroc']} | pixel AUROC {shown['pixel_auroc']} | "
+          f"AUPRO {shown['aupro']} | F1-max {shown['f1_max']}  (score: {m['default_score']})")
+    others = ", ".join(f"{k} {pct(v['image_auroc'], unit='%')}" for k, v in m["scores"].items())
     print(f"image AUROC per score: {others}")
     print(f"results: {out / 'metrics.json'}" + (f", report: {out / 'report.html'}" if (out / "report.html").exists() else ""))
 

@@ -1,8 +1,6 @@
 """``scgan test``: score a test split, compute every metric for every named score, write results and report."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -25,6 +23,7 @@ from scgan.utils.lock import folder_lock
 from scgan.utils.manifest import begin_outputs, file_identity, write_manifest
 from scgan.utils.names import csv_cell, printable
 from scgan.utils.runinfo import run_info
+from scgan.utils.tables import csv_text, decision_label
 
 log = logging.getLogger("scgan")
 
@@ -110,21 +109,21 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
     return top
 
 
-def _write_scores_csv(path: Path, result: ScoreResult, calibration: Calibration | None, default: str) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
+def scores_csv(result: ScoreResult, calibration: Calibration | None, default: str) -> str:
+    """scores.csv: one row per test image with its path, defect, label and every named score; with a
+    calibration also the default score normalised and the threshold decision."""
     header = ["path", "defect", "label", *result.names]
     if calibration:
         header += ["score_normalized", "decision"]
-    w.writerow(header)
     norm = calibration.normalize(default, result.score(default)) if calibration else None
     dec = calibration.decide(default, result.score(default)) if calibration else None
+    rows = []
     for i, p in enumerate(result.paths):
-        row = [csv_cell(p), csv_cell(result.defects[i]), int(result.labels[i]), *(f"{v:.6g}" for v in result.scores[i])]
+        row = [csv_cell(p), csv_cell(result.defects[i]), int(result.labels[i]), *result.scores[i]]
         if calibration:
-            row += [f"{norm[i]:.6g}", "anomalous" if dec[i] else "normal"]
-        w.writerow(row)
-    atomic_write_text(path, buf.getvalue())
+            row += [norm[i], decision_label(bool(dec[i]))]
+        rows.append(row)
+    return csv_text(header, rows)
 
 
 def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: str | None = None,
@@ -184,7 +183,7 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
     metrics["config"] = cfg.to_dict()
     begin_outputs(out)
     atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=2))
-    _write_scores_csv(out / "scores.csv", result, loaded.calibration, default)
+    atomic_write_text(out / "scores.csv", scores_csv(result, loaded.calibration, default))
     files = ["metrics.json", "scores.csv"]
     from scgan.report import REPORT_FILES  # matplotlib: imported only when a report is wanted or removed
 

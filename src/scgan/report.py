@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from scgan.utils.atomic import atomic_write_bytes, atomic_write_text
 from scgan.utils.names import mpl_text, printable
+from scgan.utils.tables import is_missing, markdown_table, pct
 from scgan.visualize import overlay
 
 # Metric keys shown as table columns, in order, with their headers; values are fractions shown as %.
@@ -62,22 +63,16 @@ class _Figure:
     note: str = ""
 
 
-def _is_nan(value: Any) -> bool:
-    return value is None or (isinstance(value, numbers.Real) and math.isnan(float(value)))
-
-
 def format_metric(value: Any) -> str:
     """A metric in [0, 1] as a percentage with one decimal ("97.3"); nan/None as "n/a"."""
-    if _is_nan(value):
-        return "n/a"
-    if isinstance(value, numbers.Real):
-        return f"{100 * float(value):.1f}"
+    if is_missing(value) or isinstance(value, numbers.Real):
+        return pct(value)
     return str(value)
 
 
 def _format_value(value: Any) -> str:
     """Any free-form value in one line: floats with 4 significant digits, nan as "n/a"."""
-    if _is_nan(value):
+    if is_missing(value):
         return "n/a"
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
@@ -188,7 +183,7 @@ def _roc_figure(scores: np.ndarray, labels: np.ndarray, score_name: str) -> _Fig
     auc = roc_auc_score(labels, scores)
     fig = Figure(figsize=(4.8, 4.4))
     ax = fig.add_subplot()
-    ax.plot(fpr, tpr, color=_ANOMALOUS_COLOR, lw=2, label=mpl_text(f"{score_name} (AUROC {100 * auc:.1f}%)"))
+    ax.plot(fpr, tpr, color=_ANOMALOUS_COLOR, lw=2, label=mpl_text(f"{score_name} (AUROC {pct(auc, unit='%')})"))
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
            title=mpl_text(f"Image-level ROC: {score_name}"))
@@ -270,12 +265,9 @@ def _markdown(title: str, info_rows: list[tuple[str, str]], tables: list[_Table]
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = [f"# {title}", "", "## Run", "", "| | |", "|---|---|"]
-    lines += [f"| {cell(k)} | {cell(v)} |" for k, v in info_rows]
+    lines = [f"# {title}", "", "## Run", "", markdown_table(["", ""], info_rows)]
     for i, table in enumerate(tables):
-        lines += ["", f"## {table.heading}", "", "| " + " | ".join(map(cell, table.header)) + " |"]
-        lines += ["|" + "---|" * len(table.header)]
-        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.body]
+        lines += ["", f"## {table.heading}", "", markdown_table(table.header, table.body)]
         if i == 0:
             lines += ["", _NA_NOTE]
             if extra:

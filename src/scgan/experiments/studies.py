@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from scgan.model.scorer import anomaly_score
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.names import csv_cell, mpl_text
 from scgan.utils.runinfo import run_info
+from scgan.utils.tables import MISSING, csv_text, fmt_mean_std, markdown_table, num
 
 SCORES_SHOWN = ("as", "map_max")  # the paper's score and the local peak score, side by side
 
@@ -68,16 +67,6 @@ def discover_categories(dataset: str, root: str | Path) -> list[str]:
     return cats
 
 
-def _fmt(values: list[float]) -> str:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    mean = 100 * float(np.mean(vals))
-    if len(vals) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * float(np.std(vals, ddof=1)):.1f}"
-
-
 def _metric(m: dict, score: str | None, key: str = "image_auroc") -> float:
     v = m["scores"][score][key] if score else m.get(key)
     return float("nan") if v is None else float(v)
@@ -124,21 +113,21 @@ def benchmark_table(dataset: str, res: StudyResult) -> tuple[str, list[list[str]
         if table is None:
             return ""
         vals = [table[c] for c in cats if c in table]
-        return f"{np.mean(vals):.1f}" if len(vals) == len(cats) else "n/a"
+        return num(np.mean(vals)) if len(vals) == len(cats) else MISSING
 
     groups = _groups(dataset, res.categories)
     for group, cats in groups:
         for c in cats:
             rows.append([group, c, paper_mean(ref, [c]), *([paper_mean(ref2, [c])] if ref2 else []),
-                         *(_fmt([f(m) for m in metrics[c]]) for f in cols)])
+                         *(fmt_mean_std([f(m) for m in metrics[c]]) for f in cols)])
         if len(groups) > 1 or len(cats) > 1:
             rows.append([group, "**Average**", paper_mean(ref, cats), *([paper_mean(ref2, cats)] if ref2 else []),
-                         *(_fmt(_mean_over(metrics, cats, f)) for f in cols)])
+                         *(fmt_mean_std(_mean_over(metrics, cats, f)) for f in cols)])
     if len(groups) > 1:
         rows.append(["All", "**Average**", paper_mean(ref, res.categories),
                      *([paper_mean(ref2, res.categories)] if ref2 else []),
-                     *(_fmt(_mean_over(metrics, res.categories, f)) for f in cols)])
-    return _markdown(header, rows), [header, *rows]
+                     *(fmt_mean_std(_mean_over(metrics, res.categories, f)) for f in cols)])
+    return markdown_table(header, rows) + "\n", [header, *rows]
 
 
 def ablation_table(dataset: str, res: StudyResult) -> tuple[str, list[list[str]]]:
@@ -157,24 +146,18 @@ def ablation_table(dataset: str, res: StudyResult) -> tuple[str, list[list[str]]
             for v in res.variants:
                 m = res.metrics[v.name]
                 for s in SCORES_SHOWN:
-                    row.append(_fmt(_mean_over(m, cs, lambda mm, s=s: _metric(mm, s))))
+                    row.append(fmt_mean_std(_mean_over(m, cs, lambda mm, s=s: _metric(mm, s))))
                 if v.paper:
                     vals = [v.paper[c] for c in cs if c in v.paper]
-                    row.append(f"{np.mean(vals):.1f}" if len(vals) == len(cs) else "n/a")
+                    row.append(num(np.mean(vals)) if len(vals) == len(cs) else MISSING)
             rows.append(row)
-    return _markdown(header, rows), [header, *rows]
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(header, rows) + "\n", [header, *rows]
 
 
 def _csv(rows: list[list[str]]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf).writerows([[csv_cell(c.replace("**", "")) for c in r] for r in rows])
-    return buf.getvalue()
+    """table.csv: the table's header and rows without Markdown's bold marks."""
+    plain = [[csv_cell(c.replace("**", "")) for c in r] for r in rows]
+    return csv_text(plain[0], plain[1:])
 
 
 def run_study(study: str, base: Config, *, dataset: str, root: str, categories: list[str] | None,
@@ -252,13 +235,13 @@ def beta_study(res: StudyResult, out: Path) -> tuple[str, list[list[str]]]:
             per_seed.append([float(roc_auc_score(y, anomaly_score(l_con, l_enc, b))) for b in BETAS])
         curves[c] = per_seed
     header = ["Category", *(f"beta={b}" for b in BETAS)]
-    rows = [[c, *(_fmt([s[i] for s in curves[c]]) for i in range(len(BETAS)))] for c in res.categories]
+    rows = [[c, *(fmt_mean_std([s[i] for s in curves[c]]) for i in range(len(BETAS)))] for c in res.categories]
     n_seeds = min(len(v) for v in curves.values())
     mean_curve = [[float(np.mean([curves[c][s][i] for c in res.categories])) for i in range(len(BETAS))]
                   for s in range(n_seeds)]
-    rows.append(["**Average**", *(_fmt([m[i] for m in mean_curve]) for i in range(len(BETAS)))])
+    rows.append(["**Average**", *(fmt_mean_std([m[i] for m in mean_curve]) for i in range(len(BETAS)))])
     _plot_beta(curves, mean_curve, out / "beta.png")
-    return _markdown(header, rows) + "\n![beta](beta.png)\n", [header, *rows]
+    return markdown_table(header, rows) + "\n\n![beta](beta.png)\n", [header, *rows]
 
 
 def _plot_beta(curves: dict[str, list[list[float]]], mean_curve: list[list[float]], path: Path) -> None:

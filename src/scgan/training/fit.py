@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch.utils.data import Dataset
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -199,6 +200,37 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
     )
 
 
+@dataclass
+class PreparedRun:
+    """What a training run is made of, ready for ``trainer.fit(module, datamodule=datamodule)``."""
+
+    module: SCGANModule
+    datamodule: SCGANDataModule
+    trainer: L.Trainer
+    train_set: Dataset  # the datamodule's training split, already loaded
+    augmentation: str  # the resolved augmentation name ("auto" mapped by the category's kind)
+
+
+def prepare_run(cfg: Config, output_dir: Path, *, progress: bool = True, callbacks: list | None = None,
+                enable_logging: bool = True, resumed_epoch: int | None = None) -> PreparedRun:
+    """Seed, load the training and validation splits, build the module and the Trainer (what :func:`train`
+    fits, and what ``benchmarks/bench_speed.py`` times)."""
+    seed_everything(cfg.train.seed)
+    dm = SCGANDataModule(cfg)
+    train_ds = dm.dataset("train")
+    dm.dataset("val")
+    augmentation = resolve_augmentation(cfg.augment.name, train_ds.kind)
+    module = SCGANModule(cfg.to_dict(), augmentation)
+    # Lightning's INFO lines (hardware summary, tips) drown the progress bar; warnings still show.
+    # Its SIGTERM handler logs INFO lines of its own; our one line (TrainingStopped) says it all.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.trainer.connectors.signal_connector"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks, enable_logging=enable_logging,
+                            resumed_epoch=resumed_epoch, epochs=planned_epochs(cfg, len(train_ds)))
+    return PreparedRun(module, dm, trainer, train_ds, augmentation)
+
+
 def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None, progress: bool = True,
           callbacks: list | None = None, overwrite: bool = False) -> TrainResult:
     """Train on cfg.data's normal images; write checkpoints, logs, config.yaml and model.pt to output_dir.
@@ -222,20 +254,10 @@ def _train(cfg: Config, output_dir: Path, resume: str | Path | None, progress: b
     ckpt_path = resolve_resume(resume, output_dir)  # checked before the (possibly slow) data loading
     resumed_epoch = _checkpoint_epoch(ckpt_path, cfg) if ckpt_path is not None else None
     start = time.time()
-    seed_everything(cfg.train.seed)
-    dm = SCGANDataModule(cfg)
-    train_ds = dm.dataset("train")
+    run = prepare_run(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch)
+    module, dm, trainer = run.module, run.datamodule, run.trainer
+    train_ds, augmentation = run.train_set, run.augmentation
     small_val = calibration_warning(len(dm.dataset("val")))  # said once the model is written
-    augmentation = resolve_augmentation(cfg.augment.name, train_ds.kind)
-    module = SCGANModule(cfg.to_dict(), augmentation)
-    # Lightning's INFO lines (hardware summary, tips) drown the progress bar; warnings still show.
-    # Its SIGTERM handler logs INFO lines of its own; our one line (TrainingStopped) says it all.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.trainer.connectors.signal_connector"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    epochs = planned_epochs(cfg, len(train_ds))
-    trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch,
-                            epochs=epochs)
     with warnings.catch_warnings():
         if ckpt_path is not None:  # a resumed run writes into its own folders on purpose
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
