@@ -103,7 +103,7 @@ def score_all(work: Path, cost: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _fmt(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+    return num(v, 3, missing="-")
 
 
 def _names(rows: list[dict[str, Any]]) -> list[str]:

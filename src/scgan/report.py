@@ -251,7 +251,7 @@ def _warnings(metrics: dict, labels: np.ndarray) -> list[tuple[str, str]]:
     """Caveats a reader would otherwise miss, as (key, text) rows under the metrics table."""
     out = []
     f1 = metrics.get("f1_max")
-    if isinstance(f1, numbers.Real) and not _is_nan(f1) and labels.any() and not labels.all():
+    if isinstance(f1, numbers.Real) and not is_missing(f1) and labels.any() and not labels.all():
         trivial = trivial_f1(labels)
         if abs(float(f1) - trivial) < 1e-6:
             out.append(("warning", f"F1-max {100 * float(f1):.1f}% equals the trivial value of calling every test "
