@@ -60,10 +60,10 @@ class CostClock(L.Callback):
 
 
 def train_with_clock(cfg: Config, work: Path, threads: int) -> dict[str, Any]:
-    """Train (fresh) into work/train; return and write the per-epoch cost log."""
+    """Train (fresh: an earlier run there is deleted) into work/train; return and write the per-epoch cost log."""
     clock = CostClock()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    res = train(cfg, work / "train", progress=True, callbacks=[clock])
+    res = train(cfg, work / "train", progress=True, callbacks=[clock], overwrite=True)
     cost = {"epochs": clock.epochs, "threads": threads, "total_cpu_s": time.process_time() - cpu0,
             "total_wall_s": time.perf_counter() - wall0, "train_epochs": res.epochs,
             "note": "cpu_s/wall_s per epoch count from the start of training; total_* include loading the data"}
@@ -102,6 +102,10 @@ def score_all(work: Path, cost: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _fmt(v: Any) -> str:
+    return num(v, 3, missing="-")
+
+
 def _names(rows: list[dict[str, Any]]) -> list[str]:
     return list(rows[0]["image_auroc"]) if rows else []
 
@@ -112,12 +116,12 @@ def markdown(rows: list[dict[str, Any]], cost: dict[str, Any], cfg: Config) -> s
             "AUPRO"]
     lines = [f"Time to quality: {cfg.data.category} ({cfg.data.dataset}), preset {cfg.preset}, seed {cfg.train.seed}, "
              f"{cost['threads']} threads. The reported model is the last epoch; earlier rows only show the cost.",
-             ""]
-    body = [[f"{r['epochs_trained']} (reported)" if r["reported_model"] else str(r["epochs_trained"]),
-             num(r["cpu_min"]), num(r["wall_min"]), *(num(r["image_auroc"][s], 3, missing="-") for s in names),
-             str(r["default_score"]), num(r["pixel_auroc"], 3, missing="-"), num(r.get("aupro"), 3, missing="-")]
-            for r in rows]
-    lines.append(markdown_table(head, body))
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ep = f"{r['epochs_trained']} (reported)" if r["reported_model"] else str(r["epochs_trained"])
+        lines.append("| " + " | ".join([ep, f"{r['cpu_min']:.1f}", f"{r['wall_min']:.1f}",
+                                        *(_fmt(r["image_auroc"][s]) for s in names), str(r["default_score"]),
+                                        _fmt(r["pixel_auroc"]), _fmt(r.get("aupro"))]) + " |")
     final = next((r for r in rows if r["reported_model"]), None)
     test_cpu = final["scoring_cpu_s"] / 60 if final and "scoring_cpu_s" in final else float("nan")
     res = final.get("pixel_metrics_resolution") if final else None

@@ -1,6 +1,6 @@
 """Draw each synthetic-anomaly source with the mask of the pixels it changed, on the demo images.
 
-    python scripts/plot_synthetic.py                        # demo weave, washer, grey weave -> docs/synthetic_anomalies.png
+    python scripts/plot_synthetic.py          # demo weave, washer, grey weave -> docs/synthetic_anomalies.png
     python scripts/plot_synthetic.py --image my.png --output out.png
 
 The images are the demo data set's (``scgan.data.demo``, as ``make_demo_dataset`` draws them); the grey

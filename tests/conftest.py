@@ -72,6 +72,17 @@ def trained(tmp_path_factory, demo_root, demo_category):
     return train(cfg, out, progress=False), cfg
 
 
+@pytest.fixture(scope="session")
+def exported_onnx(trained, tmp_path_factory) -> Path:
+    """The tiny trained model exported to ONNX (skips where the onnx extra is not installed)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from scgan.export import export_onnx
+
+    res, _ = trained
+    return export_onnx(res.model_path, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
 @pytest.fixture
 def one_thread():
     """Run a test on one intra-op thread (restored after): small tensor ops wait on OpenMP peers on a busy CPU."""

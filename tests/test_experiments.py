@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
 from conftest import TINY
-from scgan.config import load_config
-from scgan.experiments.runs import config_key, make_spec
+from scgan.config import Config, load_config
+from scgan.experiments.runs import config_key, data_identity, make_spec, run_key
 from scgan.experiments.studies import STUDIES, discover_categories, run_study
 
 
@@ -49,6 +50,20 @@ def test_runtime_settings_are_not_part_of_the_run_key():
     a = _base()
     b = _base(precision="bf16-mixed", channels_last=True, eval_batch_size=3, num_workers=2)
     assert b.runtime != a.runtime and config_key(a) == config_key(b)
+
+
+@pytest.mark.unit
+def test_run_key_follows_the_data_not_only_the_config(tmp_path, demo_root, demo_category):
+    cfg = _base(**{"data.root": str(demo_root), "data.category": demo_category})
+    copy_root = tmp_path / "copy"
+    shutil.copytree(demo_root, copy_root)
+    moved = Config.from_dict(cfg.to_dict())
+    moved.data.root = str(copy_root)
+    assert run_key(cfg) != run_key(moved)  # same files, another folder
+    assert run_key(cfg) == run_key(Config.from_dict(cfg.to_dict()))
+    before = data_identity(moved)["files_sha256"]
+    next((copy_root / demo_category / "train" / "good").iterdir()).write_bytes(b"other")
+    assert data_identity(moved)["files_sha256"] != before  # a file's size changed
 
 
 @pytest.mark.unit

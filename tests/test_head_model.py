@@ -8,6 +8,8 @@ import torch
 from conftest import tiny_config
 from scgan.checkpoint import CheckpointError, load_model
 
+pytestmark = pytest.mark.integration
+
 HEAD = {"model.head": "seg", "model.head_width": 4, "model.head_depth": 2, "augment.name": "mixture"}
 
 
@@ -19,7 +21,6 @@ def head_model(tmp_path_factory, demo_root, demo_category):
     return train(cfg, tmp_path_factory.mktemp("head"), progress=False), cfg
 
 
-@pytest.mark.integration
 def test_head_is_trained_stored_and_scored(head_model):
     res, cfg = head_model
     loaded = load_model(res.model_path)
@@ -42,7 +43,6 @@ def test_head_is_trained_stored_and_scored(head_model):
     assert "train/seg" in logs.splitlines()[0]
 
 
-@pytest.mark.integration
 def test_head_weights_must_match_the_config(head_model, tmp_path):
     res, _ = head_model
     obj = torch.load(res.model_path, map_location="cpu", weights_only=True)
@@ -52,7 +52,6 @@ def test_head_weights_must_match_the_config(head_model, tmp_path):
         load_model(tmp_path / "no_head.pt")
 
 
-@pytest.mark.integration
 def test_head_model_exports_to_onnx_with_parity(head_model, tmp_path):
     pytest.importorskip("onnxruntime")
     from scgan.export import export_onnx
@@ -64,14 +63,12 @@ def test_head_model_exports_to_onnx_with_parity(head_model, tmp_path):
     assert runner.score_names[-1] == "seg_max" and runner.default_score in runner.score_names
 
 
-@pytest.mark.unit
 def test_seg_scores_need_a_head(demo_root, demo_category):
     with pytest.raises(ValueError, match="needs a model with a head"):
         tiny_config(demo_root, demo_category, default_score="seg_max")
     assert tiny_config(demo_root, demo_category, default_score="seg_max", **HEAD).score.default_score == "seg_max"
 
 
-@pytest.mark.unit
 def test_steps_budget_sets_whole_epochs(demo_root, demo_category):
     from scgan.training.fit import planned_epochs
 

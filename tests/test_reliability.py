@@ -74,8 +74,8 @@ def _metrics(model_path: Path, out: Path) -> dict:
 
 def _cli_args(root: Path, category: str, out: Path, *extra: str) -> list[str]:
     """`scgan train` with the tiny config, so it builds exactly tiny_config(root, category)."""
-    return ["train", "--root", str(root), "--category", category, "--output", str(out), "--no-progress",
-            *(f"{k}={v}" for k, v in TINY.items()), *extra]
+    return ["train", "--preset", "cpu", "--root", str(root), "--category", category, "--output", str(out),
+            "--no-progress", *(f"{k}={v}" for k, v in TINY.items()), *extra]
 
 
 def _no_temp_files(folder: Path) -> None:
@@ -199,7 +199,7 @@ def test_save_model_crash_midway_keeps_the_previous_file(trained, tmp_path, monk
     with torch.no_grad():
         next(loaded.generator.parameters()).add_(1.0)  # a different model, which must not land
     monkeypatch.setattr(torch, "save", _half_then_fail(torch.save))
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(OSError, match="the disk is full"):
         save_model(path, loaded.generator, loaded.config, loaded.calibration, loaded.augmentation)
     monkeypatch.undo()
     assert path.read_bytes() == res.model_path.read_bytes()
@@ -233,7 +233,7 @@ def test_lightning_checkpoints_are_written_atomically(trained, tmp_path, monkeyp
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt["epoch"] += 1
     monkeypatch.setattr(torch, "save", _half_then_fail(torch.save))
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(OSError, match="the disk is full"):
         AtomicCheckpointIO().save_checkpoint(ckpt, path)
     monkeypatch.undo()
     assert path.read_bytes() == previous

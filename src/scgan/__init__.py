@@ -26,6 +26,7 @@ _EXPORTS = {
     "run_test": "scgan.evaluate",
     "run_predict": "scgan.predict",
     "load_model": "scgan.checkpoint",
+    "Detector": "scgan.detector",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

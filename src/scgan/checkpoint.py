@@ -120,9 +120,24 @@ def _config_from(raw: Any, path: Path) -> Config:
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    """Load a model file or a Lightning checkpoint of scgan, safely (``weights_only=True``)."""
+    """Load a model file or a Lightning checkpoint of scgan, safely (``weights_only=True``).
+
+    Every problem with the file's content is a CheckpointError that names the file.
+    """
     path = Path(path)
     obj = _safe_load(path)
+    try:
+        return _parse_model(obj, path)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        what = f"the entry {e} is missing" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"{path} is damaged or was edited by hand ({what}); use a model file written by "
+                              "'scgan train'") from None
+
+
+def _parse_model(obj: dict, path: Path) -> LoadedModel:
+    """The LoadedModel in a safely loaded checkpoint dict."""
     if obj.get("format") == MODEL_FORMAT:
         version = obj.get("format_version")
         if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:

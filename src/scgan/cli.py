@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p, required=True)
     p.add_argument("--output", required=True, help="output folder (checkpoints, logs, model.pt)")
     p.add_argument("--resume", help="resume from a checkpoint path, or 'auto' for OUTPUT/checkpoints/last.ckpt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the training run OUTPUT holds, then train anew (without it such a folder is refused)")
     p.add_argument("--test", action="store_true", help="run 'scgan test' on the test split after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_device_options(p)
@@ -80,9 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlays", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("serve", help="serve a model over HTTP: POST /predict, GET /model, GET /health, a web page at /")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="model.pt, a .ckpt, or an ONNX file written by 'scgan export'")
+    src.add_argument("--onnx", help="an ONNX model written by 'scgan export' (runs without torch)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="scoring threads (default 1)")
+    p.add_argument("--queue", type=int, default=8, help="requests that may wait for a worker; more get 503 (default 8)")
+    p.add_argument("--max-upload-mb", type=_positive_int, default=20, help="largest request body in MiB (default 20)")
+    p.add_argument("--max-pixels", type=_positive_int, default=40_000_000,
+                   help="largest image, width x height (default 40,000,000)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait and score (default 60)")
+
     p = sub.add_parser("demo", help="write the built-in demo data, train briefly, test, report")
     p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--category", default=None, help="demo category (default: the object-like one)")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier demo's training run in OUTPUT/train")
     p.add_argument("--no-progress", action="store_true")
     _add_run_options(p)
 
@@ -120,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", required=True, help="output file, e.g. model.onnx")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    for command_parser in sub.choices.values():  # so that main() can show a subcommand's own usage
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 
@@ -145,13 +163,41 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             extra[f"runtime.{key}"] = getattr(args, key)
     cfg = _config(args, extra)
-    res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress)
+    res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if res.model_path is None:
         return 0
     print(f"model written to {res.model_path} ({res.epochs} epochs, {res.wall_time_s:.0f} s)")
+    _print_calibration(res.model_path)
     if args.test:
         return _test(res.model_path, Path(args.output) / "test", progress=not args.no_progress)
     return 0
+
+
+# Fewer normal validation images than this make thresholds and normalisation rough.
+MIN_CALIBRATION_IMAGES = 20
+
+
+def _print_calibration(model_path: Path) -> None:
+    """How the trained model decides: its score (and why), threshold, and the validation images behind them."""
+    from scgan.checkpoint import load_model
+
+    loaded = load_model(model_path)
+    cal, name = loaded.calibration, loaded.default_score
+    if cal is None:
+        print(f"score {name}; no calibration (no validation images): predict gives scores but no decisions")
+        return
+    if loaded.config.score.default_score == "auto" and name in cal.selection:
+        why = (f"chosen by 'auto': separates synthetic defects from normal validation images with AUROC "
+               f"{cal.selection[name]:.3f}, margin {cal.selection_margin.get(name, float('nan')):.2f} normal spreads")
+    else:
+        why = "set by default_score"
+    print(f"score {name} ({why})")
+    print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on "
+          f"{cal.n_images} normal validation image(s)")
+    if cal.n_images < MIN_CALIBRATION_IMAGES:
+        print(f"warning: the calibration rests on {cal.n_images} validation image(s), fewer than "
+              f"{MIN_CALIBRATION_IMAGES}: threshold and normalised scores are rough; add normal training images "
+              "or raise val_fraction", file=sys.stderr)
 
 
 def _print_metrics(m: dict, out: Path) -> None:
@@ -194,11 +240,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from scgan.detector import Detector
+    from scgan.serve import Limits, serve
+
+    detector = Detector.load(args.onnx or args.checkpoint, backend="onnx" if args.onnx else None)
+    limits = Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
+                    workers=args.workers, queue=args.queue, timeout_s=args.timeout)
+    print(f"serving {detector.path} ({detector.backend}) on http://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
+    serve(detector, host=args.host, port=args.port, limits=limits)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from scgan.demo_run import DEMO_OVERRIDES, run_demo
 
     cfg = _config(args, base={**DEMO_OVERRIDES})
-    res = run_demo(cfg, args.output, category=args.category, progress=not args.no_progress)
+    res = run_demo(cfg, args.output, category=args.category, progress=not args.no_progress, overwrite=args.overwrite)
     _print_metrics(res.metrics, res.output_dir)
     return 0
 
@@ -254,8 +312,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "test": cmd_test, "predict": cmd_predict, "demo": cmd_demo,
-            "config": cmd_config, "calibrate": cmd_calibrate, "export": cmd_export, "benchmark": cmd_study, "ablate": cmd_study}
+COMMANDS = {"train": cmd_train, "test": cmd_test, "predict": cmd_predict, "serve": cmd_serve, "demo": cmd_demo,
+            "config": cmd_config, "calibrate": cmd_calibrate, "export": cmd_export, "benchmark": cmd_study,
+            "ablate": cmd_study}
 
 
 def _one_line(e: BaseException) -> str:
@@ -267,7 +326,15 @@ def _one_line(e: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's own usage, not the top level's, and a hint for key=value where none is taken
+        command_parser = getattr(args, "command_parser", parser)
+        hint = ""
+        if any("=" in e and not e.startswith("-") for e in extra) and args.command in ("test", "predict", "serve",
+                                                                                       "export"):
+            hint = (f"; 'scgan {args.command}' takes no key=value settings (the model's config is used), "
+                    "only the options above")
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if args.command is None:
         parser.print_help()
         return 0

@@ -14,8 +14,12 @@ from scgan.training.fit import train
 DEMO_OVERRIDES = {"image_size": 64, "epochs": 60, "batch_size": 16}  # epochs, not the preset's step budget
 
 
-def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, progress: bool = True) -> TestOutput:
-    """Generate data under output_dir/data, train into output_dir/train, test into output_dir/test."""
+def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, progress: bool = True,
+             overwrite: bool = False) -> TestOutput:
+    """Generate data under output_dir/data, train into output_dir/train, test into output_dir/test.
+
+    An earlier demo's training run in output_dir/train is refused unless ``overwrite``.
+    """
     from scgan.data.demo import DEMO_CATEGORIES, make_demo_dataset
 
     out = Path(output_dir)
@@ -28,7 +32,7 @@ def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, p
         make_demo_dataset(data_root)
     cfg.data.dataset, cfg.data.root, cfg.data.category = "mvtec", str(data_root), category
     print(f"training on demo category '{category}' for {cfg.train.epochs} epochs at {cfg.model.image_size} px")
-    res = train(cfg, out / "train", progress=progress)
+    res = train(cfg, out / "train", progress=progress, overwrite=overwrite)
     if res.model_path is None:  # a non-zero rank of a multi-device run: rank 0 tests
         raise RuntimeError("the demo is tested by rank 0 only")
     return run_test(res.model_path, out / "test", progress=progress)

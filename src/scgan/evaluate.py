@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -12,14 +13,22 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from scgan.checkpoint import LoadedModel, load_model
-from scgan.data.datasets import build_dataset
-from scgan.data.io import tensor_to_image
+from scgan.data.datasets import build_dataset, calibration_warning
+from scgan.data.io import load_image_with_size, load_mask
 from scgan.metrics import compute_metrics
 from scgan.calibration.stats import Calibration
 from scgan.model.scorer import SCORE_DESCRIPTIONS, ScoreResult, score_loader
-from scgan.utils.atomic import atomic_write_text, writable_dir
+from scgan.utils.atomic import atomic_write_text, clean_stale_temps, writable_dir
+from scgan.utils.lock import folder_lock
+from scgan.utils.manifest import begin_outputs, file_identity, write_manifest
+from scgan.utils.names import csv_cell, printable
 from scgan.utils.runinfo import run_info
 from scgan.utils.tables import csv_text, decision_label
+
+log = logging.getLogger("scgan")
+
+
+REPORT_SIDE = 512  # report examples are shown at the file's resolution, reduced to at most this a side
 
 
 @dataclass
@@ -110,7 +119,7 @@ def scores_csv(result: ScoreResult, calibration: Calibration | None, default: st
     dec = calibration.decide(default, result.score(default)) if calibration else None
     rows = []
     for i, p in enumerate(result.paths):
-        row = [p, result.defects[i], int(result.labels[i]), *result.scores[i]]
+        row = [csv_cell(p), csv_cell(result.defects[i]), int(result.labels[i]), *result.scores[i]]
         if calibration:
             row += [norm[i], decision_label(bool(dec[i]))]
         rows.append(row)
@@ -120,10 +129,22 @@ def scores_csv(result: ScoreResult, calibration: Calibration | None, default: st
 def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: str | None = None,
              category: str | None = None, dataset: str | None = None, require_masks: bool | None = None,
              report: bool = True, progress: bool = True, n_examples: int = 6) -> TestOutput:
-    """Score the test split of the model's dataset (or another root/category) and write metrics.json + report."""
+    """Score the test split of the model's dataset (or another root/category) and write metrics.json + report.
+
+    The output folder is locked while the test runs; its ``manifest.json`` (written last) names the
+    model and lists the files of this run. ``report=False`` deletes an earlier run's report files.
+    """
     start = time.time()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     out = writable_dir(output_dir)  # before the scoring, so an unwritable folder fails at once
+    with folder_lock(out, "testing"):
+        clean_stale_temps(out)
+        return _run_test(loaded, out, start, root, category, dataset, require_masks, report, progress, n_examples)
+
+
+def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, category: str | None,
+              dataset: str | None, require_masks: bool | None, report: bool, progress: bool,
+              n_examples: int) -> TestOutput:
     cfg = loaded.config
     d = cfg.data
     ds = build_dataset(dataset or d.dataset, root or d.root, category if category is not None else d.category,
@@ -147,18 +168,35 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
             rule="auto: the sigma whose maps best locate synthetic confetti defects pasted into normal validation "
                  "images (pixel AUROC, ties to S / 64); no test image involved",
             pixel_auroc_by_sigma=loaded.calibration.sigma_selection)
+    small_val = calibration_warning(loaded.calibration.n_images) if loaded.calibration is not None else None
+    if small_val:
+        log.warning("%s", small_val)
+        metrics["calibration_warning"] = small_val
     metrics["info"] = run_info(
-        checkpoint=str(loaded.path), category=ds.category, dataset=dataset or d.dataset, root=str(root or d.root),
+        checkpoint=printable(loaded.path), category=printable(ds.category), dataset=dataset or d.dataset,
+        root=printable(root or d.root),
         seed=cfg.train.seed, model=loaded.meta.get("selection", "last epoch (no model selection)"),
         trained_epochs=loaded.meta.get("epoch"), n_test=len(ds), n_anomalous=int(result.labels.sum()),
         test_wall_time_s=round(time.time() - start, 2),
         calibration="normal validation images only" if loaded.calibration else "none (no validation data)",
     )
     metrics["config"] = cfg.to_dict()
+    begin_outputs(out)
     atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=2))
     atomic_write_text(out / "scores.csv", scores_csv(result, loaded.calibration, default))
+    files = ["metrics.json", "scores.csv"]
+    from scgan.report import REPORT_FILES  # matplotlib: imported only when a report is wanted or removed
+
     if report:
         _write_test_report(out, ds, result, metrics, loaded, n_examples)
+        files += [f for f in REPORT_FILES if (out / f).exists()]
+    else:  # an earlier run's report would describe another model or other data
+        for f in REPORT_FILES:
+            (out / f).unlink(missing_ok=True)
+    model = file_identity(loaded.path) if loaded.path is not None and Path(loaded.path).is_file() else None
+    write_manifest(out, files, command="scgan test", model=model,
+                   data={"dataset": dataset or d.dataset, "root": printable(root or d.root),
+                         "category": printable(ds.category), "n_test": len(ds)})
     return TestOutput(metrics=metrics, output_dir=out, result=result)
 
 
@@ -174,11 +212,14 @@ def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded
                          "'scgan calibrate', or pass --no-report")
 
     def example(i: int) -> ReportExample:
-        img = tensor_to_image(ds[i]["image"])
-        mask = result.masks[i] if result.masks[i].any() else None
+        # Shown at the file's own resolution (up to REPORT_SIDE), not at S: defects stay visible.
+        sample = ds.samples[i]
+        img = load_image_with_size(sample.path, None, max_side=REPORT_SIDE)[0]
+        mask = load_mask(sample.mask_path, None) if sample.mask_path is not None and result.masks[i].any() else None
+        decision = "anomalous" if cal.decide(default, s[i:i + 1])[0] else "normal"
         return ReportExample(name=Path(result.paths[i]).parent.name + "/" + Path(result.paths[i]).name,
                              image=img, heat=cal.heat(result.maps[i]),
-                             score=float(s[i]), label=int(result.labels[i]), mask=mask)
+                             score=float(s[i]), label=int(result.labels[i]), mask=mask, decision=decision)
 
     top = [example(int(i)) for i in order[:k]]
     bottom = [example(int(i)) for i in order[::-1][:k]]

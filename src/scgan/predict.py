@@ -1,20 +1,30 @@
-"""``scgan predict``: score image files with a trained model; CSV of scores and decisions, overlay PNGs."""
+"""``scgan predict``: score image files with a trained model; CSV of scores and decisions, overlay PNGs.
+
+A thin loop over :class:`scgan.detector.Detector`. Every per-file problem (unreadable, not a regular
+file, a name that cannot be written as it is) skips or escapes that one file: the other results and
+``predictions.csv`` are always written. ``manifest.json`` names the files this run wrote; overlays an
+earlier run left that this one did not rewrite are removed, so the folder holds one run only.
+"""
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
-from collections.abc import Iterable, Iterator
+import os
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from scgan.calibration.stats import Calibration
-from scgan.data.io import IMAGE_EXTENSIONS, ImageReadError, image_to_array, load_image, resize_image
+from scgan.data.io import is_image_file
 from scgan.utils.atomic import atomic_write_text, writable_dir
+from scgan.utils.names import csv_cell, printable, safe_stem
 
 log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+OVERLAYS = "overlays"
 
 
 @dataclass
@@ -35,116 +45,150 @@ class PredictOutput:
     csv_path: Path | None = None
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images (sorted). Missing paths raise."""
-    out: list[Path] = []
+@dataclass
+class InputFile:
+    """A file to score and the name its overlay keeps: its path relative to the folder it was found in."""
+
+    path: Path
+    relative: Path
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[InputFile]:
+    """Files as given; folders searched recursively for images (sorted, hidden files and folders left out).
+
+    A path that does not exist raises: it is a mistyped argument, not a bad file.
+    """
+    out: list[InputFile] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
-        elif p.exists():
-            out.append(p)
+            found = sorted(q for q in p.rglob("*") if is_image_file(q) and q.is_file()
+                           and not any(part.startswith(".") for part in q.relative_to(p).parts))
+            out += [InputFile(q, q.relative_to(p)) for q in found]
+        elif p.exists() or p.is_symlink():
+            out.append(InputFile(p, Path(p.name)))  # a FIFO or a broken link is refused when read, per file
         else:
-            raise FileNotFoundError(f"input not found: {p}")
+            raise FileNotFoundError(f"input not found: {printable(p)}")
     if not out:
         raise ValueError("no images to score: the inputs hold no image files")
     return out
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def overlay_name(relative: Path, taken: set[str]) -> str:
+    """``relative`` as a safe overlay path ("crack/000.png"), unique among ``taken`` (which it joins)."""
+    parts = [safe_stem(part) for part in relative.parent.parts if part not in ("", ".", "..")]
+    base = "/".join([*parts, safe_stem(relative.stem)])
+    name, n = f"{base}.png", 1
+    while name.casefold() in taken:  # two inputs that differ only in characters the name cannot keep
+        n += 1
+        name = f"{base}_{n}.png"
+    taken.add(name.casefold())
+    return name
+
+
+def _remove_stale(out: Path, previous: list[str], kept: set[str]) -> None:
+    """Delete the overlays an earlier run listed in its manifest that this run did not write."""
+    root = (out / OVERLAYS).resolve()
+    for name in previous:
+        if not isinstance(name, str) or name in kept or not name.startswith(OVERLAYS + "/"):
+            continue
+        p = out / name
+        try:
+            if p.resolve().is_relative_to(root) and (p.is_file() or p.is_symlink()):
+                p.unlink()
+        except OSError as e:
+            log.warning("could not remove the earlier run's %s: %s", printable(p), e.strerror)
+    for d in sorted((q for q in root.rglob("*") if q.is_dir()), key=lambda q: -len(q.parts)) if root.is_dir() else []:
+        try:
+            d.rmdir()  # only empty folders go
+        except OSError:
+            pass
+
+
+def _read_manifest(out: Path) -> list[str]:
+    try:
+        files = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return files if isinstance(files, list) else []
 
 
 def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=None, onnx_path: str | None = None,
-                image_size: int | None = None, batch_size: int = 16, overlays: bool = True,
-                progress: bool = True) -> PredictOutput:
-    """Score every readable image; unreadable files are reported and skipped, never fatal.
+                detector=None, batch_size: int = 16, overlays: bool = True, progress: bool = True) -> PredictOutput:
+    """Score every readable image with a Detector; unreadable files are reported and skipped, never fatal.
 
-    Exactly one of ``model`` (a LoadedModel or path) and ``onnx_path`` is used; with ``onnx_path``
-    nothing here imports torch (onnxruntime and numpy only).
+    The detector is ``detector``, else built from ``onnx_path`` (onnxruntime, no torch) or ``model``
+    (a LoadedModel or a path).
     """
-    from scgan.visualize import overlay as make_overlay
-    from scgan.visualize import resize_map, save_png
+    from scgan.detector import Detector
+    from scgan.visualize import overlay, save_png
 
-    if onnx_path is not None:
-        from scgan.onnx_runtime import OnnxScorer
-
-        runner = OnnxScorer(onnx_path)
-        score_fn, calibration, size, default = runner.run, runner.calibration, runner.image_size, runner.default_score
-        names = runner.score_names
-    else:
-        import torch
-
-        from scgan.checkpoint import LoadedModel, load_model
-
-        loaded = model if isinstance(model, LoadedModel) else load_model(model)
-        scorer = loaded.scorer()
-
-        @torch.inference_mode()
-        def score_fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            s, m = scorer.run(torch.from_numpy(x))
-            return s.numpy(), m.numpy()
-
-        calibration: Calibration | None = loaded.calibration
-        size, default = loaded.config.model.image_size, loaded.default_score
-        names = scorer.names
-    size = image_size or size
+    if detector is None:
+        if onnx_path is not None:
+            detector = Detector.from_onnx(onnx_path, batch_size=batch_size)
+        elif isinstance(model, (str, os.PathLike)):
+            detector = Detector.load(model, batch_size=batch_size)
+        else:
+            detector = Detector.from_model(model, batch_size=batch_size)
     files = expand_inputs(inputs)
     out = writable_dir(output_dir)
-    if overlays:
-        (out / "overlays").mkdir(exist_ok=True)
+    previous = _read_manifest(out)
+    names = detector.score_names
     preds: list[Prediction] = []
     skipped: list[tuple[str, str]] = []
+    written: list[str] = []
+    taken: set[str] = set()
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(files), desc="predict", leave=False)
-    for chunk in _batches(files, batch_size):
-        originals, tensors, good = [], [], []
-        for f in chunk:
-            try:
-                img = load_image(f, None)
-                arr = image_to_array(resize_image(img, size))
-            except Exception as e:  # noqa: BLE001 — one bad file never stops the others; the CSV says why
-                reason = str(e) if isinstance(e, (ImageReadError, OSError)) else f"{type(e).__name__}: {e}"
-                skipped.append((str(f), reason))
-                log.warning("skipped %s: %s", f, reason)
+        bar = tqdm(total=len(files), desc="predict", leave=False, disable=None)  # None: off when not a terminal
+    try:
+        for outcome in detector.iter_predict((f.path for f in files), batch_size):
+            f = files[outcome.index]
+            if bar:
+                bar.update(1)
+            if outcome.result is None:
+                skipped.append((str(f.path), outcome.error or "unreadable"))
+                log.warning("skipped %s: %s", printable(f.path), printable(outcome.error or ""))
                 continue
-            originals.append(img)
-            tensors.append(arr)
-            good.append(f)
-        if bar:
-            bar.update(len(chunk))
-        if not good:
-            continue
-        scores, maps = score_fn(np.stack(tensors).astype(np.float32))
-        for i, f in enumerate(good):
-            named = {n: float(v) for n, v in zip(names, scores[i])}
-            norm = dec = None
-            if calibration is not None:
-                norm = float(calibration.normalize(default, np.array([named[default]]))[0])
-                dec = bool(calibration.decide(default, np.array([named[default]]))[0])
+            r = outcome.result
             ov_path = None
             if overlays:
-                h, w = originals[i].shape[:2]
-                heat = calibration.heat(maps[i]) if calibration else maps[i] / max(float(maps[i].max()), 1e-12)
-                ov_path = out / "overlays" / f"{len(preds):05d}_{f.stem}.png"
-                save_png(ov_path, make_overlay(originals[i], resize_map(heat, (h, w))))
-            preds.append(Prediction(str(f), named, norm, dec, str(ov_path) if ov_path else None))
-    if bar:
-        bar.close()
+                name = overlay_name(f.relative, taken)
+                try:
+                    target = out / OVERLAYS / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    save_png(target, overlay(r.image, r.heat))
+                    written.append(f"{OVERLAYS}/{name}")
+                    ov_path = str(target)
+                except OSError as e:  # the score stands; only its picture is missing
+                    log.warning("no overlay for %s: %s", printable(f.path), e.strerror or e)
+            preds.append(Prediction(str(f.path), r.scores, r.normalized, r.anomalous, ov_path))
+    finally:  # what was scored is written, even when a later step failed
+        if bar:
+            bar.close()
+        csv_path = out / "predictions.csv"
+        atomic_write_text(csv_path, _csv(preds, skipped, names, detector.default_score))
+        written.append("predictions.csv")
+        _remove_stale(out, previous, set(written))
+        manifest = {"command": "scgan predict", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "model": printable(detector.path) if detector.path else None,
+                    "scored": len(preds), "skipped": len(skipped), "files": written}
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    return PredictOutput(preds, skipped, csv_path)
+
+
+def _csv(preds: list[Prediction], skipped: list[tuple[str, str]], names: tuple[str, ...], default: str) -> str:
+    """predictions.csv: one row per input; paths and reasons as cells no spreadsheet runs as formulas."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["path", "score", "score_normalized", "decision", *names, "overlay"])
     for p in preds:
         decision = "" if p.anomalous is None else ("anomalous" if p.anomalous else "normal")
         norm = "" if p.normalized is None else f"{p.normalized:.6g}"
-        w.writerow([p.path, f"{p.scores[default]:.6g}", norm, decision,
-                    *(f"{p.scores[n]:.6g}" for n in names), p.overlay or ""])
+        w.writerow([csv_cell(p.path), f"{p.scores[default]:.6g}", norm, decision,
+                    *(f"{p.scores[n]:.6g}" for n in names), csv_cell(p.overlay or "")])
     for path, reason in skipped:
-        w.writerow([path, "", "", "error: " + reason.replace("\n", " "), *([""] * len(names)), ""])
-    csv_path = out / "predictions.csv"
-    atomic_write_text(csv_path, buf.getvalue())
-    return PredictOutput(preds, skipped, csv_path)
+        w.writerow([csv_cell(path), "", "", csv_cell("error: " + reason.replace("\n", " ")), *([""] * len(names)), ""])
+    return buf.getvalue()

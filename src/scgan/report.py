@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from scgan.utils.atomic import atomic_write_bytes, atomic_write_text
+from scgan.utils.names import mpl_text, printable
 from scgan.utils.tables import is_missing, markdown_table, pct
 from scgan.visualize import overlay
 
@@ -35,6 +36,7 @@ _SHOWN_ELSEWHERE = {"scores", "info", "config", "default_score"}
 # Headings of the per-score sub-tables (a dict under each score's entry); other keys are used as they are.
 _SUBTABLE_TITLES = {"at_threshold": "Decisions at the validation threshold"}
 ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG = "roc.png", "score_hist.png", "examples_most.png", "examples_least.png"
+REPORT_FILES = ("report.md", "report.html", ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG)  # all that write_report writes
 _NORMAL_COLOR, _ANOMALOUS_COLOR = "#1f77b4", "#d62728"
 
 
@@ -48,6 +50,7 @@ class ReportExample:
     score: float
     label: int  # 0 normal, 1 anomalous
     mask: np.ndarray | None = None  # (h, w) bool ground truth, drawn as a contour
+    decision: str | None = None  # the model's call at its threshold ("anomalous" / "normal"), if calibrated
 
 
 @dataclass
@@ -164,10 +167,10 @@ def _threshold(metrics: dict, score_name: str) -> float | None:
     return None
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Figure, dpi: int = 100) -> bytes:
     """Render a figure to PNG bytes (Agg) and release it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     fig.clear()
     return buf.getvalue()
 
@@ -180,10 +183,10 @@ def _roc_figure(scores: np.ndarray, labels: np.ndarray, score_name: str) -> _Fig
     auc = roc_auc_score(labels, scores)
     fig = Figure(figsize=(4.8, 4.4))
     ax = fig.add_subplot()
-    ax.plot(fpr, tpr, color=_ANOMALOUS_COLOR, lw=2, label=f"{score_name} (AUROC {pct(auc, unit='%')})")
+    ax.plot(fpr, tpr, color=_ANOMALOUS_COLOR, lw=2, label=mpl_text(f"{score_name} (AUROC {pct(auc, unit='%')})"))
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-           title=f"Image-level ROC: {score_name}")
+           title=mpl_text(f"Image-level ROC: {score_name}"))
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     return _Figure(ROC_PNG, "ROC curve", _png(fig))
@@ -204,28 +207,56 @@ def _hist_figure(scores: np.ndarray, labels: np.ndarray, score_name: str, thresh
             ax.hist(scores[mask], bins=bins, color=color, alpha=0.55, label=f"{name} (n={int(mask.sum())})")
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=1.5, label=f"threshold {threshold:.4g}")
-    ax.set(xlabel=f"anomaly score ({score_name})", ylabel="images", title=f"Test scores: {score_name}")
+    ax.set(xlabel=mpl_text(f"anomaly score ({score_name})"), ylabel="images",
+           title=mpl_text(f"Test scores: {score_name}"))
     ax.legend()
     ax.grid(alpha=0.3)
     return _Figure(HIST_PNG, "Score histogram", _png(fig))
 
 
 def _examples_figure(examples: list[ReportExample], file: str, heading: str) -> _Figure:
-    """One row per example: image | heat-map overlay with the mask contour, captioned name, score and label."""
+    """One row per example: image | heat-map overlay (mask contour, colour bar); name, score, truth and decision."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     if not examples:
         return _Figure(file, heading, None, "No examples given.")
-    fig = Figure(figsize=(6.0, 3.0 * len(examples)))
+    fig = Figure(figsize=(6.6, 3.0 * len(examples)))
     for sub, ex in zip(np.atleast_1d(fig.subfigures(len(examples), 1)), examples):
-        kind = "anomalous" if int(ex.label) else "normal"
-        sub.suptitle(f"{ex.name}  |  score {float(ex.score):.4g}  |  {kind}", fontsize=10)
+        truth = "anomalous" if int(ex.label) else "normal"
+        call = "" if ex.decision is None else (
+            f"  |  decision: {ex.decision}" + (" (correct)" if ex.decision == truth else " (wrong)"))
+        sub.suptitle(mpl_text(f"{ex.name}  |  score {float(ex.score):.4g}\nground truth: {truth}{call}"), fontsize=9)
         ax_img, ax_ovl = sub.subplots(1, 2)
-        ax_img.imshow(ex.image, cmap="gray" if np.asarray(ex.image).ndim == 2 else None)
-        ax_img.set_title("image", fontsize=9)
-        ax_ovl.imshow(overlay(ex.image, ex.heat, ex.mask))
-        ax_ovl.set_title("heat map" + (" + ground truth" if ex.mask is not None else ""), fontsize=9)
+        h, w = np.asarray(ex.image).shape[:2]
+        ax_img.imshow(ex.image, cmap="gray" if np.asarray(ex.image).ndim == 2 else None, interpolation="antialiased")
+        ax_img.set_title(f"image ({w} x {h})", fontsize=8)
+        ax_ovl.imshow(overlay(ex.image, ex.heat, ex.mask), interpolation="antialiased")
+        ax_ovl.set_title("heat map" + (" + ground truth (white)" if ex.mask is not None else ""), fontsize=8)
         for ax in (ax_img, ax_ovl):
             ax.set_axis_off()
-    return _Figure(file, heading, _png(fig))
+        bar = sub.colorbar(ScalarMappable(Normalize(0.0, 1.0), "jet"), ax=ax_ovl, fraction=0.046, pad=0.02)
+        bar.set_label("heat (1 = largest on normal images)", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+    return _Figure(file, heading, _png(fig, dpi=150))
+
+
+def trivial_f1(labels: np.ndarray) -> float:
+    """F1 of calling every image anomalous: 2p / (1 + p) for a share p of anomalous images."""
+    p = float(np.mean(np.asarray(labels).astype(bool))) if np.size(labels) else 0.0
+    return 2 * p / (1 + p) if p > 0 else 0.0
+
+
+def _warnings(metrics: dict, labels: np.ndarray) -> list[tuple[str, str]]:
+    """Caveats a reader would otherwise miss, as (key, text) rows under the metrics table."""
+    out = []
+    f1 = metrics.get("f1_max")
+    if isinstance(f1, numbers.Real) and not is_missing(f1) and labels.any() and not labels.all():
+        trivial = trivial_f1(labels)
+        if abs(float(f1) - trivial) < 1e-6:
+            out.append(("warning", f"F1-max {100 * float(f1):.1f}% equals the trivial value of calling every test "
+                                   f"image anomalous ({100 * trivial:.1f}%): no threshold does better than that"))
+    return out
 
 
 def _markdown(title: str, info_rows: list[tuple[str, str]], tables: list[_Table],
@@ -328,7 +359,8 @@ def write_report(
     info_rows += [("default score", score_name),
                   ("test images", f"{y.size} ({int((~y).sum())} normal, {int(y.sum())} anomalous)")]
     tables = _tables(metrics, score_name)
-    extra = [(str(k), _format_value(v)) for k, v in metrics.items() if k not in METRIC_COLUMNS and k not in _SHOWN_ELSEWHERE]
+    extra = _warnings(metrics, y)
+    extra += [(str(k), _format_value(v)) for k, v in metrics.items() if k not in METRIC_COLUMNS and k not in _SHOWN_ELSEWHERE]
     config_yaml = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False, allow_unicode=True)
 
     figures = [
@@ -346,6 +378,7 @@ def write_report(
             path.unlink(missing_ok=True)  # a stale picture from an earlier run would contradict the report
 
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    atomic_write_text(md_path, _markdown(title, info_rows, tables, extra, figures, config_yaml))
-    atomic_write_text(html_path, _html(title, info_rows, tables, extra, figures, config_yaml, score_name))
+    # printable: a name or path from the file system need not be UTF-8 (e.g. b"caf\xe9"); escaped, not fatal.
+    atomic_write_text(md_path, printable(_markdown(title, info_rows, tables, extra, figures, config_yaml)))
+    atomic_write_text(html_path, printable(_html(title, info_rows, tables, extra, figures, config_yaml, score_name)))
     return md_path, html_path

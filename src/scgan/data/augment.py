@@ -2,8 +2,8 @@
 
 Every augmentation's ``apply(x, generator)`` returns an :class:`Augmented`: the augmented copy and the
 mask of exactly the pixels it changed (free labels for a segmentation head); calling it returns the
-image alone. The patch augmentations below paste N square patches, one after another, on a copy of a batch (B, C, S, S) in
-[-1, 1]; the side of a patch is round(sqrt(patch_area) * S) pixels (at least 1), its position
+image alone. The patch augmentations below paste N square patches, one after another, on a copy of a
+batch (B, C, S, S) in [-1, 1]; the side of a patch is round(sqrt(patch_area) * S) pixels (at least 1), its position
 uniform over the image, independently per image. Work is vectorised over the batch; only the N
 patches are a Python loop. Random numbers come from ``generator`` (drawn on its device, so a CPU
 generator also drives CUDA batches) or from torch's global generator when it is None.
@@ -21,6 +21,10 @@ generator also drives CUDA batches) or from torch's global generator when it is 
 
 Two more need no patch geometry: ``perlin`` (DRAEM-style Perlin-noise regions, see :class:`Perlin`)
 and ``mixture`` (per image one of several sources or none, see :class:`Mixture`).
+
+Grey images arrive as three equal channels (the data layer converts them to RGB). The colour sources
+(``copypaste_color``, ``perlin``, ``cutout_color``, ``confetti``) may then paste colour into them; that is
+intended: a colour stain is a defect on a grey product too.
 """
 from __future__ import annotations
 

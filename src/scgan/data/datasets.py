@@ -30,6 +30,10 @@ BTAD_PRODUCTS: tuple[str, ...] = ("01", "02", "03")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # Test sub-folders with these names (any case) hold normal images; every other name is a defect type.
 NORMAL_NAMES: tuple[str, ...] = ("good", "ok", "normal")
+# The fewest validation images a small training set gives up (see validation_size).
+MIN_VAL_IMAGES = 5
+# A calibration fitted on fewer normal validation images than this is rough; training and test warn.
+MIN_CALIBRATION_IMAGES = 20
 
 PathLike = str | os.PathLike[str]
 
@@ -53,8 +57,26 @@ class Sample:
     defect: str  # "good" for normal images
 
 
+def validation_size(n: int, val_fraction: float) -> int:
+    """Validation images held out of ``n`` normal ones: round(val_fraction * n), but at least
+    MIN_VAL_IMAGES where a third of the images allows it (and always at least 1).
+
+    One validation image (10% of fewer than 15) makes the calibration's min-max range zero, and
+    normalised scores then reach +-1e9; a few more keep it usable on small sets.
+    """
+    return min(max(1, round(val_fraction * n), min(MIN_VAL_IMAGES, n // 3)), n - 1)
+
+
+def calibration_warning(n_val: int) -> str | None:
+    """The warning for a calibration on ``n_val`` < MIN_CALIBRATION_IMAGES normal images, else None."""
+    if n_val >= MIN_CALIBRATION_IMAGES:
+        return None
+    return (f"the calibration rests on {n_val} normal validation image(s), fewer than {MIN_CALIBRATION_IMAGES}: "
+            "thresholds and normalised scores are rough; add normal training images")
+
+
 def split_train_val(paths: list[Path], val_fraction: float, split_seed: int) -> tuple[list[Path], list[Path]]:
-    """Seeded disjoint (train, val) split of ``paths``; val gets round(val_fraction * n), at least 1.
+    """Seeded disjoint (train, val) split of ``paths``; val gets :func:`validation_size` images.
 
     Uses its own generator, so the split depends only on the file list and ``split_seed``.
     """
@@ -63,7 +85,7 @@ def split_train_val(paths: list[Path], val_fraction: float, split_seed: int) -> 
     n = len(paths)
     if n < 2:
         raise ValueError(f"need at least 2 normal training images to hold out a validation image, found {n}")
-    n_val = min(max(1, round(val_fraction * n)), n - 1)
+    n_val = validation_size(n, val_fraction)
     order = np.random.default_rng(split_seed).permutation(n)
     ordered = sorted(paths)
     val = sorted(ordered[i] for i in order[:n_val])
@@ -123,7 +145,8 @@ def _test_samples(test_dir: Path, mask_root: Path, require_masks: bool) -> list[
             f"anomalous test image {first} has no ground-truth mask (looked for "
             f"{mask_root / first.parent.name / (first.stem + '_mask')}.png or {first.stem}.<ext>)"
             + (f"; {len(missing) - 1} more images lack masks" if len(missing) > 1 else "")
-            + "; add the masks, or pass require_masks=False to evaluate at image level only"
+            + "; add the masks, or evaluate at image level only: scgan test --image-level-only "
+            "(scgan train: data.require_masks=false; Python: require_masks=False)"
         )
     return sorted(samples, key=lambda s: s.path)
 

@@ -7,8 +7,9 @@ naming the file, so callers handle one exception type.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,10 @@ _WIDE_MODES: dict[str, float] = {
     "I": 65535.0,  # Pillow opens 16-bit PNG/TIFF as "I" (int32 holding 0..65535)
     "F": 255.0,  # float images: Pillow's own convention (convert("L") clips to 0..255)
 }
+
+
+# Modes Image.reduce accepts; others (rare: "P", "1", wide modes) are decoded at full size.
+_REDUCIBLE = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"}
 
 
 class ImageReadError(ValueError):
@@ -52,7 +57,29 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 
 def _open(path: Path) -> Image.Image:
     """Open and fully decode ``path``, turning every failure (and any oversized header) into ImageReadError."""
+    return _open_reduced(path, None)[0]
+
+
+def _open_reduced(path: Path | IO[bytes], max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """Like :func:`_open`, also returning the file's (H, W); ``path`` may be an open binary file (its
+    ``name`` attribute, if any, names it in errors).
+
+    ``max_side``: an image whose longer side exceeds it is reduced by an integer factor (JPEG while
+    decoding, through ``Image.draft``; other formats by ``Image.reduce`` right after), so that what
+    callers keep and convert is bounded by ``max_side``, not by the file.
+    """
     hint = "replace or delete the file (training and test data: skip_bad_images=true skips such files)"
+    label = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "(uploaded)")
+    if isinstance(path, (str, os.PathLike)):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image file not found: {label}") from None
+        except OSError as e:
+            raise ImageReadError(f"cannot read image {label}: {e.strerror}; {hint}") from None
+        if not stat.S_ISREG(mode):  # opening a FIFO would wait for a writer for ever
+            raise ImageReadError(f"{label} is not a regular file (a folder, FIFO, device or socket); "
+                                 "give image files only")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its pixel limit; make that an error we can catch.
@@ -61,24 +88,32 @@ def _open(path: Path) -> Image.Image:
                 w, h = im.size
                 if w * h > MAX_IMAGE_PIXELS:
                     raise ImageReadError(
-                        f"image {path} is {w} x {h} pixels, more than the {MAX_IMAGE_PIXELS} allowed "
+                        f"image {label} is {w} x {h} pixels, more than the {MAX_IMAGE_PIXELS} allowed "
                         "(a decompression-bomb guard); downscale it before use"
                     )
                 if w < 1 or h < 1:
-                    raise ImageReadError(f"image {path} has no pixels ({w} x {h}); {hint}")
+                    raise ImageReadError(f"image {label} has no pixels ({w} x {h}); {hint}")
+                factor = 1 if max_side is None else -(-max(w, h) // max_side)  # ceil
+                if factor > 1:
+                    im.draft(im.mode if im.mode in ("RGB", "L") else None, (-(-w // factor), -(-h // factor)))
                 im.load()
-                return im.copy()  # the copy outlives the closed file
+                factor = 1 if max_side is None else -(-max(im.size) // max_side)
+                if factor == 1:
+                    return im.copy(), (h, w)  # the copy outlives the closed file
+                if im.mode in ("P", "PA", "1"):
+                    im = im.convert("RGBA")
+                return (im.reduce(factor) if im.mode in _REDUCIBLE else im.copy()), (h, w)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(f"image {path} is too large to decode safely ({e}); downscale it before use") from None
+        raise ImageReadError(f"image {label} is too large to decode safely ({e}); downscale it before use") from None
     except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
+        raise FileNotFoundError(f"image file not found: {label}") from None
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, struct.error ... for bad files
-        raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {e}; {hint}") from None
+        raise ImageReadError(f"cannot read image {label}: {type(e).__name__}: {e}; {hint}") from None
 
 
-def _to_rgb(im: Image.Image) -> np.ndarray:
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
     """Any Pillow image -> uint8 (H, W, 3) RGB; alpha is composited on black, wide modes scaled to 8 bits."""
     if im.mode in _WIDE_MODES:
         a = np.asarray(im).astype(np.float32) * (255.0 / _WIDE_MODES[im.mode])
@@ -97,14 +132,16 @@ def _check_size(image_size: int | None) -> None:
 
 
 def load_image_with_size(
-    path: str | os.PathLike[str], image_size: int | None
+    path: str | os.PathLike[str] | IO[bytes], image_size: int | None, max_side: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Like :func:`load_image`, also returning the file's original (H, W)."""
+    """Like :func:`load_image`, also returning the file's original (H, W); ``path`` may be an open binary file.
+
+    ``max_side`` (with ``image_size=None``): a larger image comes back reduced by an integer factor so that
+    its longer side is at most ``max_side`` (memory bounded by it, not by the file).
+    """
     _check_size(image_size)
-    path = Path(path)
-    im = _open(path)
-    orig = (im.height, im.width)
-    rgb = _to_rgb(im)
+    im, orig = _open_reduced(Path(path) if isinstance(path, (str, os.PathLike)) else path, max_side)
+    rgb = pil_to_rgb(im)
     if image_size is not None and rgb.shape[:2] != (image_size, image_size):
         # Resize after the 8-bit conversion so every mode goes through the same (antialiased) filter.
         rgb = resize_image(rgb, image_size)

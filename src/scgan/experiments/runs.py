@@ -1,9 +1,20 @@
-"""A store of finished (category, config, seed) runs: each trained and tested once, reused by every table.
+"""A store of finished (data, config, seed) runs: each trained and tested once, reused by every table.
 
-A run's folder name is a hash of everything that can change its result (the config's identity, i.e.
-without its runtime section, minus paths), so the benchmark and every ablation share runs with the same settings, and a finished
-run (its ``test/metrics.json`` exists) is never redone. Each run sets the same torch thread count
-whatever ``jobs`` is: running several at once does not change any result.
+A run's folder is ``STORE/<dataset>_<category>/<run key>_seed<k>``. The run key (:func:`run_key`)
+hashes two things:
+
+- :func:`config_key`: every setting that can change the result, i.e. the config's identity (without
+  its ``runtime`` section: accelerator, devices, strategy, precision, channels_last, sync_batchnorm,
+  num_workers, eval_batch_size, which say how a run is executed, not what it is), minus the data's
+  path and extra checkpoints;
+- :func:`data_identity`: what identifies the data: the resolved category folder and a fingerprint of
+  its file list (every non-hidden file's relative name and size), so the same category name under
+  another root, or a folder whose files changed, is a new run.
+
+The benchmark and every ablation share runs with the same key, and a finished run (its
+``test/metrics.json`` exists) is never redone: it is reported as reused, on stdout and in the
+study's ``summary.json`` and ``table.md``. Each run sets the same torch thread count whatever ``jobs``
+is: running several at once does not change any result.
 """
 from __future__ import annotations
 
@@ -21,12 +32,13 @@ from scgan.config import ADDED_LATER, Config
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 
-# Settings that never change a result (where the data lives, how it is loaded, extra checkpoints).
+# Settings left out of config_key besides the runtime section: where the data lives (data_identity
+# stands for it) and extra checkpoints.
 _IGNORED = {("data", "root"), ("train", "checkpoint_every")}
 
 
 def config_key(cfg: Config) -> str:
-    """12 hex digits identifying everything in cfg that can change a run's result."""
+    """12 hex digits identifying the settings of cfg that can change a run's result (not the data)."""
     d = copy.deepcopy(cfg.identity())  # runtime settings (devices, precision, workers) never change a key
     for section, key in _IGNORED:
         d[section].pop(key, None)
@@ -38,6 +50,44 @@ def config_key(cfg: Config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _data_folder(cfg: Config) -> Path:
+    """The folder that holds the run's images: the category folder (the root itself for 'folder' data)."""
+    root = Path(cfg.data.root)
+    if cfg.data.dataset == "folder":
+        return root.resolve()
+    category = str(cfg.data.category)
+    if cfg.data.dataset == "btad" and category.isdigit() and not (root / category).is_dir():
+        category = category.zfill(2)  # BTAD products are two-digit folders
+    return (root / category).resolve()
+
+
+def data_identity(cfg: Config) -> dict[str, Any]:
+    """What identifies cfg's data: the resolved data folder, the category, a fingerprint of its file list."""
+    folder = _data_folder(cfg)
+    h = hashlib.sha256()
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(f for f in filenames if not f.startswith(".")):
+            path = Path(dirpath) / name
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = -1  # a dangling link is part of the identity too
+            rel = os.fsencode(path.relative_to(folder))
+            h.update(rel + b"\0" + str(size).encode() + b"\n")
+            n += 1
+    return {"dataset": cfg.data.dataset, "folder": os.fsdecode(folder), "category": cfg.data.category,
+            "n_files": n, "files_sha256": h.hexdigest()}
+
+
+def run_key(cfg: Config, identity: dict[str, Any] | None = None) -> str:
+    """12 hex digits of config_key and data_identity together: the run store's key (module docstring)."""
+    identity = data_identity(cfg) if identity is None else identity
+    blob = json.dumps({"config": config_key(cfg), "data": identity}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
 @dataclass
 class RunSpec:
     """One training + test run."""
@@ -46,6 +96,7 @@ class RunSpec:
     run_dir: str
     threads: int
     command: str
+    data: dict[str, Any] | None = None  # data_identity of the run's data
 
     @property
     def metrics_path(self) -> Path:
@@ -58,8 +109,19 @@ class RunSpec:
 def make_spec(cfg: Config, store: Path, threads: int, command: str) -> RunSpec:
     d = cfg.data
     name = f"{d.dataset}_{d.category}"
-    run_dir = store / name / f"{config_key(cfg)}_seed{cfg.train.seed}"
-    return RunSpec(cfg.to_dict(), str(run_dir), threads, command)
+    identity = data_identity(cfg)
+    run_dir = store / name / f"{run_key(cfg, identity)}_seed{cfg.train.seed}"
+    return RunSpec(cfg.to_dict(), str(run_dir), threads, command, identity)
+
+
+def _reuse_note(spec: RunSpec) -> str:
+    """One line saying a finished run is reused, with when and by which command it was made."""
+    try:
+        info = json.loads((Path(spec.run_dir) / "run.json").read_text())
+        made = f"finished {info.get('time', '?')} by: {info.get('benchmark_command') or info.get('command', '?')}"
+    except (OSError, ValueError):
+        made = "no run.json"
+    return f"reused (not retrained): {spec.run_dir} ({made})"
 
 
 def execute(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
@@ -83,7 +145,7 @@ def execute(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
         torch.set_num_threads(threads_before)
     info = run_info(
         benchmark_command=spec.command, threads=spec.threads, seed=cfg.train.seed, config_key=config_key(cfg),
-        wall_time_s=round(time.time() - start, 1), model="last epoch (no model selection)",
+        data=spec.data, wall_time_s=round(time.time() - start, 1), model="last epoch (no model selection)",
     )
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
     return out.metrics
@@ -99,11 +161,12 @@ def execute_all(specs: list[RunSpec], jobs: int = 1, progress: bool = True) -> d
     todo = []
     for s in specs:
         if s.done():
+            if s.run_dir not in results:
+                print(_reuse_note(s), flush=True)
             results[s.run_dir] = json.loads(s.metrics_path.read_text())
         elif s.run_dir not in {t.run_dir for t in todo}:
             todo.append(s)
-    if todo:
-        print(f"{len(specs) - len(todo)} run(s) already finished; {len(todo)} to do", flush=True)
+    print(f"{len(results)} run(s) reused from earlier invocations; {len(todo)} to train", flush=True)
     if jobs <= 1:
         for i, s in enumerate(todo, 1):
             print(f"[{i}/{len(todo)}] {s.run_dir}", flush=True)

@@ -16,6 +16,7 @@ from scgan.experiments import paper
 from scgan.experiments.runs import RunSpec, execute_all, make_spec
 from scgan.model.scorer import anomaly_score
 from scgan.utils.atomic import atomic_write_text
+from scgan.utils.names import csv_cell, mpl_text
 from scgan.utils.runinfo import run_info
 from scgan.utils.tables import MISSING, csv_text, fmt_mean_std, markdown_table, num
 
@@ -155,7 +156,7 @@ def ablation_table(dataset: str, res: StudyResult) -> tuple[str, list[list[str]]
 
 def _csv(rows: list[list[str]]) -> str:
     """table.csv: the table's header and rows without Markdown's bold marks."""
-    plain = [[c.replace("**", "") for c in r] for r in rows]
+    plain = [[csv_cell(c.replace("**", "")) for c in r] for r in rows]
     return csv_text(plain[0], plain[1:])
 
 
@@ -177,6 +178,7 @@ def run_study(study: str, base: Config, *, dataset: str, root: str, categories: 
                                     "train.seed": seed, **v.overrides})
                 validate(cfg)
                 specs.append((v.name, c, seed, make_spec(cfg, results / "runs", threads, command)))
+    reused = sorted({s.run_dir for *_, s in specs if s.done()})
     done = execute_all([s for *_, s in specs], jobs=jobs, progress=progress)
     res = StudyResult(study, variants, cats, seeds, {v.name: {c: [] for c in cats} for v in variants},
                       {v.name: {c: [] for c in cats} for v in variants})
@@ -199,7 +201,8 @@ def run_study(study: str, base: Config, *, dataset: str, root: str, categories: 
                     threads=threads, jobs=jobs, wall_time_s=round(time.time() - start, 1),
                     model="last epoch of every run (no model selection, no test-set tuning)")
     summary = {"info": info, "base_config": base.to_dict(), "variants": [v.__dict__ for v in variants],
-               "runs": res.run_dirs}
+               "runs": res.run_dirs, "reused_runs": reused,
+               "data": {c: next(s.data for _, cc, _, s in specs if cc == c) for c in cats}}
     header = (f"# {title} — ours vs the paper\n\nImage AUROC % (mean ± std over seeds {seeds}) unless stated. "
               f"AS = the paper's score (beta = {base.score.beta}); map_max = peak of the smoothed residual map; "
               f"auto = the default: per model, the score that best separated normal validation images from "
@@ -207,6 +210,8 @@ def run_study(study: str, base: Config, *, dataset: str, root: str, categories: 
               f"Every model is the last epoch's; nothing was selected on test images.\n\n"
               f"- command: `{info['command']}`\n- preset: `{base.preset}`, seeds {seeds}, threads {threads}\n"
               f"- git commit: `{info['git_commit']}`\n- wall time of this invocation: {info['wall_time_s']} s\n"
+              f"- runs reused from earlier invocations (not retrained): {len(reused)} of "
+              f"{len({s.run_dir for *_, s in specs})} (listed in summary.json)\n"
               f"- per-run metrics: `{(results / 'runs').as_posix()}/<dataset>_<category>/<config hash>_seed<k>/test/metrics.json`\n\n")
     atomic_write_text(out / "table.md", header + md)
     atomic_write_text(out / "table.csv", _csv(rows))
@@ -247,7 +252,7 @@ def _plot_beta(curves: dict[str, list[list[float]]], mean_curve: list[list[float
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.add_subplot()
     for c, per_seed in curves.items():
-        ax.plot(BETAS, 100 * np.mean(per_seed, axis=0), marker="o", ms=3, alpha=0.6, label=c)
+        ax.plot(BETAS, 100 * np.mean(per_seed, axis=0), marker="o", ms=3, alpha=0.6, label=mpl_text(c))
     ax.plot(BETAS, 100 * np.mean(mean_curve, axis=0), "k-", lw=2.5, label="mean")
     ax.axvline(0.8, color="grey", ls="--", lw=1)
     ax.set_xlabel("beta (AS = beta L_con + (1 - beta) L_enc)")

@@ -199,8 +199,10 @@ def discriminator_loss(real_logit: torch.Tensor, fake_logit: torch.Tensor) -> to
 
 
 @fp32
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = None) -> torch.Tensor:
-    """Focal loss (Lin et al.) of anomaly logits against a {0, 1} mask of one shape, e.g. (B, 1, S, S): the pixel mean.
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = None
+) -> torch.Tensor:
+    """Focal loss (Lin et al.) of logits against a {0, 1} mask of one shape, e.g. (B, 1, S, S): the pixel mean.
 
     FL = -alpha_t (1 - p_t)^gamma log p_t, with p_t the predicted probability of the true class and
     alpha_t = alpha on anomalous pixels, 1 - alpha on normal ones (no weighting when alpha is None);

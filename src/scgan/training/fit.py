@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import logging
 import math
@@ -19,20 +17,23 @@ import torch
 from torch.utils.data import Dataset
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from scgan.checkpoint import CheckpointError, read_torch_file, save_model
 from scgan.config import Config, migrate_config, to_yaml, validate
 from scgan.data.augment import resolve_augmentation
+from scgan.data.datasets import calibration_warning
 from scgan.seed import seed_everything
 from scgan.training.datamodule import SCGANDataModule
+from scgan.training.guards import FiniteModelGuard, diverged_error, nonfinite_cause
+from scgan.training.logs import AtomicCSVLogger
 from scgan.training.module import SCGANModule
-from scgan.utils.atomic import atomic_write_text, atomic_write_with, writable_dir
+from scgan.training.outdir import MODEL_FILE, claim_output
+from scgan.training.progress import EpochLines, is_terminal
+from scgan.utils.atomic import DiskFullError, atomic_write_text, atomic_write_with, writable_dir
 from scgan.utils.runinfo import run_info
 
-MODEL_FILE = "model.pt"
+log = logging.getLogger("scgan")
 
 
 class TrainingStopped(RuntimeError):
@@ -63,40 +64,8 @@ class TrainResult:
     wall_time_s: float
 
 
-class _ResumableCSVLogger(CSVLogger):
-    """A CSVLogger that, on resume, keeps metrics.csv's rows up to epoch ``keep_through``.
-
-    Lightning's writer deletes an existing metrics.csv, so a resumed run would lose its earlier epochs.
-    """
-
-    def __init__(self, *args, keep_through: int | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._keep_through = keep_through
-
-    @property
-    def experiment(self):
-        if self._experiment is None and self._keep_through is not None and rank_zero_only.rank == 0:
-            path = Path(self.log_dir) / "metrics.csv"
-            rows, header = [], []
-            if path.is_file():
-                with open(path, newline="") as f:
-                    reader = csv.DictReader(f)
-                    header = sorted(reader.fieldnames or [])
-                    rows = [r for r in reader if r.get("epoch") and int(float(r["epoch"])) <= self._keep_through]
-            writer = super().experiment  # deletes metrics.csv
-            if rows:
-                buf = io.StringIO()
-                w = csv.DictWriter(buf, fieldnames=header)
-                w.writeheader()
-                w.writerows(rows)
-                atomic_write_text(path, buf.getvalue())
-                writer.metrics_keys = header  # the writer appends (or rewrites on new keys) from here
-        return super().experiment
-
-
 def _loggers(output_dir: Path, resumed_epoch: int | None = None) -> list:
-    loggers: list = [_ResumableCSVLogger(save_dir=str(output_dir), name="logs", version="",
-                                         keep_through=resumed_epoch)]
+    loggers: list = [AtomicCSVLogger(save_dir=str(output_dir), name="logs", version="", keep_through=resumed_epoch)]
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -211,7 +180,10 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
                                    save_top_k=-1, every_n_epochs=cfg.train.checkpoint_every,
                                    enable_version_counter=False,
                                    mode="max" if cfg.train.checkpoint_every == 1 else "min"))
+    cbs.append(FiniteModelGuard(ckpt_dir))
     cbs += list(callbacks or [])
+    if progress and not is_terminal():  # a log file gets one line per epoch, not a bar's redraws
+        cbs.append(EpochLines())
     t, rt = cfg.train, cfg.runtime
     sync_bn = rt.sync_batchnorm
     if sync_bn and rt.accelerator == "cpu":
@@ -250,7 +222,9 @@ def prepare_run(cfg: Config, output_dir: Path, *, progress: bool = True, callbac
     augmentation = resolve_augmentation(cfg.augment.name, train_ds.kind)
     module = SCGANModule(cfg.to_dict(), augmentation)
     # Lightning's INFO lines (hardware summary, tips) drown the progress bar; warnings still show.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    # Its SIGTERM handler logs INFO lines of its own; our one line (TrainingStopped) says it all.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.trainer.connectors.signal_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
     trainer = build_trainer(cfg, output_dir, progress=progress, callbacks=callbacks, enable_logging=enable_logging,
                             resumed_epoch=resumed_epoch, epochs=planned_epochs(cfg, len(train_ds)))
@@ -258,22 +232,32 @@ def prepare_run(cfg: Config, output_dir: Path, *, progress: bool = True, callbac
 
 
 def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None, progress: bool = True,
-          callbacks: list | None = None) -> TrainResult:
-    """Train on cfg.data's normal images; write checkpoints, logs, config.yaml and model.pt to output_dir."""
+          callbacks: list | None = None, overwrite: bool = False) -> TrainResult:
+    """Train on cfg.data's normal images; write checkpoints, logs, config.yaml and model.pt to output_dir.
+
+    A folder that holds a run is continued (``resume``), replaced (``overwrite``: its run files are
+    deleted first) or refused; the folder is locked against a second training for the whole run.
+    """
     validate(cfg)
     if not cfg.data.root:
         raise ValueError("no dataset root given: pass --root (or set data.root)")
     if cfg.data.dataset != "folder" and not cfg.data.category:
         raise ValueError(f"no category given: pass --category (or set data.category) naming a category folder "
                          f"under {cfg.data.root}")
-    output_dir = Path(output_dir)
-    writable_dir(output_dir)
+    output_dir = writable_dir(Path(output_dir))
+    with claim_output(output_dir, resume, overwrite):
+        return _train(cfg, output_dir, resume, progress, callbacks)
+
+
+def _train(cfg: Config, output_dir: Path, resume: str | Path | None, progress: bool,
+           callbacks: list | None) -> TrainResult:
     ckpt_path = resolve_resume(resume, output_dir)  # checked before the (possibly slow) data loading
     resumed_epoch = _checkpoint_epoch(ckpt_path, cfg) if ckpt_path is not None else None
     start = time.time()
     run = prepare_run(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch)
     module, dm, trainer = run.module, run.datamodule, run.trainer
     train_ds, augmentation = run.train_set, run.augmentation
+    small_val = calibration_warning(len(dm.dataset("val")))  # said once the model is written
     with warnings.catch_warnings():
         if ckpt_path is not None:  # a resumed run writes into its own folders on purpose
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -288,18 +272,26 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
             with contextlib.suppress(ValueError, TypeError):  # after Ctrl-C Lightning leaves SIGINT ignored
                 signal.signal(signal.SIGINT, sigint)
             raise TrainingStopped.at(trainer, isinstance(e, SIGTERMException), output_dir / "checkpoints") from None
+        except DiskFullError as e:
+            raise DiskFullError(e.errno, f"{e.strerror}; then continue with --resume auto") from None
     wall = time.time() - start
     last = output_dir / "checkpoints" / "last.ckpt"
     model_path = None
     if trainer.is_global_zero:
+        cause = nonfinite_cause(module.calibration, generator=module.generator, seg_head=module.seg_head)
+        if cause is not None:
+            raise diverged_error(cause, trainer.current_epoch, trainer.global_step, output_dir / "checkpoints")
         meta = run_info(
             category=train_ds.category, kind=train_ds.kind, dataset=cfg.data.dataset, epoch=trainer.current_epoch,
             global_step=trainer.global_step, seed=cfg.train.seed, selection="last epoch (no model selection)",
             n_train=len(train_ds), n_val=len(dm.dataset("val")), d_resets=module.d_resets,
             train_wall_time_s=round(wall, 2), resumed_from=str(ckpt_path) if ckpt_path else None,
+            **({"calibration_warning": small_val} if small_val else {}),
         )
         model_path = save_model(output_dir / MODEL_FILE, module.generator, cfg, module.calibration, augmentation, meta,
                                 seg_head=module.seg_head)
         atomic_write_text(output_dir / "config.yaml", to_yaml(cfg))
         atomic_write_text(output_dir / "train_summary.json", json.dumps(meta, indent=2))
+        if small_val:
+            log.warning("%s", small_val)
     return TrainResult(output_dir, model_path, last, trainer.current_epoch, wall)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +19,33 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+# The temporary files atomic_open makes: ".NAME." + mkstemp's 8 random characters + ".tmp".
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk is full; the message names the file and its folder."""
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]"
+        return self.strerror or super().__str__()
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """True for ENOSPC, also when torch.save reports it as '[enforce fail ...] unexpected pos'."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _disk_full_error(path: Path) -> DiskFullError:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there now"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(errno.ENOSPC, f"the disk is full: no space left while writing {path} ({free}); the previous "
+                                       f"file, if any, is intact; free space on the disk that holds {path.parent}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -49,23 +79,45 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions of a new file
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _disk_full(e) and not isinstance(e, DiskFullError):
+            raise _disk_full_error(path) from None
         raise
+
+
+def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (``kill -9``) left in ``folder``; return them.
+
+    Call it only while no other process writes into ``folder`` (under its lock): a live writer's
+    temporary file looks the same.
+    """
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def writable_dir(path: str | os.PathLike[str]) -> Path:
     """Create folder ``path`` (with parents) and check a file can be written in it, or raise a clear error.
 
     Called before any long work, so that an unwritable output folder fails at once, not after training.
+    The probe file has a random name and is created with O_EXCL, which never follows a link: a
+    symbolic link planted in the folder cannot make the probe write (or truncate) anything else.
     """
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".scgan-write-test-{os.getpid()}"  # per process: DDP ranks probe at once
-        probe.write_text("")
-        probe.unlink()
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
+        fd, probe = tempfile.mkstemp(prefix=".scgan-write-test-", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise PermissionError(f"cannot write to output folder {path}: {e.strerror or e}") from None
     return path

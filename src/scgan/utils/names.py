@@ -39,3 +39,8 @@ def csv_cell(text: str | os.PathLike[str]) -> str:
     """A CSV cell that no spreadsheet runs as a formula (a leading ' where it starts like one), valid UTF-8."""
     s = printable(text)
     return "'" + s if s.startswith(_FORMULA_START) else s
+
+
+def mpl_text(text: str | os.PathLike[str]) -> str:
+    """Text for a matplotlib title or label, shown as it is: '$' escaped (two would start mathtext), valid UTF-8."""
+    return printable(text).replace("$", r"\$")

@@ -1,0 +1,318 @@
+"""``scgan.Detector``: score images from Python, with a torch model file or an ONNX file alike.
+
+    det = scgan.Detector.load("runs/bottle/model.pt")   # or "model.onnx": onnxruntime, no torch import
+    r = det.predict("new.png")                           # a path, PIL image, numpy array, bytes, or a list
+    r.score, r.decision, r.heat.shape, r.overlay().save("new_overlay.png")
+
+Every input is read into uint8 RGB at its own resolution (a larger one reduced to ``max_side`` so that
+memory is bounded), resized to the model's S for scoring exactly as ``scgan test`` reads files, scored
+in batches, and its anomaly map brought back to the image's resolution. Nothing here imports torch
+unless a torch model is loaded.
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+from PIL import Image
+
+from scgan import __version__
+from scgan.calibration.stats import Calibration
+from scgan.data.io import image_to_array, load_image_with_size, pil_to_rgb, resize_image
+
+# What predict() takes per image: a file path, encoded file bytes, a PIL image, or an (H, W) / (H, W, C) array.
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+MAX_SIDE = 2048  # inputs with a longer side are reduced by an integer factor before anything else
+DEFAULT_BATCH_SIZE = 16
+
+
+class InputError(ValueError):
+    """An input that is not an image predict() can read (wrong type, shape, dtype or value range)."""
+
+
+def _rgb_from_array(a: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1|3|4) uint8/uint16/bool/float-in-[0, 1] array -> uint8 (H, W, 3), as a file would read."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or min(a.shape[:2]) < 1:
+        raise InputError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint16:
+        a = np.rint(a.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise InputError("the image array contains NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(f"a float image array must hold values in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
+                             "divide 0..255 values by 255, or pass a uint8 array")
+        a = np.rint(a * 255.0).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise InputError(f"an image array must be uint8, uint16, bool or float in [0, 1], got dtype {a.dtype}")
+    return pil_to_rgb(Image.fromarray(np.ascontiguousarray(a)))  # alpha composited on black, like files
+
+
+def _reduce(im: Image.Image, max_side: int) -> Image.Image:
+    factor = -(-max(im.size) // max_side)
+    return im.reduce(factor) if factor > 1 else im
+
+
+def read_input(x: ImageInput, max_side: int = MAX_SIDE) -> tuple[np.ndarray, tuple[int, int], str | None]:
+    """One input -> (uint8 RGB (H, W, 3), the input's own (H, W), its path or None).
+
+    An image whose longer side exceeds ``max_side`` comes back reduced by an integer factor (the
+    returned array is what is scored and shown; the second item is still the input's size).
+    Raises :class:`scgan.data.io.ImageReadError` for unreadable files, :class:`InputError` for bad arrays.
+    """
+    if isinstance(x, (str, os.PathLike)):
+        rgb, size = load_image_with_size(x, None, max_side=max_side)
+        return rgb, size, os.fspath(x)
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        rgb, size = load_image_with_size(io.BytesIO(bytes(x)), None, max_side=max_side)
+        return rgb, size, None
+    if isinstance(x, Image.Image):
+        return pil_to_rgb(_reduce(x, max_side)), (x.height, x.width), None
+    if isinstance(x, np.ndarray):
+        size = (int(x.shape[0]), int(x.shape[1])) if x.ndim >= 2 else (0, 0)
+        rgb = _rgb_from_array(x)
+        if max(rgb.shape[:2]) > max_side:
+            rgb = np.asarray(_reduce(Image.fromarray(rgb), max_side))
+        return rgb, size, None
+    raise InputError(f"cannot score a {type(x).__name__}: give a file path, file bytes, a PIL image or a numpy array")
+
+
+@dataclass
+class Result:
+    """One scored image: every named score, the decision, and the heat map at the image's own resolution."""
+
+    scores: dict[str, float]  # every score the model computes, by name
+    score_name: str  # the model's default score, which drives the decision
+    normalized: float | None  # the default score min-max normalised on normal validation images (about [0, 1])
+    threshold: float | None  # the decision threshold, in the default score's units (None: no calibration)
+    image: np.ndarray = field(repr=False)  # uint8 (H, W, 3) as scored (reduced if larger than max_side)
+    original_size: tuple[int, int]  # the input's (H, W)
+    source: str | None = None  # the input's path, when it was one
+    anomaly_map: np.ndarray = field(default=None, repr=False)  # float32 (S, S), the model's raw map
+    calibration: Calibration | None = field(default=None, repr=False)  # scales the map for display
+
+    @property
+    def score(self) -> float:
+        """The default score (raw units; compare with ``threshold``)."""
+        return self.scores[self.score_name]
+
+    @property
+    def anomalous(self) -> bool | None:
+        """True when the default score exceeds the threshold; None without a calibration."""
+        return None if self.threshold is None else bool(self.score > self.threshold)
+
+    @property
+    def decision(self) -> str | None:
+        """"anomalous", "normal", or None without a calibration."""
+        return None if self.anomalous is None else ("anomalous" if self.anomalous else "normal")
+
+    @cached_property
+    def heat(self) -> np.ndarray:
+        """float32 (H, W) in [0, 1] at ``image``'s resolution: the anomaly map over the largest seen on normal images."""
+        from scgan.visualize import resize_map
+
+        amap = np.asarray(self.anomaly_map, dtype=np.float32)
+        if self.calibration is not None:
+            heat = self.calibration.heat(amap)
+        else:  # no normal images to scale by: this image's own maximum
+            heat = np.clip(amap / max(float(amap.max()), 1e-12), 0.0, 1.0)
+        return resize_map(heat, self.image.shape[:2])
+
+    def overlay(self, alpha: float = 0.7) -> Image.Image:
+        """The paper's picture: blue-to-red heat map blended ``alpha`` : ``1 - alpha`` over the image."""
+        from scgan.visualize import overlay
+
+        return Image.fromarray(overlay(self.image, self.heat, alpha=alpha))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no arrays)."""
+        h, w = self.original_size
+        return {"scores": dict(self.scores), "score_name": self.score_name, "score": self.score,
+                "normalized": self.normalized, "threshold": self.threshold, "decision": self.decision,
+                "width": w, "height": h}
+
+
+@dataclass
+class Outcome:
+    """What :meth:`Detector.iter_predict` yields per input: a result, or why the input was skipped."""
+
+    index: int
+    result: Result | None
+    error: str | None = None
+
+
+ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, 3, S, S) -> ((B, K), (B, S, S))
+
+
+class Detector:
+    """A trained model ready to score images; build it with :meth:`load` (``.pt``/``.ckpt`` or ``.onnx``)."""
+
+    def __init__(self, score_fn: ScoreFn, *, image_size: int, score_names: Sequence[str], default_score: str,
+                 calibration: Calibration | None, backend: str, path: Path | None = None,
+                 info: dict[str, Any] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_side: int = MAX_SIDE) -> None:
+        if default_score not in score_names:
+            raise ValueError(f"default score {default_score!r} is not one of the model's scores {list(score_names)}")
+        if batch_size < 1 or max_side < 1:
+            raise ValueError(f"batch_size and max_side must be >= 1, got {batch_size} and {max_side}")
+        self._score = score_fn
+        self.image_size = int(image_size)
+        self.score_names = tuple(score_names)
+        self.default_score = default_score
+        self.calibration = calibration
+        self.backend = backend
+        self.path = path
+        self.info = dict(info or {})  # version, preset, config, training facts: what GET /model shows
+        self.batch_size = int(batch_size)
+        self.max_side = int(max_side)
+
+    # ---- construction -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, backend: str | None = None, **kwargs: Any) -> Detector:
+        """A detector from a model file: ``.onnx`` runs on onnxruntime (no torch), anything else on torch.
+
+        ``backend`` ("torch" or "onnx") overrides the choice by suffix; ``kwargs`` go to the constructor
+        (``batch_size``, ``max_side``).
+        """
+        path = Path(path)
+        backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
+        if backend == "onnx":
+            return cls.from_onnx(path, **kwargs)
+        if backend == "torch":
+            from scgan.checkpoint import load_model
+
+            return cls.from_model(load_model(path), **kwargs)
+        raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx")
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, providers: list[str] | None = None, **kwargs: Any) -> Detector:
+        """A detector on an ONNX file written by ``scgan export`` (onnxruntime and numpy only)."""
+        from scgan.onnx_runtime import OnnxScorer
+
+        runner = OnnxScorer(path, providers=providers)
+        cfg = runner.config
+        info = {"version": __version__, "exported_by": runner.version, "preset": cfg.get("preset"), "config": cfg,
+                "train_info": _json_meta(runner.metadata.get("scgan.train_info"))}
+        return cls(runner.run, image_size=runner.image_size, score_names=runner.score_names,
+                   default_score=runner.default_score, calibration=runner.calibration, backend="onnx",
+                   path=runner.path, info=info, **kwargs)
+
+    @classmethod
+    def from_model(cls, loaded, **kwargs: Any) -> Detector:
+        """A detector on a :class:`scgan.checkpoint.LoadedModel` (torch, CPU, inference mode)."""
+        import torch
+
+        scorer = loaded.scorer().eval()
+        names = tuple(scorer.names)
+
+        def score_fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with torch.inference_mode():
+                s, m = scorer.run(torch.from_numpy(x))
+            return s.float().numpy(), m.float().numpy()
+
+        cfg = loaded.config.to_dict()
+        info = {"version": __version__, "preset": cfg.get("preset"),
+                "config": cfg, "train_info": dict(loaded.meta)}
+        return cls(score_fn, image_size=loaded.config.model.image_size, score_names=names,
+                   default_score=loaded.default_score, calibration=loaded.calibration, backend="torch",
+                   path=loaded.path, info=info, **kwargs)
+
+    # ---- scoring ------------------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold of the default score (raw units); None without a calibration."""
+        return None if self.calibration is None else float(self.calibration.scores[self.default_score].threshold)
+
+    def normalize(self, value: float) -> float | None:
+        """A raw default-score value normalised like :attr:`Result.normalized` (None without a calibration)."""
+        if self.calibration is None:
+            return None
+        return float(self.calibration.normalize(self.default_score, np.array([value]))[0])
+
+    def predict(self, x: ImageInput | list[ImageInput], batch_size: int | None = None) -> Result | list[Result]:
+        """Score one input (-> a Result) or a list of them (-> a list, in order); a bad input raises."""
+        items = list(x) if isinstance(x, (list, tuple)) else [x]
+        results: list[Result] = []
+        for out in self.iter_predict(items, batch_size, skip_errors=False):
+            results.append(out.result)
+        return results if isinstance(x, (list, tuple)) else results[0]
+
+    def iter_predict(self, items: Iterable[ImageInput], batch_size: int | None = None,
+                     skip_errors: bool = True) -> Iterator[Outcome]:
+        """Score inputs in batches, yielding one Outcome per input in order; at most one batch is held.
+
+        With ``skip_errors`` an input that cannot be read yields an Outcome with its ``error`` (one
+        line) and the others are scored; without it the first such input raises.
+        """
+        size = batch_size or self.batch_size
+        batch: list[tuple[int, np.ndarray, tuple[int, int], str | None]] = []
+        failed: list[Outcome] = []  # inputs that failed while a batch was filling: yielded with it, in order
+        for i, x in enumerate(items):
+            try:
+                rgb, orig, source = read_input(x, self.max_side)
+            except (ValueError, OSError) as e:  # ImageReadError and InputError are ValueErrors
+                if not skip_errors:
+                    raise
+                outcome = Outcome(i, None, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                if batch:
+                    failed.append(outcome)
+                else:
+                    yield outcome
+                continue
+            batch.append((i, rgb, orig, source))
+            if len(batch) == size:
+                yield from sorted(self._score_batch(batch) + failed, key=lambda o: o.index)
+                batch, failed = [], []
+        if batch:
+            yield from sorted(self._score_batch(batch) + failed, key=lambda o: o.index)
+
+    def _score_batch(self, batch: list[tuple[int, np.ndarray, tuple[int, int], str | None]]) -> list[Outcome]:
+        s = self.image_size
+        x = image_to_array(np.stack([resize_image(rgb, s) for _, rgb, _, _ in batch]))
+        scores, maps = self._score(np.ascontiguousarray(x, dtype=np.float32))
+        default = self.score_names.index(self.default_score)
+        out = []
+        for k, (i, rgb, orig, source) in enumerate(batch):
+            named = {n: float(v) for n, v in zip(self.score_names, scores[k])}
+            out.append(Outcome(i, Result(
+                scores=named, score_name=self.default_score,
+                normalized=self.normalize(float(scores[k, default])), threshold=self.threshold,
+                image=rgb, original_size=orig, source=source, anomaly_map=np.asarray(maps[k], dtype=np.float32),
+                calibration=self.calibration)))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """What the model is: version, preset, image size, scores, default score, calibration summary."""
+        cal = self.calibration
+        summary = None
+        if cal is not None:
+            summary = {"n_images": cal.n_images, "quantile": cal.quantile, "selected_score": cal.selected_score,
+                       "threshold": self.threshold, "threshold_normalized": self.normalize(self.threshold),
+                       "selection_auroc": dict(cal.selection)}
+        return {"version": self.info.get("version"), "preset": self.info.get("preset"), "backend": self.backend,
+                "image_size": self.image_size, "score_names": list(self.score_names),
+                "default_score": self.default_score, "calibration": summary,
+                "model_file": None if self.path is None else self.path.name}
+
+
+def _json_meta(text: str | None) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+

@@ -1,0 +1,4 @@
+"""``scgan serve``: a trained model behind a small HTTP API and a self-contained web page (FastAPI + uvicorn)."""
+from scgan.serve.app import Limits, create_app, serve
+
+__all__ = ["Limits", "create_app", "serve"]

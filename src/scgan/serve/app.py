@@ -1,0 +1,222 @@
+"""The HTTP service: ``POST /predict``, ``GET /model``, ``GET /health`` and the page at ``GET /``.
+
+Scoring runs on a fixed pool of worker threads (``Limits.workers``); at most ``Limits.queue`` more
+requests wait for one, and any beyond that are turned away at once with 503, so a burst never starts
+a thread per request or grows memory without bound. Every refusal is a JSON body
+``{"error": "<one sentence>"}`` with a 4xx status (503 when busy or too slow), never a 500 or a dead worker.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any
+
+from scgan.utils.names import printable
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError:  # pragma: no cover - depends on the installation
+    raise ImportError("scgan serve needs FastAPI and uvicorn; install the serve extra: pip install 'scgan[serve]'") from None
+
+log = logging.getLogger(__name__)
+
+FIELD = "file"  # the multipart field that carries images (repeat it for several)
+
+
+@dataclass
+class Limits:
+    """What one server accepts; the defaults suit one CPU model on a workstation."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024  # the whole request body
+    max_files: int = 16  # images per request
+    max_pixels: int = 40_000_000  # width x height of one image, checked from its header before decoding
+    workers: int = 1  # scoring threads (each scores one request's batch at a time)
+    queue: int = 8  # requests that may wait for a worker; more get 503 at once
+    timeout_s: float = 60.0  # waiting plus scoring, per request; longer gets 503
+
+
+class ServeError(Exception):
+    """A request refused with ``status`` and a one-sentence ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse a request body over ``limit`` bytes, by its Content-Length or as it streams in."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_big = f"the upload is larger than the {self.limit // (1024 * 1024)} MiB this server accepts; send fewer or smaller images"
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await _error(413, too_big)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise ServeError(413, too_big)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _check_header(data: bytes, name: str, max_pixels: int) -> None:
+    """Refuse what is not an image, or is too large, from the header alone (nothing is decoded yet)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ServeError(400, f"{name} is empty; choose an image file")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Image.DecompressionBombError:
+        raise ServeError(413, f"{name} has more pixels than this server accepts ({max_pixels:,}); downscale it first") from None
+    except UnidentifiedImageError:
+        raise ServeError(415, f"{name} is not an image this server reads (PNG, JPEG, BMP or TIFF)") from None
+    except Exception:  # noqa: BLE001 - Pillow raises many types for a damaged header
+        raise ServeError(422, f"{name} has a damaged image header; re-save or replace the file") from None
+    if w * h > max_pixels:
+        raise ServeError(413, f"{name} is {w} x {h} pixels, more than the {max_pixels:,} this server accepts; "
+                              "downscale it first")
+
+
+def _png_data_url(image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def create_app(detector, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI application serving ``detector`` (a :class:`scgan.detector.Detector`) within ``limits``."""
+    limits = limits or Limits()
+    if limits.workers < 1 or limits.queue < 0:
+        raise ValueError(f"workers must be >= 1 and queue >= 0, got {limits.workers} and {limits.queue}")
+    app = FastAPI(title="scgan", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_BodyLimit, limit=limits.max_upload_bytes)
+    pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="scgan-score")
+    admitted = threading.BoundedSemaphore(limits.workers + limits.queue)
+    model_info = detector.describe()
+    threshold_norm = detector.normalize(detector.threshold) if detector.threshold is not None else None
+    page = resources.files("scgan.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(request: Request, e: ServeError) -> JSONResponse:
+        return _error(e.status, e.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        message = {404: f"there is no {request.url.path} here; the endpoints are /, /predict, /model and /health",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(e.status_code, str(e.detail))
+        return _error(e.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+        return _error(422, "the request is not what this endpoint takes; see GET / for an example")
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, e: Exception) -> JSONResponse:  # the last resort: log, answer, live on
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, f"internal error ({type(e).__name__}); the server keeps running, see its log")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/model")
+    async def model() -> dict[str, Any]:
+        return {**model_info, "limits": asdict(limits)}
+
+    def score(files: list[tuple[str, bytes]], overlays: bool) -> list[dict[str, Any]]:
+        outcomes = list(detector.iter_predict([data for _, data in files]))
+        bad = next((o for o in outcomes if o.result is None), None)
+        if bad is not None:
+            raise ServeError(422, f"{files[bad.index][0]} is truncated or damaged and cannot be decoded; "
+                                  "replace the file")
+        out = []
+        for (name, _), o in zip(files, outcomes):
+            entry = {"filename": name, **o.result.to_dict(), "threshold_normalized": threshold_norm}
+            if overlays:
+                entry["overlay"] = _png_data_url(o.result.overlay())
+            out.append(entry)
+        return out
+
+    @app.post("/predict")
+    async def predict(request: Request, overlay: bool = True) -> dict[str, Any]:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "multipart/form-data":
+            raise ServeError(415, f"send images as multipart/form-data in the field '{FIELD}' (got {kind or 'no content type'})")
+        try:
+            form = await request.form(max_files=limits.max_files, max_fields=limits.max_files)
+        except StarletteHTTPException as e:
+            raise ServeError(400 if e.status_code != 413 else 413,
+                             f"the form was refused: {str(e.detail).rstrip('.')}; send at most {limits.max_files} images") from None
+        uploads = [v for v in form.getlist(FIELD) if isinstance(v, UploadFile)]
+        if not uploads:
+            fields = ", ".join(sorted(set(form.keys()))) or "none"
+            raise ServeError(422, f"no image in the form field '{FIELD}' (fields sent: {fields}); "
+                                  f"send each image as a file in '{FIELD}'")
+        files = []
+        for i, up in enumerate(uploads):
+            name = printable(up.filename or f"image {i + 1}")[:200]
+            data = await up.read()
+            _check_header(data, name, limits.max_pixels)
+            files.append((name, data))
+        await form.close()
+        if not admitted.acquire(blocking=False):
+            raise ServeError(503, f"the server is busy ({limits.workers + limits.queue} requests in progress); "
+                                  "retry in a moment")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(pool, score, files, overlay)
+        future.add_done_callback(lambda _: admitted.release())  # released when the work ends, not at the timeout
+        try:
+            results = await asyncio.wait_for(asyncio.shield(future), timeout=limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServeError(503, f"scoring took longer than {limits.timeout_s:g} s; retry with fewer or smaller images") from None
+        return {"score_name": detector.default_score, "results": results}
+
+    app.state.detector = detector
+    app.state.limits = limits
+    app.state.pool = pool
+    return app
+
+
+def serve(detector, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+          log_level: str = "warning") -> None:
+    """Run the app with uvicorn until interrupted (binds ``host``:``port``; localhost by default)."""
+    import uvicorn
+
+    limits = limits or Limits()
+    app = create_app(detector, limits)
+    # Connections beyond this get uvicorn's 503 before any work; keep-alive idles close after 5 s.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=2 * (limits.workers + limits.queue) + 4,
+                timeout_keep_alive=5)
