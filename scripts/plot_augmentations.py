@@ -57,29 +57,39 @@ def augmentation_grid(rows: list[tuple[str, np.ndarray]], seed: int = 0) -> plt.
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", type=Path, help="an image of your own (default: a demo texture and object)")
-    parser.add_argument("--output", type=Path, default=Path("docs/augmentations.png"))
-    parser.add_argument("--size", type=int, default=256, help="side S the image is resized to")
+def figure_main(argv: list[str] | None, description: str, output: Path, size: int, demo_rows, draw) -> int:
+    """The command line both figure scripts share: --image/--output/--size/--seed, then
+    ``draw(rows, seed)`` over (label, uint8 image) rows (``demo_rows(size, seed)`` without --image)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--image", type=Path, help="an image of your own (default: the demo images)")
+    parser.add_argument("--output", type=Path, default=output)
+    parser.add_argument("--size", type=int, default=size, help="side S the image is resized to")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         if args.image is not None:
             rows = [(args.image.name, load_image(args.image, args.size))]
         else:
-            rows = [
-                ("weave (texture)", render_demo_image("weave", "good", args.size, seed=args.seed)[0]),
-                ("washer (object)", render_demo_image("washer", "good", args.size, seed=args.seed)[0]),
-            ]
+            rows = demo_rows(args.size, args.seed)
     except (FileNotFoundError, ImageReadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    fig = augmentation_grid(rows, args.seed)
+    fig = draw(rows, args.seed)
     atomic_write_with(args.output, lambda f: fig.savefig(f, format="png", dpi=90))
     plt.close(fig)
     print(f"wrote {args.output}")
     return 0
+
+
+def demo_rows(size: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """A demo texture and a demo object, normal."""
+    return [("weave (texture)", render_demo_image("weave", "good", size, seed=seed)[0]),
+            ("washer (object)", render_demo_image("washer", "good", size, seed=seed)[0])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return figure_main(argv, __doc__.splitlines()[0], Path("docs/augmentations.png"), 256, demo_rows,
+                       augmentation_grid)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ from scgan.data.demo import render_demo_image  # noqa: E402
 from scgan.data.io import ImageReadError, image_to_tensor, load_image, tensor_to_image  # noqa: E402
 from scgan.utils.atomic import atomic_write_with  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plot_augmentations import demo_rows, figure_main  # noqa: E402
+
 # (row title, augmentation, options, seed): several seeds where one draw shows little of the variety.
 ROWS: list[tuple[str, str, dict[str, Any], int]] = [
     ("CopyPaste", "copypaste", {}, 0),
@@ -72,28 +75,14 @@ def synthetic_grid(images: list[tuple[str, np.ndarray]], seed: int = 0) -> plt.F
     return fig
 
 
+def _demo_rows(size: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    rows = demo_rows(size, seed)
+    return [*rows, ("weave, grey", _grey(rows[0][1]))]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", type=Path, help="an image of your own (default: the demo images)")
-    parser.add_argument("--output", type=Path, default=Path("docs/synthetic_anomalies.png"))
-    parser.add_argument("--size", type=int, default=128, help="side S the image is resized to")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        if args.image is not None:
-            images = [(args.image.name, load_image(args.image, args.size))]
-        else:
-            weave = render_demo_image("weave", "good", args.size, seed=args.seed)[0]
-            washer = render_demo_image("washer", "good", args.size, seed=args.seed)[0]
-            images = [("weave (texture)", weave), ("washer (object)", washer), ("weave, grey", _grey(weave))]
-    except (FileNotFoundError, ImageReadError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    fig = synthetic_grid(images, args.seed)
-    atomic_write_with(args.output, lambda f: fig.savefig(f, format="png", dpi=90))
-    plt.close(fig)
-    print(f"wrote {args.output}")
-    return 0
+    return figure_main(argv, __doc__.splitlines()[0], Path("docs/synthetic_anomalies.png"), 128, _demo_rows,
+                       synthetic_grid)
 
 
 if __name__ == "__main__":

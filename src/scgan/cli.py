@@ -174,9 +174,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # Fewer normal validation images than this make thresholds and normalisation rough.
-MIN_CALIBRATION_IMAGES = 20
-
-
 def _print_calibration(model_path: Path) -> None:
     """How the trained model decides: its score (and why), threshold, and the validation images behind them."""
     from scgan.checkpoint import load_model
@@ -194,10 +191,11 @@ def _print_calibration(model_path: Path) -> None:
     print(f"score {name} ({why})")
     print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on "
           f"{cal.n_images} normal validation image(s)")
-    if cal.n_images < MIN_CALIBRATION_IMAGES:
-        print(f"warning: the calibration rests on {cal.n_images} validation image(s), fewer than "
-              f"{MIN_CALIBRATION_IMAGES}: threshold and normalised scores are rough; add normal training images "
-              "or raise val_fraction", file=sys.stderr)
+    from scgan.data.datasets import calibration_warning
+
+    small = calibration_warning(cal.n_images)  # the one rule, shared with training and test
+    if small:
+        print(f"warning: {small}", file=sys.stderr)
 
 
 def _print_metrics(m: dict, out: Path) -> None:
