@@ -3,6 +3,7 @@
 # each with its AUROC-vs-CPU-minutes curve (benchmarks/time_to_quality.py; checkpoints scored after training,
 # never used to select: the reported model is the last epoch). Seed 0 of every category first.
 #   bash benchmarks/detection_quality.sh [PRESET] [SEEDS]      e.g.  bash benchmarks/detection_quality.sh default "0 1 2"
+# CATS="bottle metal_nut" and THREADS=1 split the work into two streams that run side by side on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${1:-default}
@@ -10,14 +11,16 @@ SEEDS=${2:-"0 1 2"}
 DATA=${DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/detection_$PRESET}
+CATS=${CATS:-"bottle metal_nut magnetic_tile"}
+THREADS=${THREADS:-2}
 for seed in $SEEDS; do
-  for cat in bottle metal_nut magnetic_tile; do
+  for cat in $CATS; do
     if [ "$cat" = magnetic_tile ]; then args=(--dataset folder --root "$DATA/magnetic_tile" --every 3)
     else args=(--dataset mvtec --root "$DATA/mvtec_ad" --every 10); fi
     dest="$OUT/${cat}_seed$seed"
     [ -f "$dest/curve.json" ] && { echo "done: $dest"; continue; }
     echo "== $cat seed $seed ($(date +%T))"
     "$PY" benchmarks/time_to_quality.py "${args[@]}" --category "$cat" --preset "$PRESET" --seed "$seed" \
-      --threads 2 --output "$dest" --work "runs/detection_$PRESET/${cat}_seed$seed"
+      --threads "$THREADS" --output "$dest" --work "runs/detection_$PRESET/${cat}_seed$seed"
   done
 done

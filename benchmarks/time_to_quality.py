@@ -35,7 +35,8 @@ from scgan.checkpoint import load_model
 from scgan.config import Config, load_config, parse_overrides, to_yaml
 from scgan.evaluate import run_test
 from scgan.training.fit import MODEL_FILE, train
-from scgan.utils.tables import markdown_table, num
+from scgan.utils.runinfo import git_commit
+from scgan.utils.tables import num
 
 COST_FILE = "cost.json"
 # A configuration small enough to train in seconds (as the test suite's): for --quick only.
@@ -178,6 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    git_commit()  # fixes the commit every result of this invocation records (see git_commit)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     if args.threads:

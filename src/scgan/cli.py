@@ -338,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    from scgan.utils.runinfo import git_commit
+
+    git_commit()  # results record the commit this invocation started from, not the one HEAD is at when it ends
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -301,8 +301,16 @@ def _category_samples(cat_dir: Path, normal: str, split: str, val_fraction: floa
     return _normal_samples(cat_dir / "train" / normal, split, val_fraction, split_seed)
 
 
-class MVTecAD(AnomalyDataset):
-    """MVTec AD: ``root/CATEGORY/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}``."""
+class _CategoryDataset(AnomalyDataset):
+    """A dataset of category folders with ``train/<normal>``, ``test/<defect>`` and ``ground_truth/<defect>``.
+
+    Subclasses name the known categories, the normal folder's name and the dataset (for messages), and
+    may normalise how a category is written (:meth:`category_name`).
+    """
+
+    KNOWN: tuple[str, ...] = ()
+    NORMAL = "good"
+    LABEL = ""
 
     def __init__(
         self,
@@ -316,10 +324,22 @@ class MVTecAD(AnomalyDataset):
         require_masks: bool = True,
     ) -> None:
         _check_split(split)
-        known = MVTEC_CATEGORIES + DEMO_CATEGORIES
-        cat_dir = _category_dir(root, category, known, "good", "MVTec AD")
-        samples = _category_samples(cat_dir, "good", split, val_fraction, split_seed, require_masks)
+        category = self.category_name(category)
+        cat_dir = _category_dir(root, category, self.KNOWN, self.NORMAL, self.LABEL)
+        samples = _category_samples(cat_dir, self.NORMAL, split, val_fraction, split_seed, require_masks)
         super().__init__(samples, category, split, image_size, skip_bad_images)
+
+    @staticmethod
+    def category_name(category: str | int) -> str:
+        return str(category)
+
+
+class MVTecAD(_CategoryDataset):
+    """MVTec AD: ``root/CATEGORY/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}``."""
+
+    KNOWN = MVTEC_CATEGORIES + DEMO_CATEGORIES
+    NORMAL = "good"
+    LABEL = "MVTec AD"
 
 
 def _btad_name(category: str | int) -> str:
@@ -328,25 +348,13 @@ def _btad_name(category: str | int) -> str:
     return category.zfill(2) if category.isdigit() and len(category) < 2 else category
 
 
-class BTAD(AnomalyDataset):
+class BTAD(_CategoryDataset):
     """BTAD: ``root/NN/{train/ok, test/ok, test/ko, ground_truth/ko/<stem>[_mask].png|.bmp}``."""
 
-    def __init__(
-        self,
-        root: PathLike,
-        category: str,
-        split: str = "train",
-        image_size: int = 256,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        skip_bad_images: bool = False,
-        require_masks: bool = True,
-    ) -> None:
-        _check_split(split)
-        category = _btad_name(category)
-        cat_dir = _category_dir(root, category, BTAD_PRODUCTS, "ok", "BTAD")
-        samples = _category_samples(cat_dir, "ok", split, val_fraction, split_seed, require_masks)
-        super().__init__(samples, category, split, image_size, skip_bad_images)
+    KNOWN = BTAD_PRODUCTS
+    NORMAL = "ok"
+    LABEL = "BTAD"
+    category_name = staticmethod(_btad_name)
 
 
 def _folder_train_dir(root: Path) -> Path:

@@ -10,9 +10,24 @@ from pathlib import Path
 from typing import Any
 
 
+# The commit each folder was at when this process first asked: see git_commit.
+_FIRST_SEEN: dict[str, str] = {}
+
+
 def git_commit(cwd: str | Path | None = None) -> str:
-    """The repository's HEAD commit (with '-dirty' when there are uncommitted changes), or 'unknown'."""
-    cwd = cwd or Path(__file__).resolve().parent
+    """The repository's HEAD commit (with '-dirty' when there are uncommitted changes), or 'unknown'.
+
+    The first answer for a folder is kept for the life of the process, so a long invocation (a benchmark
+    of many trainings) records the code it started from even if HEAD moves while it runs. Programs call
+    this once at start (the CLI does) to fix it before any work.
+    """
+    key = str(Path(cwd or Path(__file__).resolve().parent).resolve())
+    if key not in _FIRST_SEEN:
+        _FIRST_SEEN[key] = _head_commit(key)
+    return _FIRST_SEEN[key]
+
+
+def _head_commit(cwd: str) -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
