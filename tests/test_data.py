@@ -386,8 +386,8 @@ def test_btad_unknown_product(tmp_path):
 
 def test_folder_layout(tmp_path):
     root = make_fake_folder(tmp_path / "parts", n_train=8, n_good_test=2, defects={"dent": 1, "scratch": 2})
-    tr = FolderDataset(root, "train", image_size=16, val_fraction=0.25)
-    va = FolderDataset(root, "val", image_size=16, val_fraction=0.25)
+    tr = FolderDataset(root, split="train", image_size=16, val_fraction=0.25)
+    va = FolderDataset(root, split="val", image_size=16, val_fraction=0.25)
     assert len(tr) == 6 and len(va) == 2 and tr.category == "parts" and tr.kind == "object"
     test = build_dataset("folder", root, "", "test", 24)
     assert len(test) == 5 and test.labels.sum() == 3 and test.has_masks
@@ -395,21 +395,22 @@ def test_folder_layout(tmp_path):
     for i in range(len(test)):
         m = test[i]["mask"][0].bool()
         assert m.any() == bool(test[i]["label"])
-    assert FolderDataset(root, "train", image_size=16, category="carpet").kind == "texture"
+    assert FolderDataset(root, split="train", image_size=16, category="carpet").kind == "texture"
 
 
 def test_flat_folder_of_normal_images(tmp_path):
     root = make_fake_folder(tmp_path / "flat", n_train=5, flat=True)
-    assert len(FolderDataset(root, "train", image_size=16)) + len(FolderDataset(root, "val", image_size=16)) == 5
+    n_train = len(FolderDataset(root, split="train", image_size=16))
+    assert n_train + len(FolderDataset(root, split="val", image_size=16)) == 5
     with pytest.raises(FileNotFoundError, match="no test folder"):
-        FolderDataset(root, "test", image_size=16)
+        FolderDataset(root, split="test", image_size=16)
 
 
 def test_folder_without_masks(tmp_path):
     root = make_fake_folder(tmp_path / "nomask", with_masks=False)
     with pytest.raises(ValueError, match="d00.png"):
-        FolderDataset(root, "test", image_size=16)
-    ds = FolderDataset(root, "test", image_size=16, require_masks=False)
+        FolderDataset(root, split="test", image_size=16)
+    ds = FolderDataset(root, split="test", image_size=16, require_masks=False)
     assert not ds.has_masks and ds.labels.sum() == 2 and all(ds[i]["mask"].sum() == 0 for i in range(len(ds)))
 
 

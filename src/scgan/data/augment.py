@@ -37,6 +37,9 @@ import torch.nn.functional as F
 
 from scgan.data.procedural import checker, fractal_noise, perlin_noise, stripes
 
+# What make_patch returns: the patch's content (B, C, q, q) and an optional bool mask (B, 1, q, q) of pixels to paste.
+Patch = tuple[torch.Tensor, torch.Tensor | None]
+
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights
 _JITTER = 0.4  # brightness / contrast / saturation factors in [1 - 0.4, 1 + 0.4]
 _HUE = 0.1  # hue rotation in [-0.1, 0.1] turns
@@ -170,9 +173,7 @@ class Augmentation(SyntheticAnomaly):
         """Side in pixels of a square covering patch_area of the image: round(sqrt(area * H * W)), >= 1."""
         return max(1, min(height, width, round(math.sqrt(self.patch_area * height * width))))
 
-    def make_patch(
-        self, x: torch.Tensor, side: int, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def make_patch(self, x: torch.Tensor, side: int, generator: torch.Generator | None) -> Patch:
         """Content (B, C, q, q) of the next patch and an optional bool mask (B, 1, q, q) of pixels to paste."""
         raise NotImplementedError
 
@@ -209,9 +210,7 @@ class CopyPaste(Augmentation):
 
     name = "copypaste"
 
-    def make_patch(
-        self, x: torch.Tensor, side: int, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def make_patch(self, x: torch.Tensor, side: int, generator: torch.Generator | None) -> Patch:
         b, _, h, w = x.shape
         top, left = _randint(h - side + 1, b, generator, x), _randint(w - side + 1, b, generator, x)
         return _gather(x, top, left, side), None
@@ -222,9 +221,7 @@ class CopyPasteColor(CopyPaste):
 
     name = "copypaste_color"
 
-    def make_patch(
-        self, x: torch.Tensor, side: int, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def make_patch(self, x: torch.Tensor, side: int, generator: torch.Generator | None) -> Patch:
         if x.shape[1] != 3:
             raise ValueError(f"colour jitter needs RGB images (B, 3, H, W), got {x.shape[1]} channels")
         patch, _ = super().make_patch(x, side, generator)
@@ -236,9 +233,7 @@ class Cutout(Augmentation):
 
     name = "cutout"
 
-    def make_patch(
-        self, x: torch.Tensor, side: int, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def make_patch(self, x: torch.Tensor, side: int, generator: torch.Generator | None) -> Patch:
         return torch.full((x.shape[0], x.shape[1], side, side), -1.0, dtype=x.dtype, device=x.device), None
 
 
@@ -247,9 +242,7 @@ class CutoutColor(Augmentation):
 
     name = "cutout_color"
 
-    def make_patch(
-        self, x: torch.Tensor, side: int, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def make_patch(self, x: torch.Tensor, side: int, generator: torch.Generator | None) -> Patch:
         b, c = x.shape[:2]
         colour = 2 * _rand((b, c, 1, 1), generator, x) - 1
         return colour.expand(b, c, side, side).to(x.dtype), None
@@ -260,9 +253,7 @@ class Confetti(Augmentation):
 
     name = "confetti"
 
-    def make_patch(
-        self, x: torch.Tensor, side: int, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def make_patch(self, x: torch.Tensor, side: int, generator: torch.Generator | None) -> Patch:
         b, c, h, w = x.shape
         # An odd window that holds the rectangle at any angle, so its centre pixel is always inside.
         q = min(h, w, 2 * math.ceil(side * math.sqrt(2) / 2) + 1)

@@ -302,10 +302,11 @@ def _category_samples(cat_dir: Path, normal: str, split: str, val_fraction: floa
 
 
 class _CategoryDataset(AnomalyDataset):
-    """A dataset of category folders with ``train/<normal>``, ``test/<defect>`` and ``ground_truth/<defect>``.
+    """A dataset read from a root folder: ``MVTecAD(root, category)``, ``BTAD(root, "01")``, ``FolderDataset(root)``.
 
-    Subclasses name the known categories, the normal folder's name and the dataset (for messages), and
-    may normalise how a category is written (:meth:`category_name`).
+    The default (:meth:`find_samples`) reads category folders with ``train/<normal>``, ``test/<defect>`` and
+    ``ground_truth/<defect>``; subclasses name the known categories, the normal folder's name and the dataset
+    (for messages), and may normalise how a category is written (:meth:`category_name`).
     """
 
     KNOWN: tuple[str, ...] = ()
@@ -315,7 +316,7 @@ class _CategoryDataset(AnomalyDataset):
     def __init__(
         self,
         root: PathLike,
-        category: str,
+        category: str = "",
         split: str = "train",
         image_size: int = 256,
         val_fraction: float = 0.1,
@@ -324,14 +325,19 @@ class _CategoryDataset(AnomalyDataset):
         require_masks: bool = True,
     ) -> None:
         _check_split(split)
-        category = self.category_name(category)
-        cat_dir = _category_dir(root, category, self.KNOWN, self.NORMAL, self.LABEL)
-        samples = _category_samples(cat_dir, self.NORMAL, split, val_fraction, split_seed, require_masks)
+        samples, category = self.find_samples(Path(root), self.category_name(category), split, val_fraction,
+                                              split_seed, require_masks)
         super().__init__(samples, category, split, image_size, skip_bad_images)
 
     @staticmethod
     def category_name(category: str | int) -> str:
         return str(category)
+
+    def find_samples(self, root: Path, category: str, split: str, val_fraction: float, split_seed: int,
+                     require_masks: bool) -> tuple[list[Sample], str]:
+        """The split's samples and the category's name."""
+        cat_dir = _category_dir(root, category, self.KNOWN, self.NORMAL, self.LABEL)
+        return _category_samples(cat_dir, self.NORMAL, split, val_fraction, split_seed, require_masks), category
 
 
 class MVTecAD(_CategoryDataset):
@@ -368,7 +374,7 @@ def _folder_train_dir(root: Path) -> Path:
     return train
 
 
-class FolderDataset(AnomalyDataset):
+class FolderDataset(_CategoryDataset):
     """A generic folder: ``root/train/`` (or a flat ``root``) of normal images, optional ``root/test/<name>/``.
 
     Test folders named good / ok / normal hold normal images, any other name is a defect type; masks
@@ -376,19 +382,8 @@ class FolderDataset(AnomalyDataset):
     only names the data (it defaults to the folder's name) and picks texture/object by name.
     """
 
-    def __init__(
-        self,
-        root: PathLike,
-        split: str = "train",
-        image_size: int = 256,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        skip_bad_images: bool = False,
-        require_masks: bool = True,
-        category: str = "",
-    ) -> None:
-        _check_split(split)
-        root = Path(root)
+    def find_samples(self, root: Path, category: str, split: str, val_fraction: float, split_seed: int,
+                     require_masks: bool) -> tuple[list[Sample], str]:
         if not root.is_dir():
             raise FileNotFoundError(f"dataset folder not found: {root}")
         if split == "test":
@@ -396,7 +391,7 @@ class FolderDataset(AnomalyDataset):
             samples = _test_samples(root / "test", mask_root, require_masks)
         else:
             samples = _normal_samples(_folder_train_dir(root), split, val_fraction, split_seed)
-        super().__init__(samples, category or root.resolve().name, split, image_size, skip_bad_images)
+        return samples, category or root.resolve().name
 
 
 def normal_images(folder: PathLike, image_size: int, skip_bad_images: bool = False) -> AnomalyDataset:
@@ -421,6 +416,4 @@ def build_dataset(
     """The named dataset ("mvtec", "btad" or "folder"); ``kwargs`` go to its constructor."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
-    if dataset == "folder":
-        return FolderDataset(root, split=split, image_size=image_size, category=category, **kwargs)
     return DATASETS[dataset](root, category, split=split, image_size=image_size, **kwargs)

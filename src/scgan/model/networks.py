@@ -40,16 +40,8 @@ def channel_plan(image_size: int, base_channels: int, max_channels: int | None) 
 class Encoder(nn.Module):
     """Image (B, in_channels, S, S) -> latent (B, out_channels, 1, 1), optionally with MS-CAM after each block."""
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        out_channels: int = 100,
-        in_channels: int = 3,
-        base_channels: int = 64,
-        max_channels: int | None = None,
-        attention: bool = False,
-        reduction: int = 4,
-    ) -> None:
+    def __init__(self, image_size: int = 256, out_channels: int = 100, in_channels: int = 3, base_channels: int = 64,
+                 max_channels: int | None = None, attention: bool = False, reduction: int = 4) -> None:
         super().__init__()
         chans = channel_plan(image_size, base_channels, max_channels)
         blocks: list[nn.Module] = []
@@ -82,15 +74,8 @@ class Decoder(nn.Module):
     shrinks slowly with training; a scale a little above 1 (range [-scale, scale]) lets training close it sooner.
     """
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        nz: int = 100,
-        out_channels: int = 3,
-        base_channels: int = 64,
-        max_channels: int | None = None,
-        output_scale: float = 1.0,
-    ) -> None:
+    def __init__(self, image_size: int = 256, nz: int = 100, out_channels: int = 3, base_channels: int = 64,
+                 max_channels: int | None = None, output_scale: float = 1.0) -> None:
         super().__init__()
         if not 1.0 <= output_scale <= 2.0:
             raise ValueError(f"output_scale must be in [1, 2], got {output_scale!r}")
@@ -124,17 +109,8 @@ class GeneratorOutput:
 class Generator(nn.Module):
     """encoder1 (with MS-CAM) -> decoder -> encoder2 (without MS-CAM)."""
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        nz: int = 100,
-        base_channels: int = 64,
-        max_channels: int | None = None,
-        attention: bool = True,
-        reduction: int = 4,
-        in_channels: int = 3,
-        output_scale: float = 1.0,
-    ) -> None:
+    def __init__(self, image_size: int = 256, nz: int = 100, base_channels: int = 64, max_channels: int | None = None,
+                 attention: bool = True, reduction: int = 4, in_channels: int = 3, output_scale: float = 1.0) -> None:
         super().__init__()
         common = dict(image_size=image_size, in_channels=in_channels, base_channels=base_channels,
                       max_channels=max_channels)
@@ -160,13 +136,8 @@ class DiscriminatorOutput:
 class Discriminator(nn.Module):
     """Encoder layout (no attention) whose last convolution has one output channel, then a sigmoid."""
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        base_channels: int = 64,
-        max_channels: int | None = None,
-        in_channels: int = 3,
-    ) -> None:
+    def __init__(self, image_size: int = 256, base_channels: int = 64, max_channels: int | None = None,
+                 in_channels: int = 3) -> None:
         super().__init__()
         self.encoder = Encoder(image_size, 1, in_channels, base_channels, max_channels, attention=False)
 
