@@ -65,6 +65,24 @@ def test_model_files_of_the_previous_layout_still_load(trained, tmp_path):
         assert torch.allclose(a.scorer()(x)[0], b.scorer()(x)[0])
 
 
+@pytest.mark.integration
+def test_model_files_older_than_a_score_still_test(trained, tmp_path):
+    """A model calibrated before a score existed (ssim_max, msgms_max came later) is tested on every score; the
+    ones its calibration lacks get an AUROC but no decision at a threshold."""
+    from scgan.evaluate import run_test
+
+    res, _ = trained
+    obj = torch.load(res.model_path, map_location="cpu", weights_only=True)
+    cal = obj["calibration"]
+    kept = {k: v for k, v in cal["scores"].items() if k not in ("ssim_max", "msgms_max")}
+    path = tmp_path / "older.pt"
+    torch.save({**obj, "calibration": {**cal, "scores": kept}}, path)
+    m = run_test(load_model(path), tmp_path / "test", report=False, progress=False).metrics
+    assert {"ssim_max", "msgms_max"} <= set(m["scores"])
+    assert "at_threshold" not in m["scores"]["ssim_max"] and "at_threshold" in m["scores"][m["default_score"]]
+    assert 0.0 <= m["scores"]["ssim_max"]["image_auroc"] <= 1.0
+
+
 @pytest.mark.unit
 def test_old_runtime_keys_are_read_at_their_new_place():
     from scgan.config import load_config

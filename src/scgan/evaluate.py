@@ -91,7 +91,7 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
     for name in result.names:
         s = result.score(name)
         m = compute_metrics(s, result.labels)
-        if calibration is not None:
+        if calibration is not None and name in calibration.scores:  # a model older than a score has none for it
             m["at_threshold"] = decision_metrics(s, result.labels, calibration.scores[name].threshold)
         m["description"] = SCORE_DESCRIPTIONS[name]
         per_score[name] = m
