@@ -104,3 +104,34 @@ def test_study_tables_show_mean_and_std_over_seeds():
     assert md.splitlines()[2] == ("| Object | bottle | 98.3 | 79.4 | 82.0 ± 2.8 | 92.0 ± 2.8 | 92.0 ± 2.8 | n/a | "
                                   "46.0 ± 1.4 |")
     assert rows[1][4] == "82.0 ± 2.8" and md.endswith("\n")
+
+
+def test_detection_table_reads_the_runs_and_counts_autos_matches(tmp_path):
+    """Table 1 with the head: means over seeds, the bars, and how often auto's pick was the best test score."""
+    import json
+
+    dt = _load_script("detection_table")
+
+    def curve(scores, default, cpu_s):
+        row = {"reported_model": True, "image_auroc": scores, "default_score": default, "pixel_auroc": 0.93,
+               "aupro": 0.8, "scoring_cpu_s": 6.0}
+        return {"rows": [{**row, "reported_model": False}, row], "cost": {"total_cpu_s": cpu_s}, "threads": 1}
+
+    for seed, (seg, ssim) in enumerate([(0.99, 0.97), (0.97, 0.98)]):
+        d = tmp_path / "results" / "detection_default" / f"bottle_seed{seed}"
+        d.mkdir(parents=True)
+        (d / "curve.json").write_text(json.dumps(curve({"as": 0.8, "seg_max": seg, "ssim_max": ssim}, "seg_max",
+                                                       1200.0)))
+    m = tmp_path / "rescored" / "bottle_seed0"
+    m.mkdir(parents=True)
+    scores = {"as": {"image_auroc": 0.79}, "map_max": {"image_auroc": 0.93}}
+    (m / "metrics.json").write_text(json.dumps({"scores": scores, "default_score": "map_max", "pixel_auroc": 0.87,
+                                                "aupro": 0.63}))
+    data = dt.collect(tmp_path / "results", tmp_path / "rescored")
+    assert [r["seed"] for r in data["head"]["bottle"]] == [0, 1] and len(data["headless"]["bottle"]) == 1
+    assert data["head"]["bottle"][0]["cpu_min"] == pytest.approx(20.1)
+    text = dt.markdown(data)
+    assert "| bottle | 98.3 | 1 / 2 | 79.0 | 93.0 | 93.0 | 87.0 | 63.0 | 98.0 ± 1.4 | 98.0 ± 1.4 |" in text
+    assert "image AUROC 99.0, 97.0 against >= 98.3: met by 1 of 2" in text
+    assert "CPU minutes 20.1, 20.1 against <= 30.0: met by 2 of 2" in text
+    assert "2 of 3 runs matched" in text  # seed 1's pick (seg_max 97.0) was not the best (ssim_max 98.0)
