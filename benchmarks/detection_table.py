@@ -120,8 +120,8 @@ def markdown(data: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
         bars.append(f"- {cat} ({len(h)} seeds): image AUROC {', '.join(pct(v) for v in img)} against >= "
                     f"{pct(BARS[cat])}: {met(img, lambda v: v >= BARS[cat])}; pixel AUROC "
                     f"{', '.join(pct(v) for v in pix)} against >= {pct(PIXEL_BAR)}: "
-                    f"{met(pix, lambda v: v >= PIXEL_BAR)}; CPU minutes {', '.join(num(v) for v in cpu)} against <= {num(CPU_BAR)}: "
-                    f"{met(cpu, lambda v: v <= CPU_BAR)}")
+                    f"{met(pix, lambda v: v >= PIXEL_BAR)}; CPU minutes {', '.join(num(v) for v in cpu)} "
+                    f"against <= {num(CPU_BAR)}: {met(cpu, lambda v: v <= CPU_BAR)}")
     n = len(match)
     return "\n".join([
         "# Table 1 with the learned head (issue 14)",
