@@ -85,6 +85,9 @@ def test_benchmark_table_resume_and_parallel_runs(tmp_path, demo_root, demo_cate
     table = (out / "table.md").read_text()
     assert demo_category in table and "Paper SCGAN" in table and "±" in table
     assert "last epoch" in table and "git commit" in table
+    res = json.load(open(f"{json.loads((out / 'summary.json').read_text())['runs']['base'][demo_category][0]}"
+                         "/test/metrics.json"))["pixel_metrics_resolution"]
+    assert f"Pixel AUROC and AUPRO at {res[0]} x {res[1]} px, the masks' stored resolution." in table
     summary = json.loads((out / "summary.json").read_text())
     run_dirs = summary["runs"]["base"][demo_category]
     assert len(run_dirs) == 2

@@ -207,7 +207,8 @@ def run_study(study: str, base: Config, *, dataset: str, root: str, categories: 
               f"AS = the paper's score (beta = {base.score.beta}); map_max = peak of the smoothed residual map; "
               f"auto = the default: per model, the score that best separated normal validation images from "
               f"synthetic defects (chosen without test images; each run's choice is in its metrics.json). "
-              f"Every model is the last epoch's; nothing was selected on test images.\n\n"
+              f"Every model is the last epoch's; nothing was selected on test images. "
+              f"{_resolution_sentence(res)}\n\n"
               f"- command: `{info['command']}`\n- preset: `{base.preset}`, seeds {seeds}, threads {threads}\n"
               f"- git commit: `{info['git_commit']}`\n- wall time of this invocation: {info['wall_time_s']} s\n"
               f"- runs reused from earlier invocations (not retrained): {len(reused)} of "
@@ -217,6 +218,17 @@ def run_study(study: str, base: Config, *, dataset: str, root: str, categories: 
     atomic_write_text(out / "table.csv", _csv(rows))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return out
+
+
+def _resolution_sentence(res: StudyResult) -> str:
+    """Where pixel metrics were computed, from the runs' metrics.json (``pixel_metrics_resolution``)."""
+    found = {tuple(m["pixel_metrics_resolution"]) if m.get("pixel_metrics_resolution") else None
+             for per_cat in res.metrics.values() for runs in per_cat.values() for m in runs}
+    sizes = sorted(" x ".join(map(str, r)) for r in found if r)
+    if not sizes:
+        return "No pixel metrics (image-level runs only)."
+    older = " (runs older than issue 13 do not record it: they were computed at S)" if None in found else ""
+    return f"Pixel AUROC and AUPRO at {', '.join(sizes)} px, the masks' stored resolution{older}."
 
 
 def beta_study(res: StudyResult, out: Path) -> tuple[str, list[list[str]]]:
