@@ -9,9 +9,9 @@ For each category and seed it reads the reported model's (last epoch's) test met
   ``ssim_max`` and ``msgms_max`` existed; re-scoring changes no weight and no calibration), else
   ``results/detection_cpu/<category>_seed<k>/curve.json`` (``benchmarks/detection_quality.sh cpu``).
 
-It prints and writes ``table.md`` and ``table.json`` to ``--output``: mean ± std over the seeds found, each
-run's numbers, the bars of issue 14, and how often ``auto`` (chosen on validation images and confetti, never
-on test images) picked the score that was best on the test set. That last figure is an observation: the
+It prints and writes ``table.md``, ``table.json`` and ``curves.png`` to ``--output``: mean ± std over the seeds
+found, each run's numbers, the bars of issue 14, and how often ``auto`` (chosen on validation images and
+confetti, never on test images) picked the score that was best on the test set. That last figure is an observation: the
 "best on test" column is an oracle that no model may use.
 
     python benchmarks/detection_table.py      # after the runs: reads results/, writes results/table1_detection
@@ -140,6 +140,41 @@ def markdown(data: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
         per_seed, ""])
 
 
+def plot_curves(results: Path, path: Path) -> bool:
+    """One panel per category: seg_max and the default score's image AUROC against CPU minutes, per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CATEGORIES), figsize=(5 * len(CATEGORIES), 4), sharey=True)
+    drawn = False
+    for ax, cat in zip(axes, CATEGORIES):
+        for seed in SEEDS:
+            f = results / "detection_default" / f"{cat}_seed{seed}" / "curve.json"
+            if not f.exists():
+                continue
+            rows = json.loads(f.read_text())["rows"]
+            xs = [r["cpu_min"] for r in rows]
+            line, = ax.plot(xs, [r["image_auroc"]["seg_max"] for r in rows], marker="o", label=f"seg_max, seed {seed}")
+            ax.plot(xs, [r["image_auroc"][r["default_score"]] for r in rows], marker="x", linestyle="--",
+                    color=line.get_color(), label=f"auto's pick, seed {seed}")
+            drawn = True
+        if cat in BARS:
+            ax.axhline(BARS[cat], color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"{cat} (bar dotted)")
+        ax.set_xlabel("CPU minutes (training, 1 thread unless the run says otherwise)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("image AUROC (test; last point = reported model)")
+    fig.suptitle("default preset (SCGAN + head): image AUROC against training cost; checkpoints scored after training")
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", default="results", help="the results folder")
@@ -155,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(data)
     (out / "table.md").write_text(text)
+    plot_curves(Path(args.results), out / "curves.png")
     (out / "table.json").write_text(json.dumps(data, indent=2, default=lambda o: float(o)
                                                if isinstance(o, np.floating) else str(o)))
     print(text)
