@@ -35,7 +35,7 @@ from scgan.checkpoint import load_model
 from scgan.config import Config, load_config, parse_overrides, to_yaml
 from scgan.evaluate import run_test
 from scgan.training.fit import MODEL_FILE, train
-from scgan.utils.runinfo import git_commit
+from scgan.utils.runinfo import cpu_model, git_commit
 from scgan.utils.tables import num
 
 COST_FILE = "cost.json"
@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"config": cfg.to_dict(), "seed": cfg.train.seed, "work": str(work), "threads": cost["threads"],
               "cost": cost, "rows": rows,
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+              "git_commit": git_commit(), "cpu": cpu_model(),
               "selection": "last epoch (no model selection); earlier checkpoints only describe the cost"}
     (out / "curve.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "curve.md").write_text(markdown(rows, cost, cfg) + "\n")
