@@ -400,6 +400,8 @@ def test_folder_layout(tmp_path):
 
 def test_flat_folder_of_normal_images(tmp_path):
     root = make_fake_folder(tmp_path / "flat", n_train=5, flat=True)
+    with pytest.raises(ValueError, match="pass split='test'"):
+        FolderDataset(root, "test", image_size=16)
     n_train = len(FolderDataset(root, split="train", image_size=16))
     assert n_train + len(FolderDataset(root, split="val", image_size=16)) == 5
     with pytest.raises(FileNotFoundError, match="no test folder"):

@@ -382,6 +382,13 @@ class FolderDataset(_CategoryDataset):
     only names the data (it defaults to the folder's name) and picks texture/object by name.
     """
 
+    @staticmethod
+    def category_name(category: str | int) -> str:
+        if category in SPLITS:  # FolderDataset(root, "test") from before the split moved behind the category
+            raise ValueError(f"FolderDataset's second argument is the category (a name), not the split: "
+                             f"pass split={category!r}")
+        return str(category)
+
     def find_samples(self, root: Path, category: str, split: str, val_fraction: float, split_seed: int,
                      require_masks: bool) -> tuple[list[Sample], str]:
         if not root.is_dir():
