@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,17 @@ def test_git_commit_outside_a_repository(tmp_path, monkeypatch):
     monkeypatch.setattr(runinfo, "_FIRST_SEEN", {})
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     assert runinfo.git_commit(tmp_path) == "unknown"
+
+
+def test_worker_processes_record_the_parents_commit(monkeypatch):
+    """scgan benchmark --jobs N spawns workers: they inherit the commit the invocation started from."""
+    monkeypatch.setattr(runinfo, "_FIRST_SEEN", {})
+    monkeypatch.delenv(runinfo.COMMIT_ENV, raising=False)
+    started = runinfo.git_commit()
+    import os
+
+    assert os.environ[runinfo.COMMIT_ENV] == started
+    code = "from scgan.utils.runinfo import git_commit; print(git_commit())"
+    monkeypatch.setenv(runinfo.COMMIT_ENV, "abc123-started")  # what a parent that began at another commit set
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "abc123-started", out.stderr[-500:]

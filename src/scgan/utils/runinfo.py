@@ -1,6 +1,7 @@
 """Provenance recorded in every result file: command, git commit, versions, time."""
 from __future__ import annotations
 
+import os
 import platform
 import shlex
 import subprocess
@@ -10,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 
-# The commit each folder was at when this process first asked: see git_commit.
+# The commit each folder was at when this process first asked: see git_commit. The package's own commit is
+# also passed to child processes in COMMIT_ENV.
 _FIRST_SEEN: dict[str, str] = {}
+COMMIT_ENV = "SCGAN_GIT_COMMIT"
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -21,9 +24,13 @@ def git_commit(cwd: str | Path | None = None) -> str:
     of many trainings) records the code it started from even if HEAD moves while it runs. Programs call
     this once at start (the CLI does) to fix it before any work.
     """
+    if cwd is None and os.environ.get(COMMIT_ENV):  # set by the process that started this one (runs in parallel)
+        return os.environ[COMMIT_ENV]
     key = str(Path(cwd or Path(__file__).resolve().parent).resolve())
     if key not in _FIRST_SEEN:
         _FIRST_SEEN[key] = _head_commit(key)
+        if cwd is None:
+            os.environ[COMMIT_ENV] = _FIRST_SEEN[key]  # inherited by worker processes (scgan benchmark --jobs N)
     return _FIRST_SEEN[key]
 
 
