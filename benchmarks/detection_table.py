@@ -24,8 +24,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scgan.experiments.paper import SCGAN_MVTEC
 from scgan.utils.tables import fmt_mean_std, markdown_table, num, pct
 
@@ -191,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(data)
     (out / "table.md").write_text(text)
     plot_curves(Path(args.results), out / "curves.png")
-    (out / "table.json").write_text(json.dumps(data, indent=2, default=lambda o: float(o)
-                                               if isinstance(o, np.floating) else str(o)))
+    (out / "table.json").write_text(json.dumps(data, indent=2))
     print(text)
     return 0
 
