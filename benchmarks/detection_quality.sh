@@ -4,13 +4,16 @@
 # never used to select: the reported model is the last epoch). Seed 0 of every category first.
 #   bash benchmarks/detection_quality.sh [PRESET] [SEEDS]      e.g.  bash benchmarks/detection_quality.sh default "0 1 2"
 # CATS="bottle metal_nut" and THREADS=1 split the work into two streams that run side by side on 2 cores.
+# OVERRIDES="train.lr_milestones=0.8,0.9" NAME=lrsteps: a variant of the preset, in results/detection_NAME.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${1:-default}
 SEEDS=${2:-"0 1 2"}
 DATA=${DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
-OUT=${OUT:-results/detection_$PRESET}
+NAME=${NAME:-$PRESET}
+OUT=${OUT:-results/detection_$NAME}
+read -r -a EXTRA <<< "${OVERRIDES:-}"
 CATS=${CATS:-"bottle metal_nut magnetic_tile"}
 THREADS=${THREADS:-2}
 for seed in $SEEDS; do
@@ -21,6 +24,6 @@ for seed in $SEEDS; do
     [ -f "$dest/curve.json" ] && { echo "done: $dest"; continue; }
     echo "== $cat seed $seed ($(date +%T))"
     "$PY" benchmarks/time_to_quality.py "${args[@]}" --category "$cat" --preset "$PRESET" --seed "$seed" \
-      --threads "$THREADS" --output "$dest" --work "runs/detection_$PRESET/${cat}_seed$seed"
+      --threads "$THREADS" --output "$dest" --work "runs/detection_$NAME/${cat}_seed$seed" ${EXTRA[@]+"${EXTRA[@]}"}
   done
 done

@@ -200,3 +200,42 @@ def test_16_mixed_lets_gradscaler_skip_a_few_nonfinite_steps_then_stops(demo_roo
     fp32 = SCGANModule(tiny_config(demo_root, demo_category).to_dict(), "copypaste")
     with pytest.raises(NonFiniteLossError):
         fp32._check_finite(bad, 0)
+
+
+@pytest.mark.integration
+def test_fainter_synthetic_defects_change_the_same_pixels_less(trained, demo_root, demo_category):
+    """The fitter scores confetti at each strength on the same pixels; the full-strength numbers are the
+    ones a single-strength calibration gets."""
+    import copy
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from scgan.calibration.fit import CalibrationFitter, calibrate
+    from scgan.checkpoint import load_model
+    from scgan.data.datasets import normal_images
+
+    res, _ = trained
+    loaded = load_model(res.model_path)
+    cfg = copy.deepcopy(loaded.config)
+    cfg.score.default_score = "auto"
+    ds = normal_images(demo_root / demo_category / "train" / "good", cfg.model.image_size)
+    loader = DataLoader(ds, batch_size=8, shuffle=False)
+    cfg.score.selection_strengths = [1.0]
+    single = calibrate(loaded.scorer(), loader, cfg)
+    cfg.score.selection_strengths = [1.0, 0.5, 0.25]
+    ladder = calibrate(loaded.scorer(), loader, cfg)
+    assert ladder.selection_by_strength["1"] == single.selection
+    for n in single.selection:
+        rows = [ladder.selection_by_strength[a][n] for a in ("1", "0.5", "0.25")]
+        assert ladder.selection[n] == pytest.approx(sum(rows) / 3)
+    # What the fitter pastes at strength a: the same pixels as at full strength, moved a of the way.
+    fitter = CalibrationFitter(loaded.scorer(), cfg)
+    x = next(iter(loader))["image"]
+    seen = []
+    fitter.scorer.run = lambda xa, raw=False: (seen.append(xa) or (torch.zeros(len(xa), len(fitter.scorer.names)), None))
+    fitter.add(x, 0)
+    full, half, quarter = (s - x for s in seen[1:])
+    changed = full.abs().sum(1) > 0
+    assert changed.any() and torch.equal(half.abs().sum(1) > 0, changed)
+    assert torch.allclose(half, full / 2, atol=1e-6) and torch.allclose(quarter, full / 4, atol=1e-6)

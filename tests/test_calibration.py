@@ -103,3 +103,27 @@ def test_sigma_auto_ties_and_degenerate_masks_keep_the_default():
     sigma, aurocs = select_sigma(flat, flat, masks, sigma_candidates(64))  # every candidate scores 0.5
     assert sigma == 1.0 and set(aurocs.values()) == {0.5}
     assert select_sigma(flat, flat, torch.zeros_like(masks), sigma_candidates(128)) == (2.0, {})
+
+
+def test_auto_over_several_strengths_averages_their_aurocs():
+    """With defects at several strengths, each score's separation is its mean AUROC (and mean margin) over
+    them; one strength given as a dict is the same as the plain array."""
+    rng = np.random.default_rng(1)
+    normal = _scores(**{k: rng.normal(0, 1, 30) for k in SCORE_NAMES})
+    full = _scores(**{k: rng.normal(0, 1, 30) for k in SCORE_NAMES})
+    faint = full.copy()
+    full[:, [1, 3]] += 10  # l_con and map_max both saturate at full strength
+    faint[:, 1] += 10  # only l_con still separates faint defects
+    faint[:, 3] += 0.5
+    one = fit_calibration(normal, SCORE_NAMES, 0.99, full)
+    assert one == fit_calibration(normal, SCORE_NAMES, 0.99, {1.0: full}) and not one.selection_by_strength
+    assert one.selection["l_con"] == one.selection["map_max"] == 1.0
+    two = fit_calibration(normal, SCORE_NAMES, 0.99, {1.0: full, 0.25: faint})
+    assert two.selected_score == "l_con"
+    assert set(two.selection_by_strength) == {"1", "0.25"}
+    assert two.selection_by_strength["1"] == one.selection
+    low = separation_auroc(normal, faint, SCORE_NAMES)
+    for n in SCORE_NAMES:
+        assert two.selection[n] == pytest.approx((one.selection[n] + low[n]) / 2)
+    assert Calibration.from_dict(two.to_dict()) == two
+

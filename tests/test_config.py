@@ -62,3 +62,14 @@ def test_sigma_values():
     for bad in ("sigma=Auto", "sigma=-1", "sigma=inf", "sigma=nan", "sigma=100"):
         with pytest.raises(ValueError, match="sigma"):
             load_config("cpu", overrides=[bad])
+
+
+@pytest.mark.unit
+def test_list_settings_from_the_command_line_and_yaml():
+    cfg = load_config("cpu", overrides=["score.selection_strengths=1, 0.5"])
+    assert cfg.score.selection_strengths == [1.0, 0.5]
+    assert load_config("default").score.selection_strengths == [1.0, 0.5, 0.25]
+    with pytest.raises(ValueError, match=r"selection_strengths: expected a number, got 'x'"):
+        load_config("cpu", overrides=["score.selection_strengths=1,x"])
+    with pytest.raises(ValueError, match=r"selection_strengths must be one or more numbers in \(0, 1\]"):
+        load_config("cpu", overrides=["score.selection_strengths=0"])

@@ -145,3 +145,19 @@ def test_collapsed_discriminator_is_reinitialised_and_training_goes_on(tmp_path,
     assert base_ckpt["scgan_d_resets"] == 0
     base_d = {k[len("discriminator."):]: v for k, v in base_ckpt["state_dict"].items() if k.startswith("discriminator.")}
     assert any(not torch.equal(base_d[k], reset_d[k]) for k in base_d if k.endswith("weight"))
+
+
+def test_lr_milestones_step_every_optimiser_down_by_epoch(tmp_path, demo_root, demo_category):
+    """train.lr_milestones = [0.5] over 2 epochs: lr during epoch 0, lr * lr_gamma during epoch 1, for G, D and
+    the head alike (checked with the optimisers' state in the last checkpoint)."""
+    from scgan.config import TrainConfig
+
+    t = TrainConfig(lr_milestones=[0.8, 0.9], lr_gamma=0.5)
+    assert [t.lr_factor(e, 10) for e in (0, 7, 8, 9)] == [1.0, 1.0, 0.5, 0.25]
+    assert TrainConfig().lr_factor(9, 10) == 1.0  # no milestones: a constant lr, as in the paper
+    cfg = tiny_config(demo_root, demo_category, **{"train.lr_milestones": [0.5], "train.lr_gamma": 0.1,
+                                                   "model.head": "seg", "model.head_width": 4})
+    res = train(cfg, tmp_path, progress=False)
+    ckpt = torch.load(res.last_checkpoint, map_location="cpu", weights_only=True)
+    lrs = [g["lr"] for state in ckpt["optimizer_states"] for g in state["param_groups"]]
+    assert len(lrs) == 3 and lrs == pytest.approx([cfg.train.lr * 0.1] * 3)

@@ -184,8 +184,10 @@ def _print_calibration(model_path: Path) -> None:
         print(f"score {name}; no calibration (no validation images): predict gives scores but no decisions")
         return
     if loaded.config.score.default_score == "auto" and name in cal.selection:
+        mean = f"mean over strengths {', '.join(cal.selection_by_strength)}, " if cal.selection_by_strength else ""
         why = (f"chosen by 'auto': separates synthetic defects from normal validation images with AUROC "
-               f"{cal.selection[name]:.3f}, margin {cal.selection_margin.get(name, float('nan')):.2f} normal spreads")
+               f"{cal.selection[name]:.3f} ({mean}margin {cal.selection_margin.get(name, float('nan')):.2f} "
+               f"normal spreads)")
     else:
         why = "set by default_score"
     print(f"score {name} ({why})")

@@ -156,12 +156,16 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
     default = loaded.default_score
     metrics = metrics_for(result, loaded.calibration, default, ds.stored_masks() if ds.has_masks else None)
     if loaded.calibration is not None and loaded.calibration.selection:
+        by_strength = loaded.calibration.selection_by_strength
+        strengths = f" blended in at strengths {', '.join(by_strength)} (mean AUROC)" if by_strength else ""
         metrics["score_selection"] = {
             "rule": "auto: the score that best separates normal validation images from the same images with "
-                    "synthetic confetti defects; no test image involved",
+                    f"synthetic confetti defects{strengths}; no test image involved",
             "separation_auroc": loaded.calibration.selection,
             "selected": loaded.calibration.selected_score,
         }
+        if by_strength:
+            metrics["score_selection"]["separation_auroc_by_strength"] = by_strength
     metrics["map_smoothing"] = {"sigma": scorer.blur.sigma, "config": cfg.score.sigma}
     if loaded.calibration is not None and loaded.calibration.sigma_selection:
         metrics["map_smoothing"].update(

@@ -59,8 +59,8 @@ class CalibrationFitter:
     for the ``auto`` choices), then fits the :class:`Calibration`.
 
     Scoring runs in fp32 whatever the training precision: test and predict score in fp32. The synthetic
-    defects (confetti, ``selection_patches`` of them) are a kind training never sees; their randomness
-    depends on (split_seed, batch index) only.
+    defects (confetti, ``selection_patches`` of them, blended in at each of ``selection_strengths``) are a
+    kind training never sees; their randomness depends on (split_seed, batch index) only.
     """
 
     def __init__(self, scorer: Scorer, cfg) -> None:
@@ -69,11 +69,13 @@ class CalibrationFitter:
         self.auto_sigma = s.sigma == "auto"
         self.auto_score = s.default_score == "auto"
         self.defects = build_augmentation("confetti", s.selection_patches, cfg.augment.patch_area)
+        # Defect strengths (shares of the confetti blended in); full strength is always scored: sigma needs it.
+        self.strengths = [float(a) for a in s.selection_strengths] if self.auto_score else [1.0]
         self._normal: list[torch.Tensor] = []
-        self._synthetic: list[torch.Tensor] = []
+        self._synthetic: dict[float, list[torch.Tensor]] = {}
         # score.sigma = auto: unsmoothed residual maps, clean and with defects, and the defects' masks.
         self._res: list[torch.Tensor] = []
-        self._res_synthetic: list[torch.Tensor] = []
+        self._res_synthetic: dict[float, list[torch.Tensor]] = {}
         self._masks: list[torch.Tensor] = []
 
     @torch.no_grad()
@@ -87,10 +89,13 @@ class CalibrationFitter:
                 self._res.append(residual[:, None].float().cpu())
             if self.auto_score or self.auto_sigma:
                 x_defect = self.defects(x, generator=seeded_generator(x.device, self.cfg.data.split_seed, batch_idx))
-                synthetic, residual = self.scorer.run(x_defect, raw=self.auto_sigma)
-                self._synthetic.append(synthetic.float().cpu())
+                for a in dict.fromkeys([1.0, *self.strengths]):
+                    x_a = x_defect if a == 1.0 else x + a * (x_defect - x)  # the same pixels, changed less
+                    synthetic, residual = self.scorer.run(x_a, raw=self.auto_sigma)
+                    self._synthetic.setdefault(a, []).append(synthetic.float().cpu())
+                    if self.auto_sigma:
+                        self._res_synthetic.setdefault(a, []).append(residual[:, None].float().cpu())
                 if self.auto_sigma:
-                    self._res_synthetic.append(residual[:, None].float().cpu())
                     self._masks.append((x_defect != x).any(dim=1, keepdim=True).cpu())
 
     def fit(self, broadcast=None) -> Calibration | None:
@@ -100,11 +105,12 @@ class CalibrationFitter:
             return None
         names = self.scorer.names
         scores = torch.cat(self._normal).numpy()
-        synthetic = torch.cat(self._synthetic).numpy() if self._synthetic else None
+        synthetic = {a: torch.cat(v).numpy() for a, v in self._synthetic.items()}
         sigma, sigma_selection = self.scorer.blur.sigma, {}
         if self.auto_sigma:
-            normal_res, synth_res = torch.cat(self._res), torch.cat(self._res_synthetic)
-            sigma, sigma_selection = select_sigma(normal_res, synth_res, torch.cat(self._masks),
+            normal_res = torch.cat(self._res)
+            synth_res = {a: torch.cat(v) for a, v in self._res_synthetic.items()}
+            sigma, sigma_selection = select_sigma(normal_res, synth_res[1.0], torch.cat(self._masks),
                                                   sigma_candidates(self.cfg.model.image_size))
             if broadcast is not None:  # rank 0's choice for all, even if kernels differ in the last bit
                 sigma, sigma_selection = broadcast((sigma, sigma_selection))
@@ -113,12 +119,13 @@ class CalibrationFitter:
             col = names.index("map_max")
             blur = GaussianBlur(sigma)
             scores[:, col] = blur(normal_res).flatten(1).amax(1).numpy()
-            synthetic[:, col] = blur(synth_res).flatten(1).amax(1).numpy()
+            for a, res in synth_res.items():
+                synthetic[a][:, col] = blur(res).flatten(1).amax(1).numpy()
         # Heat maps are shown relative to the largest smoothed residual seen on normal images; a head's map is a
         # probability, shown as it is.
         map_high = 1.0 if self.scorer.seg_head is not None else float(scores[:, names.index("map_max")].max())
-        cal = fit_calibration(scores, names, self.cfg.score.threshold_quantile,
-                              synthetic if self.auto_score else None, map_high=map_high)
+        levels = {a: synthetic[a] for a in self.strengths} if self.auto_score and synthetic else None
+        cal = fit_calibration(scores, names, self.cfg.score.threshold_quantile, levels, map_high=map_high)
         cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
         return cal
 
@@ -144,7 +151,8 @@ def calibrate(scorer: Scorer, normal_loader, cfg, device: torch.device | str = "
 
 
 # Settings a model's calibration depends on; only these may change when it is re-fitted without training.
-RECALIBRATION_KEYS = ("threshold_quantile", "default_score", "sigma", "selection_patches", "beta")
+RECALIBRATION_KEYS = ("threshold_quantile", "default_score", "sigma", "selection_patches", "selection_strengths",
+                      "beta")
 
 
 def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, batch_size: int = 32,

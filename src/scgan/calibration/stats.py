@@ -46,6 +46,9 @@ class Calibration:
     selection: dict[str, float] = field(default_factory=dict)
     selection_margin: dict[str, float] = field(default_factory=dict)  # breaks AUROC ties (it saturates at 1)
     selected_score: str | None = None
+    # With several defect strengths: each strength's AUROCs ({"0.25": {score: AUROC}}); ``selection`` and
+    # ``selection_margin`` are then their means over the strengths. Empty: full-strength defects only.
+    selection_by_strength: dict[str, dict[str, float]] = field(default_factory=dict)
     # Smoothing sigma (pixels at S) of the anomaly maps these statistics were fitted with; map_max and
     # map_high are only valid with it. ``sigma_selection``: pixel AUROC of each candidate sigma on the
     # synthetic defects when it was chosen on validation images (score.sigma = auto), else empty.
@@ -65,6 +68,8 @@ class Calibration:
             selection={k: float(v) for k, v in (d.get("selection") or {}).items()},
             selection_margin={k: float(v) for k, v in (d.get("selection_margin") or {}).items()},
             selected_score=d.get("selected_score"),
+            selection_by_strength={str(a): {k: float(v) for k, v in row.items()}
+                                   for a, row in (d.get("selection_by_strength") or {}).items()},
             sigma=None if d.get("sigma") is None else float(d["sigma"]),
             sigma_selection={str(k): float(v) for k, v in (d.get("sigma_selection") or {}).items()},
         )
@@ -91,14 +96,16 @@ class Calibration:
 
 
 def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
-                    synthetic: np.ndarray | None = None, map_high: float | None = None) -> Calibration:
+                    synthetic: np.ndarray | dict[float, np.ndarray] | None = None,
+                    map_high: float | None = None) -> Calibration:
     """Calibration from validation scores (N, K), columns named ``names`` (normal images only).
 
     ``map_high`` is the largest anomaly-map value on these images (heat maps are shown relative to it;
     default: the largest map_max).
 
-    ``synthetic`` (M, K) are the scores of the same normal images with synthetic defects pasted in; when
-    given, the score that separates them best from the normal ones becomes ``selected_score``. No real
+    ``synthetic`` (M, K) are the scores of the same normal images with synthetic defects pasted in, or
+    {strength: (M, K)} for defects blended in at several strengths; when given, the score that separates
+    them best from the normal ones (mean AUROC over the strengths) becomes ``selected_score``. No real
     anomaly and no test image is involved.
     """
     scores = np.asarray(scores, dtype=np.float64)
@@ -117,10 +124,15 @@ def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
     if map_high is None:
         map_high = stats["map_max"].max if "map_max" in stats else 1.0
     cal = Calibration(quantile=quantile, n_images=scores.shape[0], scores=stats, map_high=float(map_high))
-    if synthetic is not None and len(synthetic):
-        synthetic = np.asarray(synthetic, dtype=np.float64)
-        cal.selection = separation_auroc(scores, synthetic, names)
-        cal.selection_margin = separation_margin(scores, synthetic, names)
+    levels = synthetic if isinstance(synthetic, dict) else {1.0: synthetic}
+    levels = {a: np.asarray(v, dtype=np.float64) for a, v in levels.items() if v is not None and len(v)}
+    if levels:
+        aurocs = {a: separation_auroc(scores, v, names) for a, v in levels.items()}
+        margins = [separation_margin(scores, v, names) for v in levels.values()]
+        cal.selection = {n: float(np.mean([row[n] for row in aurocs.values()])) for n in names}
+        cal.selection_margin = {n: float(np.mean([row[n] for row in margins])) for n in names}
+        if len(levels) > 1:
+            cal.selection_by_strength = {f"{a:g}": row for a, row in aurocs.items()}
         # AUROC first; where it ties (easy synthetic defects saturate it at 1), the larger standardised
         # margin; then the fixed preference order.
         order = preference_order(names)

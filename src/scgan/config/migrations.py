@@ -17,6 +17,7 @@ ADDED_LATER: dict[tuple[str, str], Any] = {
     ("model", "output_scale"): 1.0, ("model", "head"): "none", ("model", "head_width"): 32, ("model", "head_depth"): 3,
     ("loss", "w_seg"): 1.0, ("loss", "focal_gamma"): 2.0, ("train", "steps"): 0, ("augment", "p_clean"): 0.2,
     ("augment", "sources"): {"copypaste": 0.4, "copypaste_color": 0.2, "perlin": 0.4},
+    ("score", "selection_strengths"): [1.0], ("train", "lr_milestones"): [], ("train", "lr_gamma"): 0.2,
 }
 
 # Runtime settings lived in "train" (and two in "data"/"score") before the runtime section existed.

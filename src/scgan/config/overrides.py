@@ -65,6 +65,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ValueError(f"{key}: expected a number, got {value!r}") from None
     if tp is str:
         return str(value)
+    if origin is list:  # a YAML list, or "1,0.5,0.25" from the command line
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, (int, float)) and not isinstance(items, bool):
+            items = [items]  # one number: a list of one
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        (item_type,) = typing.get_args(tp)
+        return [_coerce(v.strip() if isinstance(v, str) else v, item_type, key) for v in items]
     return value
 
 

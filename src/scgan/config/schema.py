@@ -125,9 +125,20 @@ class TrainConfig:
     # preset costs the same on a category of 200 images as on one of 800; 0: train ``epochs``.
     steps: int = 0
     d_reset_threshold: float = 1e-5  # re-initialise D when its loss falls below this (GANomaly)
+    # Learning-rate steps (DRAEM's MultiStepLR): every optimiser's lr is multiplied by lr_gamma once each of
+    # these fractions of the training epochs has passed, e.g. [0.8, 0.9]; [] = a constant lr (the paper).
+    lr_milestones: list[float] = field(default_factory=list)
+    lr_gamma: float = 0.2
+
+    def lr_factor(self, epoch: int, epochs: int) -> float:
+        """The factor on ``lr`` during (0-based) ``epoch`` of ``epochs``."""
+        return self.lr_gamma ** sum(epoch >= m * epochs for m in self.lr_milestones)
 
     def validate(self) -> None:
         _check([
+            (all(0 < m < 1 for m in self.lr_milestones),
+             f"lr_milestones must be fractions of training in (0, 1), got {self.lr_milestones!r}"),
+            (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
             (self.batch_size >= 2,
              "batch_size must be >= 2: BatchNorm (and MS-CAM's global branch) cannot train on one image"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
@@ -150,6 +161,10 @@ class ScoreConfig:
     # synthetic defects (confetti, `selection_patches` patches) — chosen per model, without test images.
     default_score: str = "auto"
     selection_patches: int = 3
+    # "auto" scores each candidate by its mean separation AUROC over these defect strengths: the confetti
+    # blended into the image at each share (1 = pasted as is). Fainter defects keep the comparison from
+    # saturating at AUROC 1, where every local score ties. [1.0]: the full-strength defects only.
+    selection_strengths: list[float] = field(default_factory=lambda: [1.0])
     threshold_quantile: float = 0.99  # threshold = this quantile of normal validation scores
 
     def validate(self) -> None:
@@ -164,6 +179,8 @@ class ScoreConfig:
              or (not isinstance(self.sigma, str) and 0 <= self.sigma <= 64),
              f"sigma must be a number in [0, 64] (pixels), auto or null, got {self.sigma!r}"),
             (self.selection_patches >= 1, "selection_patches must be >= 1"),
+            (len(self.selection_strengths) >= 1 and all(0 < a <= 1 for a in self.selection_strengths),
+             f"selection_strengths must be one or more numbers in (0, 1], got {self.selection_strengths!r}"),
         ])
 
 

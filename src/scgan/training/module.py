@@ -69,6 +69,13 @@ class SCGANModule(L.LightningModule):
         # The head is a plain segmentation network: Adam's usual betas (DRAEM), not the GAN's 0.5.
         return opt_g, opt_d, torch.optim.Adam(self.seg_head.parameters(), lr=t.lr)
 
+    def on_train_epoch_start(self) -> None:
+        # train.lr_milestones: a function of the epoch alone, so a resumed run continues the same schedule.
+        lr = self.cfg.train.lr * self.cfg.train.lr_factor(self.current_epoch, self.trainer.max_epochs)
+        for opt in self.optimizers():
+            for group in opt.param_groups:
+                group["lr"] = lr
+
     def _check_finite(self, terms: dict[str, torch.Tensor], batch_idx: int) -> bool:
         """True if every loss term is finite. Else, under 16-mixed, count the step and let GradScaler skip it
         (it lowers its scale) unless that happened MAX_SKIPPED_STEPS times in a row; otherwise stop training."""

@@ -1,0 +1,116 @@
+"""Which score ``auto`` picks under other selection settings, for models already trained: no training.
+
+For each model, the calibration is re-fitted on the model's own normal validation split (the images training
+calibrated on) with the given score settings (e.g. ``score.selection_strengths=1,0.5,0.25``), once as the
+model was trained and once with the overrides, and the two picks are printed side by side. No test image is
+involved in either pick. Then, as an observation only, each pick's image AUROC on the test set is read from
+the run's ``curve.json`` (``benchmarks/time_to_quality.py``), with the best test score beside it: an oracle
+that no model may use.
+
+    python benchmarks/reselect.py --runs runs/detection_default --curves results/detection_default \\
+        --output results/table1_detection/reselect score.selection_strengths=1,0.5,0.25
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from scgan.calibration.fit import RECALIBRATION_KEYS, calibrate
+from scgan.checkpoint import load_model
+from scgan.config import set_value
+from scgan.config.overrides import parse_overrides
+from scgan.data.datasets import build_dataset
+from scgan.utils.atomic import atomic_write_text
+from scgan.utils.runinfo import run_info
+from scgan.utils.tables import markdown_table, pct
+
+
+def validation_loader(cfg) -> DataLoader:
+    """The model's own normal validation split (its data settings), as training built it."""
+    d = cfg.data
+    ds = build_dataset(d.dataset, d.root, d.category, split="val", image_size=cfg.model.image_size,
+                       val_fraction=d.val_fraction, split_seed=d.split_seed, skip_bad_images=d.skip_bad_images,
+                       require_masks=False)
+    return DataLoader(ds, batch_size=cfg.runtime.eval_batch_size, shuffle=False)
+
+
+def reselect(model_path: Path, overrides: dict[str, str]) -> dict:
+    """The calibration's pick as trained and with ``overrides``, both re-fitted on the validation split."""
+    loaded = load_model(model_path)
+    loader = validation_loader(loaded.config)
+    out = {}
+    for label, over in (("as_trained", {}), ("new", overrides)):
+        cfg = copy.deepcopy(loaded.config)
+        for key, value in over.items():
+            name = key.split(".", 1)[1] if key.startswith("score.") else key
+            if name not in RECALIBRATION_KEYS:
+                raise SystemExit(f"reselect.py: {key!r} cannot change without training; "
+                                 f"use one of {', '.join(RECALIBRATION_KEYS)}")
+            set_value(cfg, f"score.{name}", value)
+        cfg.validate()
+        cal = calibrate(loaded.scorer(), loader, cfg)
+        out[label] = {"selected": cal.selected_score, "separation_auroc": cal.selection,
+                      "by_strength": cal.selection_by_strength}
+    out["stored_selected"] = loaded.calibration.selected_score if loaded.calibration else None
+    out["n_val"] = len(loader.dataset)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", type=Path, required=True, help="folder of <category>_seed<k>/train/model.pt")
+    p.add_argument("--curves", type=Path, required=True, help="folder of <category>_seed<k>/curve.json")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("overrides", nargs="+", help="score settings, e.g. score.selection_strengths=1,0.5,0.25")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = parse_overrides(args.overrides)
+    models = sorted(args.runs.glob("*/train/model.pt"))
+    if not models:
+        print(f"reselect.py: no */train/model.pt under {args.runs}", file=sys.stderr)
+        return 1
+    rows, records = [], []
+    for path in models:
+        run = path.parent.parent.name
+        curve = args.curves / run / "curve.json"
+        if not curve.exists():
+            print(f"reselect.py: {curve} missing; skipping {run}", file=sys.stderr)
+            continue
+        final = next(r for r in json.loads(curve.read_text())["rows"] if r["reported_model"])
+        test = final["image_auroc"]
+        r = reselect(path, overrides)
+        if r["as_trained"]["selected"] != r["stored_selected"]:
+            print(f"reselect.py: {run}: re-fitting as trained picked {r['as_trained']['selected']}, the stored "
+                  f"calibration {r['stored_selected']}", file=sys.stderr)
+        best = max(test, key=test.get)
+        old, new = r["as_trained"]["selected"], r["new"]["selected"]
+        rows.append([run, r["n_val"], old, pct(test[old]), new, pct(test[new]), best, pct(test[best])])
+        records.append({"run": run, **r, "test_image_auroc": test})
+        print(" | ".join(str(c) for c in rows[-1]), flush=True)
+    args.output.mkdir(parents=True, exist_ok=True)
+    header = ["run", "val images", "auto as trained", "its test AUROC", "auto with overrides", "its test AUROC",
+              "best on test (oracle)", "its AUROC"]
+    new_matches = sum(r[4] == r[6] for r in rows)
+    old_matches = sum(r[2] == r[6] for r in rows)
+    text = (f"# `auto` re-fitted with {' '.join(args.overrides)}\n\n"
+            f"Models: `{args.runs}`; each calibration re-fitted on the model's own normal validation split. "
+            f"Test AUROCs (image, %) from `{args.curves}/<run>/curve.json`, read after both picks were made.\n\n"
+            + markdown_table(header, rows)
+            + f"\n\nThe pick matched the best test score in {old_matches} of {len(rows)} runs as trained, "
+              f"{new_matches} of {len(rows)} with the overrides (an observation, never used to choose).\n")
+    atomic_write_text(args.output / "reselect.md", text)
+    info = run_info(command="python benchmarks/reselect.py " + " ".join(argv or sys.argv[1:]))
+    atomic_write_text(args.output / "reselect.json", json.dumps({"info": info, "runs": records}, indent=2))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
