@@ -135,3 +135,26 @@ def test_detection_table_reads_the_runs_and_counts_autos_matches(tmp_path):
     assert "image AUROC 99.0, 97.0 against >= 98.3: met by 1 of 2" in text
     assert "CPU minutes 20.1, 20.1 against <= 30.0: met by 2 of 2" in text
     assert "2 of 3 runs matched" in text  # seed 1's pick (seg_max 97.0) was not the best (ssim_max 98.0)
+
+
+def test_detection_table_uses_the_refitted_pick_where_reselect_made_one(tmp_path):
+    """A reselect.py output changes the head runs' pick under today's rule (bars and matches), not the
+    as-trained column."""
+    import json
+
+    dt = _load_script("detection_table")
+    row = {"reported_model": True, "default_score": "map_max", "pixel_auroc": 0.9, "aupro": 0.7}
+    for seed, seg in enumerate([0.91, 0.85]):
+        d = tmp_path / "results" / "detection_default" / f"metal_nut_seed{seed}"
+        d.mkdir(parents=True)
+        curve = {"rows": [{**row, "image_auroc": {"as": 0.5, "map_max": 0.73, "seg_max": seg}}],
+                 "cost": {"total_cpu_s": 900.0}, "threads": 1}
+        (d / "curve.json").write_text(json.dumps(curve))
+    sel = tmp_path / "reselect.json"
+    sel.write_text(json.dumps({"runs": [{"run": "metal_nut_seed0", "new": {"selected": "seg_max"}}]}))
+    data = dt.collect(tmp_path / "results", tmp_path / "none", reselect=sel)
+    assert [dt.pick(r) for r in data["head"]["metal_nut"]] == ["seg_max", "map_max"]
+    text = dt.markdown(data)
+    assert "| 73.0 ± 0.0 | 82.0 ± 12.7 | 88.0 ± 4.2 |" in text  # as trained, today's rule, seg_max
+    assert "image AUROC 91.0, 73.0 against >= 90.1: met by 1 of 2" in text
+    assert "1 of 2 runs matched" in text and "for the 1 head run(s) trained before that rule" in text
