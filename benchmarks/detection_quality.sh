@@ -11,6 +11,10 @@ PRESET=${1:-default}
 SEEDS=${2:-"0 1 2"}
 DATA=${DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
+if [ -n "${OVERRIDES:-}" ] && [ -z "${NAME:-}" ]; then
+  echo "detection_quality.sh: OVERRIDES needs NAME (the variant's folder), or it would mix with the preset's runs" >&2
+  exit 2
+fi
 NAME=${NAME:-$PRESET}
 OUT=${OUT:-results/detection_$NAME}
 read -r -a EXTRA <<< "${OVERRIDES:-}"

@@ -61,7 +61,9 @@ def collect(results: Path, rescored: Path, head_runs: str = "detection_default",
     out: dict[str, dict[str, list[dict[str, Any]]]] = {"head": {}, "headless": {}}
     refit = {}
     if reselect is not None and reselect.exists():
-        refit = {r["run"]: r["new"]["selected"] for r in json.loads(reselect.read_text())["runs"]}
+        picks = json.loads(reselect.read_text())
+        if Path(picks.get("curves_folder", "")).name == head_runs:  # picks made for these runs, not others
+            refit = {r["run"]: r["new"]["selected"] for r in picks["runs"]}
     for cat in CATEGORIES:
         for seed in SEEDS:
             head = _from_curve(results / head_runs / f"{cat}_seed{seed}" / "curve.json")

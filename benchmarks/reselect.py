@@ -31,19 +31,20 @@ from scgan.utils.runinfo import run_info
 from scgan.utils.tables import markdown_table, pct
 
 
-def validation_loader(cfg) -> DataLoader:
-    """The model's own normal validation split (its data settings), as training built it."""
+def validation_loader(cfg, batch_size: int) -> DataLoader:
+    """The model's own normal validation split (its data settings), in the batches training scored it in:
+    the confetti are seeded per batch, so ``batch_size`` must be the run's ``runtime.eval_batch_size``."""
     d = cfg.data
     ds = build_dataset(d.dataset, d.root, d.category, split="val", image_size=cfg.model.image_size,
                        val_fraction=d.val_fraction, split_seed=d.split_seed, skip_bad_images=d.skip_bad_images,
                        require_masks=False)
-    return DataLoader(ds, batch_size=cfg.runtime.eval_batch_size, shuffle=False)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False)
 
 
-def reselect(model_path: Path, overrides: dict[str, str]) -> dict:
+def reselect(model_path: Path, overrides: dict[str, str], batch_size: int = 32) -> dict:
     """The calibration's pick as trained and with ``overrides``, both re-fitted on the validation split."""
     loaded = load_model(model_path)
-    loader = validation_loader(loaded.config)
+    loader = validation_loader(loaded.config, batch_size)
     out = {}
     for label, over in (("as_trained", {}), ("new", overrides)):
         cfg = copy.deepcopy(loaded.config)
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curves", type=Path, required=True, help="folder of <category>_seed<k>/curve.json")
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="the runs' runtime.eval_batch_size (model files do not store it; default 32, the presets')")
     p.add_argument("overrides", nargs="+", help="score settings, e.g. score.selection_strengths=1,0.5,0.25")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -83,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         if not curve.exists():
             print(f"reselect.py: {curve} missing; skipping {run}", file=sys.stderr)
             continue
-        final = next(r for r in json.loads(curve.read_text())["rows"] if r["reported_model"])
+        final = next((r for r in json.loads(curve.read_text())["rows"] if r["reported_model"]), None)
+        if final is None:
+            print(f"reselect.py: {curve} has no reported model; skipping {run}", file=sys.stderr)
+            continue
         test = final["image_auroc"]
-        r = reselect(path, overrides)
+        r = reselect(path, overrides, args.batch_size)
         if r["as_trained"]["selected"] != r["stored_selected"]:
             print(f"reselect.py: {run}: re-fitting as trained picked {r['as_trained']['selected']}, the stored "
                   f"calibration {r['stored_selected']}", file=sys.stderr)
@@ -107,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{new_matches} of {len(rows)} with the overrides (an observation, never used to choose).\n")
     atomic_write_text(args.output / "reselect.md", text)
     info = run_info(command="python benchmarks/reselect.py " + " ".join(argv or sys.argv[1:]))
-    atomic_write_text(args.output / "reselect.json", json.dumps({"info": info, "runs": records}, indent=2))
+    atomic_write_text(args.output / "reselect.json", json.dumps(
+        {"info": info, "runs_folder": str(args.runs), "curves_folder": str(args.curves), "runs": records}, indent=2))
     print(text)
     return 0
 

@@ -117,7 +117,10 @@ def test_auto_over_several_strengths_averages_their_aurocs():
     faint[:, 3] += 0.5
     one = fit_calibration(normal, SCORE_NAMES, 0.99, full)
     assert one == fit_calibration(normal, SCORE_NAMES, 0.99, {1.0: full}) and not one.selection_by_strength
+    assert one.selection == separation_auroc(normal, full, SCORE_NAMES)  # one strength: the plain AUROC
     assert one.selection["l_con"] == one.selection["map_max"] == 1.0
+    half = fit_calibration(normal, SCORE_NAMES, 0.99, {0.5: faint})
+    assert set(half.selection_by_strength) == {"0.5"}  # a single strength other than 1 is recorded
     two = fit_calibration(normal, SCORE_NAMES, 0.99, {1.0: full, 0.25: faint})
     assert two.selected_score == "l_con"
     assert set(two.selection_by_strength) == {"1", "0.25"}

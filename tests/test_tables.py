@@ -151,7 +151,10 @@ def test_detection_table_uses_the_refitted_pick_where_reselect_made_one(tmp_path
                  "cost": {"total_cpu_s": 900.0}, "threads": 1}
         (d / "curve.json").write_text(json.dumps(curve))
     sel = tmp_path / "reselect.json"
-    sel.write_text(json.dumps({"runs": [{"run": "metal_nut_seed0", "new": {"selected": "seg_max"}}]}))
+    sel.write_text(json.dumps({"curves_folder": "results/detection_default",
+                               "runs": [{"run": "metal_nut_seed0", "new": {"selected": "seg_max"}}]}))
+    other = dt.collect(tmp_path / "results", tmp_path / "none", head_runs="detection_x", reselect=sel)
+    assert other == {"head": {}, "headless": {}}  # no runs there, and picks made for other runs are not used
     data = dt.collect(tmp_path / "results", tmp_path / "none", reselect=sel)
     assert [dt.pick(r) for r in data["head"]["metal_nut"]] == ["seg_max", "map_max"]
     text = dt.markdown(data)

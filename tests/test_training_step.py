@@ -154,10 +154,16 @@ def test_lr_milestones_step_every_optimiser_down_by_epoch(tmp_path, demo_root, d
 
     t = TrainConfig(lr_milestones=[0.8, 0.9], lr_gamma=0.5)
     assert [t.lr_factor(e, 10) for e in (0, 7, 8, 9)] == [1.0, 1.0, 0.5, 0.25]
+    assert [TrainConfig(lr_milestones=[0.07]).lr_factor(e, 100) for e in (6, 7)] == [1.0, 0.2]  # int(7.000...01)
     assert TrainConfig().lr_factor(9, 10) == 1.0  # no milestones: a constant lr, as in the paper
     cfg = tiny_config(demo_root, demo_category, **{"train.lr_milestones": [0.5], "train.lr_gamma": 0.1,
-                                                   "model.head": "seg", "model.head_width": 4})
+                                                   "model.head": "seg", "model.head_width": 4,
+                                                   "train.checkpoint_every": 1})
     res = train(cfg, tmp_path, progress=False)
-    ckpt = torch.load(res.last_checkpoint, map_location="cpu", weights_only=True)
-    lrs = [g["lr"] for state in ckpt["optimizer_states"] for g in state["param_groups"]]
-    assert len(lrs) == 3 and lrs == pytest.approx([cfg.train.lr * 0.1] * 3)
+
+    def lrs(path):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return [g["lr"] for state in ckpt["optimizer_states"] for g in state["param_groups"]]
+
+    assert lrs(res.last_checkpoint.parent / "epoch0000.ckpt") == pytest.approx([cfg.train.lr] * 3)
+    assert lrs(res.last_checkpoint) == pytest.approx([cfg.train.lr * 0.1] * 3)

@@ -69,8 +69,9 @@ class CalibrationFitter:
         self.auto_sigma = s.sigma == "auto"
         self.auto_score = s.default_score == "auto"
         self.defects = build_augmentation("confetti", s.selection_patches, cfg.augment.patch_area)
-        # Defect strengths (shares of the confetti blended in); full strength is always scored: sigma needs it.
-        self.strengths = [float(a) for a in s.selection_strengths] if self.auto_score else [1.0]
+        # Defect strengths (shares of the confetti blended in) for the score choice; sigma = auto needs full strength.
+        self.strengths = [float(a) for a in s.selection_strengths] if self.auto_score else []
+        self._levels = list(dict.fromkeys(([1.0] if self.auto_sigma else []) + self.strengths))
         self._normal: list[torch.Tensor] = []
         self._synthetic: dict[float, list[torch.Tensor]] = {}
         # score.sigma = auto: unsmoothed residual maps, clean and with defects, and the defects' masks.
@@ -89,7 +90,7 @@ class CalibrationFitter:
                 self._res.append(residual[:, None].float().cpu())
             if self.auto_score or self.auto_sigma:
                 x_defect = self.defects(x, generator=seeded_generator(x.device, self.cfg.data.split_seed, batch_idx))
-                for a in dict.fromkeys([1.0, *self.strengths]):
+                for a in self._levels:
                     x_a = x_defect if a == 1.0 else x + a * (x_defect - x)  # the same pixels, changed less
                     synthetic, residual = self.scorer.run(x_a, raw=self.auto_sigma)
                     self._synthetic.setdefault(a, []).append(synthetic.float().cpu())
@@ -124,7 +125,7 @@ class CalibrationFitter:
         # Heat maps are shown relative to the largest smoothed residual seen on normal images; a head's map is a
         # probability, shown as it is.
         map_high = 1.0 if self.scorer.seg_head is not None else float(scores[:, names.index("map_max")].max())
-        levels = {a: synthetic[a] for a in self.strengths} if self.auto_score and synthetic else None
+        levels = {a: synthetic[a] for a in self.strengths} if self.auto_score else None
         cal = fit_calibration(scores, names, self.cfg.score.threshold_quantile, levels, map_high=map_high)
         cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
         return cal

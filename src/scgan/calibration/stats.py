@@ -46,8 +46,8 @@ class Calibration:
     selection: dict[str, float] = field(default_factory=dict)
     selection_margin: dict[str, float] = field(default_factory=dict)  # breaks AUROC ties (it saturates at 1)
     selected_score: str | None = None
-    # With several defect strengths: each strength's AUROCs ({"0.25": {score: AUROC}}); ``selection`` and
-    # ``selection_margin`` are then their means over the strengths. Empty: full-strength defects only.
+    # With other defect strengths than full: each strength's AUROCs ({"0.25": {score: AUROC}}); ``selection``
+    # and ``selection_margin`` are then their means over the strengths. Empty: full-strength defects only.
     selection_by_strength: dict[str, dict[str, float]] = field(default_factory=dict)
     # Smoothing sigma (pixels at S) of the anomaly maps these statistics were fitted with; map_max and
     # map_high are only valid with it. ``sigma_selection``: pixel AUROC of each candidate sigma on the
@@ -131,7 +131,7 @@ def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
         margins = [separation_margin(scores, v, names) for v in levels.values()]
         cal.selection = {n: float(np.mean([row[n] for row in aurocs.values()])) for n in names}
         cal.selection_margin = {n: float(np.mean([row[n] for row in margins])) for n in names}
-        if len(levels) > 1:
+        if set(levels) != {1.0}:  # say which strengths the choice used unless it is full strength only
             cal.selection_by_strength = {f"{a:g}": row for a, row in aurocs.items()}
         # AUROC first; where it ties (easy synthetic defects saturate it at 1), the larger standardised
         # margin; then the fixed preference order.

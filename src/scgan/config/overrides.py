@@ -59,6 +59,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ValueError(f"{key}: expected an integer, got {value!r}")
         return int(f)
     if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
         try:
             return float(value)
         except (TypeError, ValueError):
@@ -66,7 +68,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         return str(value)
     if origin is list:  # a YAML list, or "1,0.5,0.25" from the command line
-        items = value.split(",") if isinstance(value, str) else value
+        items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value  # "": []
         if isinstance(items, (int, float)) and not isinstance(items, bool):
             items = [items]  # one number: a list of one
         if not isinstance(items, (list, tuple)):

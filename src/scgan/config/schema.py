@@ -131,8 +131,9 @@ class TrainConfig:
     lr_gamma: float = 0.2
 
     def lr_factor(self, epoch: int, epochs: int) -> float:
-        """The factor on ``lr`` during (0-based) ``epoch`` of ``epochs``."""
-        return self.lr_gamma ** sum(epoch >= m * epochs for m in self.lr_milestones)
+        """The factor on ``lr`` during (0-based) ``epoch`` of ``epochs``: each milestone at epoch int(m * epochs),
+        as DRAEM sets its MultiStepLR."""
+        return self.lr_gamma ** sum(epoch >= int(m * epochs) for m in self.lr_milestones)
 
     def validate(self) -> None:
         _check([
