@@ -35,10 +35,11 @@ def default_preset() -> Config:
 
     A U-Net head (16 channels, 3 levels) on (input, restoration), trained with focal loss on the masks of
     a mixture of synthetic anomalies (CopyPaste 0.4, CopyPaste colour 0.2, Perlin regions 0.4, 20% left
-    clean), about 600 optimiser steps whatever the category's size, with DRAEM's step decay of the learning rate
-    at 80% and 90% of them; ``auto`` chooses the score on confetti at full, half and quarter strength. Sizes were set from measured cost, not
-    from any test result: at 64 px one step of the head (width 16) costs about one step of G and D, one of
-    width 32 three times as much (benchmarks/head_cost.py); 600 steps keep a run near 10 CPU minutes.
+    clean), about 600 optimiser steps whatever the category's size, with DRAEM's step decay of the learning
+    rate at 80% and 90% of them; ``auto`` chooses the score on confetti at full, half and quarter strength.
+    Sizes were set from measured cost, not from any test result: at 64 px one step of the head (width 16)
+    costs about one step of G and D, one of width 32 three times as much (benchmarks/head_cost.py); 600 steps
+    were meant to keep a run near 10 CPU minutes (measured: 15-17, docs/detection.md).
     """
     cfg = cpu_preset()
     cfg.preset = "default"
@@ -49,7 +50,7 @@ def default_preset() -> Config:
     cfg.train.steps = 600
     # "auto" on confetti at full, half and quarter strength: at full strength alone the local scores all
     # separated at AUROC 1.000 or 0.998 on the validation images of every category measured, so the choice
-    # came down to one misordered pair (docs/detection.md, "Choosing the score").
+    # came down to one misordered pair (docs/detection.md, "How `auto` chose").
     cfg.score.selection_strengths = [1.0, 0.5, 0.25]
     # DRAEM's step decay (lr x 0.2 at 80% and 90% of the epochs). Adopted on validation images alone: the head's
     # separation of quarter-strength confetti rose from a mean 0.934 to 0.970 over the 9 runs (docs/detection.md).
