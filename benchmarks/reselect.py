@@ -13,7 +13,6 @@ that no model may use.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -21,24 +20,19 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from scgan.calibration.fit import RECALIBRATION_KEYS, calibrate
+from scgan.calibration.fit import calibrate, recalibration_config
 from scgan.checkpoint import load_model
-from scgan.config import set_value
 from scgan.config.overrides import parse_overrides
-from scgan.data.datasets import build_dataset
+from scgan.training.datamodule import SCGANDataModule
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 from scgan.utils.tables import markdown_table, pct
 
 
 def validation_loader(cfg, batch_size: int) -> DataLoader:
-    """The model's own normal validation split (its data settings), in the batches training scored it in:
-    the confetti are seeded per batch, so ``batch_size`` must be the run's ``runtime.eval_batch_size``."""
-    d = cfg.data
-    ds = build_dataset(d.dataset, d.root, d.category, split="val", image_size=cfg.model.image_size,
-                       val_fraction=d.val_fraction, split_seed=d.split_seed, skip_bad_images=d.skip_bad_images,
-                       require_masks=False)
-    return DataLoader(ds, batch_size=batch_size, shuffle=False)
+    """The model's own normal validation split, built as training built it, in the batches training scored it
+    in: the confetti are seeded per batch, so ``batch_size`` must be the run's ``runtime.eval_batch_size``."""
+    return DataLoader(SCGANDataModule(cfg).dataset("val"), batch_size=batch_size, shuffle=False)
 
 
 def reselect(model_path: Path, overrides: dict[str, str], batch_size: int = 32) -> dict:
@@ -47,14 +41,10 @@ def reselect(model_path: Path, overrides: dict[str, str], batch_size: int = 32) 
     loader = validation_loader(loaded.config, batch_size)
     out = {}
     for label, over in (("as_trained", {}), ("new", overrides)):
-        cfg = copy.deepcopy(loaded.config)
-        for key, value in over.items():
-            name = key.split(".", 1)[1] if key.startswith("score.") else key
-            if name not in RECALIBRATION_KEYS:
-                raise SystemExit(f"reselect.py: {key!r} cannot change without training; "
-                                 f"use one of {', '.join(RECALIBRATION_KEYS)}")
-            set_value(cfg, f"score.{name}", value)
-        cfg.validate()
+        try:
+            cfg = recalibration_config(loaded.config, over)
+        except ValueError as e:
+            raise SystemExit(f"reselect.py: {e}") from None
         cal = calibrate(loaded.scorer(), loader, cfg)
         out[label] = {"selected": cal.selected_score, "separation_auroc": cal.selection,
                       "by_strength": cal.selection_by_strength}

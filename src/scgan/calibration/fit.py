@@ -156,26 +156,14 @@ RECALIBRATION_KEYS = ("threshold_quantile", "default_score", "sigma", "selection
                       "beta")
 
 
-def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, batch_size: int = 32,
-                progress: bool = False):
-    """Re-fit a trained model's calibration on a folder of normal images and write it as a new model file.
-
-    ``overrides`` may change score settings (RECALIBRATION_KEYS, e.g. ``threshold_quantile``); the weights,
-    and every other setting, are copied unchanged. Returns (output path, the new Calibration).
-    """
+def recalibration_config(config, overrides: dict | None = None):
+    """A copy of a trained model's config with score ``overrides`` applied (RECALIBRATION_KEYS only, written
+    ``key`` or ``score.key``), validated; ValueError for a setting that needs training."""
     import copy
-    from pathlib import Path
 
-    from torch.utils.data import DataLoader
-
-    from scgan.checkpoint import LoadedModel, load_model, save_model
     from scgan.config import set_value
-    from scgan.data.datasets import normal_images
-    from scgan.model.scorer import build_scorer
-    from scgan.utils.runinfo import run_info
 
-    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
-    cfg = copy.deepcopy(loaded.config)
+    cfg = copy.deepcopy(config)
     for key, value in (overrides or {}).items():
         name = key.split(".", 1)[1] if key.startswith("score.") else key
         if name not in RECALIBRATION_KEYS:
@@ -183,6 +171,27 @@ def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, b
                              f"{', '.join(RECALIBRATION_KEYS)}")
         set_value(cfg, f"score.{name}", value)
     cfg.validate()
+    return cfg
+
+
+def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, batch_size: int = 32,
+                progress: bool = False):
+    """Re-fit a trained model's calibration on a folder of normal images and write it as a new model file.
+
+    ``overrides`` may change score settings (RECALIBRATION_KEYS, e.g. ``threshold_quantile``); the weights,
+    and every other setting, are copied unchanged. Returns (output path, the new Calibration).
+    """
+    from pathlib import Path
+
+    from torch.utils.data import DataLoader
+
+    from scgan.checkpoint import LoadedModel, load_model, save_model
+    from scgan.data.datasets import normal_images
+    from scgan.model.scorer import build_scorer
+    from scgan.utils.runinfo import run_info
+
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
+    cfg = recalibration_config(loaded.config, overrides)
     ds = normal_images(normal_dir, cfg.model.image_size, skip_bad_images=cfg.data.skip_bad_images)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
     scorer = build_scorer(cfg, loaded.generator, seg_head=loaded.seg_head)
