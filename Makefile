@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-unit test-integration test-system test-slow clean
+.PHONY: venv demo test test-unit test-integration test-system test-slow configs lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-system: venv  ## tests that start processes (subprocess, DDP, process pools
 
 test-slow: venv  ## real-data and long tests (need ../shared/data)
 	$(BIN)/python -m pytest -q -m slow
+
+configs: venv  ## regenerate src/scgan/configs/*.yaml from the config schema and presets
+	$(BIN)/python -c "from scgan.config.commented import write_preset_files; write_preset_files()"
+
+lint: venv  ## ruff: unused imports, import order, the usual errors
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

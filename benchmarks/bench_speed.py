@@ -3,10 +3,10 @@
 For each image size S, SCGAN and the same network with MS-CAM off are measured, each phase in a fresh
 subprocess (so peak memory of one configuration never pollutes another):
 
-- training: the module, data module and Trainer of ``scgan.training.fit.prepare_run`` (what ``scgan
+- training: the module, data module and Trainer of ``scgan.training.gan.prepare_run`` (what ``scgan
   train`` fits) on demo images (decoded cache, DataLoader, collate); data loading, the augmentation, both
   optimiser steps and logging are inside the timed region, which starts after ``--warmup`` batches.
-- scoring: :func:`scgan.model.scorer.score_loader` (``torch.inference_mode``) over the test split, as
+- scoring: :func:`scgan.models.scgan.scorer.score_loader` (``torch.inference_mode``) over the test split, as
   ``scgan test`` does, after one warm-up batch.
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one training step (the first warm-up
   batch) and one scoring batch; achieved GFLOP/s is compared with this machine's fp32 matrix-multiply
@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scgan.experiments.runs import default_threads
+from scgan.utils.runinfo import available_cores
 from scgan.utils.runinfo import cpu_model
 from scgan.utils.tables import markdown_table, num, pct
 
@@ -100,7 +100,7 @@ def environment(threads: int) -> dict[str, Any]:
     import torch
 
     env: dict[str, Any] = {
-        "cpu": cpu_model(), "cores": default_threads(), "threads": threads,
+        "cpu": cpu_model(), "cores": available_cores(), "threads": threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -235,7 +235,7 @@ def _quiet() -> None:
 def _train_job(job: Job, cfg, device: str) -> dict[str, Any]:
     import torch
 
-    from scgan.training.fit import prepare_run
+    from scgan.training.gan import prepare_run
 
     aug = _TimedCall(device)
     timer = _step_timer(job.warmup, job.steps, aug, device, job.phase == "profile", job.top_ops)
@@ -280,8 +280,9 @@ def _score_job(job: Job, cfg, device: str) -> dict[str, Any]:
     from torch.utils.data import DataLoader, Subset
     from torch.utils.flop_counter import FlopCounterMode
 
-    from scgan.model.networks import build_generator, init_weights
-    from scgan.model.scorer import build_scorer, score_loader
+    from scgan.models.scgan.networks import build_generator, init_weights
+    from scgan.models.scgan.scorer import build_scorer
+    from scgan.models.scoring import score_loader
     from scgan.training.datamodule import SCGANDataModule
 
     ds = SCGANDataModule(cfg).dataset("test")
@@ -535,7 +536,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--phases takes train and/or score")
     if args.warmup < 1 or args.steps < 1:
         p.error("--warmup and --steps must be >= 1 (FLOPs are counted on the first, untimed, step)")
-    args.threads = args.threads or default_threads()
+    args.threads = args.threads or available_cores()
     return args
 
 

@@ -14,10 +14,10 @@ import argparse
 
 from torch.utils.data import DataLoader
 
-from scgan.checkpoint import load_model
+from scgan.artifacts.model_file import load_model
 from scgan.data.datasets import build_dataset
-from scgan.metrics import aupro, image_auroc, pixel_auroc
-from scgan.model.scorer import score_loader
+from scgan.evaluation.metrics import aupro, image_auroc, pixel_auroc
+from scgan.models.scoring import score_loader
 from scgan.training.datamodule import SCGANDataModule
 from scgan.utils.tables import pct
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         scorer = model.scorer()
         val = score_loader(scorer, DataLoader(SCGANDataModule(cfg).dataset("val"), batch_size=32))
         test_ds = build_dataset(cfg.data.dataset, cfg.data.root, cfg.data.category, split="test",
-                                image_size=cfg.model.image_size)
+                                spec=cfg.model.image_size)
         test = score_loader(scorer, DataLoader(test_ds, batch_size=32))
         mean = val.maps.mean(0)
         spread = val.maps.std(0) + 1e-3 * val.maps.std()

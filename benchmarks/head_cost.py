@@ -12,9 +12,9 @@ import time
 import torch
 
 from scgan.config import get_preset
-from scgan.model.head import SegHead
-from scgan.model.losses import LossWeights, adversarial_term, discriminator_loss, generator_loss
-from scgan.model.networks import build_discriminator, build_generator
+from scgan.models.scgan.head import SegHead
+from scgan.models.scgan.losses import LossWeights, adversarial_term, discriminator_loss, generator_loss
+from scgan.models.scgan.networks import build_discriminator, build_generator
 from scgan.utils.tables import markdown_table, num
 
 

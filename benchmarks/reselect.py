@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from scgan.calibration.fit import calibrate, recalibration_config
-from scgan.checkpoint import load_model
+from scgan.artifacts.model_file import load_model
 from scgan.config.overrides import parse_overrides
 from scgan.training.datamodule import SCGANDataModule
 from scgan.utils.atomic import atomic_write_text

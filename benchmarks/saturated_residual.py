@@ -14,7 +14,7 @@ import argparse
 import torch
 from torch.utils.data import DataLoader
 
-from scgan.checkpoint import load_model
+from scgan.artifacts.model_file import load_model
 from scgan.training.datamodule import SCGANDataModule
 
 

@@ -140,7 +140,7 @@ def main() -> None:
     if args.onnx:
         models["onnx"] = Path(args.onnx)
     else:
-        from scgan.export import export_onnx
+        from scgan.artifacts.export import export_onnx
 
         models["onnx"] = export_onnx(args.checkpoint, Path(tmp.name) / "model.onnx")
     clients = [int(c) for c in args.clients.split(",")]

@@ -20,7 +20,7 @@ from browser import Browser, find_chromium  # noqa: E402
 def main() -> None:
     import uvicorn
 
-    from scgan.detector import Detector
+    from scgan.inference.detector import Detector
     from scgan.serve import create_app
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -31,10 +31,11 @@ from typing import Any
 import lightning as L
 import torch
 
-from scgan.checkpoint import load_model
+from scgan.artifacts.model_file import load_model
 from scgan.config import Config, load_config, parse_overrides, to_yaml
-from scgan.evaluate import run_test
-from scgan.training.fit import MODEL_FILE, train
+from scgan.inference.evaluate import run_test
+from scgan.training.fit import train
+from scgan.training.outdir import MODEL_FILE
 from scgan.utils.runinfo import cpu_model, git_commit
 from scgan.utils.tables import num
 

@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from scgan.checkpoint import load_model
+from scgan.artifacts.model_file import load_model
 
 
 def main(argv: list[str] | None = None) -> int:

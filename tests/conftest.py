@@ -51,8 +51,10 @@ def demo_root(tmp_path_factory) -> Path:
 
 def tiny_config(root: Path, category: str, **overrides):
     from scgan.config import load_config
+    from scgan.models.checks import check_config
 
-    return load_config("cpu", overrides={**TINY, "data.root": str(root), "data.category": category, **overrides})
+    return check_config(load_config("cpu", overrides={**TINY, "data.root": str(root), "data.category": category,
+                                                      **overrides}))
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +79,7 @@ def exported_onnx(trained, tmp_path_factory) -> Path:
     """The tiny trained model exported to ONNX (skips where the onnx extra is not installed)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from scgan.export import export_onnx
+    from scgan.artifacts.export import export_onnx
 
     res, _ = trained
     return export_onnx(res.model_path, tmp_path_factory.mktemp("onnx") / "model.onnx")

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from scgan.checkpoint import load_model
+from scgan.artifacts.model_file import load_model
 from scgan.config import get_preset
 
 
@@ -18,8 +18,8 @@ def test_inference_imports_no_lightning(trained, tmp_path):
     res, cfg = trained
     code = (
         "import sys, scgan\n"
-        "from scgan.evaluate import run_test\n"
-        "from scgan.predict import run_predict\n"
+        "from scgan.inference.evaluate import run_test\n"
+        "from scgan.inference.predict import run_predict\n"
         f"m = scgan.load_model({str(res.model_path)!r}); s = m.scorer()\n"
         f"run_test(m, {str(tmp_path / 'test')!r}, report=False, progress=False)\n"
         "mods = sorted(k for k in sys.modules if k.split('.')[0] in ('lightning', 'pytorch_lightning'))\n"
@@ -55,7 +55,8 @@ def test_model_files_of_the_previous_layout_still_load(trained, tmp_path):
            "data": {**cfg["data"], "num_workers": 0}, "score": {**cfg["score"], "eval_batch_size": 8}}
     old.pop("runtime", None)
     path = tmp_path / "v1.pt"
-    torch.save({**obj, "format_version": 1, "config": old}, path)
+    v1 = {k: v for k, v in obj.items() if k not in ("parts", "kind", "input")}
+    torch.save({**v1, "format_version": 1, "config": old, "generator": obj["parts"]["generator"]}, path)
     a, b = load_model(res.model_path), load_model(path)
     assert b.config.model.output_scale == 1.0 and b.config.model.head == "none"
     assert b.config.runtime.eval_batch_size == 32  # runtime is not read from a model file
@@ -69,7 +70,7 @@ def test_model_files_of_the_previous_layout_still_load(trained, tmp_path):
 def test_model_files_older_than_a_score_still_test(trained, tmp_path):
     """A model calibrated before a score existed (ssim_max, msgms_max came later) is tested on every score; the
     ones its calibration lacks get an AUROC but no decision at a threshold."""
-    from scgan.evaluate import run_test
+    from scgan.inference.evaluate import run_test
 
     res, _ = trained
     obj = torch.load(res.model_path, map_location="cpu", weights_only=True)
@@ -124,7 +125,7 @@ def _demo_batch(n: int = 4, size: int = 64) -> torch.Tensor:
 @pytest.mark.unit
 def test_losses_under_bf16_autocast_match_fp32():
     """SSIM's E[x^2] - mu^2 cancels in bf16: losses are computed in fp32 under any autocast."""
-    from scgan.model.losses import ssim_loss
+    from scgan.models.scgan.losses import ssim_loss
 
     x = _demo_batch()
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * 0.1
@@ -175,7 +176,7 @@ def test_calibrate_refits_on_new_normal_images_and_changes_nothing_else(trained,
 
 @pytest.mark.integration
 def test_calibrate_refuses_settings_that_need_training(trained, tmp_path, demo_root, demo_category):
-    from scgan.calibration.fit import recalibrate
+    from scgan.commands.calibrate import recalibrate
 
     res, _ = trained
     with pytest.raises(ValueError, match="cannot change without training"):
@@ -212,7 +213,7 @@ def test_fainter_synthetic_defects_change_the_same_pixels_less(trained, demo_roo
     from torch.utils.data import DataLoader
 
     from scgan.calibration.fit import CalibrationFitter, calibrate
-    from scgan.checkpoint import load_model
+    from scgan.artifacts.model_file import load_model
     from scgan.data.datasets import normal_images
 
     res, _ = trained

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scgan.checkpoint import MODEL_FORMAT_VERSION, CheckpointError, load_model
+from scgan.artifacts.model_file import MODEL_FORMAT_VERSION, CheckpointError, load_model
 from scgan.cli import main
 
 
@@ -88,7 +88,7 @@ def _edited(trained, tmp_path: Path, edit) -> Path:
 @pytest.mark.parametrize("key, value", [("image_size", 64), ("base_channels", 16), ("attention", False)])
 def test_config_that_does_not_match_the_weights(trained, tmp_path, key, value):
     path = _edited(trained, tmp_path, lambda o: o["config"]["model"].__setitem__(key, value))
-    with pytest.raises(CheckpointError, match="the weights do not match the network its config describes"):
+    with pytest.raises(CheckpointError, match="the weights do not match the model its config describes"):
         load_model(path)
 
 

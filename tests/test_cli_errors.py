@@ -22,7 +22,7 @@ from scgan.cli import main
 
 from conftest import TINY
 
-TINY_ARGS = [f"{k}={v}" for k, v in TINY.items()]
+TINY_ARGS = ["--preset", "cpu", *(f"{k}={v}" for k, v in TINY.items())]
 
 
 def _run(capsys, argv: list[str]) -> tuple[int, str]:
@@ -116,7 +116,7 @@ def test_train_gpu_without_gpu(capsys, tmp_path, demo_root):
 
 @pytest.mark.unit
 def test_more_gpus_than_present_is_refused(monkeypatch):
-    from scgan.training.fit import check_devices
+    from scgan.training.gan import check_devices
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

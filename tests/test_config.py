@@ -1,7 +1,7 @@
 """Presets, YAML and key=value overrides."""
 import pytest
 
-from scgan.config import Config, get_preset, load_config, to_yaml
+from scgan.config import Config, config_from_dict, get_preset, load_config, to_yaml
 
 pytestmark = pytest.mark.unit
 
@@ -30,7 +30,7 @@ def test_yaml_nested_and_flat(tmp_path):
 
 def test_round_trip():
     cfg = load_config("cpu", overrides=["n_patches=10"])
-    again = Config.from_dict(cfg.to_dict())
+    again = config_from_dict(cfg.to_dict())
     assert again == cfg
     assert "n_patches: 10" in to_yaml(cfg)
 
@@ -42,8 +42,10 @@ def test_round_trip():
      ("output_scale=0.9", "output_scale")],
 )
 def test_bad_overrides(override, message):
+    from scgan.models.checks import check_config
+
     with pytest.raises(ValueError, match=message):
-        load_config("cpu", overrides=[override])
+        check_config(load_config("cpu", overrides=[override]))
 
 
 def test_unknown_preset_and_missing_yaml(tmp_path):

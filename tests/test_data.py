@@ -188,13 +188,13 @@ def test_train_val_split_is_disjoint_covering_and_seeded(mvtec):
     all_paths = sorted((mvtec / "bottle" / "train" / "good").iterdir())
     torch.manual_seed(123)
     np.random.seed(123)
-    tr = MVTecAD(mvtec, "bottle", "train", image_size=16, val_fraction=0.3)
-    va = MVTecAD(mvtec, "bottle", "val", image_size=16, val_fraction=0.3)
+    tr = MVTecAD(mvtec, "bottle", "train", spec=16, val_fraction=0.3)
+    va = MVTecAD(mvtec, "bottle", "val", spec=16, val_fraction=0.3)
     tr_p, va_p = {s.path for s in tr.samples}, {s.path for s in va.samples}
     assert len(va_p) == 3 and not tr_p & va_p and tr_p | va_p == set(all_paths)
     torch.manual_seed(7)  # the split must not depend on the global generators
     np.random.seed(7)
-    assert {s.path for s in MVTecAD(mvtec, "bottle", "val", image_size=16, val_fraction=0.3).samples} == va_p
+    assert {s.path for s in MVTecAD(mvtec, "bottle", "val", spec=16, val_fraction=0.3).samples} == va_p
     others = {frozenset(split_train_val(all_paths, 0.3, seed)[1]) for seed in range(1, 6)}
     assert len(others - {frozenset(va_p)}) >= 1
     assert (tr.labels == 0).all() and all(s.defect == "good" for s in tr.samples)
@@ -212,7 +212,7 @@ def test_validation_gets_at_least_one_image():
 
 
 def test_test_split_items_masks_and_caching(mvtec):
-    ds = MVTecAD(mvtec, "bottle", "test", image_size=24)
+    ds = MVTecAD(mvtec, "bottle", "test", spec=24)
     assert len(ds) == 7 and ds.labels.tolist().count(1) == 4 and ds.has_masks
     assert [s.path for s in ds.samples] == sorted(s.path for s in ds.samples)
     assert ds.images.shape == (7, 24, 24, 3) and ds.images.dtype == np.uint8  # decoded once, cached
@@ -234,7 +234,7 @@ def test_test_split_items_masks_and_caching(mvtec):
 
 
 def test_dataloader_batches(mvtec):
-    batch = next(iter(DataLoader(MVTecAD(mvtec, "bottle", "test", image_size=16), batch_size=4)))
+    batch = next(iter(DataLoader(MVTecAD(mvtec, "bottle", "test", spec=16), batch_size=4)))
     assert batch["image"].shape == (4, 3, 16, 16) and batch["label"].shape == (4,)
     assert batch["orig_size"].shape == (4, 2) and len(batch["path"]) == 4
 
@@ -264,7 +264,7 @@ def test_root_pointing_at_a_category_gets_a_hint(mvtec):
 
 def test_any_folder_with_train_good_is_a_category(tmp_path):
     root = make_fake_mvtec(tmp_path, "my_part", n_train=4)
-    sizes = [len(MVTecAD(root, "my_part", split, image_size=16)) for split in ("train", "val")]
+    sizes = [len(MVTecAD(root, "my_part", split, spec=16)) for split in ("train", "val")]
     assert sizes == [3, 1]
 
 
@@ -287,7 +287,7 @@ def test_bad_training_image_fails_or_is_skipped(mvtec, kind):
     bad = mvtec / "bottle" / "train" / "good" / "005.png"
     data = bad.read_bytes()
     bad.write_bytes({"zero-byte": b"", "corrupt": b"\x89PNG garbage", "truncated": data[: len(data) // 3]}[kind])
-    kw = dict(image_size=16, val_fraction=0.5)
+    kw = dict(spec=16, val_fraction=0.5)
     train_paths, _ = split_train_val(sorted(bad.parent.iterdir()), 0.5, 0)
     split = "train" if bad in train_paths else "val"  # the split holding the bad file
     with pytest.raises(ImageReadError, match="005.png"):
@@ -302,9 +302,9 @@ def test_bad_mask_is_skipped_with_its_image(mvtec):
     bad = mvtec / "bottle" / "ground_truth" / "crack" / "000_mask.png"
     bad.write_bytes(b"")
     with pytest.raises(ImageReadError, match="000_mask.png"):
-        MVTecAD(mvtec, "bottle", "test", image_size=16)
+        MVTecAD(mvtec, "bottle", "test", spec=16)
     with pytest.warns(UserWarning):
-        ds = MVTecAD(mvtec, "bottle", "test", image_size=16, skip_bad_images=True)
+        ds = MVTecAD(mvtec, "bottle", "test", spec=16, skip_bad_images=True)
     assert ds.skipped == [bad] and len(ds) == 6
 
 
@@ -315,17 +315,17 @@ def test_non_image_files_are_ignored(mvtec):
     (good / "._000.png").write_bytes(b"\x00\x05\x16\x07")  # macOS resource fork with an image extension
     (good / "subdir").mkdir()
     (mvtec / "bottle" / "test" / "broken" / "Thumbs.db").write_bytes(b"x")
-    tr = MVTecAD(mvtec, "bottle", "train", image_size=16, val_fraction=0.2)
-    va = MVTecAD(mvtec, "bottle", "val", image_size=16, val_fraction=0.2)
+    tr = MVTecAD(mvtec, "bottle", "train", spec=16, val_fraction=0.2)
+    va = MVTecAD(mvtec, "bottle", "val", spec=16, val_fraction=0.2)
     assert len(tr) + len(va) == 10 and not tr.skipped and not va.skipped
-    assert len(MVTecAD(mvtec, "bottle", "test", image_size=16)) == 7
+    assert len(MVTecAD(mvtec, "bottle", "test", spec=16)) == 7
 
 
 def test_anomalous_image_without_mask(mvtec):
     (mvtec / "bottle" / "ground_truth" / "crack" / "001_mask.png").unlink()
     with pytest.raises(ValueError, match=r"crack[/\\]001.png.*require_masks=False"):
-        MVTecAD(mvtec, "bottle", "test", image_size=16)
-    ds = MVTecAD(mvtec, "bottle", "test", image_size=16, require_masks=False)
+        MVTecAD(mvtec, "bottle", "test", spec=16)
+    ds = MVTecAD(mvtec, "bottle", "test", spec=16, require_masks=False)
     assert not ds.has_masks and len(ds) == 7
     i = next(i for i, s in enumerate(ds.samples) if s.path.name == "001.png" and s.defect == "crack")
     assert ds[i]["label"] == 1 and ds[i]["mask"].sum() == 0
@@ -334,7 +334,7 @@ def test_anomalous_image_without_mask(mvtec):
 
 def test_mask_of_another_size_is_resized(mvtec):
     write_mask(mvtec / "bottle" / "ground_truth" / "broken" / "000_mask.png", square_mask(48, 0.5))
-    ds = MVTecAD(mvtec, "bottle", "test", image_size=24)
+    ds = MVTecAD(mvtec, "bottle", "test", spec=24)
     i = next(i for i, s in enumerate(ds.samples) if s.defect == "broken" and s.path.name == "000.png")
     assert ds[i]["mask"].shape == (1, 24, 24) and ds[i]["mask"].sum() == 144  # a 24 px square at 48 -> 12 px
 
@@ -348,7 +348,7 @@ def test_mixed_modes_and_sizes_in_one_dataset(tmp_path):
     Image.fromarray(rng.integers(0, 256, (17, 17, 3), dtype=np.uint8)).convert("P").save(good / "c.bmp")
     Image.fromarray(rng.integers(0, 65535, (40, 40), dtype=np.uint16)).save(good / "d.PNG")
     Image.fromarray(rng.integers(0, 256, (25, 25, 3), dtype=np.uint8)).save(good / "e.JPG")
-    ds = MVTecAD(tmp_path, "bottle", "train", image_size=16, val_fraction=0.2)
+    ds = MVTecAD(tmp_path, "bottle", "train", spec=16, val_fraction=0.2)
     assert ds.images.shape == (4, 16, 16, 3) and ds.images.dtype == np.uint8
     sizes = {Path(s.path).name: tuple(ds.orig_sizes[i]) for i, s in enumerate(ds.samples)}
     assert all(sizes[n] == {"a.png": (30, 20), "b.png": (20, 30), "c.bmp": (17, 17), "d.PNG": (40, 40),
@@ -364,14 +364,14 @@ def test_mixed_modes_and_sizes_in_one_dataset(tmp_path):
 def test_btad(tmp_path, image_ext, mask_ext, suffix):
     root = make_fake_btad(tmp_path, "02", n_train=8, n_ok=2, n_ko=3, image_ext=image_ext, mask_ext=mask_ext,
                           mask_suffix=suffix)
-    test = BTAD(root, "02", "test", image_size=24)
+    test = BTAD(root, "02", "test", spec=24)
     assert len(test) == 5 and test.labels.tolist() == [1, 1, 1, 0, 0] and test.has_masks  # sorted: ko < ok
     assert [s.defect for s in test.samples] == ["ko", "ko", "ko", "good", "good"]
     for i in range(3):
         m = test[i]["mask"][0].bool()
         assert m.any() and (test[i]["image"][:, m] == 1.0).all()
     assert not test[3]["mask"].any() and not test[4]["mask"].any()
-    tr, va = BTAD(root, "02", "train", image_size=16), BTAD(root, 2, "val", image_size=16)
+    tr, va = BTAD(root, "02", "train", spec=16), BTAD(root, 2, "val", spec=16)
     assert len(tr) + len(va) == 8 and va.category == "02"
     assert build_dataset("btad", root, "02", "test", 16).labels.sum() == 3
 
@@ -386,8 +386,8 @@ def test_btad_unknown_product(tmp_path):
 
 def test_folder_layout(tmp_path):
     root = make_fake_folder(tmp_path / "parts", n_train=8, n_good_test=2, defects={"dent": 1, "scratch": 2})
-    tr = FolderDataset(root, split="train", image_size=16, val_fraction=0.25)
-    va = FolderDataset(root, split="val", image_size=16, val_fraction=0.25)
+    tr = FolderDataset(root, split="train", spec=16, val_fraction=0.25)
+    va = FolderDataset(root, split="val", spec=16, val_fraction=0.25)
     assert len(tr) == 6 and len(va) == 2 and tr.category == "parts" and tr.kind == "object"
     test = build_dataset("folder", root, "", "test", 24)
     assert len(test) == 5 and test.labels.sum() == 3 and test.has_masks
@@ -395,24 +395,24 @@ def test_folder_layout(tmp_path):
     for i in range(len(test)):
         m = test[i]["mask"][0].bool()
         assert m.any() == bool(test[i]["label"])
-    assert FolderDataset(root, split="train", image_size=16, category="carpet").kind == "texture"
+    assert FolderDataset(root, split="train", spec=16, category="carpet").kind == "texture"
 
 
 def test_flat_folder_of_normal_images(tmp_path):
     root = make_fake_folder(tmp_path / "flat", n_train=5, flat=True)
     with pytest.raises(ValueError, match="pass split='test'"):
-        FolderDataset(root, "test", image_size=16)
-    n_train = len(FolderDataset(root, split="train", image_size=16))
-    assert n_train + len(FolderDataset(root, split="val", image_size=16)) == 5
+        FolderDataset(root, "test", spec=16)
+    n_train = len(FolderDataset(root, split="train", spec=16))
+    assert n_train + len(FolderDataset(root, split="val", spec=16)) == 5
     with pytest.raises(FileNotFoundError, match="no test folder"):
-        FolderDataset(root, split="test", image_size=16)
+        FolderDataset(root, split="test", spec=16)
 
 
 def test_folder_without_masks(tmp_path):
     root = make_fake_folder(tmp_path / "nomask", with_masks=False)
     with pytest.raises(ValueError, match="d00.png"):
-        FolderDataset(root, split="test", image_size=16)
-    ds = FolderDataset(root, split="test", image_size=16, require_masks=False)
+        FolderDataset(root, split="test", spec=16)
+    ds = FolderDataset(root, split="test", spec=16, require_masks=False)
     assert not ds.has_masks and ds.labels.sum() == 2 and all(ds[i]["mask"].sum() == 0 for i in range(len(ds)))
 
 
@@ -430,11 +430,11 @@ BOTTLE = SHARED_DATA / "mvtec_ad"
 
 @pytest.mark.skipif(not (BOTTLE / "bottle").is_dir(), reason="real MVTec AD data (../shared/data) not present")
 def test_real_mvtec_bottle_counts_and_masks():
-    tr = MVTecAD(BOTTLE, "bottle", "train", image_size=32)
-    va = MVTecAD(BOTTLE, "bottle", "val", image_size=32)
+    tr = MVTecAD(BOTTLE, "bottle", "train", spec=32)
+    va = MVTecAD(BOTTLE, "bottle", "val", spec=32)
     assert len(tr) + len(va) == 209 and len(va) == 21
     assert not {s.path for s in tr.samples} & {s.path for s in va.samples}
-    test = MVTecAD(BOTTLE, "bottle", "test", image_size=64)
+    test = MVTecAD(BOTTLE, "bottle", "test", spec=64)
     assert len(test) == 83 and test.has_masks and int(test.labels.sum()) == 63
     assert test.masks.shape == (83, 64, 64)
     non_empty = test.masks.reshape(83, -1).any(1)

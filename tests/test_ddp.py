@@ -101,7 +101,7 @@ def test_ddp_two_cpu_processes(tmp_path, demo_root, demo_category):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
     assert sorted(p.name for p in out.glob("*.pt")) == ["model.pt"]
     assert (out / "config.yaml").exists() and (out / "train_summary.json").exists()
-    from scgan.checkpoint import load_model
+    from scgan.artifacts.model_file import load_model
 
     assert state_hash(load_model(out / "model.pt").generator) == ranks[0]["generator"]
 

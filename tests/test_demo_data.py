@@ -23,10 +23,10 @@ def test_categories_and_kinds():
 
 @pytest.mark.parametrize("category", DEMO_CATEGORIES)
 def test_layout_counts_and_masks(small, category):
-    tr = MVTecAD(small, category, "train", image_size=64)
-    va = MVTecAD(small, category, "val", image_size=64)
+    tr = MVTecAD(small, category, "train", spec=64)
+    va = MVTecAD(small, category, "val", spec=64)
     assert len(tr) + len(va) == 20
-    test = MVTecAD(small, category, "test", image_size=64)
+    test = MVTecAD(small, category, "test", spec=64)
     assert len(test) == 12 and int(test.labels.sum()) == 6 and test.has_masks
     assert {s.defect for s in test.samples} == {"good", *DEMO_DEFECTS[category]}
     non_empty = test.masks.reshape(len(test), -1).any(1)
@@ -106,7 +106,7 @@ def test_default_dataset_sizes(tmp_path):
 def test_a_linear_reconstruction_baseline_separates_the_anomalies(tmp_path, category):
     """PCA (a linear auto-encoder) at 32 px already reaches image AUROC >= 0.9: the demo is learnable."""
     root = make_demo_dataset(tmp_path, n_train=60, n_test=24, image_size=64, categories=[category])
-    tr, te = MVTecAD(root, category, "train", image_size=32), MVTecAD(root, category, "test", image_size=32)
+    tr, te = MVTecAD(root, category, "train", spec=32), MVTecAD(root, category, "test", spec=32)
     x = tr.images.reshape(len(tr), -1) / 255.0
     mean = x.mean(0)
     basis = np.linalg.svd(x - mean, full_matrices=False)[2][:10]

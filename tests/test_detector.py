@@ -12,7 +12,7 @@ from PIL import Image
 
 import scgan
 from scgan.data.io import ImageReadError
-from scgan.detector import Detector, InputError
+from scgan.inference.detector import Detector, InputError
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import TINY
-from scgan.config import Config, load_config
+from scgan.config import Config, config_from_dict, load_config
 from scgan.experiments.runs import config_key, data_identity, make_spec, run_key
 from scgan.experiments.studies import STUDIES, discover_categories, run_study
 
@@ -41,7 +41,7 @@ def test_settings_added_later_keep_old_run_keys():
         del d[section][key]  # a config written before these settings existed
     from scgan.config import Config, migrate_config
 
-    assert config_key(Config.from_dict(migrate_config(d))) == config_key(old)
+    assert config_key(config_from_dict(migrate_config(d))) == config_key(old)
     assert config_key(load_config("cpu", overrides=over)) != config_key(old)  # the cpu preset's 1.1
 
 
@@ -57,10 +57,10 @@ def test_run_key_follows_the_data_not_only_the_config(tmp_path, demo_root, demo_
     cfg = _base(**{"data.root": str(demo_root), "data.category": demo_category})
     copy_root = tmp_path / "copy"
     shutil.copytree(demo_root, copy_root)
-    moved = Config.from_dict(cfg.to_dict())
+    moved = config_from_dict(cfg.to_dict())
     moved.data.root = str(copy_root)
     assert run_key(cfg) != run_key(moved)  # same files, another folder
-    assert run_key(cfg) == run_key(Config.from_dict(cfg.to_dict()))
+    assert run_key(cfg) == run_key(config_from_dict(cfg.to_dict()))
     before = data_identity(moved)["files_sha256"]
     next((copy_root / demo_category / "train" / "good").iterdir()).write_bytes(b"other")
     assert data_identity(moved)["files_sha256"] != before  # a file's size changed

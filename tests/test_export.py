@@ -13,11 +13,11 @@ import torch
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from scgan.checkpoint import load_model  # noqa: E402
+from scgan.artifacts.model_file import load_model  # noqa: E402
 from scgan.cli import main  # noqa: E402
 from scgan.data.io import image_to_array  # noqa: E402
-from scgan.onnx_runtime import META_FORMAT_VERSION, OnnxModelError, OnnxScorer  # noqa: E402
-from scgan.model.scorer import score_names  # noqa: E402
+from scgan.artifacts.onnx_file import META_FORMAT_VERSION, OnnxModelError, OnnxScorer  # noqa: E402
+from scgan.models.scgan.scorer import score_names  # noqa: E402
 
 SCORE_NAMES = score_names(head=False)
 
@@ -100,7 +100,7 @@ def test_onnx_inference_modules_import_without_torch():
     code = textwrap.dedent("""
         import sys
         sys.modules["torch"] = None  # from here on, any `import torch` raises ImportError
-        import scgan.calibration.stats, scgan.cli, scgan.onnx_runtime, scgan.visualize
+        import scgan.calibration.stats, scgan.cli, scgan.artifacts.onnx_file, scgan.reporting.visualize
         scgan.cli.build_parser().parse_args(["predict", "--onnx", "m.onnx", "--output", "o", "x.png"])
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from scgan.model.head import SegHead
-from scgan.model.losses import focal_loss
+from scgan.models.scgan.head import SegHead
+from scgan.models.scgan.losses import focal_loss
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

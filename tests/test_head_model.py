@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from scgan.checkpoint import CheckpointError, load_model
+from scgan.artifacts.model_file import CheckpointError, load_model
 
 pytestmark = pytest.mark.integration
 
@@ -46,16 +46,16 @@ def test_head_is_trained_stored_and_scored(head_model):
 def test_head_weights_must_match_the_config(head_model, tmp_path):
     res, _ = head_model
     obj = torch.load(res.model_path, map_location="cpu", weights_only=True)
-    del obj["seg_head"]
+    del obj["parts"]["seg_head"]
     torch.save(obj, tmp_path / "no_head.pt")
-    with pytest.raises(CheckpointError, match="lacks the head's weights"):
+    with pytest.raises(CheckpointError, match="lacks the seg_head weights"):
         load_model(tmp_path / "no_head.pt")
 
 
 def test_head_model_exports_to_onnx_with_parity(head_model, tmp_path):
     pytest.importorskip("onnxruntime")
-    from scgan.export import export_onnx
-    from scgan.onnx_runtime import OnnxScorer
+    from scgan.artifacts.export import export_onnx
+    from scgan.artifacts.onnx_file import OnnxScorer
 
     res, _ = head_model
     path = export_onnx(res.model_path, tmp_path / "head.onnx")  # export checks parity with torch (1e-4)
@@ -70,7 +70,7 @@ def test_seg_scores_need_a_head(demo_root, demo_category):
 
 
 def test_steps_budget_sets_whole_epochs(demo_root, demo_category):
-    from scgan.training.fit import planned_epochs
+    from scgan.training.gan import planned_epochs
 
     cfg = tiny_config(demo_root, demo_category, steps=10)
     assert planned_epochs(cfg, 24) == 4  # 24 images in batches of 8: 3 steps an epoch, ceil(10 / 3)

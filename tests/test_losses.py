@@ -5,8 +5,8 @@ import torch
 from skimage.metrics import structural_similarity
 
 from scgan import ssim
-from scgan.model.losses import LossWeights, adversarial_loss, discriminator_loss, generator_loss
-from scgan.model.networks import GeneratorOutput
+from scgan.models.scgan.losses import LossWeights, adversarial_loss, discriminator_loss, generator_loss
+from scgan.models.scgan.networks import GeneratorOutput
 
 pytestmark = pytest.mark.unit
 
@@ -77,7 +77,7 @@ def test_discriminator_loss():
 
 
 def test_feature_matching_loss_detaches_real_features():
-    from scgan.model.losses import feature_matching_loss
+    from scgan.models.scgan.losses import feature_matching_loss
 
     real = torch.ones(2, 4, 4, 4, requires_grad=True)
     fake = torch.zeros(2, 4, 4, 4, requires_grad=True)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from scgan.model.head import SegHead
-from scgan.model.losses import ssim_map, to_unit
-from scgan.model.maps import mean_filter, msgms_map, ssim_anomaly_map
+from scgan.models.scgan.head import SegHead
+from scgan.models.scgan.losses import ssim_map, to_unit
+from scgan.models.scgan.maps import mean_filter, msgms_map, ssim_anomaly_map
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from scgan.metrics import aupro, compute_metrics, f1_max, image_auroc, pixel_auroc, pro_curve
+from scgan.evaluation.metrics import aupro, compute_metrics, f1_max, image_auroc, pixel_auroc, pro_curve
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from scgan import MSCAM, Discriminator, Generator
-from scgan.model.losses import LossWeights, adversarial_loss, discriminator_loss, generator_loss
-from scgan.model.networks import Encoder, weights_init
+from scgan.models.scgan.losses import LossWeights, adversarial_loss, discriminator_loss, generator_loss
+from scgan.models.scgan.networks import Encoder, weights_init
 
 pytestmark = pytest.mark.unit
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from scgan.checkpoint import load_model
-from scgan.evaluate import run_test
-from scgan.predict import run_predict
+from scgan.artifacts.model_file import load_model
+from scgan.inference.evaluate import run_test
+from scgan.inference.predict import run_predict
 from scgan.training.fit import train
 
 from conftest import tiny_config
@@ -66,18 +66,18 @@ def test_pixel_metrics_are_computed_at_the_masks_stored_resolution(trained, tmp_
     """A test set stored at 64 px scored by a 32 px model: maps are up-sampled to the 64 px masks."""
     from scgan.data.datasets import build_dataset
     from scgan.data.demo import make_demo_dataset
-    from scgan.evaluate import upsample_maps
-    from scgan.metrics import aupro, pixel_auroc
+    from scgan.evaluation.summary import maps_at
+    from scgan.evaluation.metrics import aupro, pixel_auroc
 
     res, _ = trained
     root = make_demo_dataset(tmp_path / "data", n_train=2, n_test=8, image_size=64, seed=3, categories=[demo_category])
     out = run_test(res.model_path, tmp_path / "test", root=str(root), progress=False, report=False)
     m = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert m["pixel_metrics_resolution"] == [64, 64]
-    assert out.result.maps.shape[1:] == out.result.masks.shape[1:] == (32, 32)  # what the scorer saw
+    assert np.stack(out.result.maps).shape[1:] == np.stack(out.result.masks).shape[1:] == (32, 32)  # what the scorer saw
     stored = build_dataset("mvtec", root, demo_category, "test", 32).stored_masks()
     assert stored.shape[1:] == (64, 64) and stored.any()
-    full = upsample_maps(out.result.maps, (64, 64))
+    full = maps_at(out.result.maps, (64, 64))
     assert m["pixel_auroc"] == pytest.approx(pixel_auroc(full, stored), abs=1e-9)
     assert m["aupro"] == pytest.approx(aupro(full, stored), abs=1e-9)
 
@@ -148,7 +148,7 @@ def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(tmp_path, demo_r
     """score.sigma = auto: the chosen sigma is stored with the calibration, and the statistics fit it."""
     import scgan.calibration.fit as fit_mod
     from scgan.calibration.fit import select_sigma, sigma_candidates
-    from scgan.model.scorer import score_loader
+    from scgan.models.scoring import score_loader
     from scgan.training.datamodule import SCGANDataModule
 
     # Force a choice other than the default (S / 64, the scorer's starting sigma), so that a model
@@ -190,7 +190,7 @@ def test_default_sigma_is_s_over_64(trained):
 def test_the_calibration_sigma_wins_over_the_config(trained):
     """A model scores with the sigma its calibration was fitted with; without one, with the config's."""
     from scgan.calibration.stats import Calibration
-    from scgan.model.scorer import build_scorer
+    from scgan.models.scgan.scorer import build_scorer
 
     res, cfg = trained
     loaded = load_model(res.model_path)
@@ -210,21 +210,21 @@ def test_report_heat_maps_are_scaled_by_the_calibration_not_the_test_set(trained
     with larger residuals saturates at 1 instead of being rescaled by its own maximum."""
     import dataclasses
 
-    import scgan.report
+    import scgan.reporting.report
 
     res, _ = trained
     loaded = load_model(res.model_path)
-    maps = run_test(loaded, tmp_path / "plain", progress=False, report=False).result.maps
+    maps = np.stack(run_test(loaded, tmp_path / "plain", progress=False, report=False).result.maps)
     # A map_high below the test set's largest value, so that scaling by the test maximum would differ.
     loaded.calibration = dataclasses.replace(loaded.calibration, map_high=0.5 * float(maps.max()))
     shown = {}
-    real = scgan.report.write_report
+    real = scgan.reporting.report.write_report
 
     def capture(out_dir, **kw):
         shown.update({e.name: e.heat for e in kw["examples_top"] + kw["examples_bottom"]})
         return real(out_dir, **kw)
 
-    monkeypatch.setattr(scgan.report, "write_report", capture)
+    monkeypatch.setattr(scgan.reporting.report, "write_report", capture)
     out = run_test(loaded, tmp_path / "report", progress=False, n_examples=3)
     assert len(shown) == 6 and (tmp_path / "report" / "report.md").exists()
     names = [str(Path(p).parent.name) + "/" + Path(p).name for p in out.result.paths]

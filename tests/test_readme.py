@@ -5,7 +5,7 @@ import pytest
 
 from conftest import REPO
 from scgan.config import get_preset
-from scgan.model.networks import build_discriminator, build_generator
+from scgan.models.scgan.networks import build_discriminator, build_generator
 
 pytestmark = pytest.mark.unit
 

@@ -20,11 +20,13 @@ import pytest
 import torch
 
 import scgan.training.fit as fit
+import scgan.training.gan as gan
 import scgan.utils.atomic as atomic
-from scgan.checkpoint import load_model, save_model
+from scgan.artifacts.model_file import load_model, save_model
 from scgan.cli import main
-from scgan.evaluate import run_test
-from scgan.training.fit import AtomicCheckpointIO, TrainingStopped, build_trainer, train
+from scgan.inference.evaluate import run_test
+from scgan.training.fit import train
+from scgan.training.gan import AtomicCheckpointIO, TrainingStopped, build_trainer
 from scgan.training.module import NonFiniteLossError
 
 from conftest import TINY, tiny_config
@@ -200,7 +202,7 @@ def test_save_model_crash_midway_keeps_the_previous_file(trained, tmp_path, monk
         next(loaded.generator.parameters()).add_(1.0)  # a different model, which must not land
     monkeypatch.setattr(torch, "save", _half_then_fail(torch.save))
     with pytest.raises(OSError, match="the disk is full"):
-        save_model(path, loaded.generator, loaded.config, loaded.calibration, loaded.augmentation)
+        save_model(path, loaded.config, loaded.parts, loaded.calibration, loaded.augmentation)
     monkeypatch.undo()
     assert path.read_bytes() == res.model_path.read_bytes()
     _assert_same_weights(_generator_state(path), _generator_state(res.model_path))
@@ -272,15 +274,15 @@ def test_ctrl_c_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path, 
 @pytest.mark.unit
 def test_resume_checks_the_network_and_reads_settings_added_later_as_their_default(tmp_path):
     """A checkpoint from before model.output_scale existed resumes with 1.0 and is refused with 1.1."""
-    from scgan.checkpoint import CheckpointError
+    from scgan.artifacts.model_file import CheckpointError
     from scgan.config import load_config
 
     cfg = load_config("cpu", overrides=["output_scale=1.0"])
     old_model = {k: v for k, v in cfg.to_dict()["model"].items() if k != "output_scale"}
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": {}, "epoch": 3, "hyper_parameters": {"config": {"model": old_model}}}, path)
-    assert fit._checkpoint_epoch(path, cfg) == 3
+    assert gan._checkpoint_epoch(path, cfg) == 3
     with pytest.raises(CheckpointError, match=r"output_scale=1.0 there, 1.1 here"):
-        fit._checkpoint_epoch(path, load_config("cpu"))
+        gan._checkpoint_epoch(path, load_config("cpu"))
     with pytest.raises(CheckpointError, match=r"another network \(image_size=64 there, 128 here"):
-        fit._checkpoint_epoch(path, load_config("cpu", overrides=["output_scale=1.0", "image_size=128"]))
+        gan._checkpoint_epoch(path, load_config("cpu", overrides=["output_scale=1.0", "image_size=128"]))

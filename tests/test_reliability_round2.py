@@ -23,10 +23,11 @@ import torch
 from PIL import Image
 
 import scgan.training.fit as fit
-from scgan.checkpoint import CheckpointError, load_model
+import scgan.training.gan as gan
+from scgan.artifacts.model_file import CheckpointError, load_model
 from scgan.cli import main
 from scgan.config import load_config
-from scgan.evaluate import run_test
+from scgan.inference.evaluate import run_test
 from scgan.experiments.studies import run_study
 from scgan.training.fit import train
 from scgan.utils.atomic import writable_dir
@@ -325,7 +326,7 @@ def test_hand_corrupted_model_files_give_errors_naming_the_file(trained, tmp_pat
     res, _ = trained
     obj = torch.load(res.model_path, weights_only=True)
     for name, edit in (("no_n_images", lambda o: o["calibration"].pop("n_images")),
-                       ("no_generator", lambda o: o.pop("generator")),
+                       ("no_generator", lambda o: o.__setitem__("parts", {})),
                        ("bad_meta", lambda o: o.__setitem__("meta", 3))):
         broken = {**obj, "calibration": dict(obj["calibration"])}
         edit(broken)

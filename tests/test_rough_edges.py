@@ -49,7 +49,7 @@ def test_argument_errors_print_the_subcommands_usage(capsys):
 
 def test_report_examples_show_the_stored_resolution_truth_and_decision(trained, demo_root, demo_category, tmp_path,
                                                                        monkeypatch):
-    import scgan.report
+    import scgan.reporting.report
 
     root = tmp_path / "big"
     shutil.copytree(demo_root / demo_category, root / demo_category)
@@ -57,14 +57,14 @@ def test_report_examples_show_the_stored_resolution_truth_and_decision(trained, 
         im = Image.open(p)
         im.resize((96, 80), Image.Resampling.NEAREST if "ground_truth" in p.parts else Image.Resampling.BILINEAR).save(p)
     seen = []
-    real = scgan.report.write_report
+    real = scgan.reporting.report.write_report
 
     def capture(out_dir, **kw):
         seen.extend(kw["examples_top"] + kw["examples_bottom"])
         return real(out_dir, **kw)
 
-    monkeypatch.setattr(scgan.report, "write_report", capture)
-    from scgan.evaluate import run_test
+    monkeypatch.setattr(scgan.reporting.report, "write_report", capture)
+    from scgan.inference.evaluate import run_test
 
     run_test(trained[0].model_path, tmp_path / "out", root=str(root), progress=False)
     assert seen and all(ex.image.shape == (80, 96, 3) for ex in seen)
@@ -74,7 +74,7 @@ def test_report_examples_show_the_stored_resolution_truth_and_decision(trained, 
 
 
 def test_examples_figure_has_a_colour_bar(monkeypatch):
-    from scgan import report
+    from scgan.reporting import report
 
     figures = []
     monkeypatch.setattr(report, "_png", lambda fig, dpi=100: figures.append(fig) or b"png")
@@ -89,7 +89,7 @@ def test_examples_figure_has_a_colour_bar(monkeypatch):
 
 
 def test_report_warns_when_f1_max_is_the_trivial_value(tmp_path):
-    from scgan.report import trivial_f1, write_report
+    from scgan.reporting.report import trivial_f1, write_report
 
     labels = np.array([0, 0, 1, 1, 1, 1])
     scores = np.array([0.9, 0.8, 0.1, 0.2, 0.3, 0.4])  # anomalies score lower: no threshold beats "all anomalous"

@@ -17,7 +17,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from scgan.detector import Detector  # noqa: E402
+from scgan.inference.detector import Detector  # noqa: E402
 from scgan.serve import Limits, create_app  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ def server(trained):
     """The real uvicorn server on a free localhost port, in a thread."""
     import uvicorn
 
-    from scgan.detector import Detector
+    from scgan.inference.detector import Detector
     from scgan.serve import create_app
 
     app = create_app(Detector.load(trained[0].model_path))

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from scgan.checkpoint import load_model
+from scgan.artifacts.model_file import load_model
 from scgan.data.datasets import build_dataset
-from scgan.model.networks import Discriminator
-from scgan.model.scorer import Scorer, autocast_dtype, build_scorer, score_loader
+from scgan.models.scgan.networks import Discriminator
+from scgan.models.scgan.scorer import Scorer, build_scorer
+from scgan.models.scoring import autocast_dtype, score_loader
 from scgan.training.fit import train
 
 from conftest import tiny_config
@@ -20,7 +21,7 @@ from conftest import tiny_config
 
 def _test_loader(cfg, batch: int = 8) -> DataLoader:
     d = cfg.data
-    ds = build_dataset(d.dataset, d.root, d.category, split="test", image_size=cfg.model.image_size)
+    ds = build_dataset(d.dataset, d.root, d.category, split="test", spec=cfg.model.image_size)
     return DataLoader(ds, batch_size=batch, shuffle=False)
 
 

@@ -14,11 +14,12 @@ import torch.nn.functional as F
 
 import scgan.training.module as module_mod
 from conftest import tiny_config
-from scgan.checkpoint import load_model
-from scgan.model.networks import build_discriminator, init_weights
-from scgan.seed import seeded_generator
+from scgan.artifacts.model_file import load_model
+from scgan.models.scgan.networks import build_discriminator, init_weights
+from scgan.utils.seed import seeded_generator
 from scgan.training.datamodule import SCGANDataModule
-from scgan.training.fit import prepare_run, train
+from scgan.training.fit import train
+from scgan.training.gan import prepare_run
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,10 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from scgan.report import ReportExample, format_metric, write_report
-from scgan.visualize import colorize, mask_contour, overlay, resize_map, save_png
+from scgan.reporting.report import ReportExample, format_metric, write_report
+from scgan.data.io import resize_map
+from scgan.reporting.visualize import colorize, mask_contour, overlay
+from scgan.utils.atomic import save_png
 
 pytestmark = pytest.mark.unit
 
@@ -107,7 +109,7 @@ def _example(i: int, anomalous: bool) -> ReportExample:
 
 
 CONFIG = {"model": {"image_size": 32, "attention": True}, "train": {"epochs": 3, "lr": 0.0002}}
-# The shape scgan.evaluate writes to metrics.json.
+# The shape scgan.inference.evaluate writes to metrics.json.
 METRICS = {
     "image_auroc": 0.9125, "pixel_auroc": 0.875, "aupro": 0.6, "f1_max": 0.8, "default_score": "as",
     "scores": {

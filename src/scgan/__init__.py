@@ -1,4 +1,7 @@
-"""SCGAN: unsupervised anomaly detection by restoring normal semantics (Dai et al., IEEE Access 2023).
+"""scgan: anomaly detection in images of industrial products, fitted on normal images only.
+
+Two detectors: a feature-memory one on frozen ImageNet features (the default) and SCGAN (Dai et al., IEEE
+Access 2023), which restores normal semantics.
 
 Public names are imported lazily, so that torch-free parts (ONNX inference) do not import torch.
 """
@@ -12,21 +15,22 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Config": "scgan.config",
     "load_config": "scgan.config",
-    "MSCAM": "scgan.model.layers.mscam",
-    "ssim": "scgan.model.losses",
-    "Generator": "scgan.model.networks",
-    "Discriminator": "scgan.model.networks",
-    "seed_everything": "scgan.seed",
+    "MSCAM": "scgan.models.scgan.mscam",
+    "ssim": "scgan.models.scgan.losses",
+    "Generator": "scgan.models.scgan.networks",
+    "Discriminator": "scgan.models.scgan.networks",
+    "EfficientNetLite": "scgan.models.patchcore.backbone",
+    "seed_everything": "scgan.utils.seed",
     "MVTecAD": "scgan.data.datasets",
     "BTAD": "scgan.data.datasets",
     "FolderDataset": "scgan.data.datasets",
     "AUGMENTATIONS": "scgan.data.augment",
     "make_demo_dataset": "scgan.data.demo",
     "train": "scgan.training.fit",
-    "run_test": "scgan.evaluate",
-    "run_predict": "scgan.predict",
-    "load_model": "scgan.checkpoint",
-    "Detector": "scgan.detector",
+    "run_test": "scgan.inference.evaluate",
+    "run_predict": "scgan.inference.predict",
+    "load_model": "scgan.artifacts.model_file",
+    "Detector": "scgan.inference.detector",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

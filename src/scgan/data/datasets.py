@@ -6,6 +6,7 @@ construction: bad files surface immediately, and no epoch ever decodes again.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -14,11 +15,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from scgan.config import DataConfig
 from scgan.data.demo import DEMO_CATEGORIES, DEMO_TEXTURES
-from scgan.data.io import ImageReadError, image_to_tensor, list_images, load_image_with_size, load_mask
+from scgan.data.io import (
+    ImageReadError,
+    InputSpec,
+    image_to_tensor,
+    list_images,
+    load_image_with_size,
+    load_mask,
+    resize_mask,
+    to_channels,
+)
 
 MVTEC_TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
 MVTEC_OBJECTS: tuple[str, ...] = (
@@ -181,12 +191,14 @@ def _category_dir(root: PathLike, category: str, known: tuple[str, ...], normal:
 
 
 class AnomalyDataset(Dataset):
-    """One split of one category, with every image (and mask) decoded, resized to S x S and cached.
+    """One split of one category, with every image (and mask) decoded, brought to the model's input and cached.
 
-    Items are dicts: ``image`` float32 (3, S, S) in [-1, 1], ``label`` int64 scalar (1 = anomalous),
-    ``mask`` float32 (1, S, S) of 0/1 (zeros for normal images or absent masks), ``path`` str,
-    ``defect`` str ("good" when normal) and ``orig_size`` int64 (2,) = the file's (H, W).
-    The caches are public: ``images`` uint8 (N, S, S, 3), ``masks`` bool (N, S, S), ``orig_sizes`` (N, 2).
+    ``spec`` is the model's :class:`InputSpec` (an int S: RGB S x S). Items are dicts: ``image`` float32
+    (C, H, W) in [-1, 1], ``label`` int64 scalar (1 = anomalous), ``mask`` float32 (1, H, W) of 0/1 (zeros for
+    normal images or absent masks), ``path`` str, ``defect`` str ("good" when normal), ``orig_size`` int64 (2,)
+    = the file's (H, W), and ``index``. The caches are public: ``images`` uint8 (H, W, C) per item (an (N, H, W, C)
+    array when every image has one shape), ``masks`` bool (H, W) per item, ``orig_sizes`` (N, 2). Images of
+    different shapes (the aspect kept) go into batches with :func:`shape_batches`.
     """
 
     def __init__(
@@ -194,45 +206,47 @@ class AnomalyDataset(Dataset):
         samples: list[Sample],
         category: str,
         split: str,
-        image_size: int = 256,
+        spec: InputSpec | int = 256,
         skip_bad_images: bool = False,
     ) -> None:
-        if not isinstance(image_size, (int, np.integer)) or image_size < 1:
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         _check_split(split)
+        self.spec = InputSpec.of(spec)
         self.category = category
         self.kind = category_kind(category)
         self.split = split
-        self.image_size = int(image_size)
         self.skipped: list[Path] = []
         self.samples, self.images, self.masks, self.orig_sizes = self._decode(samples, skip_bad_images)
         # Pixel-level evaluation needs a mask for every anomalous image (vacuously true without any).
         self.has_masks = all(s.mask_path is not None for s in self.samples if s.label == 1)
 
-    def _decode(
-        self, samples: list[Sample], skip_bad_images: bool
-    ) -> tuple[list[Sample], np.ndarray, np.ndarray, np.ndarray]:
-        s = self.image_size
-        images = np.empty((len(samples), s, s, 3), dtype=np.uint8)
-        masks = np.zeros((len(samples), s, s), dtype=bool)
-        sizes = np.zeros((len(samples), 2), dtype=np.int64)
+    @property
+    def image_size(self) -> int:
+        """The spec's size: S, or the short side where the aspect is kept."""
+        return self.spec.size
+
+    def _decode(self, samples: list[Sample], skip_bad_images: bool) -> tuple[list[Sample], Any, Any, np.ndarray]:
+        images: list[np.ndarray] = []
+        masks: list[np.ndarray] = []
+        sizes: list[tuple[int, int]] = []
         kept: list[Sample] = []
         reasons: list[str] = []
         for sample in samples:
-            i = len(kept)
             current = sample.path
             try:
-                images[i], sizes[i] = load_image_with_size(sample.path, s)
+                img, size = load_image_with_size(sample.path, self.spec)
+                mask = np.zeros(img.shape[:2], dtype=bool)
                 if sample.label == 1 and sample.mask_path is not None:
                     current = sample.mask_path
-                    masks[i] = load_mask(sample.mask_path, s)
+                    mask = load_mask(sample.mask_path, img.shape[:2])
             except ImageReadError as e:
                 if not skip_bad_images:
                     raise
                 self.skipped.append(current)
                 reasons.append(str(e))
-                masks[i] = False
                 continue
+            images.append(img)
+            masks.append(mask)
+            sizes.append(size)
             kept.append(sample)
         if self.skipped:
             warnings.warn(
@@ -244,26 +258,33 @@ class AnomalyDataset(Dataset):
         if not kept:
             where = samples[0].path.parent if samples else "the dataset"
             raise ValueError(f"no readable images left in the {self.split} split (under {where})")
-        n = len(kept)
-        if n < len(samples):
-            images, masks, sizes = images[:n].copy(), masks[:n].copy(), sizes[:n].copy()
-        return kept, images, masks, sizes
+        if len({im.shape for im in images}) == 1:  # one shape (always so for a square spec): one array
+            return kept, np.stack(images), np.stack(masks), np.array(sizes, dtype=np.int64)
+        return kept, images, masks, np.array(sizes, dtype=np.int64)
+
+    def convert(self, channels: int) -> None:
+        """Bring the cached images to ``channels`` (1: grey, 3: RGB) in place (see ``io.to_channels``)."""
+        self.spec = dataclasses.replace(self.spec, channels=channels)
+        converted = [to_channels(im, channels) for im in self.images]
+        self.images = np.stack(converted) if isinstance(self.images, np.ndarray) else converted
+
+    def shape(self, index: int) -> tuple[int, int]:
+        """The (H, W) of item ``index`` as the model sees it."""
+        return tuple(self.images[index].shape[:2])
 
     def stored_masks(self) -> np.ndarray:
         """Ground-truth masks at their stored resolution, bool (N, H, W) (zeros for normal images).
 
-        Pixel metrics are computed at this resolution (published ones are), not at S. Masks of another size
-        than the most common one are resized to it (nearest neighbour).
+        Pixel metrics are computed at this resolution (published ones are), not at the model's. Masks of another
+        size than the most common one are resized to it (nearest neighbour).
         """
         loaded = {i: load_mask(s.mask_path, None) for i, s in enumerate(self.samples)
                   if s.label == 1 and s.mask_path is not None}
         shapes = [m.shape for m in loaded.values()]
-        h, w = max(set(shapes), key=shapes.count) if shapes else (self.image_size, self.image_size)
+        h, w = max(set(shapes), key=shapes.count) if shapes else self.shape(0)
         out = np.zeros((len(self.samples), h, w), dtype=bool)
         for i, m in loaded.items():
-            if m.shape != (h, w):
-                m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)) > 0
-            out[i] = m
+            out[i] = resize_mask(m, (h, w))
         return out
 
     @property
@@ -277,20 +298,38 @@ class AnomalyDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         return {
-            "image": image_to_tensor(self.images[index]),  # (3, S, S)
+            "image": image_to_tensor(self.images[index]),  # (C, H, W)
             "label": torch.tensor(sample.label, dtype=torch.int64),
-            "mask": torch.from_numpy(self.masks[index]).to(torch.float32).unsqueeze(0),  # (1, S, S)
+            "mask": torch.from_numpy(np.ascontiguousarray(self.masks[index])).to(torch.float32).unsqueeze(0),
             "path": str(sample.path),
             "defect": sample.defect,
             "orig_size": torch.from_numpy(self.orig_sizes[index].copy()),  # (2,) = (H, W)
+            "index": index,
         }
 
     def __repr__(self) -> str:
         n_anom = int(self.labels.sum())
         return (
             f"{type(self).__name__}(category={self.category!r}, split={self.split!r}, n={len(self)}, "
-            f"anomalous={n_anom}, image_size={self.image_size}, skipped={len(self.skipped)})"
+            f"anomalous={n_anom}, spec={self.spec}, skipped={len(self.skipped)})"
         )
+
+
+def shape_batches(dataset: AnomalyDataset, batch_size: int) -> list[list[int]]:
+    """Indices in batches of at most ``batch_size`` whose images share one shape, in dataset order within a
+    shape (a DataLoader's ``batch_sampler``: images whose aspect was kept cannot be stacked otherwise)."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i in range(len(dataset)):
+        by_shape.setdefault(dataset.shape(i), []).append(i)
+    return [idx[k:k + batch_size] for idx in by_shape.values() for k in range(0, len(idx), batch_size)]
+
+
+def eval_loader(dataset: AnomalyDataset, batch_size: int, num_workers: int = 0):
+    """A DataLoader over ``dataset`` for scoring: batches of one shape, every item once (order: see
+    :func:`shape_batches`; results carry each item's ``index``)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_sampler=shape_batches(dataset, batch_size), num_workers=num_workers)
 
 
 def _category_samples(cat_dir: Path, normal: str, split: str, val_fraction: float, split_seed: int,
@@ -318,7 +357,7 @@ class _CategoryDataset(AnomalyDataset):
         root: PathLike,
         category: str = "",
         split: str = "train",
-        image_size: int = 256,
+        spec: InputSpec | int = 256,
         val_fraction: float = 0.1,
         split_seed: int = 0,
         skip_bad_images: bool = False,
@@ -327,7 +366,7 @@ class _CategoryDataset(AnomalyDataset):
         _check_split(split)
         samples, category = self.find_samples(Path(root), self.category_name(category), split, val_fraction,
                                               split_seed, require_masks)
-        super().__init__(samples, category, split, image_size, skip_bad_images)
+        super().__init__(samples, category, split, spec, skip_bad_images)
 
     @staticmethod
     def category_name(category: str | int) -> str:
@@ -401,7 +440,7 @@ class FolderDataset(_CategoryDataset):
         return samples, category or root.resolve().name
 
 
-def normal_images(folder: PathLike, image_size: int, skip_bad_images: bool = False) -> AnomalyDataset:
+def normal_images(folder: PathLike, spec: InputSpec | int, skip_bad_images: bool = False) -> AnomalyDataset:
     """Every image under ``folder`` (recursively) as a normal validation set: what ``scgan calibrate`` fits on."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -410,17 +449,24 @@ def normal_images(folder: PathLike, image_size: int, skip_bad_images: bool = Fal
     files = [p for d in folders for p in list_images(d)]
     if not files:
         raise ValueError(f"no images found under {folder}")
-    return AnomalyDataset([Sample(p, 0, None, "good") for p in files], folder.resolve().name, "val", image_size,
+    return AnomalyDataset([Sample(p, 0, None, "good") for p in files], folder.resolve().name, "val", spec,
                           skip_bad_images)
 
 
 DATASETS: dict[str, type[AnomalyDataset]] = {"mvtec": MVTecAD, "btad": BTAD, "folder": FolderDataset}
 
 
+def dataset_for(data: DataConfig, split: str, spec: InputSpec | int) -> AnomalyDataset:
+    """The ``split`` of the data a config's ``data`` section names, brought to ``spec``."""
+    return build_dataset(data.dataset, data.root, data.category, split=split, spec=spec, val_fraction=data.val_fraction,
+                         split_seed=data.split_seed, skip_bad_images=data.skip_bad_images,
+                         require_masks=data.require_masks)
+
+
 def build_dataset(
-    dataset: str, root: PathLike, category: str, split: str = "train", image_size: int = 256, **kwargs: Any
+    dataset: str, root: PathLike, category: str, split: str = "train", spec: InputSpec | int = 256, **kwargs: Any
 ) -> AnomalyDataset:
     """The named dataset ("mvtec", "btad" or "folder"); ``kwargs`` go to its constructor."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
-    return DATASETS[dataset](root, category, split=split, image_size=image_size, **kwargs)
+    return DATASETS[dataset](root, category, split=split, spec=spec, **kwargs)

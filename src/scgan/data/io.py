@@ -1,7 +1,9 @@
-"""Reading images and masks from disk into uint8 arrays, and converting them to and from tensors.
+"""Reading images and masks from disk into uint8 arrays, bringing them to a model's input, and converting
+them to and from tensors.
 
-Every reader returns RGB uint8 whatever the file holds (grayscale, palette, RGBA, 16-bit), resized
-to S x S regardless of aspect ratio, and turns any decoding failure into :class:`ImageReadError`
+Every reader decodes to RGB uint8 whatever the file holds (grayscale, palette, RGBA, 16-bit), then brings
+the image to a model's :class:`InputSpec` (S x S regardless of aspect ratio for the SCGAN; the aspect kept
+for the feature detector; 1 or 3 channels), and turns any decoding failure into :class:`ImageReadError`
 naming the file, so callers handle one exception type.
 """
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from typing import IO, TYPE_CHECKING
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -126,43 +129,123 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
     return np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
-def _check_size(image_size: int | None) -> None:
-    if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 1):
-        raise ValueError(f"image_size must be a positive integer or None, got {image_size!r}")
+@dataclass(frozen=True)
+class InputSpec:
+    """How a model wants its images: the size rule and the channels.
+
+    ``keep_aspect=False``: every image is resized to ``size`` x ``size`` (the SCGAN's S, aspect ignored).
+    ``keep_aspect=True``: the shorter side becomes ``size`` and the other keeps the aspect ratio, each side
+    rounded to a multiple of ``multiple`` (a fully convolutional model's stride). ``channels`` is 3 (RGB) or 1
+    (grey: the luma of RGB, exactly the value of a grey file).
+    """
+
+    size: int
+    keep_aspect: bool = False
+    multiple: int = 1
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, (int, np.integer)) or isinstance(self.size, bool) or self.size < 1:
+            raise ValueError(f"image size must be a positive integer, got {self.size!r}")
+        if self.multiple < 1 or self.channels not in (1, 3):
+            raise ValueError(f"an input needs multiple >= 1 and 1 or 3 channels, got {self.multiple}, {self.channels}")
+
+    @classmethod
+    def of(cls, spec: InputSpec | int) -> InputSpec:
+        """``spec`` itself, or the square spec of side ``spec``."""
+        return spec if isinstance(spec, InputSpec) else cls(int(spec))
+
+    def shape(self, h: int, w: int) -> tuple[int, int]:
+        """The (H, W) an (h, w) image is resized to."""
+        if not self.keep_aspect:
+            return self.size, self.size
+        scale = self.size / min(h, w)
+        m = self.multiple
+        return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
+
+    def to_dict(self) -> dict[str, int | bool]:
+        return {"size": int(self.size), "keep_aspect": bool(self.keep_aspect), "multiple": int(self.multiple),
+                "channels": int(self.channels)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        return cls(int(d["size"]), bool(d.get("keep_aspect", False)), int(d.get("multiple", 1)),
+                   int(d.get("channels", 3)))
 
 
 def load_image_with_size(
-    path: str | os.PathLike[str] | IO[bytes], image_size: int | None, max_side: int | None = None
+    path: str | os.PathLike[str] | IO[bytes], spec: InputSpec | int | None, max_side: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Like :func:`load_image`, also returning the file's original (H, W); ``path`` may be an open binary file.
 
-    ``max_side`` (with ``image_size=None``): a larger image comes back reduced by an integer factor so that
+    ``max_side`` (with ``spec=None``): a larger image comes back reduced by an integer factor so that
     its longer side is at most ``max_side`` (memory bounded by it, not by the file).
     """
-    _check_size(image_size)
+    spec = None if spec is None else InputSpec.of(spec)
     im, orig = _open_reduced(Path(path) if isinstance(path, (str, os.PathLike)) else path, max_side)
     rgb = pil_to_rgb(im)
-    if image_size is not None and rgb.shape[:2] != (image_size, image_size):
+    if spec is not None:
         # Resize after the 8-bit conversion so every mode goes through the same (antialiased) filter.
-        rgb = resize_image(rgb, image_size)
+        rgb = prepare_image(rgb, spec)
     return np.ascontiguousarray(rgb), orig
 
 
-def resize_image(img: np.ndarray, image_size: int) -> np.ndarray:
-    """uint8 (H, W, 3) -> uint8 (S, S, 3), bilinear, as the data sets resize (scoring new files must match)."""
-    if img.shape[:2] == (image_size, image_size):
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (H, W, 1|3) -> uint8 (H, W, channels): grey is the luma of RGB (Pillow's "L"), RGB repeats grey."""
+    have = img.shape[2]
+    if have == channels:
         return img
-    return np.array(Image.fromarray(img).resize((image_size, image_size), Image.Resampling.BILINEAR))
+    if channels == 3:
+        return np.repeat(img, 3, axis=2)
+    return np.asarray(Image.fromarray(img).convert("L"))[:, :, None]
 
 
-def load_image(path: str | os.PathLike[str], image_size: int | None) -> np.ndarray:
-    """Read an image file as uint8 RGB (S, S, 3), bilinear-resized to S x S; None keeps the original size."""
-    return load_image_with_size(path, image_size)[0]
+def is_grey(img: np.ndarray) -> bool:
+    """True when an (H, W, C) image holds no colour: one channel, or three equal ones."""
+    return img.shape[2] == 1 or bool((img[:, :, 0] == img[:, :, 1]).all() and (img[:, :, 1] == img[:, :, 2]).all())
 
 
-def load_mask(path: str | os.PathLike[str], image_size: int | None) -> np.ndarray:
-    """Read a ground-truth mask as bool (S, S): any non-zero colour channel is anomalous; nearest resize."""
-    _check_size(image_size)
+def prepare_image(img: np.ndarray, spec: InputSpec | int) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (H', W', C) as the spec wants it (bilinear): how data sets and every scoring path
+    bring an image to a model, so that scoring a new file matches training on one."""
+    spec = InputSpec.of(spec)
+    h, w = spec.shape(*img.shape[:2])
+    if img.shape[:2] != (h, w):
+        img = np.array(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR))
+    return to_channels(img, spec.channels)
+
+
+def resize_image(img: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (S, S, 3), bilinear: :func:`prepare_image` with a square spec."""
+    return prepare_image(img, InputSpec(image_size))
+
+
+def resize_map(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an (H, W) float map to ``size`` = (H', W'): float32 (H', W'), values not quantised.
+
+    The one way maps are brought to another resolution: heat maps to an image's size, anomaly maps to the
+    masks' for pixel metrics.
+    """
+    h = np.asarray(amap, dtype=np.float32)
+    if h.ndim != 2:
+        raise ValueError(f"a map must be 2-D (H, W), got shape {h.shape}")
+    out_h, out_w = size
+    if (out_h, out_w) == h.shape:
+        return h.copy()
+    # Pillow takes (width, height); a float32 array becomes a mode "F" image, so values stay unquantised.
+    return np.asarray(Image.fromarray(h).resize((out_w, out_h), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def load_image(path: str | os.PathLike[str], spec: InputSpec | int | None) -> np.ndarray:
+    """Read an image file as uint8 (H, W, C) as ``spec`` wants it (an int S: RGB S x S); None keeps the original."""
+    return load_image_with_size(path, spec)[0]
+
+
+def load_mask(path: str | os.PathLike[str], size: tuple[int, int] | int | None) -> np.ndarray:
+    """Read a ground-truth mask as bool (H, W): any non-zero colour channel is anomalous.
+
+    ``size``: the (H, W) to resize to (nearest neighbour; an int S means S x S), None the file's own.
+    """
     path = Path(path)
     im = _open(path)
     if im.mode in ("P", "PA"):
@@ -171,23 +254,29 @@ def load_mask(path: str | os.PathLike[str], image_size: int | None) -> np.ndarra
     if a.ndim == 3:  # (H, W, bands): compare the colour bands, never the alpha band
         a = a[:, :, 0] if a.shape[2] == 2 else a[:, :, :3].max(axis=2)
     binary = a > 0
-    if image_size is not None and binary.shape != (image_size, image_size):
-        small = Image.fromarray(binary.astype(np.uint8) * 255).resize(
-            (image_size, image_size), Image.Resampling.NEAREST
-        )
-        binary = np.asarray(small) > 0
+    if size is not None:
+        binary = resize_mask(binary, (size, size) if isinstance(size, (int, np.integer)) else tuple(size))
     return np.ascontiguousarray(binary)
 
 
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A bool (H, W) mask at ``size`` = (H', W'), nearest neighbour."""
+    if mask.shape == tuple(size):
+        return mask
+    small = Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.Resampling.NEAREST)
+    return np.asarray(small) > 0
+
+
 def image_to_array(img: np.ndarray) -> np.ndarray:
-    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [-1, 1] (numpy only: ONNX inference needs no torch)."""
-    if img.dtype != np.uint8 or img.ndim < 3 or img.shape[-1] != 3:
-        raise ValueError(f"expected a uint8 (..., H, W, 3) array, got {img.dtype} {img.shape}")
+    """uint8 (..., H, W, C) -> float32 (..., C, H, W) in [-1, 1], C = 1 or 3 (numpy only: ONNX inference needs no
+    torch)."""
+    if img.dtype != np.uint8 or img.ndim < 3 or img.shape[-1] not in (1, 3):
+        raise ValueError(f"expected a uint8 (..., H, W, 3) or (..., H, W, 1) array, got {img.dtype} {img.shape}")
     return np.moveaxis(img, -1, -3).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 def image_to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> float32 torch tensor (..., 3, H, W) in [-1, 1]."""
+    """uint8 (..., H, W, C) -> float32 torch tensor (..., C, H, W) in [-1, 1]."""
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(image_to_array(img)))

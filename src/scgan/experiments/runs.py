@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scgan.config import ADDED_LATER, Config
+from scgan.config import ADDED_LATER, Config, config_from_dict
+from scgan.data.datasets import DATASETS
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 
@@ -39,12 +40,14 @@ _IGNORED = {("data", "root"), ("train", "checkpoint_every")}
 
 def config_key(cfg: Config) -> str:
     """12 hex digits identifying the settings of cfg that can change a run's result (not the data)."""
-    d = copy.deepcopy(cfg.identity())  # runtime settings (devices, precision, workers) never change a key
+    # Runtime settings (devices, precision, workers) and another kind's settings never change a key.
+    d = copy.deepcopy(cfg.relevant())
     for section, key in _IGNORED:
         d[section].pop(key, None)
     for (section, key), value in ADDED_LATER.items():  # at the value older runs had: their keys stay
         if d[section].get(key) == value:
             del d[section][key]
+    d = {k: v for k, v in d.items() if v != {}}  # a section another kind uses alone
     d.pop("preset", None)
     blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -55,10 +58,7 @@ def _data_folder(cfg: Config) -> Path:
     root = Path(cfg.data.root)
     if cfg.data.dataset == "folder":
         return root.resolve()
-    category = str(cfg.data.category)
-    if cfg.data.dataset == "btad" and category.isdigit() and not (root / category).is_dir():
-        category = category.zfill(2)  # BTAD products are two-digit folders
-    return (root / category).resolve()
+    return (root / DATASETS[cfg.data.dataset].category_name(cfg.data.category)).resolve()
 
 
 def data_identity(cfg: Config) -> dict[str, Any]:
@@ -130,16 +130,18 @@ def execute(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
         return json.loads(spec.metrics_path.read_text())
     import torch
 
-    from scgan.evaluate import run_test
+    from scgan.inference.evaluate import run_test
     from scgan.training.fit import train
 
-    cfg = Config.from_dict(spec.config)
+    cfg = config_from_dict(spec.config)
     run_dir = Path(spec.run_dir)
     start = time.time()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(spec.threads)  # results depend on it: set per run, restored after
     try:
-        res = train(cfg, run_dir / "train", resume="auto", progress=progress)
+        # An SCGAN continues an interrupted run; a feature model is fitted in one pass, so it starts again.
+        scgan = cfg.model.kind == "scgan"
+        res = train(cfg, run_dir / "train", resume="auto" if scgan else None, overwrite=not scgan, progress=progress)
         out = run_test(res.model_path, run_dir / "test", progress=False)
     finally:
         torch.set_num_threads(threads_before)
@@ -182,6 +184,3 @@ def execute_all(specs: list[RunSpec], jobs: int = 1, progress: bool = True) -> d
             results[run_dir] = metrics
     return results
 
-
-def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from scgan.config import Config, apply_mapping, validate
-from scgan.data.datasets import BTAD_PRODUCTS, MVTEC_OBJECTS, MVTEC_TEXTURES, category_kind
+from scgan.config import Config, apply_mapping, config_from_dict
+from scgan.data.datasets import DATASETS, category_kind
 from scgan.experiments import paper
 from scgan.experiments.runs import RunSpec, execute_all, make_spec
-from scgan.model.scorer import anomaly_score
+from scgan.models.checks import check_config
+from scgan.models.scgan.scorer import anomaly_score
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.names import csv_cell, mpl_text
 from scgan.utils.runinfo import run_info
@@ -49,6 +50,7 @@ STUDIES: dict[str, list[Variant]] = {
     "beta": [Variant("base", {})],  # beta only changes scoring: re-scored from the base runs' per-image scores
 }
 BETAS = tuple(round(0.1 * i, 1) for i in range(11))
+STUDY_DATASETS = ("mvtec", "btad")  # the data sets whose tables the paper publishes
 
 
 def discover_categories(dataset: str, root: str | Path) -> list[str]:
@@ -56,8 +58,7 @@ def discover_categories(dataset: str, root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
-    known = BTAD_PRODUCTS if dataset == "btad" else MVTEC_TEXTURES + MVTEC_OBJECTS
-    good = "ok" if dataset == "btad" else "good"
+    known, good = DATASETS[dataset].KNOWN, DATASETS[dataset].NORMAL
     found = [c for c in known if (root / c / "train" / good).is_dir()]
     extra = sorted((p.name for p in root.iterdir() if (p / "train" / good).is_dir() and p.name not in known),
                    key=lambda c: (category_kind(c) != "texture", c))
@@ -173,10 +174,10 @@ def run_study(study: str, base: Config, *, dataset: str, root: str, categories: 
     for v in variants:
         for c in cats:
             for seed in seeds:
-                cfg = Config.from_dict(base.to_dict())
+                cfg = config_from_dict(base.to_dict())
                 apply_mapping(cfg, {"data.dataset": dataset, "data.root": str(root), "data.category": c,
                                     "train.seed": seed, **v.overrides})
-                validate(cfg)
+                check_config(cfg)
                 specs.append((v.name, c, seed, make_spec(cfg, results / "runs", threads, command)))
     reused = sorted({s.run_dir for *_, s in specs if s.done()})
     done = execute_all([s for *_, s in specs], jobs=jobs, progress=progress)

@@ -113,7 +113,7 @@ def _png_data_url(image) -> str:
 
 
 def create_app(detector, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI application serving ``detector`` (a :class:`scgan.detector.Detector`) within ``limits``."""
+    """The FastAPI application serving ``detector`` (a :class:`scgan.inference.detector.Detector`) within ``limits``."""
     limits = limits or Limits()
     if limits.workers < 1 or limits.queue < 0:
         raise ValueError(f"workers must be >= 1 and queue >= 0, got {limits.workers} and {limits.queue}")

@@ -1,12 +1,12 @@
-"""Lightning data module: train / validation (normal only) / test splits of one category."""
+"""Lightning data module: the training and validation (normal only) splits of one category."""
 from __future__ import annotations
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from scgan.config import Config
-from scgan.data.datasets import AnomalyDataset, build_dataset
+from scgan.data.datasets import AnomalyDataset, dataset_for
+from scgan.models.registry import get_kind
 
 
 class SCGANDataModule(L.LightningDataModule):
@@ -26,12 +26,7 @@ class SCGANDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> AnomalyDataset:
         """The split's dataset, built (decoded and cached) on first use."""
         if split not in self._datasets:
-            d = self.cfg.data
-            self._datasets[split] = build_dataset(
-                d.dataset, d.root, d.category, split=split, image_size=self.cfg.model.image_size,
-                val_fraction=d.val_fraction, split_seed=d.split_seed, skip_bad_images=d.skip_bad_images,
-                require_masks=d.require_masks,
-            )
+            self._datasets[split] = dataset_for(self.cfg.data, split, get_kind(self.cfg.model.kind).input_spec(self.cfg))
         return self._datasets[split]
 
     def _world(self) -> tuple[int, int]:
@@ -56,12 +51,6 @@ class SCGANDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
                           num_workers=self.cfg.runtime.num_workers, persistent_workers=self.cfg.runtime.num_workers > 0)
 
-    def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.dataset(split), batch_size=self.cfg.runtime.eval_batch_size, shuffle=False,
-                          num_workers=self.cfg.runtime.num_workers)
-
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return DataLoader(self.dataset("val"), batch_size=self.cfg.runtime.eval_batch_size, shuffle=False,
+                          num_workers=self.cfg.runtime.num_workers)

@@ -6,40 +6,11 @@ then fits NaN or infinite statistics, and ``predict`` would call every image ``n
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
-import torch
 
-from scgan.calibration.stats import Calibration
-
-
-class NonFiniteModelError(RuntimeError):
-    """The weights or the calibration hold NaN or infinite values; nothing was saved."""
-
-
-def nonfinite_cause(calibration: Calibration | None, **networks: torch.nn.Module | None) -> str | None:
-    """What is not finite ("generator weight encoder1.0.weight is nan", "calibration l_con.max is inf"), or None.
-
-    ``networks``: the saved networks by name (generator=..., seg_head=... or None).
-    """
-    for net_name, net in networks.items():
-        if net is None:
-            continue
-        for name, t in [*net.named_parameters(), *net.named_buffers()]:
-            if t.is_floating_point() and not torch.isfinite(t).all():
-                bad = t[~torch.isfinite(t)].flatten()[0].item()
-                return f"{net_name} weight {name} is {bad}"
-    if calibration is None:
-        return None
-    values = {"map_high": calibration.map_high}
-    for score, stats in calibration.scores.items():
-        values.update({f"{score}.{k}": v for k, v in vars(stats).items()})
-    for key, value in values.items():
-        if not math.isfinite(value):
-            return f"calibration {key} is {value}"
-    return None
+from scgan.models.checks import NonFiniteModelError, nonfinite_cause
 
 
 def diverged_error(cause: str, epoch: int, global_step: int, ckpt_dir: Path) -> NonFiniteModelError:
@@ -60,7 +31,6 @@ class FiniteModelGuard(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Called while Lightning builds the checkpoint, before any byte is written: raising keeps the old file.
-        cause = nonfinite_cause(pl_module.calibration, generator=pl_module.generator,
-                                seg_head=getattr(pl_module, "seg_head", None))
+        cause = nonfinite_cause(pl_module.calibration, pl_module.parts())
         if cause is not None:
             raise diverged_error(cause, trainer.current_epoch, trainer.global_step, self.ckpt_dir)

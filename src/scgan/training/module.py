@@ -1,19 +1,26 @@
 """The SCGAN LightningModule: manual optimisation of G then D, calibration on normal validation images."""
 from __future__ import annotations
 
-
 import lightning as L
 import torch
 
 from scgan.calibration.fit import CalibrationFitter
 from scgan.calibration.stats import Calibration
-from scgan.config import Config
+from scgan.config import config_from_dict
 from scgan.data.augment import build_augmentation
-from scgan.model.losses import (ADVERSARIAL_LOSSES, RESTORATION_TARGETS, LossWeights, adversarial_term,
-                                discriminator_loss, focal_loss, generator_loss)
-from scgan.model.networks import build_discriminator, build_generator, build_head, init_weights
-from scgan.model.scorer import Scorer, build_scorer
-from scgan.seed import seeded_generator
+from scgan.models.scgan.head import build_head
+from scgan.models.scgan.losses import (
+    ADVERSARIAL_LOSSES,
+    RESTORATION_TARGETS,
+    LossWeights,
+    adversarial_term,
+    discriminator_loss,
+    focal_loss,
+    generator_loss,
+)
+from scgan.models.scgan.networks import build_discriminator, build_generator, init_weights
+from scgan.models.scgan.scorer import Scorer, build_scorer
+from scgan.utils.seed import seeded_generator
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,7 +39,7 @@ class SCGANModule(L.LightningModule):
     def __init__(self, config: dict, augmentation: str) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts and strings only: checkpoints load with weights_only=True
-        self.cfg = Config.from_dict(config)
+        self.cfg = config_from_dict(config)
         cfg = self.cfg
         self.automatic_optimization = False
         self.generator = build_generator(cfg.model)
@@ -52,6 +59,10 @@ class SCGANModule(L.LightningModule):
         self._fitter: CalibrationFitter | None = None
         self.skipped_steps = 0  # 16-mixed: steps with a non-finite loss, left to GradScaler to skip
         self._nonfinite_run = 0
+
+    def parts(self) -> dict[str, torch.nn.Module]:
+        """The networks a model file stores: the generator and, with a head, the head (not the discriminator)."""
+        return {"generator": self.generator, **({"seg_head": self.seg_head} if self.seg_head is not None else {})}
 
     def scorer(self) -> Scorer:
         """A scorer over this module's networks (not a child module: checkpoints hold each weight once)."""

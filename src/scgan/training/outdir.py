@@ -61,13 +61,14 @@ def _refusal(output_dir: Path, found: list[str], why: str) -> FileExistsError:
 
 
 @contextlib.contextmanager
-def claim_output(output_dir: Path, resume: str | Path | None, overwrite: bool) -> Iterator[None]:
+def claim_output(output_dir: Path, resume: str | Path | None, overwrite: bool,
+                 resumable: bool = True) -> Iterator[None]:
     """Hold ``output_dir``'s lock; refuse to discard a run there unless resuming it or ``overwrite``.
 
     ``--resume auto`` without a ``last.ckpt`` starts afresh only where no model was written yet (an
     interrupted first epoch): a finished run's ``model.pt`` is never replaced without ``--overwrite``.
     Stale temporary files of killed writers are removed. Ranks > 0 of a multi-device run skip all of
-    this: their rank 0 holds the claim.
+    this: their rank 0 holds the claim. ``resumable=False`` (a model fitted in one pass) only changes the advice.
     """
     if overwrite and resume is not None:
         raise ValueError("--overwrite starts a new run and --resume continues one: pass only one of them")
@@ -80,7 +81,8 @@ def claim_output(output_dir: Path, resume: str | Path | None, overwrite: bool) -
             remove_run(output_dir)
         elif found and resume is None:
             raise _refusal(output_dir, found, "continue it with --resume auto, or pass --overwrite to delete it "
-                                              "and train anew")
+                                              "and train anew" if resumable else
+                           "pass --overwrite to delete it and fit anew (or choose another --output)")
         elif (found and str(resume) == "auto" and not (output_dir / "checkpoints" / "last.ckpt").exists()
               and (output_dir / MODEL_FILE).exists()):
             raise _refusal(output_dir, found, "it has no checkpoints/last.ckpt to resume from; pass --overwrite "

@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+from PIL import Image
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -139,3 +142,16 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[IO[bytes]]
     """Call ``writer(file)`` on a binary temporary file, then rename it over ``path``."""
     with atomic_open(path, "wb") as f:
         writer(f)
+
+
+def save_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically."""
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"save_png needs a uint8 array, got dtype {arr.dtype}")
+    picture = Image.fromarray(arr)
+
+    def write(f: IO[bytes]) -> None:
+        picture.save(f, format="PNG")
+
+    atomic_write_with(path, write)

@@ -36,6 +36,15 @@ def begin_outputs(folder: Path) -> None:
         os.unlink(folder / MANIFEST)
 
 
+def read_manifest_files(folder: Path) -> list[str]:
+    """The files an earlier run's manifest in ``folder`` lists ([] when there is none or it is damaged)."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
 def write_manifest(folder: Path, files: list[str], **source: Any) -> Path:
     """Write ``folder/manifest.json``: provenance, ``source`` (e.g. model=file_identity(...)) and the files."""
     record = {"info": run_info(), **source, "files": sorted(files)}

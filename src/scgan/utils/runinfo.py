@@ -1,6 +1,7 @@
 """Provenance recorded in every result file: command, git commit, versions, time."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import shlex
@@ -9,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
 
 # The commit each folder was at when this process first asked: see git_commit. The package's own commit is
 # also passed to child processes in COMMIT_ENV.
@@ -57,6 +57,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it), at least 1."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
 def command_line() -> str:
     """How this process was invoked, shell-quoted."""
     argv = list(sys.argv)
@@ -65,17 +70,23 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def run_info(**extra: Any) -> dict[str, Any]:
-    """A dict of provenance to store beside results."""
-    import torch
+def _version(package: str) -> str | None:
+    """An installed distribution's version, or None (read from its metadata: the package is not imported)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
+
+def run_info(**extra: Any) -> dict[str, Any]:
+    """A dict of provenance to store beside results (without importing torch: ONNX scoring runs without it)."""
     from scgan import __version__
 
     info = {
         "command": command_line(),
         "git_commit": git_commit(),
         "scgan_version": __version__,
-        "torch_version": str(torch.__version__),
+        "torch_version": _version("torch"),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu": cpu_model(),

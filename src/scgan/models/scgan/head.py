@@ -1,10 +1,15 @@
 """A learned anomaly head (DRAEM's discriminative network, small): a U-Net on (input, restoration) -> logit map."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from scgan.model.networks import init_weights
+from scgan.models.scgan.networks import init_weights
+
+if TYPE_CHECKING:
+    from scgan.config import ModelConfig
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -55,3 +60,10 @@ class SegHead(nn.Module):
         for up, merge, skip in zip(reversed(self.up), reversed(self.merge), reversed(skips)):
             feats = merge(torch.cat([up(feats), skip], dim=1))
         return self.out(feats)
+
+
+def build_head(m: ModelConfig) -> SegHead | None:
+    """The learned anomaly head a model config describes (None for ``head = none``, the paper's SCGAN)."""
+    if m.head == "none":
+        return None
+    return SegHead(in_channels=6, width=m.head_width, depth=m.head_depth)

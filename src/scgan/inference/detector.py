@@ -5,9 +5,12 @@
     r.score, r.decision, r.heat.shape, r.overlay().save("new_overlay.png")
 
 Every input is read into uint8 RGB at its own resolution (a larger one reduced to ``max_side`` so that
-memory is bounded), resized to the model's S for scoring exactly as ``scgan test`` reads files, scored
-in batches, and its anomaly map brought back to the image's resolution. Nothing here imports torch
-unless a torch model is loaded.
+memory is bounded), brought to the model's input exactly as ``scgan test`` reads files (S x S for an SCGAN;
+the aspect kept at the working resolution for a feature model; grey or RGB), scored in batches of one shape,
+and its anomaly map brought back to the image's resolution. With ``tile`` a large image is not reduced but
+scored in overlapping tiles of that many pixels, each at the working resolution: the network's memory is
+bounded by the tile, and a small defect keeps its pixels. Nothing here imports torch unless a torch model is
+loaded.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from PIL import Image
 
 from scgan import __version__
 from scgan.calibration.stats import Calibration
-from scgan.data.io import image_to_array, load_image_with_size, pil_to_rgb, resize_image
+from scgan.data.io import InputSpec, image_to_array, load_image_with_size, pil_to_rgb, prepare_image, resize_map
 
 # What predict() takes per image: a file path, encoded file bytes, a PIL image, or an (H, W) / (H, W, C) array.
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -100,7 +103,7 @@ class Result:
     image: np.ndarray = field(repr=False)  # uint8 (H, W, 3) as scored (reduced if larger than max_side)
     original_size: tuple[int, int]  # the input's (H, W)
     source: str | None = None  # the input's path, when it was one
-    anomaly_map: np.ndarray = field(default=None, repr=False)  # float32 (S, S), the model's raw map
+    anomaly_map: np.ndarray = field(default=None, repr=False)  # float32, the model's raw map (its input's size)
     calibration: Calibration | None = field(default=None, repr=False)  # scales the map for display
 
     @property
@@ -121,18 +124,14 @@ class Result:
     @cached_property
     def heat(self) -> np.ndarray:
         """float32 (H, W) in [0, 1] at ``image``'s resolution: the anomaly map over the largest seen on normal images."""
-        from scgan.visualize import resize_map
-
-        amap = np.asarray(self.anomaly_map, dtype=np.float32)
+        amap = resize_map(self.anomaly_map, self.image.shape[:2])
         if self.calibration is not None:
-            heat = self.calibration.heat(amap)
-        else:  # no normal images to scale by: this image's own maximum
-            heat = np.clip(amap / max(float(amap.max()), 1e-12), 0.0, 1.0)
-        return resize_map(heat, self.image.shape[:2])
+            return self.calibration.heat(amap)
+        return np.clip(amap / max(float(amap.max()), 1e-12), 0.0, 1.0)  # nothing to scale by: its own maximum
 
     def overlay(self, alpha: float = 0.7) -> Image.Image:
         """The paper's picture: blue-to-red heat map blended ``alpha`` : ``1 - alpha`` over the image."""
-        from scgan.visualize import overlay
+        from scgan.reporting.visualize import overlay
 
         return Image.fromarray(overlay(self.image, self.heat, alpha=alpha))
 
@@ -153,22 +152,33 @@ class Outcome:
     error: str | None = None
 
 
-ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, 3, S, S) -> ((B, K), (B, S, S))
+ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, C, H, W) -> ((B, K), (B, H, W))
+
+
+def tile_origins(length: int, tile: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``length`` with about a quarter overlap (one tile of the
+    whole length when it is no longer than a tile)."""
+    if length <= tile:
+        return [0]
+    step = max(1, tile - tile // 4)
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
 
 
 class Detector:
     """A trained model ready to score images; build it with :meth:`load` (``.pt``/``.ckpt`` or ``.onnx``)."""
 
-    def __init__(self, score_fn: ScoreFn, *, image_size: int, score_names: Sequence[str], default_score: str,
+    def __init__(self, score_fn: ScoreFn, *, spec: InputSpec | int, score_names: Sequence[str], default_score: str,
                  calibration: Calibration | None, backend: str, path: Path | None = None,
                  info: dict[str, Any] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_side: int = MAX_SIDE) -> None:
+                 max_side: int = MAX_SIDE, tile: int | None = None) -> None:
         if default_score not in score_names:
             raise ValueError(f"default score {default_score!r} is not one of the model's scores {list(score_names)}")
-        if batch_size < 1 or max_side < 1:
-            raise ValueError(f"batch_size and max_side must be >= 1, got {batch_size} and {max_side}")
+        if batch_size < 1 or max_side < 1 or (tile is not None and tile < 16):
+            raise ValueError(f"batch_size and max_side must be >= 1 and tile >= 16 pixels, got {batch_size}, "
+                             f"{max_side} and {tile}")
         self._score = score_fn
-        self.image_size = int(image_size)
+        self.spec = InputSpec.of(spec)
         self.score_names = tuple(score_names)
         self.default_score = default_score
         self.calibration = calibration
@@ -177,6 +187,12 @@ class Detector:
         self.info = dict(info or {})  # version, preset, config, training facts: what GET /model shows
         self.batch_size = int(batch_size)
         self.max_side = int(max_side)
+        self.tile = None if tile is None else int(tile)
+
+    @property
+    def image_size(self) -> int:
+        """The model's input size: S, or the short side of the working resolution where the aspect is kept."""
+        return self.spec.size
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -184,14 +200,14 @@ class Detector:
         """A detector from a model file: ``.onnx`` runs on onnxruntime (no torch), anything else on torch.
 
         ``backend`` ("torch" or "onnx") overrides the choice by suffix; ``kwargs`` go to the constructor
-        (``batch_size``, ``max_side``).
+        (``batch_size``, ``max_side``, ``tile``).
         """
         path = Path(path)
         backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
         if backend == "onnx":
             return cls.from_onnx(path, **kwargs)
         if backend == "torch":
-            from scgan.checkpoint import load_model
+            from scgan.artifacts.model_file import load_model
 
             return cls.from_model(load_model(path), **kwargs)
         raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx")
@@ -199,19 +215,19 @@ class Detector:
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, providers: list[str] | None = None, **kwargs: Any) -> Detector:
         """A detector on an ONNX file written by ``scgan export`` (onnxruntime and numpy only)."""
-        from scgan.onnx_runtime import OnnxScorer
+        from scgan.artifacts.onnx_file import OnnxScorer
 
         runner = OnnxScorer(path, providers=providers)
         cfg = runner.config
         info = {"version": __version__, "exported_by": runner.version, "preset": cfg.get("preset"), "config": cfg,
                 "train_info": _json_meta(runner.metadata.get("scgan.train_info"))}
-        return cls(runner.run, image_size=runner.image_size, score_names=runner.score_names,
+        return cls(runner.run, spec=runner.spec, score_names=runner.score_names,
                    default_score=runner.default_score, calibration=runner.calibration, backend="onnx",
                    path=runner.path, info=info, **kwargs)
 
     @classmethod
     def from_model(cls, loaded, **kwargs: Any) -> Detector:
-        """A detector on a :class:`scgan.checkpoint.LoadedModel` (torch, CPU, inference mode)."""
+        """A detector on a :class:`scgan.artifacts.model_file.LoadedModel` (torch, CPU, inference mode)."""
         import torch
 
         scorer = loaded.scorer().eval()
@@ -225,7 +241,7 @@ class Detector:
         cfg = loaded.config.to_dict()
         info = {"version": __version__, "preset": cfg.get("preset"),
                 "config": cfg, "train_info": dict(loaded.meta)}
-        return cls(score_fn, image_size=loaded.config.model.image_size, score_names=names,
+        return cls(score_fn, spec=loaded.input_spec, score_names=names,
                    default_score=loaded.default_score, calibration=loaded.calibration, backend="torch",
                    path=loaded.path, info=info, **kwargs)
 
@@ -261,7 +277,7 @@ class Detector:
         failed: list[Outcome] = []  # inputs that failed while a batch was filling: yielded with it, in order
         for i, x in enumerate(items):
             try:
-                rgb, orig, source = read_input(x, self.max_side)
+                rgb, orig, source = read_input(x, self.max_side if self.tile is None else None)
             except (ValueError, OSError) as e:  # ImageReadError and InputError are ValueErrors
                 if not skip_errors:
                     raise
@@ -278,10 +294,48 @@ class Detector:
         if batch:
             yield from sorted(self._score_batch(batch) + failed, key=lambda o: o.index)
 
+    def _score_arrays(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Scores (N, K) and maps (each at its prepared shape) of uint8 RGB images, in batches of one shape."""
+        prepared = [prepare_image(rgb, self.spec) for rgb in images]
+        scores = np.zeros((len(prepared), len(self.score_names)), dtype=np.float32)
+        maps: list[np.ndarray] = [np.zeros(0, np.float32)] * len(prepared)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, im in enumerate(prepared):
+            by_shape.setdefault(im.shape, []).append(i)
+        for idx in by_shape.values():
+            for k in range(0, len(idx), self.batch_size):
+                part = idx[k:k + self.batch_size]
+                x = image_to_array(np.stack([prepared[i] for i in part]))
+                s, m = self._score(np.ascontiguousarray(x, dtype=np.float32))
+                for j, i in enumerate(part):
+                    scores[i], maps[i] = s[j], np.asarray(m[j], dtype=np.float32)
+        return scores, maps
+
+    def _score_tiled(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One image scored in overlapping tiles: each score its maximum over the tiles, the map (at the image's
+        resolution) their mean where they overlap."""
+        h, w = rgb.shape[:2]
+        t = self.tile
+        boxes = [(y, x) for y in tile_origins(h, t) for x in tile_origins(w, t)]
+        total = np.zeros((h, w), dtype=np.float32)
+        count = np.zeros((h, w), dtype=np.float32)
+        best = None
+        for k in range(0, len(boxes), self.batch_size):
+            part = boxes[k:k + self.batch_size]
+            scores, maps = self._score_arrays([rgb[y:y + t, x:x + t] for y, x in part])
+            best = scores.max(0) if best is None else np.maximum(best, scores.max(0))
+            for (y, x), m in zip(part, maps):
+                th, tw = min(t, h - y), min(t, w - x)
+                total[y:y + th, x:x + tw] += resize_map(m, (th, tw))
+                count[y:y + th, x:x + tw] += 1.0
+        return best, total / count
+
     def _score_batch(self, batch: list[tuple[int, np.ndarray, tuple[int, int], str | None]]) -> list[Outcome]:
-        s = self.image_size
-        x = image_to_array(np.stack([resize_image(rgb, s) for _, rgb, _, _ in batch]))
-        scores, maps = self._score(np.ascontiguousarray(x, dtype=np.float32))
+        if self.tile is None:
+            scores, maps = self._score_arrays([rgb for _, rgb, _, _ in batch])
+        else:
+            tiled = [self._score_tiled(rgb) for _, rgb, _, _ in batch]
+            scores, maps = np.stack([s for s, _ in tiled]), [m for _, m in tiled]
         default = self.score_names.index(self.default_score)
         out = []
         for k, (i, rgb, orig, source) in enumerate(batch):
@@ -289,8 +343,7 @@ class Detector:
             out.append(Outcome(i, Result(
                 scores=named, score_name=self.default_score,
                 normalized=self.normalize(float(scores[k, default])), threshold=self.threshold,
-                image=rgb, original_size=orig, source=source, anomaly_map=np.asarray(maps[k], dtype=np.float32),
-                calibration=self.calibration)))
+                image=rgb, original_size=orig, source=source, anomaly_map=maps[k], calibration=self.calibration)))
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -302,7 +355,8 @@ class Detector:
                        "threshold": self.threshold, "threshold_normalized": self.normalize(self.threshold),
                        "selection_auroc": dict(cal.selection)}
         return {"version": self.info.get("version"), "preset": self.info.get("preset"), "backend": self.backend,
-                "image_size": self.image_size, "score_names": list(self.score_names),
+                "image_size": self.image_size, "input": self.spec.to_dict(), "tile": self.tile,
+                "score_names": list(self.score_names),
                 "default_score": self.default_score, "calibration": summary,
                 "model_file": None if self.path is None else self.path.name}
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from scgan.model.networks import DiscriminatorOutput, GeneratorOutput
+from scgan.models.scgan.networks import DiscriminatorOutput, GeneratorOutput
 
 
 def fp32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

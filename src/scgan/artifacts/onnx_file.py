@@ -3,7 +3,7 @@
 An scgan ONNX file is self-contained: besides the scoring graph (image batch -> scores, anomaly maps)
 it carries, as ONNX ``metadata_props``, everything ``scgan predict --onnx`` needs to turn scores into
 decisions: the calibration fitted on normal validation images, the score names, the image size, the
-default score and the config it was trained with. :mod:`scgan.export` writes these files.
+default score and the config it was trained with. :mod:`scgan.artifacts.export` writes these files.
 """
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ from typing import Any
 import numpy as np
 
 from scgan.calibration.stats import Calibration
+from scgan.data.io import InputSpec
 
 ONNX_FORMAT = "scgan-onnx"
-ONNX_FORMAT_VERSION = 1
-INPUT_NAME = "image"  # (B, 3, S, S) float32 in [-1, 1]
-OUTPUT_NAMES = ("scores", "anomaly_map")  # (B, K) in the file's score-name order, (B, S, S)
+# 1: square S x S RGB input (scgan.image_size). 2: any model kind; the input spec (scgan.input) says the size rule
+# and channels, and height and width are dynamic axes where the aspect is kept.
+ONNX_FORMAT_VERSION = 2
+INPUT_NAME = "image"  # (B, C, H, W) float32 in [-1, 1]
+OUTPUT_NAMES = ("scores", "anomaly_map")  # (B, K) in the file's score-name order, (B, H, W)
 
 # metadata_props keys; values are strings (JSON where structured).
 META_FORMAT = "scgan.format"
@@ -26,6 +29,7 @@ META_FORMAT_VERSION = "scgan.format_version"
 META_VERSION = "scgan.version"
 META_SCORE_NAMES = "scgan.score_names"
 META_IMAGE_SIZE = "scgan.image_size"
+META_INPUT = "scgan.input"
 META_DEFAULT_SCORE = "scgan.default_score"
 META_CALIBRATION = "scgan.calibration.stats"
 META_CONFIG = "scgan.config"
@@ -35,11 +39,24 @@ META_TRAIN_INFO = "scgan.train_info"
 INSTALL_HINT = "install the ONNX extra: pip install 'scgan[onnx]'"
 
 
+def check_batch(shape: tuple[int, ...], spec: InputSpec) -> None:
+    """ValueError unless ``shape`` is a (B, C, H, W) batch the spec's model takes."""
+    ok = len(shape) == 4 and shape[1] == spec.channels
+    if ok and spec.keep_aspect:
+        ok = shape[2] % spec.multiple == 0 and shape[3] % spec.multiple == 0
+    elif ok:
+        ok = shape[2:] == (spec.size, spec.size)
+    if not ok:
+        want = (f"(B, {spec.channels}, H, W) with H and W multiples of {spec.multiple}" if spec.keep_aspect
+                else f"(B, {spec.channels}, {spec.size}, {spec.size})")
+        raise ValueError(f"expected an image batch of shape {want}, got {tuple(shape)}")
+
+
 class OnnxModelError(ValueError):
     """An ONNX file that is missing, damaged, not written by 'scgan export', or from a newer scgan."""
 
 
-def metadata_props(*, calibration: Calibration | None, config: dict[str, Any], image_size: int, default_score: str,
+def metadata_props(*, calibration: Calibration | None, config: dict[str, Any], spec: InputSpec, default_score: str,
                    version: str, augmentation: str, train_info: dict[str, Any],
                    score_names: tuple[str, ...]) -> dict[str, str]:
     """The string key/value pairs an scgan ONNX file carries (what :class:`OnnxScorer` reads back)."""
@@ -48,7 +65,8 @@ def metadata_props(*, calibration: Calibration | None, config: dict[str, Any], i
         META_FORMAT_VERSION: str(ONNX_FORMAT_VERSION),
         META_VERSION: version,
         META_SCORE_NAMES: json.dumps(list(score_names)),
-        META_IMAGE_SIZE: str(int(image_size)),
+        META_IMAGE_SIZE: str(int(spec.size)),
+        META_INPUT: json.dumps(spec.to_dict()),
         META_DEFAULT_SCORE: default_score,
         META_CALIBRATION: json.dumps(calibration.to_dict() if calibration else None),
         META_CONFIG: json.dumps(config),
@@ -58,7 +76,7 @@ def metadata_props(*, calibration: Calibration | None, config: dict[str, Any], i
 
 
 class OnnxScorer:
-    """Runs an scgan ONNX file: float32 (B, 3, S, S) in [-1, 1] -> (scores (B, K), anomaly maps (B, S, S)).
+    """Runs an scgan ONNX file: float32 (B, C, H, W) in [-1, 1] -> (scores (B, K), anomaly maps (B, H, W)).
 
     ``providers`` are onnxruntime execution providers (default: CPU only, for identical results anywhere).
     """
@@ -95,12 +113,13 @@ class OnnxScorer:
             )
         try:
             names = tuple(json.loads(meta[META_SCORE_NAMES]))
-            self.image_size = int(meta[META_IMAGE_SIZE])
+            spec = json.loads(meta[META_INPUT]) if META_INPUT in meta else {"size": int(meta[META_IMAGE_SIZE])}
+            self.spec = InputSpec.from_dict(spec)
             self.default_score = meta[META_DEFAULT_SCORE]
             cal = json.loads(meta[META_CALIBRATION])
             self.calibration: Calibration | None = Calibration.from_dict(cal) if cal else None
             self.config: dict[str, Any] = json.loads(meta[META_CONFIG])
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise OnnxModelError(f"{self.path} has damaged scgan metadata ({type(e).__name__}: {e})") from None
         if not names or not all(isinstance(n, str) for n in names):
             raise OnnxModelError(f"{self.path} has damaged scgan metadata (score names {names!r})")
@@ -109,12 +128,14 @@ class OnnxScorer:
             raise OnnxModelError(f"{self.path} names an unknown default score {self.default_score!r}")
         self.version = meta.get(META_VERSION, "")
 
+    @property
+    def image_size(self) -> int:
+        return self.spec.size
+
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (B, K) in ``score_names`` order and anomaly maps (B, S, S) of a float32 (B, 3, S, S) batch."""
+        """Scores (B, K) in ``score_names`` order and anomaly maps (B, H, W) of a float32 (B, C, H, W) batch."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        s = self.image_size
-        if x.ndim != 4 or x.shape[1:] != (3, s, s):
-            raise ValueError(f"expected an image batch of shape (B, 3, {s}, {s}), got {x.shape}")
+        check_batch(x.shape, self.spec)
         scores, maps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
         return scores, maps
 

@@ -1,62 +1,19 @@
-"""Anomaly scores and anomaly maps of a trained model (SPEC section 4): the score registry and the scorer.
+"""The SCGAN scores and anomaly maps (SPEC section 4): the score registry and the scorer.
 
 The scoring graph (:class:`Scorer`) maps an image batch to a (B, K) matrix of named scores (in
-``scorer.names`` order) and a (B, S, S) anomaly map. It is a plain ``nn.Module``, so that the same code is
-trained, tested and exported to ONNX. Each score is defined once, in :data:`SCORES`.
+``scorer.names`` order) and a (B, S, S) anomaly map. Each score is defined once, in :data:`SCORES`.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from scgan.model.maps import mean_filter, msgms_map, ssim_anomaly_map
-from scgan.model.networks import Generator, GeneratorOutput
-
-# Lightning precision names -> the autocast dtype the scorer runs its generator in (None = plain fp32).
-_AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-_FP32 = ("32-true", "32")
-
-
-def autocast_dtype(precision: str | None) -> torch.dtype | None:
-    """The autocast dtype for a Lightning precision name ("bf16-mixed" -> bfloat16); None for fp32."""
-    if precision is None or str(precision) in _FP32:
-        return None
-    if str(precision) not in _AUTOCAST:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(_FP32 + tuple(_AUTOCAST))}")
-    return _AUTOCAST[str(precision)]
-
-
-def default_sigma(image_size: int) -> float:
-    """Smoothing sigma in pixels when nothing else decides it: S / 64 (1 px at 64, 4 px at 256)."""
-    return image_size / 64
-
-
-class GaussianBlur(nn.Module):
-    """Fixed separable Gaussian smoothing of (B, 1, H, W) maps with reflect padding (ONNX-friendly)."""
-
-    def __init__(self, sigma: float) -> None:
-        super().__init__()
-        self.sigma = float(sigma)
-        radius = max(int(math.ceil(3 * sigma)), 1) if sigma > 0 else 0
-        coords = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        k = torch.exp(-(coords**2) / (2 * sigma**2)) if sigma > 0 else torch.ones(1)
-        self.radius = radius
-        self.register_buffer("kernel", (k / k.sum()).view(1, 1, 1, -1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.radius == 0:
-            return x
-        r = min(self.radius, x.shape[-1] - 1, x.shape[-2] - 1)
-        k = self.kernel if r == self.radius else self.kernel[..., self.radius - r : self.radius + r + 1]
-        k = (k / k.sum()).to(x.dtype)
-        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k)
-        return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2))
+from scgan.models.scgan.maps import mean_filter, msgms_map, ssim_anomaly_map
+from scgan.models.scgan.networks import Generator, GeneratorOutput
+from scgan.models.scoring import GaussianBlur, autocast_dtype, default_sigma
 
 
 def seg_pool_size(image_size: int) -> int:
@@ -126,6 +83,8 @@ SCORE_NAMES: tuple[str, ...] = tuple(SCORES)
 def score_names(head: bool) -> tuple[str, ...]:
     """The scores a model computes, in column order: all of them with a head, those without one otherwise."""
     return tuple(n for n, d in SCORES.items() if head or not d.needs_head)
+
+
 SCORE_DESCRIPTIONS = {name: d.description for name, d in SCORES.items()}
 
 
@@ -150,6 +109,11 @@ class Scorer(nn.Module):
         self.autocast_dtype = autocast_dtype
         self.channels_last = bool(channels_last)
         self.names: tuple[str, ...] = score_names(seg_head is not None)
+
+    @property
+    def probability_map(self) -> bool:
+        """True when the anomaly map is the head's probability (shown as it is), not a residual."""
+        return self.seg_head is not None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.score_outputs(x, self.generator(x))
@@ -219,46 +183,3 @@ def build_scorer(cfg, generator: Generator, precision: str | None = None, channe
     return Scorer(generator, beta=cfg.score.beta, sigma=sigma, autocast_dtype=autocast_dtype(precision),
                   channels_last=cl, seg_head=seg_head, seg_pool=seg_pool_size(cfg.model.image_size))
 
-
-@dataclass
-class ScoreResult:
-    """Scores and maps of a whole loader, in loader order."""
-
-    scores: np.ndarray  # (N, K) in ``names`` order
-    maps: np.ndarray  # (N, S, S) float32
-    labels: np.ndarray  # (N,) int
-    masks: np.ndarray  # (N, S, S) bool, the ground truth at S
-    paths: list[str]
-    defects: list[str]
-    names: tuple[str, ...] = SCORE_NAMES
-
-    def score(self, name: str) -> np.ndarray:
-        if name not in self.names:
-            raise ValueError(f"unknown score {name!r}; valid scores: {', '.join(self.names)}")
-        return self.scores[:, self.names.index(name)]
-
-
-@torch.inference_mode()
-def score_loader(scorer: Scorer, loader, device: torch.device | str = "cpu", progress: bool = False) -> ScoreResult:
-    """Run the scorer (:meth:`Scorer.run`, so with its speed options) over a loader of dataset items (eval mode)."""
-    was_training = scorer.training
-    scorer.eval()
-    all_scores, maps, labels, masks, paths, defects = [], [], [], [], [], []
-    it = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(loader, desc="scoring", leave=False)
-    for batch in it:
-        s, m = scorer.run(batch["image"].to(device))
-        all_scores.append(s.float().cpu().numpy())
-        maps.append(m.float().cpu().numpy())
-        labels.append(batch["label"].numpy())
-        masks.append(batch["mask"][:, 0].numpy() > 0.5)
-        paths += list(batch["path"])
-        defects += list(batch["defect"])
-    scorer.train(was_training)
-    if not all_scores:
-        raise ValueError("nothing to score: the data set is empty")
-    return ScoreResult(np.concatenate(all_scores), np.concatenate(maps), np.concatenate(labels).astype(int),
-                       np.concatenate(masks), paths, defects, scorer.names)

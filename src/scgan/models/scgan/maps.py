@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from scgan.model.losses import fp32, ssim_map, to_unit
+from scgan.models.scgan.losses import fp32, ssim_map, to_unit
 
 _GMS_C = 0.0026  # RIAD's (and GMSD's) stability constant, for images in [0, 1]
 _PREWITT = torch.tensor([[1.0, 0.0, -1.0], [1.0, 0.0, -1.0], [1.0, 0.0, -1.0]]) / 3

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from scgan.model.layers.mscam import MSCAM
+from scgan.models.scgan.mscam import MSCAM
 
 if TYPE_CHECKING:
     from scgan.config import ModelConfig
@@ -177,12 +177,3 @@ def build_generator(m: ModelConfig) -> Generator:
 def build_discriminator(m: ModelConfig) -> Discriminator:
     """The discriminator a model config describes (``cfg.model``)."""
     return Discriminator(image_size=m.image_size, base_channels=m.base_channels, max_channels=m.max_channels)
-
-
-def build_head(m: ModelConfig) -> nn.Module | None:
-    """The learned anomaly head a model config describes (None for ``head = none``, the paper's SCGAN)."""
-    if m.head == "none":
-        return None
-    from scgan.model.head import SegHead
-
-    return SegHead(in_channels=6, width=m.head_width, depth=m.head_depth)

@@ -1,10 +1,10 @@
 """``scgan export --format onnx``: the scoring graph as a self-contained ONNX file.
 
-The graph is :class:`scgan.model.scorer.Scorer` (image batch -> scores, anomaly maps) with a dynamic batch
+The graph is :class:`scgan.models.scgan.scorer.Scorer` (image batch -> scores, anomaly maps) with a dynamic batch
 axis, exported with PyTorch's ``torch.export``-based ONNX exporter (``dynamo=True``, the default since
 PyTorch 2.9; the TorchScript one is deprecated). The calibration, config, score names, image size and
 default score travel as ONNX ``metadata_props``, so the file alone is enough for
-``scgan predict --onnx``, which runs it with onnxruntime and no torch (:mod:`scgan.onnx_runtime`).
+``scgan predict --onnx``, which runs it with onnxruntime and no torch (:mod:`scgan.artifacts.onnx_file`).
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from scgan import __version__
-from scgan.checkpoint import LoadedModel, load_model
-from scgan.onnx_runtime import INPUT_NAME, INSTALL_HINT, OUTPUT_NAMES, OnnxScorer, metadata_props
+from scgan.artifacts.model_file import LoadedModel, load_model
+from scgan.artifacts.onnx_file import INPUT_NAME, INSTALL_HINT, OUTPUT_NAMES, OnnxScorer, metadata_props
+from scgan.data.io import InputSpec
 from scgan.utils.atomic import atomic_write_bytes
 
 __all__ = ["OnnxScorer", "export_onnx"]
@@ -26,11 +27,22 @@ __all__ = ["OnnxScorer", "export_onnx"]
 PARITY_ATOL = 1e-4
 
 
-def _export_graph(scorer: torch.nn.Module, image_size: int, opset: int | None):
-    """The ONNX ModelProto of ``scorer`` with a dynamic batch axis."""
+def _example(spec: InputSpec, n: int = 2) -> torch.Tensor:
+    """A batch the model takes: S x S, or for a model that keeps the aspect one of its working shapes (not square,
+    so that neither side is specialised into the other)."""
+    h, w = spec.shape(spec.size, spec.size + 3 * spec.multiple) if spec.keep_aspect else (spec.size, spec.size)
+    return torch.rand(n, spec.channels, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def _export_graph(scorer: torch.nn.Module, spec: InputSpec, opset: int | None):
+    """The ONNX ModelProto of ``scorer`` with a dynamic batch axis (and dynamic sides where the aspect is kept)."""
     # A batch of 2, not 1: torch.export specialises a dimension of size 1 into a constant.
-    example = torch.zeros(2, 3, image_size, image_size)
-    batch = torch.export.Dim("batch")
+    example = _example(spec).zero_()
+    axes = {0: torch.export.Dim("batch")}
+    if spec.keep_aspect:  # sides are multiples of the backbone's stride, at least twice it
+        m = spec.multiple
+        axes.update({2: m * torch.export.Dim("height_blocks", min=2, max=4096 // m),
+                     3: m * torch.export.Dim("width_blocks", min=2, max=4096 // m)})
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -39,7 +51,7 @@ def _export_graph(scorer: torch.nn.Module, image_size: int, opset: int | None):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 scorer, (example,), None, dynamo=True, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                dynamic_shapes=({0: batch},), opset_version=opset, optimize=True, verbose=False, report=False,
+                dynamic_shapes=(axes,), opset_version=opset, optimize=True, verbose=False, report=False,
             )
     except ImportError as e:
         raise ImportError(f"ONNX export needs onnx and onnxscript ({e}); {INSTALL_HINT}") from None
@@ -56,14 +68,14 @@ def _check_dynamic_batch(model) -> None:
             raise RuntimeError(f"ONNX export kept a fixed batch size for {value.name!r}; expected a dynamic axis")
 
 
-def _check_parity(data: bytes, scorer: torch.nn.Module, image_size: int) -> None:
+def _check_parity(data: bytes, scorer: torch.nn.Module, spec: InputSpec) -> None:
     """Score a random batch with onnxruntime and torch; raise if they differ by more than PARITY_ATOL."""
     try:
         import onnxruntime as ort
     except ImportError:
         return  # onnxruntime is only needed to run the model; onnx.checker has checked the file
 
-    x = torch.rand(3, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x = _example(spec, 3)
     with torch.inference_mode():
         ts, tm = scorer(x)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -77,8 +89,9 @@ def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset:
                 check: bool = True) -> Path:
     """Export a model file or checkpoint to ONNX at ``output`` (atomically); return the path.
 
-    Input ``image`` (B, 3, S, S) float32 in [-1, 1]; outputs ``scores`` (B, K, in the scorer's score-name order) and
-    ``anomaly_map`` (B, S, S). ``check`` runs onnx.checker and compares onnxruntime with torch.
+    Input ``image`` (B, C, H, W) float32 in [-1, 1] (the model's input spec); outputs ``scores`` (B, K, in the
+    scorer's score-name order) and ``anomaly_map`` (B, H, W). ``check`` runs onnx.checker and compares
+    onnxruntime with torch.
     """
     try:
         import onnx
@@ -89,11 +102,11 @@ def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset:
         raise IsADirectoryError(f"ONNX output must be a file path (e.g. model.onnx), not a folder: {output}")
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
     cfg = loaded.config
-    size = cfg.model.image_size
+    spec = loaded.input_spec
     scorer = loaded.scorer().eval()
-    model = _export_graph(scorer, size, opset)
+    model = _export_graph(scorer, spec, opset)
     _check_dynamic_batch(model)
-    props = metadata_props(calibration=loaded.calibration, config=cfg.identity(), image_size=size,
+    props = metadata_props(calibration=loaded.calibration, config=cfg.identity(), spec=spec,
                            default_score=loaded.default_score, version=__version__,
                            augmentation=loaded.augmentation, train_info=loaded.meta, score_names=scorer.names)
     for key, value in props.items():
@@ -102,6 +115,6 @@ def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset:
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     if check:
-        _check_parity(data, scorer, size)
+        _check_parity(data, scorer, spec)
     atomic_write_bytes(output, data)  # nothing is written unless every check passed
     return output

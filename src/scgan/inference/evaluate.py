@@ -1,4 +1,5 @@
-"""``scgan test``: score a test split, compute every metric for every named score, write results and report."""
+"""Testing a model: score a labelled test split, compute every metric of every named score, write metrics.json,
+scores.csv and the report (what ``scgan test`` runs)."""
 from __future__ import annotations
 
 import json
@@ -10,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader
 
-from scgan.checkpoint import LoadedModel, load_model
-from scgan.data.datasets import build_dataset, calibration_warning
-from scgan.data.io import load_image_with_size, load_mask
-from scgan.metrics import compute_metrics
+from scgan.artifacts.model_file import LoadedModel, load_model
 from scgan.calibration.stats import Calibration
-from scgan.model.scorer import SCORE_DESCRIPTIONS, ScoreResult, score_loader
+from scgan.data.datasets import build_dataset, calibration_warning, eval_loader
+from scgan.data.io import load_image_with_size, load_mask
+from scgan.evaluation.summary import metrics_for
+from scgan.models.scoring import ScoreResult, score_loader
 from scgan.utils.atomic import atomic_write_text, clean_stale_temps, writable_dir
 from scgan.utils.lock import folder_lock
 from scgan.utils.manifest import begin_outputs, file_identity, write_manifest
@@ -47,66 +47,6 @@ def _clean(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _clean(x) for k, x in v.items()}
     return v
-
-
-def decision_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """Accuracy, precision, recall and false-positive rate at the validation threshold."""
-    pred = scores > threshold
-    pos, neg = labels == 1, labels == 0
-    tp, fp = int((pred & pos).sum()), int((pred & neg).sum())
-    fn, tn = int((~pred & pos).sum()), int((~pred & neg).sum())
-    return {
-        "threshold": float(threshold),
-        "accuracy": (tp + tn) / max(len(labels), 1),
-        "precision": tp / (tp + fp) if tp + fp else float("nan"),
-        "recall": tp / (tp + fn) if tp + fn else float("nan"),
-        "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),
-    }
-
-
-def upsample_maps(maps: np.ndarray, size: tuple[int, int], chunk: int = 64) -> np.ndarray:
-    """Anomaly maps (N, S, S) bilinearly resized to ``size`` = (H, W): float32 (N, H, W)."""
-    import torch
-    import torch.nn.functional as F
-
-    if maps.shape[1:] == tuple(size):
-        return maps
-    out = np.empty((len(maps), *size), dtype=np.float32)
-    for i in range(0, len(maps), chunk):
-        t = torch.from_numpy(np.ascontiguousarray(maps[i : i + chunk], dtype=np.float32))[:, None]
-        out[i : i + chunk] = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
-    return out
-
-
-def metrics_for(result: ScoreResult, calibration: Calibration | None, default_score: str,
-                masks: np.ndarray | None) -> dict[str, Any]:
-    """Top-level metrics of the default score plus one entry per named score.
-
-    ``masks`` (N, H, W) bool: the ground truth at its stored resolution; the anomaly maps are up-sampled
-    to it for pixel AUROC and AUPRO (None: image-level metrics only).
-    """
-    maps = upsample_maps(result.maps, masks.shape[1:]) if masks is not None else None
-    pixel_part = compute_metrics(result.score(default_score), result.labels, maps, masks)
-    per_score: dict[str, Any] = {}
-    for name in result.names:
-        s = result.score(name)
-        m = compute_metrics(s, result.labels)
-        if calibration is not None and name in calibration.scores:  # a model older than a score has none for it
-            m["at_threshold"] = decision_metrics(s, result.labels, calibration.scores[name].threshold)
-        m["description"] = SCORE_DESCRIPTIONS[name]
-        per_score[name] = m
-    top = {
-        "image_auroc": per_score[default_score]["image_auroc"],
-        "pixel_auroc": pixel_part.get("pixel_auroc", float("nan")),
-        "aupro": pixel_part.get("aupro", float("nan")),
-        "f1_max": per_score[default_score]["f1_max"],
-        "pixel_metrics_resolution": list(masks.shape[1:]) if masks is not None else None,
-        "default_score": default_score,
-        "scores": per_score,
-    }
-    if calibration is not None:
-        top["threshold"] = calibration.scores[default_score].threshold
-    return top
 
 
 def scores_csv(result: ScoreResult, calibration: Calibration | None, default: str) -> str:
@@ -148,9 +88,9 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
     cfg = loaded.config
     d = cfg.data
     ds = build_dataset(dataset or d.dataset, root or d.root, category if category is not None else d.category,
-                       split="test", image_size=cfg.model.image_size, skip_bad_images=d.skip_bad_images,
+                       split="test", spec=loaded.input_spec, skip_bad_images=d.skip_bad_images,
                        require_masks=d.require_masks if require_masks is None else require_masks)
-    loader = DataLoader(ds, batch_size=cfg.runtime.eval_batch_size, shuffle=False)
+    loader = eval_loader(ds, cfg.runtime.eval_batch_size)
     scorer = loaded.scorer()
     result = score_loader(scorer, loader, progress=progress)
     default = loaded.default_score
@@ -189,7 +129,7 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
     atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=2))
     atomic_write_text(out / "scores.csv", scores_csv(result, loaded.calibration, default))
     files = ["metrics.json", "scores.csv"]
-    from scgan.report import REPORT_FILES  # matplotlib: imported only when a report is wanted or removed
+    from scgan.reporting.report import REPORT_FILES  # matplotlib: imported only when a report is wanted or removed
 
     if report:
         _write_test_report(out, ds, result, metrics, loaded, n_examples)
@@ -205,7 +145,7 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
 
 
 def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded: LoadedModel, k: int) -> None:
-    from scgan.report import ReportExample, write_report
+    from scgan.reporting.report import ReportExample, write_report
 
     default = loaded.default_score
     s = result.score(default)

@@ -1,15 +1,11 @@
 """Heat-map pictures (SPEC section 4): a blue-to-red colormap laid over the image, 0.7 x heat + 0.3 x image."""
 from __future__ import annotations
 
-import os
-from typing import IO
-
 import matplotlib
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
-from scgan.utils.atomic import atomic_write_with
+from scgan.data.io import resize_map, resize_mask
 
 CONTOUR_COLOR = (255, 255, 255)  # white: stands out on every colour of "jet"
 _JET = matplotlib.colormaps["jet"]
@@ -41,16 +37,6 @@ def colorize(heat: np.ndarray) -> np.ndarray:
     """(H, W) heat in [0, 1] -> (H, W, 3) uint8 through matplotlib's "jet" (0 blue, 1 red); values are clipped."""
     h = np.clip(_check_heat(heat), 0.0, 1.0)
     return _JET(h, bytes=True)[..., :3]
-
-
-def resize_map(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of an (H, W) float map to ``size`` = (H', W'): float32 (H', W')."""
-    h = _check_heat(heat)
-    out_h, out_w = size
-    if (out_h, out_w) == h.shape:
-        return h.copy()
-    # Pillow takes (width, height); a float32 array becomes a mode "F" image, so values stay unquantised.
-    return np.asarray(Image.fromarray(h).resize((out_w, out_h), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def mask_contour(mask: np.ndarray, width: int = 1) -> np.ndarray:
@@ -90,20 +76,7 @@ def overlay(
         if m.ndim != 2:
             raise ValueError(f"mask must be 2-D (H, W), got shape {m.shape}")
         if m.shape != size:
-            m = np.asarray(Image.fromarray(m).resize(size[::-1], Image.Resampling.NEAREST), dtype=bool)
+            m = resize_mask(m, size)
         width = contour_width if contour_width is not None else max(1, round(min(size) / 128))
         out[mask_contour(m, width)] = CONTOUR_COLOR
     return out
-
-
-def save_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically."""
-    arr = np.asarray(array)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"save_png needs a uint8 array, got dtype {arr.dtype}")
-    picture = Image.fromarray(arr)
-
-    def write(f: IO[bytes]) -> None:
-        picture.save(f, format="PNG")
-
-    atomic_write_with(path, write)

@@ -1,6 +1,6 @@
 """``scgan predict``: score image files with a trained model; CSV of scores and decisions, overlay PNGs.
 
-A thin loop over :class:`scgan.detector.Detector`. Every per-file problem (unreadable, not a regular
+A thin loop over :class:`scgan.inference.detector.Detector`. Every per-file problem (unreadable, not a regular
 file, a name that cannot be written as it is) skips or escapes that one file: the other results and
 ``predictions.csv`` are always written. ``manifest.json`` names the files this run wrote; overlays an
 earlier run left that this one did not rewrite are removed, so the folder holds one run only.
@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scgan.data.io import is_image_file
 from scgan.utils.atomic import atomic_write_text, writable_dir
+from scgan.utils.manifest import begin_outputs, read_manifest_files, write_manifest
 from scgan.utils.names import csv_cell, printable, safe_stem
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 OVERLAYS = "overlays"
 
 
@@ -105,34 +103,30 @@ def _remove_stale(out: Path, previous: list[str], kept: set[str]) -> None:
             pass
 
 
-def _read_manifest(out: Path) -> list[str]:
-    try:
-        files = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
-    except (OSError, ValueError, AttributeError):
-        return []
-    return files if isinstance(files, list) else []
-
-
 def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=None, onnx_path: str | None = None,
-                detector=None, batch_size: int = 16, overlays: bool = True, progress: bool = True) -> PredictOutput:
+                detector=None, batch_size: int = 16, tile: int | None = None, overlays: bool = True,
+                progress: bool = True) -> PredictOutput:
     """Score every readable image with a Detector; unreadable files are reported and skipped, never fatal.
 
     The detector is ``detector``, else built from ``onnx_path`` (onnxruntime, no torch) or ``model``
-    (a LoadedModel or a path).
+    (a LoadedModel or a path), with ``batch_size`` and ``tile``.
     """
-    from scgan.detector import Detector
-    from scgan.visualize import overlay, save_png
+    from scgan.inference.detector import Detector
+    from scgan.reporting.visualize import overlay
+    from scgan.utils.atomic import save_png
 
     if detector is None:
+        options = {"batch_size": batch_size, "tile": tile}
         if onnx_path is not None:
-            detector = Detector.from_onnx(onnx_path, batch_size=batch_size)
+            detector = Detector.from_onnx(onnx_path, **options)
         elif isinstance(model, (str, os.PathLike)):
-            detector = Detector.load(model, batch_size=batch_size)
+            detector = Detector.load(model, **options)
         else:
-            detector = Detector.from_model(model, batch_size=batch_size)
+            detector = Detector.from_model(model, **options)
     files = expand_inputs(inputs)
     out = writable_dir(output_dir)
-    previous = _read_manifest(out)
+    previous = read_manifest_files(out)
+    begin_outputs(out)
     names = detector.score_names
     preds: list[Prediction] = []
     skipped: list[tuple[str, str]] = []
@@ -172,10 +166,9 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
         atomic_write_text(csv_path, _csv(preds, skipped, names, detector.default_score))
         written.append("predictions.csv")
         _remove_stale(out, previous, set(written))
-        manifest = {"command": "scgan predict", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "model": printable(detector.path) if detector.path else None,
-                    "scored": len(preds), "skipped": len(skipped), "files": written}
-        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+        write_manifest(out, written, command="scgan predict",
+                       model=printable(detector.path) if detector.path else None,
+                       scored=len(preds), skipped=len(skipped))
     return PredictOutput(preds, skipped, csv_path)
 
 

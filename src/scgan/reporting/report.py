@@ -17,10 +17,10 @@ import yaml
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from scgan.reporting.visualize import overlay
 from scgan.utils.atomic import atomic_write_bytes, atomic_write_text
 from scgan.utils.names import mpl_text, printable
 from scgan.utils.tables import is_missing, markdown_table, pct
-from scgan.visualize import overlay
 
 # Metric keys shown as table columns, in order, with their headers; values are fractions shown as %.
 METRIC_COLUMNS: dict[str, str] = {

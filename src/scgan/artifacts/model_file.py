@@ -1,0 +1,224 @@
+"""Model files: every kind's stored parts + config + calibration, written atomically, loaded with
+``weights_only=True``; the one owner of the file's format, its versions and how older ones are read.
+
+Two kinds of file load here: our slim model file (``model.pt``, written when a model is fitted, what
+``scgan test``/``predict``/``export`` want) and Lightning's training checkpoints (``last.ckpt``) of an SCGAN,
+which carry the same config and calibration. Neither is ever unpickled with arbitrary objects.
+
+Format versions: 1 held the generator, the config (runtime settings in it) and the calibration; 2 added the
+learned head's weights and left runtime settings out; 3 stores any kind's parts by name (``parts``), the kind,
+and the input the model takes (``input``). Older files are read as version 3 (:func:`_upgrade`).
+"""
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from scgan import __version__
+from scgan.calibration.stats import Calibration, preference_order
+from scgan.config import Config, config_from_dict, migrate_config
+from scgan.data.io import InputSpec
+from scgan.models.checks import check_config
+from scgan.models.kind import ModelKind
+from scgan.models.registry import get_kind
+from scgan.utils.atomic import atomic_write_with
+
+MODEL_FORMAT = "scgan-model"
+MODEL_FORMAT_VERSION = 3
+
+
+class CheckpointError(ValueError):
+    """A file that is missing, not a checkpoint, unsafe, or from an incompatible config/version."""
+
+
+@dataclass
+class LoadedModel:
+    """Everything needed to score images: the config, the kind's parts (networks, memory bank), the calibration."""
+
+    config: Config
+    parts: dict[str, nn.Module]
+    calibration: Calibration | None
+    augmentation: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    input: InputSpec | None = None  # what the fitted model takes (None: what its config gives)
+
+    @property
+    def kind(self) -> ModelKind:
+        return get_kind(self.config.model.kind)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """How images are brought to this model (size rule and channels)."""
+        return self.input or self.kind.input_spec(self.config)
+
+    @property
+    def generator(self) -> nn.Module | None:
+        """An SCGAN's generator (None for another kind)."""
+        return self.parts.get("generator")
+
+    @property
+    def seg_head(self) -> nn.Module | None:
+        """An SCGAN's learned anomaly head (None without one)."""
+        return self.parts.get("seg_head")
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        return self.kind.score_names(self.config)
+
+    @property
+    def default_score(self) -> str:
+        """The score that drives decisions: the config's, with "auto" resolved by the calibration."""
+        name = self.config.score.default_score
+        if self.calibration is not None:
+            return self.calibration.resolve(name)
+        return preference_order(self.score_names)[0] if name == "auto" else name
+
+    def scorer(self, precision: str | None = None, channels_last: bool | None = None) -> nn.Module:
+        """The model's scoring graph in eval mode, with the calibration's smoothing."""
+        return self.kind.build_scorer(self.config, self.parts, calibration=self.calibration, precision=precision,
+                                      channels_last=channels_last).eval()
+
+
+def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], calibration: Calibration | None,
+               augmentation: str = "", meta: dict[str, Any] | None = None, input_spec: InputSpec | None = None) -> Path:
+    """Write the slim model file atomically (a crash mid-write leaves any previous file intact)."""
+    obj = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "scgan_version": __version__,
+        "kind": config.model.kind,
+        "config": config.identity(),  # runtime settings are where it ran, not what the model is
+        "input": (input_spec or get_kind(config.model.kind).input_spec(config)).to_dict(),
+        "augmentation": augmentation,
+        "parts": {name: {k: v.detach().cpu() for k, v in module.state_dict().items()} for name, module in parts.items()},
+        "calibration": calibration.to_dict() if calibration else None,
+        "meta": dict(meta or {}),
+    }
+    path = Path(path)
+    atomic_write_with(path, lambda f: torch.save(obj, f))
+    return path
+
+
+def save_loaded(path: str | Path, loaded: LoadedModel, calibration: Calibration | None = None,
+                meta: dict[str, Any] | None = None) -> Path:
+    """Write ``loaded`` as a model file, with another calibration and meta where given."""
+    return save_model(path, loaded.config, loaded.parts, calibration if calibration is not None else loaded.calibration,
+                      loaded.augmentation, loaded.meta if meta is None else meta, input_spec=loaded.input_spec)
+
+
+def read_torch_file(path: str | Path, mmap: bool = False) -> dict:
+    """A dict saved with torch.save, read with ``weights_only=True``; CheckpointError for anything else."""
+    return _safe_load(Path(path), mmap)
+
+
+def _safe_load(path: Path, mmap: bool = False) -> dict:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        # A named class or function (GLOBAL) or an object built from one is what could run code; any
+        # other refusal (an unknown opcode, a bad length) means the bytes are not a torch.save file.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found or re.search(r"allowlisted|reduce for", str(e)):
+            what = found.group(1) if found else "an object that is not a tensor or plain data"
+            raise CheckpointError(
+                f"refusing to load {path}: it holds {what}, not only tensors and plain data, "
+                "so unpickling it could run code"
+            ) from None
+        raise CheckpointError(
+            f"{path} is not an scgan checkpoint, or it is damaged (the safe loader cannot parse it)"
+        ) from None
+    # Foreign bytes make the unpickler fail in many ways (RuntimeError, EOFError, IndexError on a text file ...).
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is not an scgan checkpoint, or it is damaged ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not an scgan checkpoint (it holds a {type(obj).__name__})")
+    return obj
+
+
+def _config_from(raw: Any, path: Path) -> Config:
+    try:
+        raw = migrate_config(raw)  # a file older than a setting had its older value
+        if isinstance(raw, dict):
+            raw.pop("runtime", None)  # where it was trained is no part of the model
+        cfg = check_config(config_from_dict(raw))
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path} was written with a config this scgan {__version__} cannot use: {e}") from None
+    return cfg
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Load a model file or a Lightning checkpoint of scgan, safely (``weights_only=True``).
+
+    Every problem with the file's content is a CheckpointError that names the file.
+    """
+    path = Path(path)
+    obj = _safe_load(path)
+    try:
+        return _parse_model(obj, path)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        what = f"the entry {e} is missing" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"{path} is damaged or was edited by hand ({what}); use a model file written by "
+                              "'scgan train'") from None
+
+
+def _upgrade(obj: dict, path: Path) -> dict:
+    """A model file of any version (or a Lightning checkpoint of an SCGAN) as a version-3 dict."""
+    if obj.get("format") == MODEL_FORMAT:
+        version = obj.get("format_version")
+        if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path} has model format version {version!r}, newer than this scgan {__version__} reads "
+                f"({MODEL_FORMAT_VERSION}); upgrade scgan"
+            )
+        if version >= 3:
+            return obj
+        parts = {"generator": obj["generator"], **({"seg_head": obj["seg_head"]} if obj.get("seg_head") else {})}
+        return {**obj, "kind": "scgan", "parts": parts}
+    if "state_dict" in obj and isinstance(obj.get("hyper_parameters"), dict) and "config" in obj["hyper_parameters"]:
+        hp = obj["hyper_parameters"]
+        parts: dict[str, dict] = {}
+        for key, value in obj["state_dict"].items():
+            name, _, rest = key.partition(".")
+            if name in ("generator", "seg_head"):  # the discriminator is training's alone
+                parts.setdefault(name, {})[rest] = value
+        return {"kind": "scgan", "config": hp["config"], "parts": parts, "calibration": obj.get("scgan_calibration"),
+                "augmentation": hp.get("augmentation", ""),
+                "meta": {"epoch": obj.get("epoch"), "global_step": obj.get("global_step"),
+                         "source": "lightning checkpoint"}}
+    raise CheckpointError(f"{path} is a PyTorch file but not an scgan checkpoint (no scgan config inside)")
+
+
+def _parse_model(obj: dict, path: Path) -> LoadedModel:
+    """The LoadedModel in a safely loaded checkpoint dict."""
+    obj = _upgrade(obj, path)
+    cfg = _config_from(obj.get("config"), path)
+    if obj.get("kind", "scgan") != cfg.model.kind:
+        raise CheckpointError(f"{path}: the file says kind {obj.get('kind')!r}, its config {cfg.model.kind!r}")
+    try:
+        parts = get_kind(cfg.model.kind).build_parts(cfg, obj["parts"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: the weights do not match the model its config describes ({str(e).splitlines()[0][:200]})"
+        ) from None
+    cal = obj.get("calibration")
+    spec = InputSpec.from_dict(obj["input"]) if obj.get("input") else None
+    return LoadedModel(config=cfg, parts=parts, calibration=Calibration.from_dict(cal) if cal else None,
+                       augmentation=str(obj.get("augmentation", "")), meta=dict(obj.get("meta") or {}), path=path,
+                       input=spec)

@@ -1,0 +1,128 @@
+"""What several commands share: their common options, building the config, and what they print."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+
+class LazyChoices:
+    """argparse ``choices`` read from a registry only when first needed (``scgan --version`` imports no torch)."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
+        self._names = names
+
+    def __contains__(self, item: object) -> bool:
+        return item in tuple(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(self._names()))
+
+
+def _dataset_names() -> tuple[str, ...]:
+    from scgan.data.datasets import DATASETS
+
+    return tuple(DATASETS)
+
+
+def _preset_names() -> tuple[str, ...]:
+    from scgan.config import PRESETS
+
+    return tuple(PRESETS)
+
+
+DATASET_CHOICES = LazyChoices(_dataset_names)
+DEFAULT_PRESET = "default"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=LazyChoices(_preset_names), metavar="PRESET",
+                   help=f"named preset: {', '.join(_preset_names())} (default {DEFAULT_PRESET}; "
+                        "'scgan config --preset P' prints one)")
+    p.add_argument("--config", dest="config_file", help="YAML file of config overrides (nested by section or flat)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. seed=1 patchcore.resolution=320 (see 'scgan config')")
+
+
+def add_data_options(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--dataset", choices=DATASET_CHOICES, default=None, metavar="DATASET",
+                   help="dataset layout: mvtec, btad or folder (default: mvtec)" if required
+                   else "dataset layout (default: the model's)")
+    p.add_argument("--root", required=required, help="dataset root folder")
+    p.add_argument("--category", default=None, help="MVTec category or BTAD product (01, 02, 03)")
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accelerator", help="Lightning accelerator: cpu (default), gpu, auto")
+    p.add_argument("--devices", help="number of devices (or 'auto')")
+    p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
+    p.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed (GPU)")
+
+
+def build_config(args: argparse.Namespace, extra: dict | None = None, base: dict | None = None):
+    """Preset, YAML, then ``base`` defaults, the user's key=value overrides, then ``extra`` (from flags); checked."""
+    from scgan.config import load_config, parse_overrides
+    from scgan.models.checks import check_config
+
+    overrides = dict(base or {})
+    overrides.update(parse_overrides(args.overrides))
+    overrides.update(extra or {})
+    return check_config(load_config(args.preset, args.config_file, overrides))
+
+
+def print_calibration(model_path: Path) -> None:
+    """How the trained model decides: its score (and why), threshold, and the validation images behind them."""
+    from scgan.artifacts.model_file import load_model
+    from scgan.data.datasets import calibration_warning
+
+    loaded = load_model(model_path)
+    cal, name = loaded.calibration, loaded.default_score
+    if cal is None:
+        print(f"score {name}; no calibration (no validation images): predict gives scores but no decisions")
+        return
+    if loaded.config.score.default_score == "auto" and name in cal.selection:
+        mean = f"mean over strengths {', '.join(cal.selection_by_strength)}, " if cal.selection_by_strength else ""
+        why = (f"chosen by 'auto': separates synthetic defects from normal validation images with AUROC "
+               f"{cal.selection[name]:.3f} ({mean}margin {cal.selection_margin.get(name, float('nan')):.2f} "
+               f"normal spreads)")
+    else:
+        why = "set by default_score"
+    print(f"score {name} ({why})")
+    print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on "
+          f"{cal.n_images} normal validation image(s)")
+    small = calibration_warning(cal.n_images)  # the one rule, shared with training and test
+    if small:
+        print(f"warning: {small}", file=sys.stderr)
+
+
+def print_metrics(m: dict, out: Path) -> None:
+    """The test's headline metrics, every score's image AUROC, and where the files are."""
+    from scgan.utils.tables import pct
+
+    shown = {k: pct(m[k], unit="%") for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}
+    print(f"image AUROC {shown['image_auroc']} | pixel AUROC {shown['pixel_auroc']} | "
+          f"AUPRO {shown['aupro']} | F1-max {shown['f1_max']}  (score: {m['default_score']})")
+    others = ", ".join(f"{k} {pct(v['image_auroc'], unit='%')}" for k, v in m["scores"].items())
+    print(f"image AUROC per score: {others}")
+    print(f"results: {out / 'metrics.json'}" + (f", report: {out / 'report.html'}" if (out / "report.html").exists()
+                                                 else ""))
+
+
+def test_and_print(checkpoint, output, progress: bool = True, **kw) -> int:
+    """Run the test and print its metrics (``scgan test``, and ``scgan train --test``)."""
+    from scgan.inference.evaluate import run_test
+
+    res = run_test(checkpoint, output, progress=progress, **kw)
+    print_metrics(res.metrics, res.output_dir)
+    return 0

@@ -1,0 +1,51 @@
+"""``scgan train``: fit a model on the normal images of one category."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scgan.commands.common import (
+    add_data_options,
+    add_device_options,
+    add_run_options,
+    build_config,
+    print_calibration,
+    test_and_print,
+)
+
+HELP = "fit a model on the normal images of one category"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_options(p, required=True)
+    p.add_argument("--output", required=True, help="output folder (model.pt; an SCGAN also writes checkpoints, logs)")
+    p.add_argument("--resume", help="an SCGAN: resume from a checkpoint path, or 'auto' for OUTPUT/checkpoints/last.ckpt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the training run OUTPUT holds, then train anew (without it such a folder is refused)")
+    p.add_argument("--test", action="store_true", help="run 'scgan test' on the test split after training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_options(p)
+    add_run_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scgan.training.fit import train
+
+    extra: dict = {"data.root": args.root}
+    if args.dataset is not None:  # else the preset / YAML / key=value value stands (mvtec by default)
+        extra["data.dataset"] = args.dataset
+    if args.category is not None:
+        extra["data.category"] = args.category
+    for key in ("accelerator", "devices", "strategy", "precision"):
+        if getattr(args, key) is not None:
+            extra[f"runtime.{key}"] = getattr(args, key)
+    cfg = build_config(args, extra)
+    res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    if res.model_path is None:
+        return 0
+    fitted = f"{res.epochs} epochs, " if cfg.model.kind == "scgan" else ""
+    print(f"model written to {res.model_path} ({fitted}{res.wall_time_s:.0f} s)")
+    print_calibration(res.model_path)
+    if args.test:
+        return test_and_print(res.model_path, Path(args.output) / "test", progress=not args.no_progress)
+    return 0

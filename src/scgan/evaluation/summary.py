@@ -1,0 +1,66 @@
+"""What a test set's scores and maps say: every metric of every named score, and the decisions at the threshold."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from scgan.calibration.stats import Calibration
+from scgan.data.io import resize_map
+from scgan.evaluation.metrics import compute_metrics
+from scgan.models.registry import score_description
+from scgan.models.scoring import ScoreResult
+
+
+def decision_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall and false-positive rate at the validation threshold."""
+    pred = scores > threshold
+    pos, neg = labels == 1, labels == 0
+    tp, fp = int((pred & pos).sum()), int((pred & neg).sum())
+    fn, tn = int((~pred & pos).sum()), int((~pred & neg).sum())
+    return {
+        "threshold": float(threshold),
+        "accuracy": (tp + tn) / max(len(labels), 1),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+        "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),
+    }
+
+
+def maps_at(maps: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Anomaly maps (each at its own size) bilinearly resized to ``size`` = (H, W): float32 (N, H, W)."""
+    out = np.empty((len(maps), *size), dtype=np.float32)
+    for i, m in enumerate(maps):
+        out[i] = resize_map(m, size)
+    return out
+
+
+def metrics_for(result: ScoreResult, calibration: Calibration | None, default_score: str,
+                masks: np.ndarray | None) -> dict[str, Any]:
+    """Top-level metrics of the default score plus one entry per named score.
+
+    ``masks`` (N, H, W) bool: the ground truth at its stored resolution; the anomaly maps are up-sampled
+    to it for pixel AUROC and AUPRO (None: image-level metrics only).
+    """
+    maps = maps_at(result.maps, masks.shape[1:]) if masks is not None else None
+    pixel_part = compute_metrics(result.score(default_score), result.labels, maps, masks)
+    per_score: dict[str, Any] = {}
+    for name in result.names:
+        s = result.score(name)
+        m = compute_metrics(s, result.labels)
+        if calibration is not None and name in calibration.scores:  # a model older than a score has none for it
+            m["at_threshold"] = decision_metrics(s, result.labels, calibration.scores[name].threshold)
+        m["description"] = score_description(name)
+        per_score[name] = m
+    top = {
+        "image_auroc": per_score[default_score]["image_auroc"],
+        "pixel_auroc": pixel_part.get("pixel_auroc", float("nan")),
+        "aupro": pixel_part.get("aupro", float("nan")),
+        "f1_max": per_score[default_score]["f1_max"],
+        "pixel_metrics_resolution": list(masks.shape[1:]) if masks is not None else None,
+        "default_score": default_score,
+        "scores": per_score,
+    }
+    if calibration is not None:
+        top["threshold"] = calibration.scores[default_score].threshold
+    return top

@@ -1,0 +1,1 @@
+"""Scoring images with a fitted model, never importing Lightning: the ``Detector`` (test, predict, serve)."""

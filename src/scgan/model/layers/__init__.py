@@ -1,4 +1,0 @@
-"""Reusable neural-network blocks."""
-from scgan.model.layers.mscam import MSCAM
-
-__all__ = ["MSCAM"]

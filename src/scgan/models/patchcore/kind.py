@@ -1,0 +1,85 @@
+"""The feature-memory detector as a model kind: a memory bank of normal patch features on a frozen backbone."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from scgan.config import Config
+from scgan.data.io import InputSpec
+from scgan.models.kind import ModelKind, one_of
+from scgan.models.patchcore.backbone import VARIANTS, block_plan, load_backbone, weights_digest
+from scgan.models.patchcore.model import SCORES, FeatureLayout, MemoryBank, PatchCoreScorer
+from scgan.models.scoring import autocast_dtype, default_sigma
+
+
+def layout(cfg: Config) -> FeatureLayout:
+    """The feature layout ``cfg.patchcore`` describes."""
+    return FeatureLayout(tuple(cfg.patchcore.layers), cfg.patchcore.neighbourhood)
+
+
+def feature_dims(cfg: Config) -> int:
+    """D: the channels of the patch features (the chosen blocks' outputs, concatenated)."""
+    plan = block_plan(cfg.patchcore.backbone)
+    return sum(plan[i][0] for i in cfg.patchcore.layers)
+
+
+def _input_spec(cfg: Config) -> InputSpec:
+    p = cfg.patchcore
+    stride = block_plan(p.backbone)[max(p.layers)][1]
+    return InputSpec(p.resolution, keep_aspect=True, multiple=stride, channels=3 if p.channels == "auto" else int(p.channels))
+
+
+def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, nn.Module]:
+    """The memory bank (empty when fresh); a loaded one must fit the config and the installed backbone weights."""
+    if state is None:
+        return {"memory": MemoryBank(torch.zeros(0, feature_dims(cfg)), weights_digest(cfg.patchcore.backbone))}
+    if set(state) != {"memory"}:
+        raise RuntimeError(f"the file holds the parts {sorted(state)}, a patchcore model has ['memory']")
+    bank = state["memory"]["bank"]
+    memory = MemoryBank(torch.zeros_like(bank))
+    memory.backbone_digest = torch.zeros_like(state["memory"]["backbone_digest"])
+    memory.load_state_dict(state["memory"], strict=True)
+    if bank.ndim != 2 or bank.shape[1] != feature_dims(cfg) or bank.shape[0] == 0:
+        raise RuntimeError(f"its memory bank has shape {tuple(bank.shape)}, not (M, {feature_dims(cfg)}) as the "
+                           f"config's backbone and layers give")
+    installed = weights_digest(cfg.patchcore.backbone)
+    if memory.digest != installed:
+        raise RuntimeError(f"it was fitted with other {cfg.patchcore.backbone} weights (sha256 {memory.digest[:12]}...) "
+                           f"than the installed ones ({installed[:12]}...); fit it again")
+    return {"memory": memory.eval()}
+
+
+def _build_scorer(cfg: Config, parts: dict[str, nn.Module], calibration=None, precision: str | None = None,
+                  channels_last: bool | None = None) -> PatchCoreScorer:
+    sigma = cfg.score.sigma
+    if calibration is not None and calibration.sigma is not None:
+        sigma = calibration.sigma  # the calibration holds only with the sigma it was fitted with
+    elif sigma is None or sigma == "auto":
+        sigma = default_sigma(cfg.patchcore.resolution)
+    backbone = load_backbone(cfg.patchcore.backbone, max(cfg.patchcore.layers))
+    cl = cfg.runtime.channels_last if channels_last is None else channels_last
+    return PatchCoreScorer(backbone, parts["memory"], layout(cfg), sigma=float(sigma),
+                           autocast_dtype=autocast_dtype(precision), channels_last=cl).eval()
+
+
+def _check_config(cfg: Config) -> None:
+    p = cfg.patchcore
+    one_of(p.backbone, VARIANTS, "patchcore.backbone")
+    n = len(block_plan(p.backbone))
+    if any(i >= n for i in p.layers) or list(p.layers) != sorted(set(p.layers)):
+        raise ValueError(f"patchcore.layers must be increasing block indices of {p.backbone} (0-{n - 1}), "
+                         f"got {p.layers!r}")
+
+
+PATCHCORE = ModelKind(
+    name="patchcore",
+    description="the feature-memory detector: distance of each patch's ImageNet features to normal ones",
+    scores=dict(SCORES),
+    score_names=lambda cfg: tuple(SCORES),
+    input_spec=_input_spec,
+    build_parts=_build_parts,
+    build_scorer=_build_scorer,
+    check_config=_check_config,
+)

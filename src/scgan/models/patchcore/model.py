@@ -1,0 +1,115 @@
+"""The feature-memory detector's scoring graph: PatchCore's recipe (Roth et al., CVPR 2022) on EfficientNet-Lite.
+
+An image's patch features are the outputs of a few blocks of a frozen ImageNet backbone, each averaged over
+its p x p neighbourhood (local aggregation), the deeper ones up-sampled to the first one's grid and
+concatenated. A patch's anomaly is its distance to the nearest feature in a memory bank of normal patches;
+the map of these distances is up-sampled to the image, smoothed with a Gaussian, and its maximum is the image's
+score. No weight is learned: fitting is choosing the bank (``scgan.models.patchcore.fit``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scgan.models.patchcore.backbone import EfficientNetLite
+from scgan.models.patchcore.coreset import nearest_distance
+from scgan.models.scoring import GaussianBlur
+
+# Every score the feature detector defines, in the column order of its output.
+SCORES: dict[str, str] = {
+    "map_max": "maximum of the Gaussian-smoothed map of nearest-neighbour distances, up-sampled to the image",
+    "patch_max": "largest nearest-neighbour distance of a patch feature (PatchCore's image score, unsmoothed)",
+}
+
+
+class MemoryBank(nn.Module):
+    """The normal patch features (M, D) and the sha256 of the backbone weights they were computed with."""
+
+    def __init__(self, bank: torch.Tensor, backbone_digest: str = "") -> None:
+        super().__init__()
+        self.register_buffer("bank", bank.float().contiguous())
+        digest = bytes.fromhex(backbone_digest) if backbone_digest else b""
+        self.register_buffer("backbone_digest", torch.tensor(list(digest), dtype=torch.uint8))
+
+    @property
+    def digest(self) -> str:
+        return bytes(self.backbone_digest.tolist()).hex()
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Which backbone blocks make the features, and how patches are aggregated."""
+
+    layers: tuple[int, ...]
+    neighbourhood: int
+
+
+def embed(backbone: EfficientNetLite, x: torch.Tensor, layout: FeatureLayout) -> torch.Tensor:
+    """Patch features (B, D, h, w) of images (B, C, H, W) in [-1, 1], on the grid of the first (finest) layer."""
+    maps = backbone(x, layout.layers)
+    p = layout.neighbourhood
+    if p > 1:
+        maps = [F.avg_pool2d(m, p, stride=1, padding=p // 2, count_include_pad=False) for m in maps]
+    size = maps[0].shape[-2:]
+    maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
+    return torch.cat(maps, dim=1)
+
+
+class PatchCoreScorer(nn.Module):
+    """Image batch (B, C, H, W) in [-1, 1] -> (scores (B, K) in ``names`` order, anomaly map (B, H, W)).
+
+    H and W must be multiples of the backbone's stride at the deepest layer (``InputSpec.multiple``). The map is
+    in feature-distance units, not a probability. ``forward`` is the fp32 graph that ONNX export takes;
+    :meth:`run` adds the speed options (channels-last input, the backbone under autocast); distances stay fp32.
+    """
+
+    probability_map = False
+
+    def __init__(self, backbone: EfficientNetLite, memory: MemoryBank, layout: FeatureLayout, sigma: float = 4.0,
+                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.memory = memory
+        self.layout = layout
+        self.blur = GaussianBlur(sigma)
+        self.register_buffer("bank_sq", memory.bank.pow(2).sum(1), persistent=False)
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = bool(channels_last)
+        self.names: tuple[str, ...] = tuple(SCORES)
+
+    def distances(self, features: torch.Tensor) -> torch.Tensor:
+        """Nearest-bank distance of every patch: (B, D, h, w) -> (B, 1, h, w)."""
+        b, d, h, w = features.shape
+        queries = features.permute(0, 2, 3, 1).reshape(b * h * w, d)
+        dist = nearest_distance(queries.float(), self.memory.bank, self.bank_sq)
+        return dist.reshape(b, 1, h, w)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score_outputs(x, embed(self.backbone, x, self.layout))
+
+    def run(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` with the speed options; ``raw`` returns the unsmoothed map (to choose sigma)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            return self.score_outputs(x, embed(self.backbone, x, self.layout), raw)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+            features = embed(self.backbone, x, self.layout)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.score_outputs(x, features.float(), raw)
+
+    def score_outputs(self, x: torch.Tensor, features: torch.Tensor,
+                      raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and anomaly map of x from its patch features (``raw``: the map unsmoothed)."""
+        patch = self.distances(features)  # (B, 1, h, w)
+        full = F.interpolate(patch, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        smooth = self.blur(full)
+        scores = torch.stack([smooth.flatten(1).amax(1), patch.flatten(1).amax(1)], dim=1)
+        return scores, (full if raw else smooth)[:, 0]
+
+    def set_sigma(self, sigma: float) -> None:
+        """Smooth maps (and so map_max) with ``sigma`` pixels from now on."""
+        self.blur = GaussianBlur(sigma).to(self.memory.bank.device)
