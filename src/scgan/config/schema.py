@@ -192,6 +192,9 @@ class PatchCoreConfig:
     # (sides rounded to the backbone's stride); maps come back at the image's own size.
     resolution: int = 256
     neighbourhood: int = 3  # each patch feature is averaged over its p x p neighbours (PatchCore's aggregation)
+    # "equal": each layer's features are scaled so that every layer weighs the same in the distance (by its spread
+    # on the training patches); "none": as the backbone gives them (the deeper, wider layers then dominate).
+    balance: str = "none"
     bank_size: int = 4096  # the memory bank: at most this many patch features, chosen by greedy coreset
     # The greedy coreset measures distances on a random projection of the features to this many dimensions
     # (PatchCore's speed-up); 0 = on the features themselves.
@@ -211,6 +214,7 @@ class PatchCoreConfig:
             (self.max_patches >= self.bank_size,
              f"patchcore.max_patches ({self.max_patches}) must be >= bank_size ({self.bank_size})"),
             _one_of(str(self.channels), ("auto", "1", "3"), "patchcore.channels"),
+            _one_of(self.balance, ("none", "equal"), "patchcore.balance"),
         ])
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from scgan.config.schema import MIXTURE_SOURCES
 from scgan.data.procedural import checker, fractal_noise, perlin_noise, stripes
 
 # What make_patch returns: the patch's content (B, C, q, q) and an optional bool mask (B, 1, q, q) of pixels to paste.
@@ -396,9 +397,6 @@ class Perlin(SyntheticAnomaly):
                 f"rotate={self.rotate})")
 
 
-DEFAULT_MIXTURE: dict[str, float] = {"copypaste": 0.4, "copypaste_color": 0.2, "perlin": 0.4}
-
-
 class Mixture(SyntheticAnomaly):
     """Per image, one source drawn by weight, or no change with probability ``p_clean``.
 
@@ -418,7 +416,7 @@ class Mixture(SyntheticAnomaly):
         patch_area: float = 0.01,
         source_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        sources = dict(DEFAULT_MIXTURE if sources is None else sources)
+        sources = dict(MIXTURE_SOURCES if sources is None else sources)
         options = source_options or {}
         if not sources or any(_check_name(n) == self.name for n in sources):
             raise ValueError(f"a mixture needs one or more sources other than itself, got {list(sources)}")

@@ -17,7 +17,7 @@ from scgan.data.datasets import AnomalyDataset, dataset_for, eval_loader, shape_
 from scgan.data.io import InputSpec, is_grey
 from scgan.models.checks import NonFiniteModelError, nonfinite_cause
 from scgan.models.patchcore.backbone import block_plan, load_backbone, weights_digest
-from scgan.models.patchcore.fit import choose_bank, collect_patches
+from scgan.models.patchcore.fit import choose_bank, collect_patches, layer_scale
 from scgan.models.patchcore.kind import layout
 from scgan.models.patchcore.model import MemoryBank
 from scgan.models.registry import get_kind
@@ -53,7 +53,7 @@ def fit_features(cfg: Config, output_dir: Path, progress: bool = True) -> TrainR
         train_set.convert(spec.channels)
     val_set = dataset_for(cfg.data, "val", spec)
     plan = block_plan(p.backbone)
-    stride = plan[p.layers[0]][1]
+    stride = plan[p.layers[0]].stride
     _say(progress, f"fitting a feature model ({p.backbone}, blocks {', '.join(map(str, p.layers))}) on "
                    f"{len(train_set)} normal images at {p.resolution} px on the short side, "
                    f"{'grey' if spec.channels == 1 else 'RGB'}; {len(val_set)} validation images calibrate it")
@@ -68,6 +68,10 @@ def fit_features(cfg: Config, output_dir: Path, progress: bool = True) -> TrainR
                               progress=lambda n: (n % step < batch or n == len(train_set))
                               and _say(progress, f"features: {n}/{len(train_set)} images"))
     t1 = time.perf_counter()
+    scale = None
+    if p.balance == "equal":
+        scale = layer_scale(patches, [plan[i].channels for i in p.layers])
+        patches *= scale
     size = min(p.bank_size, patches.shape[0])
     _say(progress, f"memory bank: choosing {size} of {patches.shape[0]} patch features ({total} in all) by "
                    "greedy coreset")
@@ -75,7 +79,7 @@ def fit_features(cfg: Config, output_dir: Path, progress: bool = True) -> TrainR
                        progress=lambda k: k % 1024 == 0 and _say(progress, f"coreset: {k}/{size}"))
     del patches
     t2 = time.perf_counter()
-    parts = {"memory": MemoryBank(bank, weights_digest(p.backbone))}
+    parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale)}
     scorer = get_kind("patchcore").build_scorer(cfg, parts)
     calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg)
     t3 = time.perf_counter()

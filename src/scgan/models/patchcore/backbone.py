@@ -65,8 +65,16 @@ def round_filters(channels: int, width: float, divisor: int = 8) -> int:
     return int(new + divisor if new < 0.9 * scaled else new)
 
 
-def block_plan(variant: str) -> list[tuple[int, int]]:
-    """(output channels, stride relative to the input) of every block of ``variant``, without building it."""
+@dataclass(frozen=True)
+class BlockInfo:
+    """A block's output: its channels and its stride (pixels of input per output cell)."""
+
+    channels: int
+    stride: int
+
+
+def block_plan(variant: str) -> list[BlockInfo]:
+    """Every block of ``variant`` (channels, stride), without building it."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown backbone {variant!r}; valid: {', '.join(VARIANTS)}")
     v = VARIANTS[variant]
@@ -76,7 +84,7 @@ def block_plan(variant: str) -> list[tuple[int, int]]:
             repeats = int(math.ceil(v.depth * repeats))
         for j in range(repeats):
             stride *= s if j == 0 else 1
-            plan.append((round_filters(c_out, v.width), stride))
+            plan.append(BlockInfo(round_filters(c_out, v.width), stride))
     return plan
 
 

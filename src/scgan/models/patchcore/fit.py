@@ -12,7 +12,7 @@ from scgan.models.patchcore.coreset import greedy_coreset, random_projection
 from scgan.models.patchcore.model import FeatureLayout, embed
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the patches are scaled in place afterwards
 def collect_patches(backbone: EfficientNetLite, layout: FeatureLayout, batches: Iterable[torch.Tensor],
                     total: int, keep: int, generator: torch.Generator,
                     progress: Callable[[int], None] | None = None) -> torch.Tensor:
@@ -29,13 +29,26 @@ def collect_patches(backbone: EfficientNetLite, layout: FeatureLayout, batches: 
         f = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
         if rate < 1.0:
             f = f[torch.rand(f.shape[0], generator=generator) < rate]
-        kept.append(f.float().clone())
+        kept.append(f.float())
         seen += x.shape[0]
         if progress is not None:
             progress(seen)
     if not kept:
         raise ValueError("fitting needs at least one normal training image")
     return torch.cat(kept)
+
+
+def layer_scale(patches: torch.Tensor, channels: list[int]) -> torch.Tensor:
+    """Per-channel weights (D,) under which each layer's features weigh the same in a distance: every channel of
+    layer l gets 1 / sqrt(the layer's total variance over ``patches`` (N, D)), ``channels`` giving each layer's
+    count. Two random normal patches then differ by about sqrt(2) per layer, whatever its width or magnitude."""
+    scale = torch.empty(patches.shape[1])
+    start = 0
+    for c in channels:
+        part = patches[:, start:start + c]
+        scale[start:start + c] = 1.0 / float(part.var(dim=0).sum().clamp_min(1e-12)).__pow__(0.5)
+        start += c
+    return scale
 
 
 def choose_bank(patches: torch.Tensor, size: int, projection: int, generator: torch.Generator,

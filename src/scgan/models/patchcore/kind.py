@@ -22,12 +22,12 @@ def layout(cfg: Config) -> FeatureLayout:
 def feature_dims(cfg: Config) -> int:
     """D: the channels of the patch features (the chosen blocks' outputs, concatenated)."""
     plan = block_plan(cfg.patchcore.backbone)
-    return sum(plan[i][0] for i in cfg.patchcore.layers)
+    return sum(plan[i].channels for i in cfg.patchcore.layers)
 
 
 def _input_spec(cfg: Config) -> InputSpec:
     p = cfg.patchcore
-    stride = block_plan(p.backbone)[max(p.layers)][1]
+    stride = block_plan(p.backbone)[max(p.layers)].stride
     return InputSpec(p.resolution, keep_aspect=True, multiple=stride, channels=3 if p.channels == "auto" else int(p.channels))
 
 

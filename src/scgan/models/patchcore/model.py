@@ -26,11 +26,13 @@ SCORES: dict[str, str] = {
 
 
 class MemoryBank(nn.Module):
-    """The normal patch features (M, D) and the sha256 of the backbone weights they were computed with."""
+    """The normal patch features (M, D), already multiplied by ``scale`` (D,), the per-channel weight that every
+    query feature gets too; and the sha256 of the backbone weights they were computed with."""
 
-    def __init__(self, bank: torch.Tensor, backbone_digest: str = "") -> None:
+    def __init__(self, bank: torch.Tensor, backbone_digest: str = "", scale: torch.Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("bank", bank.float().contiguous())
+        self.register_buffer("scale", torch.ones(bank.shape[1]) if scale is None else scale.float().contiguous())
         digest = bytes.fromhex(backbone_digest) if backbone_digest else b""
         self.register_buffer("backbone_digest", torch.tensor(list(digest), dtype=torch.uint8))
 
@@ -83,7 +85,7 @@ class PatchCoreScorer(nn.Module):
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """Nearest-bank distance of every patch: (B, D, h, w) -> (B, 1, h, w)."""
         b, d, h, w = features.shape
-        queries = features.permute(0, 2, 3, 1).reshape(b * h * w, d)
+        queries = features.permute(0, 2, 3, 1).reshape(b * h * w, d) * self.memory.scale
         dist = nearest_distance(queries.float(), self.memory.bank, self.bank_sq)
         return dist.reshape(b, 1, h, w)
 
