@@ -212,8 +212,8 @@ def test_fainter_synthetic_defects_change_the_same_pixels_less(trained, demo_roo
     import torch
     from torch.utils.data import DataLoader
 
-    from scgan.calibration.fit import CalibrationFitter, calibrate
     from scgan.artifacts.model_file import load_model
+    from scgan.calibration.fit import CalibrationFitter, calibrate
     from scgan.data.datasets import normal_images
 
     res, _ = trained
@@ -240,3 +240,19 @@ def test_fainter_synthetic_defects_change_the_same_pixels_less(trained, demo_roo
     changed = full.abs().sum(1) > 0
     assert changed.any() and torch.equal(half.abs().sum(1) > 0, changed)
     assert torch.allclose(half, full / 2, atol=1e-6) and torch.allclose(quarter, full / 4, atol=1e-6)
+
+
+@pytest.mark.integration
+def test_model_files_of_format_2_still_load_and_score_identically(trained, tmp_path):
+    """Format 2 kept the generator (and a head) at the top level, with no kind or input spec."""
+    res, _ = trained
+    obj = torch.load(res.model_path, map_location="cpu", weights_only=True)
+    v2 = {k: v for k, v in obj.items() if k not in ("parts", "kind", "input")}
+    torch.save({**v2, "format_version": 2, "generator": obj["parts"]["generator"]}, tmp_path / "v2.pt")
+    a, b = load_model(res.model_path), load_model(tmp_path / "v2.pt")
+    assert b.config.model.kind == "scgan" and b.input_spec == a.input_spec
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        sa, ma = a.scorer()(x)
+        sb, mb = b.scorer()(x)
+    assert torch.equal(sa, sb) and torch.equal(ma, mb)

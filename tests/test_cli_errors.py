@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scgan.cli import main
-
 from conftest import TINY
+from scgan.cli import main
 
 TINY_ARGS = ["--preset", "cpu", *(f"{k}={v}" for k, v in TINY.items())]
 

@@ -1,7 +1,7 @@
 """Presets, YAML and key=value overrides."""
 import pytest
 
-from scgan.config import Config, config_from_dict, get_preset, load_config, to_yaml
+from scgan.config import config_from_dict, get_preset, load_config, to_yaml
 
 pytestmark = pytest.mark.unit
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SHARED_DATA, make_fake_btad, make_fake_folder, make_fake_mvtec, square_mask, write_image, write_mask
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from helpers import SHARED_DATA, make_fake_btad, make_fake_folder, make_fake_mvtec, square_mask, write_image, write_mask
 from scgan.data import io
 from scgan.data.datasets import (
     BTAD,

@@ -1,7 +1,6 @@
 """scgan.Detector: one API over torch and ONNX models; inputs of every kind score alike; maps at the input's size."""
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import textwrap

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import TINY
-from scgan.config import Config, config_from_dict, load_config
+from scgan.config import config_from_dict, load_config
 from scgan.experiments.runs import config_key, data_identity, make_spec, run_key
 from scgan.experiments.studies import STUDIES, discover_categories, run_study
 
@@ -39,7 +39,7 @@ def test_settings_added_later_keep_old_run_keys():
     d = old.identity()
     for section, key in ADDED_LATER:
         del d[section][key]  # a config written before these settings existed
-    from scgan.config import Config, migrate_config
+    from scgan.config import migrate_config
 
     assert config_key(config_from_dict(migrate_config(d))) == config_key(old)
     assert config_key(load_config("cpu", overrides=over)) != config_key(old)  # the cpu preset's 1.1

@@ -14,9 +14,9 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from scgan.artifacts.model_file import load_model  # noqa: E402
+from scgan.artifacts.onnx_file import META_FORMAT_VERSION, OnnxModelError, OnnxScorer  # noqa: E402
 from scgan.cli import main  # noqa: E402
 from scgan.data.io import image_to_array  # noqa: E402
-from scgan.artifacts.onnx_file import META_FORMAT_VERSION, OnnxModelError, OnnxScorer  # noqa: E402
 from scgan.models.scgan.scorer import score_names  # noqa: E402
 
 SCORE_NAMES = score_names(head=False)

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_config
 from scgan.artifacts.model_file import load_model
 from scgan.inference.evaluate import run_test
 from scgan.inference.predict import run_predict
 from scgan.training.fit import train
-
-from conftest import tiny_config
 
 NAMED_SCORES = {"as", "l_con", "l_enc", "map_max", "ssim_max", "msgms_max"}  # what a model without a head scores
 
@@ -66,8 +65,8 @@ def test_pixel_metrics_are_computed_at_the_masks_stored_resolution(trained, tmp_
     """A test set stored at 64 px scored by a 32 px model: maps are up-sampled to the 64 px masks."""
     from scgan.data.datasets import build_dataset
     from scgan.data.demo import make_demo_dataset
-    from scgan.evaluation.summary import maps_at
     from scgan.evaluation.metrics import aupro, pixel_auroc
+    from scgan.evaluation.summary import maps_at
 
     res, _ = trained
     root = make_demo_dataset(tmp_path / "data", n_train=2, n_test=8, image_size=64, seed=3, categories=[demo_category])

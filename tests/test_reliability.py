@@ -22,14 +22,13 @@ import torch
 import scgan.training.fit as fit
 import scgan.training.gan as gan
 import scgan.utils.atomic as atomic
+from conftest import TINY, tiny_config
 from scgan.artifacts.model_file import load_model, save_model
 from scgan.cli import main
 from scgan.inference.evaluate import run_test
 from scgan.training.fit import train
 from scgan.training.gan import AtomicCheckpointIO, TrainingStopped, build_trainer
 from scgan.training.module import NonFiniteLossError
-
-from conftest import TINY, tiny_config
 
 EPOCH1_BATCH0, EPOCH1_BATCH1 = 4, 6  # global steps inside the second epoch (the first has been checkpointed)
 

@@ -23,17 +23,15 @@ import torch
 from PIL import Image
 
 import scgan.training.fit as fit
-import scgan.training.gan as gan
+from conftest import TINY, tiny_config
+from helpers import make_fake_mvtec, square_mask, write_image, write_mask
 from scgan.artifacts.model_file import CheckpointError, load_model
 from scgan.cli import main
 from scgan.config import load_config
-from scgan.inference.evaluate import run_test
 from scgan.experiments.studies import run_study
+from scgan.inference.evaluate import run_test
 from scgan.training.fit import train
 from scgan.utils.atomic import writable_dir
-
-from conftest import TINY, tiny_config
-from helpers import make_fake_mvtec, square_mask, write_image, write_mask
 from test_reliability import StepHook, _cli_args, _continue_from
 
 pytestmark = pytest.mark.integration

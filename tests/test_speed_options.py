@@ -9,14 +9,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from conftest import tiny_config
 from scgan.artifacts.model_file import load_model
 from scgan.data.datasets import build_dataset
 from scgan.models.scgan.networks import Discriminator
 from scgan.models.scgan.scorer import Scorer, build_scorer
 from scgan.models.scoring import autocast_dtype, score_loader
 from scgan.training.fit import train
-
-from conftest import tiny_config
 
 
 def _test_loader(cfg, batch: int = 8) -> DataLoader:

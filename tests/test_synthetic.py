@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO
 from scgan.data.augment import AUGMENTATIONS, Augmented, Mixture, Perlin, SyntheticAnomaly, build_augmentation
 from scgan.data.procedural import perlin_noise
-
-from conftest import REPO
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

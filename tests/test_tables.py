@@ -5,7 +5,6 @@ import csv
 import importlib.util
 import io
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -16,10 +16,10 @@ import scgan.training.module as module_mod
 from conftest import tiny_config
 from scgan.artifacts.model_file import load_model
 from scgan.models.scgan.networks import build_discriminator, init_weights
-from scgan.utils.seed import seeded_generator
 from scgan.training.datamodule import SCGANDataModule
 from scgan.training.fit import train
 from scgan.training.gan import prepare_run
+from scgan.utils.seed import seeded_generator
 
 pytestmark = pytest.mark.integration
 

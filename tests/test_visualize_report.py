@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from scgan.reporting.report import ReportExample, format_metric, write_report
 from scgan.data.io import resize_map
+from scgan.reporting.report import ReportExample, format_metric, write_report
 from scgan.reporting.visualize import colorize, mask_contour, overlay
 from scgan.utils.atomic import save_png
 

@@ -134,10 +134,13 @@ class InputSpec:
     """How a model wants its images: the size rule and the channels.
 
     ``keep_aspect=False``: every image is resized to ``size`` x ``size`` (the SCGAN's S, aspect ignored).
-    ``keep_aspect=True``: the shorter side becomes ``size`` and the other keeps the aspect ratio, each side
-    rounded to a multiple of ``multiple`` (a fully convolutional model's stride). ``channels`` is 3 (RGB) or 1
-    (grey: the luma of RGB, exactly the value of a grey file).
+    ``keep_aspect=True``: the shorter side becomes ``size`` and the other keeps the aspect ratio (up to
+    ``MAX_ASPECT`` times ``size``: a sliver of an image is not blown up without bound), each side rounded to a
+    multiple of ``multiple`` (a fully convolutional model's stride). ``channels`` is 3 (RGB) or 1 (grey: the luma
+    of RGB, exactly the value of a grey file).
     """
+
+    MAX_ASPECT = 4
 
     size: int
     keep_aspect: bool = False
@@ -159,9 +162,9 @@ class InputSpec:
         """The (H, W) an (h, w) image is resized to."""
         if not self.keep_aspect:
             return self.size, self.size
-        scale = self.size / min(h, w)
+        scale = min(self.size / min(h, w), self.MAX_ASPECT * self.size / max(h, w))
         m = self.multiple
-        return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
+        return max(2 * m, round(h * scale / m) * m), max(2 * m, round(w * scale / m) * m)
 
     def to_dict(self) -> dict[str, int | bool]:
         return {"size": int(self.size), "keep_aspect": bool(self.keep_aspect), "multiple": int(self.multiple),

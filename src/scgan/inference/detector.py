@@ -63,16 +63,19 @@ def _rgb_from_array(a: np.ndarray) -> np.ndarray:
     return pil_to_rgb(Image.fromarray(np.ascontiguousarray(a)))  # alpha composited on black, like files
 
 
-def _reduce(im: Image.Image, max_side: int) -> Image.Image:
+def _reduce(im: Image.Image, max_side: int | None) -> Image.Image:
+    if max_side is None:
+        return im
     factor = -(-max(im.size) // max_side)
     return im.reduce(factor) if factor > 1 else im
 
 
-def read_input(x: ImageInput, max_side: int = MAX_SIDE) -> tuple[np.ndarray, tuple[int, int], str | None]:
+def read_input(x: ImageInput, max_side: int | None = MAX_SIDE) -> tuple[np.ndarray, tuple[int, int], str | None]:
     """One input -> (uint8 RGB (H, W, 3), the input's own (H, W), its path or None).
 
     An image whose longer side exceeds ``max_side`` comes back reduced by an integer factor (the
-    returned array is what is scored and shown; the second item is still the input's size).
+    returned array is what is scored and shown; the second item is still the input's size); None keeps every
+    pixel (tiled scoring; the decoder's pixel limit still holds).
     Raises :class:`scgan.data.io.ImageReadError` for unreadable files, :class:`InputError` for bad arrays.
     """
     if isinstance(x, (str, os.PathLike)):
@@ -86,7 +89,7 @@ def read_input(x: ImageInput, max_side: int = MAX_SIDE) -> tuple[np.ndarray, tup
     if isinstance(x, np.ndarray):
         size = (int(x.shape[0]), int(x.shape[1])) if x.ndim >= 2 else (0, 0)
         rgb = _rgb_from_array(x)
-        if max(rgb.shape[:2]) > max_side:
+        if max_side is not None and max(rgb.shape[:2]) > max_side:
             rgb = np.asarray(_reduce(Image.fromarray(rgb), max_side))
         return rgb, size, None
     raise InputError(f"cannot score a {type(x).__name__}: give a file path, file bytes, a PIL image or a numpy array")
