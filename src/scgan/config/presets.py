@@ -53,7 +53,7 @@ def scgan_preset() -> Config:
     clean), about 600 optimiser steps whatever the category's size, with DRAEM's step decay of the learning
     rate at 80% and 90% of them; ``auto`` chooses the score on confetti at full, half and quarter strength.
     Sizes were set from measured cost, not from any test result: at 64 px one step of the head (width 16)
-    costs about one step of G and D, one of width 32 three times as much (benchmarks/head_cost.py); 600 steps
+    costs about one step of G and D, one of width 32 three times as much (studies/scgan_head/head_cost.py); 600 steps
     were meant to keep a run near 10 CPU minutes (measured: 15-17, docs/detection.md).
     """
     cfg = cpu_preset()

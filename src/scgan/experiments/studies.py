@@ -228,7 +228,8 @@ def _resolution_sentence(res: StudyResult) -> str:
     sizes = sorted(" x ".join(map(str, r)) for r in found if r)
     if not sizes:
         return "No pixel metrics (image-level runs only)."
-    older = " (runs older than issue 13 do not record it: they were computed at S)" if None in found else ""
+    older = (" (runs tested before pixel metrics moved to the masks' resolution do not record it: they were computed"
+             " at S)") if None in found else ""
     return f"Pixel AUROC and AUPRO at {', '.join(sizes)} px, the masks' stored resolution{older}."
 
 

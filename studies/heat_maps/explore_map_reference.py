@@ -6,7 +6,7 @@ mean and spread ("zscore"); pixel AUROC, AUPRO and the image AUROC of the map's 
 to the plain maps'. The reference uses normal validation images only, but this script reads the test
 labels to compare: any adoption of the idea must say it was found this way (docs/reproduction.md).
 
-    python benchmarks/explore_map_reference.py runs/time_to_quality/bottle_seed0/train/model.pt ...
+    python studies/heat_maps/explore_map_reference.py runs/time_to_quality/bottle_seed0/train/model.pt ...
 """
 from __future__ import annotations
 

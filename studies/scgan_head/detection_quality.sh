@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Issue 14's runs: the default preset (SCGAN + learned head) on bottle, metal_nut and magnetic_tile, seeds 0-2,
-# each with its AUROC-vs-CPU-minutes curve (benchmarks/time_to_quality.py; checkpoints scored after training,
+# The runs behind the scgan preset (SCGAN + learned head) on bottle, metal_nut and magnetic_tile, seeds 0-2,
+# each with its AUROC-vs-CPU-minutes curve (studies/scgan_head/time_to_quality.py; checkpoints scored after training,
 # never used to select: the reported model is the last epoch). Seed 0 of every category first.
-#   bash benchmarks/detection_quality.sh [PRESET] [SEEDS]      e.g.  bash benchmarks/detection_quality.sh default "0 1 2"
+#   bash studies/scgan_head/detection_quality.sh [PRESET] [SEEDS]      e.g.  bash studies/scgan_head/detection_quality.sh scgan "0 1 2"
 # CATS="bottle metal_nut" and THREADS=1 split the work into two streams that run side by side on 2 cores.
 # OVERRIDES="train.lr_milestones=0.8,0.9" NAME=lrsteps: a variant of the preset, in results/detection_NAME.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PRESET=${1:-default}
 SEEDS=${2:-"0 1 2"}
 DATA=${DATA:-../shared/data}
@@ -27,7 +27,7 @@ for seed in $SEEDS; do
     dest="$OUT/${cat}_seed$seed"
     [ -f "$dest/curve.json" ] && { echo "done: $dest"; continue; }
     echo "== $cat seed $seed ($(date +%T))"
-    "$PY" benchmarks/time_to_quality.py "${args[@]}" --category "$cat" --preset "$PRESET" --seed "$seed" \
+    "$PY" studies/scgan_head/time_to_quality.py "${args[@]}" --category "$cat" --preset "$PRESET" --seed "$seed" \
       --threads "$THREADS" --output "$dest" --work "runs/detection_$NAME/${cat}_seed$seed" ${EXTRA[@]+"${EXTRA[@]}"}
   done
 done

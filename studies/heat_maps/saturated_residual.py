@@ -5,7 +5,7 @@ pixel scale) of its normal validation images at pixels whose value is saturated 
 (all channels >= 0.99: pure white; all <= -0.99: pure black) and at all other pixels, and the
 restoration's value there. No test image or label is read.
 
-    python benchmarks/saturated_residual.py results/runs/mvtec_bottle/*_seed0/train/model.pt
+    python studies/heat_maps/saturated_residual.py results/runs/mvtec_bottle/*_seed0/train/model.pt
 """
 from __future__ import annotations
 

@@ -3,18 +3,18 @@
 For each category and seed it reads the reported model's (last epoch's) test metrics:
 
 - SCGAN + head (``default`` preset): ``results/detection_default/<category>_seed<k>/curve.json``
-  (``benchmarks/detection_quality.sh default``), which also holds the run's CPU time;
+  (``studies/scgan_head/detection_quality.sh default``), which also holds the run's CPU time;
 - SCGAN without a head (``cpu`` preset): for bottle and metal_nut Table 1's runs
   (``results/benchmark_mvtec_256px``) re-scored by ``scgan test`` into ``--rescored`` (they were trained before
   ``ssim_max`` and ``msgms_max`` existed; re-scoring changes no weight and no calibration), else
-  ``results/detection_cpu/<category>_seed<k>/curve.json`` (``benchmarks/detection_quality.sh cpu``).
+  ``results/detection_cpu/<category>_seed<k>/curve.json`` (``studies/scgan_head/detection_quality.sh cpu``).
 
 It prints and writes ``table.md``, ``table.json`` and ``curves.png`` to ``--output``: mean ± std over the seeds
-found, each run's numbers, the bars of issue 14, and how often ``auto`` (chosen on validation images and
+found, each run's numbers, the image AUROC bars the learned head was set, and how often ``auto`` (chosen on validation images and
 confetti, never on test images) picked the score that was best on the test set. That last figure is an observation: the
 "best on test" column is an oracle that no model may use.
 
-    python benchmarks/detection_table.py      # after the runs: reads results/, writes results/table1_detection
+    python studies/scgan_head/detection_table.py      # after the runs: reads results/, writes results/table1_detection
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from scgan.utils.tables import fmt_mean_std, markdown_table, num, pct
 
 CATEGORIES = ("bottle", "metal_nut", "magnetic_tile")
 SEEDS = (0, 1, 2)
-BARS = {"bottle": 0.983, "metal_nut": 0.901, "magnetic_tile": 0.90}  # issue 14's image AUROC bars
+BARS = {"bottle": 0.983, "metal_nut": 0.901, "magnetic_tile": 0.90}  # the image AUROC bars the learned head was set (the paper's SCGAN where published)
 PIXEL_BAR, CPU_BAR = 0.95, 30.0
 
 
@@ -56,7 +56,7 @@ def collect(results: Path, rescored: Path, head_runs: str = "detection_default",
             reselect: Path | None = None) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """{model: {category: [run per seed found]}} for model in ("head", "headless").
 
-    ``reselect``: a ``benchmarks/reselect.py`` output (reselect.json) for the head runs; each run found there
+    ``reselect``: a ``studies/scgan_head/reselect.py`` output (reselect.json) for the head runs; each run found there
     gets ``refit``, the score today's ``auto`` picks when re-fitted on the run's validation split."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {"head": {}, "headless": {}}
     refit = {}
@@ -141,11 +141,11 @@ def markdown(data: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     n = len(match)
     refits = sum("refit" in r for runs in data["head"].values() for r in runs)
     rule = (f"\"Today's rule\" is the pick of `auto` as the default preset now makes it (confetti at strengths 1, "
-            f"0.5 and 0.25), re-fitted on each run's own validation split by `benchmarks/reselect.py` for the "
+            f"0.5 and 0.25), re-fitted on each run's own validation split by `studies/scgan_head/reselect.py` for the "
             f"{refits} head run(s) trained before that rule; the bars and the match count use it." if refits else
             "\"Today's rule\" is each run's own pick: the runs were trained with the rule the preset has now.")
     return "\n".join([
-        "# Table 1 with the learned head (issue 14)",
+        "# Table 1 with the learned head",
         "",
         "Image AUROC % on the test split, mean ± std over the seeds found; pixel AUROC and AUPRO at 256 x 256 (the "
         "masks' stored resolution). Every model is its run's last epoch; `auto` chose each model's default score on "
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--head-runs", default="detection_default",
                    help="the folder under --results of the head runs, <category>_seed<k>/curve.json")
     p.add_argument("--reselect", default="results/table1_detection/reselect/reselect.json",
-                   help="benchmarks/reselect.py's output for the head runs (used if it exists)")
+                   help="studies/scgan_head/reselect.py's output for the head runs (used if it exists)")
     p.add_argument("--output", default="results/table1_detection")
     args = p.parse_args(argv)
     data = collect(Path(args.results), Path(args.rescored), args.head_runs, Path(args.reselect))

@@ -1,7 +1,7 @@
 """Time the synthetic anomalies as training runs them: ms per batch of 16 on the CPU, one thread.
 
-    python scripts/bench_synthetic.py                 # copypaste, perlin, mixture at S = 64 and 128
-    python scripts/bench_synthetic.py --sizes 256 --names perlin
+    python benchmarks/bench_synthetic.py                 # copypaste, perlin, mixture at S = 64 and 128
+    python benchmarks/bench_synthetic.py --sizes 256 --names perlin
 
 Prints wall and process (CPU) milliseconds, and each one's ratio to copypaste: on a shared CPU the
 absolute numbers move with the load, the ratios much less.

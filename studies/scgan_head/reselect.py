@@ -4,10 +4,10 @@ For each model, the calibration is re-fitted on the model's own normal validatio
 calibrated on) with the given score settings (e.g. ``score.selection_strengths=1,0.5,0.25``), once as the
 model was trained and once with the overrides, and the two picks are printed side by side. No test image is
 involved in either pick. Then, as an observation only, each pick's image AUROC on the test set is read from
-the run's ``curve.json`` (``benchmarks/time_to_quality.py``), with the best test score beside it: an oracle
+the run's ``curve.json`` (``studies/scgan_head/time_to_quality.py``), with the best test score beside it: an oracle
 that no model may use.
 
-    python benchmarks/reselect.py --runs runs/detection_default --curves results/detection_default \\
+    python studies/scgan_head/reselect.py --runs runs/detection_default --curves results/detection_default \\
         --output results/table1_detection/reselect score.selection_strengths=1,0.5,0.25
 """
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             + f"\n\nThe pick matched the best test score in {old_matches} of {len(rows)} runs as trained, "
               f"{new_matches} of {len(rows)} with the overrides (an observation, never used to choose).\n")
     atomic_write_text(args.output / "reselect.md", text)
-    info = run_info(command="python benchmarks/reselect.py " + " ".join(argv or sys.argv[1:]))
+    info = run_info(command="python studies/scgan_head/reselect.py " + " ".join(argv or sys.argv[1:]))
     atomic_write_text(args.output / "reselect.json", json.dumps(
         {"info": info, "runs_folder": str(args.runs), "curves_folder": str(args.curves), "runs": records}, indent=2))
     print(text)

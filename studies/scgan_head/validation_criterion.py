@@ -1,12 +1,12 @@
 """The validation-only criterion behind a preset change: a score's separation of faint synthetic defects.
 
 For each run of a variant (``--runs``, model files trained with ``score.selection_strengths`` including
-``--strength``) and of the baseline (``--baseline``, a ``benchmarks/reselect.py`` output re-fitted with the same
+``--strength``) and of the baseline (``--baseline``, a ``studies/scgan_head/reselect.py`` output re-fitted with the same
 strengths), it prints the validation AUROC of ``--score`` against normal validation images with confetti at
 ``--strength``, and the two means over the runs both have. Normal validation images and synthetic defects only:
 no test image is read.
 
-    python benchmarks/validation_criterion.py --runs runs/detection_lrsteps \\
+    python studies/scgan_head/validation_criterion.py --runs runs/detection_lrsteps \\
         --baseline results/table1_detection/reselect/reselect.json
 """
 from __future__ import annotations

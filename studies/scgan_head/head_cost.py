@@ -3,7 +3,7 @@
 Single-threaded process time per step of a batch of 16 (forward, backward, Adam), the mean of 5 steps after one
 warm-up; run it on an idle machine (``uptime``) and read the figures as ratios measured side by side.
 
-    python benchmarks/head_cost.py
+    python studies/scgan_head/head_cost.py
 """
 from __future__ import annotations
 

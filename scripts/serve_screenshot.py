@@ -1,6 +1,6 @@
 """The screenshot of the ``scgan serve`` page in docs/serve.png: a real server, headless Chromium, two images.
 
-    python benchmarks/serve_screenshot.py --checkpoint MODEL --output docs/serve.png IMAGE [IMAGE ...]
+    python scripts/serve_screenshot.py --checkpoint MODEL --output docs/serve.png IMAGE [IMAGE ...]
 
 Uses the DevTools driver of the browser test (tests/browser.py) and Debian's ``chromium``.
 """

@@ -8,9 +8,9 @@ CPU time is this process's user + system time (all threads) from the start of tr
 end of each epoch (so it includes the per-epoch validation pass that calibrates); wall time is
 recorded beside it. Scoring the checkpoints afterwards is not counted.
 
-    python benchmarks/time_to_quality.py --root ../shared/data/mvtec_ad --category bottle --every 5 \\
+    python studies/scgan_head/time_to_quality.py --root ../shared/data/mvtec_ad --category bottle --every 5 \\
         --output results/time_to_quality/bottle                      # cpu preset: 40 epochs
-    python benchmarks/time_to_quality.py --quick --output /tmp/ttq   # demo data, 2 epochs, ~1 min
+    python studies/scgan_head/time_to_quality.py --quick --output /tmp/ttq   # demo data, 2 epochs, ~1 min
 
 Writes ``curve.json``, ``curve.md`` and ``curve.png`` to ``--output``; the training run (weights) and
 the per-checkpoint scores go to ``--work`` (default ``runs/time_to_quality/CATEGORY_seedSEED``, which
