@@ -1,0 +1,126 @@
+"""The product's detectors side by side: the `default` preset (feature memory) against the `scgan` preset (SCGAN +
+learned head), on the shared bottle, metal_nut and magnetic_tile data, seeds 0-2, each as a user runs it.
+
+Every run is two fresh processes, `scgan train` then `scgan test`, so that their CPU time (user + system) and
+peak memory are the process's own. The reported model is the last state (no selection); its test metrics come
+from `scgan test` (pixel metrics at the masks' 256 px). Scoring speed is `benchmarks/scoring_speed.py`'s.
+
+    python benchmarks/detectors.py --presets default,scgan --seeds 0,1,2 --threads 1 --jobs 2
+    python benchmarks/detectors.py --table-only        # the table from the runs already made
+
+Writes results/detectors/<preset>/<category>_seed<k>/{run.json, train/, test/} (weights are not committed) and
+results/detectors/table.md. A finished run (its run.json) is never redone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+CATEGORIES = {"bottle": ["--dataset", "mvtec", "--root", str(DATA / "mvtec_ad"), "--category", "bottle"],
+              "metal_nut": ["--dataset", "mvtec", "--root", str(DATA / "mvtec_ad"), "--category", "metal_nut"],
+              "magnetic_tile": ["--dataset", "folder", "--root", str(DATA / "magnetic_tile")]}
+# The bars the default preset is held to (image AUROC, pixel AUROC); cost bars: fit + test <= 5 CPU minutes,
+# peak memory <= 2 GB while fitting, scoring >= 30 images/s at 256 px (benchmarks/scoring_speed.py).
+BARS = {"bottle": (0.995, 0.98), "metal_nut": (0.99, 0.98), "magnetic_tile": (0.95, 0.85)}
+
+
+def timed(cmd: list[str], threads: int, log: Path) -> dict:
+    """Run ``cmd`` in a fresh process; its wall seconds, CPU seconds (user + system) and peak RSS (MB)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
+    return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def run(preset: str, category: str, seed: int, threads: int, out: Path) -> dict:
+    dest = out / preset / f"{category}_seed{seed}"
+    if (dest / "run.json").exists():
+        return json.loads((dest / "run.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    scgan = [sys.executable, "-c", f"import torch, sys; torch.set_num_threads({threads}); "
+                                   "from scgan.cli import main; sys.exit(main())"]
+    fit = timed([*scgan, "train", "--preset", preset, *CATEGORIES[category], "--output", str(dest / "train"),
+                 "--overwrite", "--no-progress", f"seed={seed}"], threads, dest / "train.log")
+    test = timed([*scgan, "test", "--checkpoint", str(dest / "train" / "model.pt"), "--output", str(dest / "test"),
+                  "--no-progress"], threads, dest / "test.log")
+    m = json.loads((dest / "test" / "metrics.json").read_text())
+    record = {"preset": preset, "category": category, "seed": seed, "threads": threads, "fit": fit, "test": test,
+              "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"], "aupro": m["aupro"],
+              "default_score": m["default_score"], "pixel_metrics_resolution": m.get("pixel_metrics_resolution"),
+              "info": m.get("info", {})}
+    (dest / "run.json").write_text(json.dumps(record, indent=2))
+    print(f"{preset} {category} seed {seed}: image AUROC {100 * record['image_auroc']:.1f}, pixel "
+          f"{100 * record['pixel_auroc']:.1f}, fit+test {(fit['cpu_s'] + test['cpu_s']) / 60:.1f} CPU min",
+          flush=True)
+    return record
+
+
+def _mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    v = np.asarray(values, dtype=float) * scale
+    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+
+def table(out: Path, presets: list[str], speed: dict) -> str:
+    rows = ["| category | preset | image AUROC | pixel AUROC | AUPRO | fit + test CPU min | peak RSS fit (MB) | "
+            "images/s at 256 px | seeds |", "|---" * 9 + "|"]
+    for cat in CATEGORIES:
+        for preset in presets:
+            runs = [json.loads(p.read_text()) for p in sorted((out / preset).glob(f"{cat}_seed*/run.json"))]
+            if not runs:
+                continue
+            cpu = [(r["fit"]["cpu_s"] + r["test"]["cpu_s"]) / 60 for r in runs]
+            rss = max(r["fit"]["peak_rss_mb"] for r in runs)
+            ips = speed.get(preset, {}).get(cat)
+            rows.append(f"| {cat} | {preset} | {_mean_std([r['image_auroc'] for r in runs])} | "
+                        f"{_mean_std([r['pixel_auroc'] for r in runs])} | {_mean_std([r['aupro'] for r in runs])} | "
+                        f"{_mean_std(cpu, 1.0)} | {rss:.0f} | {'n/a' if ips is None else f'{ips:.1f}'} | "
+                        f"{', '.join(str(r['seed']) for r in runs)} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="default,scgan")
+    ap.add_argument("--categories", default=",".join(CATEGORIES))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once")
+    ap.add_argument("--output", default="results/detectors")
+    ap.add_argument("--speed", default="results/detectors/scoring_speed.json",
+                    help="benchmarks/scoring_speed.py's output, for the images/s column")
+    ap.add_argument("--table-only", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.output)
+    presets = args.presets.split(",")
+    if not args.table_only:
+        todo = [(p, c, int(s)) for s in args.seeds.split(",") for p in presets for c in args.categories.split(",")]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda job: run(*job, args.threads, out), todo))
+    speed = json.loads(Path(args.speed).read_text()) if Path(args.speed).exists() else {}
+    text = table(out, presets, speed.get("images_per_s", {}))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
+    header = (f"# Detectors side by side\n\n`python benchmarks/detectors.py {' '.join(sys.argv[1:])}` at commit "
+              f"{commit.strip()}; CPU time is user + system of the train and test processes (getrusage of each "
+              "child); mean ± std over seeds; pixel metrics at the masks' 256 px; last state, no selection.\n\n")
+    (out / "table.md").write_text(header + text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
