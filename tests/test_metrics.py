@@ -65,6 +65,17 @@ def test_pixel_auroc_matches_sklearn():
     assert ours == pytest.approx(ref, abs=1e-5)
 
 
+def test_pixel_auroc_of_maps_far_outside_0_1_is_their_ranking():
+    """Feature-distance maps run 20-50; read as logits they would all squash to one value (AUROC 0.5)."""
+    rng = np.random.default_rng(1)
+    masks = np.zeros((3, 16, 16), bool)
+    masks[0, 4:9, 4:9] = True
+    maps = 22.0 + rng.random(masks.shape) + 25.0 * masks
+    assert pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-6) == 1.0
+    assert pixel_auroc(-maps, masks) == pytest.approx(0.0, abs=1e-6)
+    assert pixel_auroc(np.full(masks.shape, 40.0), masks) == pytest.approx(0.5)
+
+
 def test_pixel_auroc_single_class_is_nan():
     assert math.isnan(pixel_auroc(np.random.rand(2, 8, 8), np.zeros((2, 8, 8), bool)))
     assert math.isnan(pixel_auroc(np.random.rand(2, 8, 8), np.ones((2, 8, 8), bool)))

@@ -68,8 +68,14 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
     m, g = _check_maps(maps, masks)
     if g.all() or not g.any():
         return float("nan")
-    # torchmetrics sorts in torch, about twice as fast as sklearn on millions of pixels.
-    auc = binary_auroc(torch.from_numpy(m.ravel()), torch.from_numpy(g.ravel()).long(), thresholds=None,
+    # torchmetrics sorts in torch, about twice as fast as sklearn on millions of pixels. It reads values outside
+    # [0, 1] as logits and squashes them with a sigmoid, which in float32 makes every value above ~17 equal (a
+    # feature distance map of 20-50 would score 0.5): the maps are min-max scaled to [0, 1] first, which keeps
+    # their order, so the AUROC.
+    flat = m.ravel().astype(np.float64)
+    lo, hi = float(flat.min()), float(flat.max())
+    scaled = (flat - lo) / (hi - lo) if hi > lo else np.zeros_like(flat)
+    auc = binary_auroc(torch.from_numpy(scaled), torch.from_numpy(g.ravel()).long(), thresholds=None,
                        validate_args=False)
     return float(auc)
 
