@@ -49,8 +49,12 @@ def test_csv_cells_numbers_and_formulas():
     assert decision_label(None) == ""
 
 
+SCRIPTS = {p.stem: p for folder in ("benchmarks", "studies", "scripts") for p in (REPO / folder).rglob("*.py")}
+
+
 def _load_script(name: str):
-    path = REPO / "benchmarks" / f"{name}.py"
+    path = SCRIPTS[name]
+    sys.path.insert(0, str(path.parent))  # a study's scripts import each other
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
@@ -58,8 +62,8 @@ def _load_script(name: str):
     return mod
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "benchmarks").glob("*.py")))
-def test_benchmark_scripts_import(name):
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_benchmark_study_and_figure_scripts_import(name):
     """The scripts are not run by the suite; their imports at least follow the package's layout."""
     _load_script(name)
 
@@ -88,6 +92,25 @@ def test_benchmark_tables_use_the_shared_format():
            "image_auroc": dict.fromkeys(names, 0.9321), "default_score": "map_max"}
     text = ttq.markdown([row], {"threads": 2, "total_cpu_s": 182.0, "total_wall_s": 120.0}, load_config("cpu"))
     assert "| 40 (reported) | 3.0 | 2.0 | 0.932 | 0.932 | map_max | - | - |" in text
+
+
+def test_table_6_shows_the_papers_group_averages_on_the_average_rows():
+    from scgan.experiments.studies import STUDIES, StudyResult, ablation_table
+
+    def m(v):
+        return {"scores": {"as": {"image_auroc": v}, "map_max": {"image_auroc": v}}}
+
+    variants = STUDIES["augmentation"]
+    res = StudyResult("augmentation", variants, ["carpet", "bottle", "metal_nut"], [0],
+                      {v.name: {"carpet": [m(0.8)], "bottle": [m(0.9)], "metal_nut": [m(0.7)]} for v in variants}, {})
+    _, rows = ablation_table("mvtec", res)
+    header = rows[0]
+    col = header.index("copypaste paper (its group average)")
+    by_label = {(r[0], r[1]): r for r in rows[1:]}
+    assert by_label[("Texture", "carpet")][col] == "n/a"
+    assert by_label[("Object", "**Average**")][col] == "94.0"  # the paper's Table 6, objects, CopyPaste
+    assert by_label[("All", "**Average**")][col] == "92.6"
+    assert "none paper (its group average)" not in header  # the paper does not publish 'none'
 
 
 def test_study_tables_show_mean_and_std_over_seeds():
