@@ -41,8 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scgan.utils.runinfo import available_cores
-from scgan.utils.runinfo import cpu_model
+from scgan.utils.runinfo import available_cores, cpu_model
 from scgan.utils.tables import markdown_table, num, pct
 
 # What a throw-away prototype of the same networks measured on 2 CPU cores (torch 2.13, eager, fp32,
@@ -491,7 +490,8 @@ def profile_summary(result: dict[str, Any], peak: float) -> str:
     if conv:
         flops_step = result["flop_per_img"] * result.get("batch", 1)
         rate = flops_step / conv / 1e9
-        lines.append(f"convolutions run at ~{rate:.0f} GFLOP/s = {pct(rate / peak, 0, unit='%')} of the fp32 matmul peak "
+        share = pct(rate / peak, 0, unit='%')
+        lines.append(f"convolutions run at ~{rate:.0f} GFLOP/s = {share} of the fp32 matmul peak "
                      f"({peak:.0f} GFLOP/s); FLOPs counted by FlopCounterMode are convolutions and matmuls only")
     return "\n".join(lines)
 

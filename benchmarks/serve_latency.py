@@ -165,7 +165,8 @@ def main() -> None:
     figures["uptime_after"] = _uptime()
     tmp.cleanup()
 
-    head = "| backend | p50 (ms) | p95 (ms) | " + " | ".join(f"{c} client{'s' if c > 1 else ''} (req/s)" for c in clients) + " |"
+    head = ("| backend | p50 (ms) | p95 (ms) | "
+            + " | ".join(f"{c} client{'s' if c > 1 else ''} (req/s)" for c in clients) + " |")
     print(head)
     print("|" + "---|" * (3 + len(clients)))
     for backend, row in figures["backends"].items():

@@ -8,7 +8,6 @@ one is the weave converted to grey and back to three equal channels, as the data
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from scgan.data.augment import build_augmentation  # noqa: E402
-from scgan.data.demo import render_demo_image  # noqa: E402
-from scgan.data.io import ImageReadError, image_to_tensor, load_image, tensor_to_image  # noqa: E402
-from scgan.utils.atomic import atomic_write_with  # noqa: E402
+from scgan.data.io import image_to_tensor, tensor_to_image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plot_augmentations import demo_rows, figure_main  # noqa: E402

@@ -234,7 +234,8 @@ def test_fainter_synthetic_defects_change_the_same_pixels_less(trained, demo_roo
     fitter = CalibrationFitter(loaded.scorer(), cfg)
     x = next(iter(loader))["image"]
     seen = []
-    fitter.scorer.run = lambda xa, raw=False: (seen.append(xa) or (torch.zeros(len(xa), len(fitter.scorer.names)), None))
+    fitter.scorer.run = lambda xa, raw=False: (seen.append(xa)
+                                               or (torch.zeros(len(xa), len(fitter.scorer.names)), None))
     fitter.add(x, 0)
     full, half, quarter = (s - x for s in seen[1:])
     changed = full.abs().sum(1) > 0

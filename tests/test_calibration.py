@@ -39,7 +39,8 @@ def test_auto_picks_the_score_that_separates_synthetic_defects():
 def test_auroc_ties_go_to_the_larger_margin_then_the_local_score():
     normal = _scores(**{k: [0.0, 1.0, 2.0] for k in SCORE_NAMES})
     synthetic = _scores(**{k: [3.0, 3.0, 3.0] for k in SCORE_NAMES})
-    assert fit_calibration(normal, SCORE_NAMES, 0.99, synthetic).selected_score == "map_max"  # full tie: preference order
+    # A full tie: the preference order decides.
+    assert fit_calibration(normal, SCORE_NAMES, 0.99, synthetic).selected_score == "map_max"
     synthetic[:, SCORE_NAMES.index("l_con")] = 9.0  # same AUROC (1.0), larger margin
     cal = fit_calibration(normal, SCORE_NAMES, 0.99, synthetic)
     assert cal.selection["l_con"] == cal.selection["map_max"] == 1.0

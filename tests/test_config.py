@@ -75,3 +75,26 @@ def test_list_settings_from_the_command_line_and_yaml():
         load_config("cpu", overrides=["score.selection_strengths=1,x"])
     with pytest.raises(ValueError, match=r"selection_strengths must be one or more numbers in \(0, 1\]"):
         load_config("cpu", overrides=["score.selection_strengths=0"])
+
+
+@pytest.mark.parametrize("name", ["default", "scgan", "cpu", "gpu", "paper"])
+def test_shipped_config_files_are_generated_from_the_schema(name):
+    """configs/*.yaml are written by `make configs` from the schema's comments and the presets, never by hand."""
+    import yaml
+
+    from scgan.config import PRESETS, commented_yaml
+    from scgan.config.commented import preset_file
+
+    assert set(PRESETS) == {"default", "scgan", "cpu", "gpu", "paper"}
+    text = preset_file(name).read_text(encoding="utf-8")
+    assert text == commented_yaml(get_preset(name)), f"configs/{name}.yaml is stale: run 'make configs'"
+    assert yaml.safe_load(text) == get_preset(name).to_dict()
+
+
+def test_a_setting_of_the_other_kind_of_model_is_refused():
+    with pytest.raises(ValueError, match=r"model.image_size is a setting of the scgan model.*--preset scgan"):
+        load_config("default", overrides=["image_size=64"])
+    with pytest.raises(ValueError, match=r"patchcore.resolution is a setting of the patchcore model"):
+        load_config("cpu", overrides=["patchcore.resolution=320"])
+    assert load_config("default", overrides=["seed=3"]).train.seed == 3  # every kind has a seed
+    assert load_config("cpu", overrides=["model.kind=patchcore", "resolution=320"]).patchcore.resolution == 320

@@ -45,7 +45,8 @@ def _imports(module: str, path: Path) -> set[str]:
                 continue  # the root's one eager name: it imports nothing
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}
     return {m for m in found if m == "scgan" or m.startswith("scgan.")}

@@ -75,7 +75,8 @@ def test_mscam_matches_hand_computation():
 
     def bn(layer, t):
         scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
-        return (t - layer.running_mean[None, :, None, None]) * scale[None, :, None, None] + layer.bias[None, :, None, None]
+        shift = layer.bias[None, :, None, None]
+        return (t - layer.running_mean[None, :, None, None]) * scale[None, :, None, None] + shift
 
     def pw(conv, t):  # 1x1 convolution as a matrix product
         w = conv.weight[:, :, 0, 0]

@@ -73,7 +73,8 @@ def test_pixel_metrics_are_computed_at_the_masks_stored_resolution(trained, tmp_
     out = run_test(res.model_path, tmp_path / "test", root=str(root), progress=False, report=False)
     m = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert m["pixel_metrics_resolution"] == [64, 64]
-    assert np.stack(out.result.maps).shape[1:] == np.stack(out.result.masks).shape[1:] == (32, 32)  # what the scorer saw
+    # What the scorer saw:
+    assert np.stack(out.result.maps).shape[1:] == np.stack(out.result.masks).shape[1:] == (32, 32)
     stored = build_dataset("mvtec", root, demo_category, "test", 32).stored_masks()
     assert stored.shape[1:] == (64, 64) and stored.any()
     full = maps_at(out.result.maps, (64, 64))

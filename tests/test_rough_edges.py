@@ -55,7 +55,8 @@ def test_report_examples_show_the_stored_resolution_truth_and_decision(trained, 
     shutil.copytree(demo_root / demo_category, root / demo_category)
     for p in (root / demo_category).rglob("*.png"):  # stored at 96 x 80 px, scored at S = 32
         im = Image.open(p)
-        im.resize((96, 80), Image.Resampling.NEAREST if "ground_truth" in p.parts else Image.Resampling.BILINEAR).save(p)
+        nearest = "ground_truth" in p.parts
+        im.resize((96, 80), Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR).save(p)
     seen = []
     real = scgan.reporting.report.write_report
 

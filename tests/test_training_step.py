@@ -144,7 +144,8 @@ def test_collapsed_discriminator_is_reinitialised_and_training_goes_on(tmp_path,
     assert matches, "the final D is not a seeded re-initialisation"
     base_ckpt = torch.load(trained[0].last_checkpoint, map_location="cpu", weights_only=True)
     assert base_ckpt["scgan_d_resets"] == 0
-    base_d = {k[len("discriminator."):]: v for k, v in base_ckpt["state_dict"].items() if k.startswith("discriminator.")}
+    base_d = {k[len("discriminator."):]: v for k, v in base_ckpt["state_dict"].items()
+              if k.startswith("discriminator.")}
     assert any(not torch.equal(base_d[k], reset_d[k]) for k in base_d if k.endswith("weight"))
 
 

@@ -7,7 +7,8 @@ made once at the data's 256 px and brought to each model's input as a file would
 is normalised by its calibration (min-max on normal validation images) and its map by its heat-map scale; the
 fusion is their mean.
 
-    python studies/feature_detector/fusion.py --runs results/detectors --output studies/feature_detector/results/fusion.json
+    python studies/feature_detector/fusion.py --runs results/detectors \
+        --output studies/feature_detector/results/fusion.json
 """
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from settings import KINDS, defects  # noqa: E402  (this folder's own script)
 
 from scgan.artifacts.model_file import load_model
 from scgan.data.datasets import dataset_for
 from scgan.data.io import image_to_array, prepare_image, resize_map, tensor_to_image
 from scgan.evaluation.metrics import image_auroc, pixel_auroc
-
-from settings import KINDS, defects  # noqa: E402  (this folder's own script)
 
 CATEGORIES = ("bottle", "metal_nut", "magnetic_tile")
 

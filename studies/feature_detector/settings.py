@@ -34,8 +34,8 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CATEGORIES = {"bottle": ("mvtec", DATA / "mvtec_ad"), "metal_nut": ("mvtec", DATA / "mvtec_ad"),
               "magnetic_tile": ("folder", DATA / "magnetic_tile")}
 # name -> (augmentation, patches, strength); patches of 1% of the image area, as the `auto` rule's confetti.
-KINDS = {"confetti_1": ("confetti", 3, 1.0), "confetti_0.5": ("confetti", 3, 0.5), "confetti_0.25": ("confetti", 3, 0.25),
-         "perlin": ("perlin", 0, 1.0), "copypaste": ("copypaste", 3, 1.0)}
+KINDS = {"confetti_1": ("confetti", 3, 1.0), "confetti_0.5": ("confetti", 3, 0.5),
+         "confetti_0.25": ("confetti", 3, 0.25), "perlin": ("perlin", 0, 1.0), "copypaste": ("copypaste", 3, 1.0)}
 
 
 def cpu_seconds() -> float:

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from scgan.calibration.fit import calibrate, recalibration_config
 from scgan.artifacts.model_file import load_model
+from scgan.calibration.fit import calibrate, recalibration_config
 from scgan.config.overrides import parse_overrides
 from scgan.training.datamodule import SCGANDataModule
 from scgan.utils.atomic import atomic_write_text

@@ -99,7 +99,8 @@ def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], ca
         "config": config.identity(),  # runtime settings are where it ran, not what the model is
         "input": (input_spec or get_kind(config.model.kind).input_spec(config)).to_dict(),
         "augmentation": augmentation,
-        "parts": {name: {k: v.detach().cpu() for k, v in module.state_dict().items()} for name, module in parts.items()},
+        "parts": {name: {k: v.detach().cpu() for k, v in module.state_dict().items()}
+                  for name, module in parts.items()},
         "calibration": calibration.to_dict() if calibration else None,
         "meta": dict(meta or {}),
     }

@@ -13,7 +13,8 @@ import numpy as np
 
 # When synthetic defects separate two scores equally well, prefer the earlier one (learned before local
 # before global); a model's scores not listed here come last.
-SELECTION_PREFERENCE: tuple[str, ...] = ("seg_max", "map_max", "patch_max", "msgms_max", "ssim_max", "l_con", "as", "l_enc")
+SELECTION_PREFERENCE: tuple[str, ...] = ("seg_max", "map_max", "patch_max", "msgms_max", "ssim_max", "l_con", "as",
+                                         "l_enc")
 
 
 def preference_order(names: Sequence[str]) -> list[str]:

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     detector = Detector.load(args.onnx or args.checkpoint, backend="onnx" if args.onnx else None)
     limits = Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
                     workers=args.workers, queue=args.queue, timeout_s=args.timeout)
-    print(f"serving {detector.path} ({detector.backend}) on http://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
+    print(f"serving {detector.path} ({detector.backend}) on http://{args.host}:{args.port}/  (Ctrl-C stops)",
+          flush=True)
     serve(detector, host=args.host, port=args.port, limits=limits)
     return 0

@@ -19,7 +19,8 @@ HELP = "fit a model on the normal images of one category"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_options(p, required=True)
     p.add_argument("--output", required=True, help="output folder (model.pt; an SCGAN also writes checkpoints, logs)")
-    p.add_argument("--resume", help="an SCGAN: resume from a checkpoint path, or 'auto' for OUTPUT/checkpoints/last.ckpt")
+    p.add_argument("--resume",
+                   help="an SCGAN: resume from a checkpoint path, or 'auto' for OUTPUT/checkpoints/last.ckpt")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the training run OUTPUT holds, then train anew (without it such a folder is refused)")
     p.add_argument("--test", action="store_true", help="run 'scgan test' on the test split after training")

@@ -26,6 +26,7 @@ from scgan.config.schema import (
 
 __all__ = ["ADDED_LATER", "IDENTITY_SECTIONS", "KIND_SECTIONS", "MIXTURE_SOURCES", "MOVED", "PRECISIONS", "PRESETS",
            "SECTIONS", "AugmentConfig", "Config", "DataConfig", "LossConfig", "ModelConfig", "PatchCoreConfig",
-           "RuntimeConfig", "ScoreConfig", "TrainConfig", "apply_mapping", "commented_yaml", "config_from_dict", "cpu_preset",
+           "RuntimeConfig", "ScoreConfig", "TrainConfig", "apply_mapping", "commented_yaml", "config_from_dict",
+           "cpu_preset",
            "default_preset", "get_preset", "gpu_preset", "load_config", "migrate_config", "paper_preset",
            "parse_overrides", "scgan_preset", "set_value", "to_yaml"]

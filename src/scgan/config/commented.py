@@ -60,7 +60,8 @@ def commented_yaml(cfg: Config, header: bool = True) -> str:
     ``cfg.to_dict()``."""
     lines: list[str] = []
     if header:
-        doc = (inspect.getdoc(PRESETS[cfg.preset]) or "").split("\n\n")[0].replace("\n", " ") if cfg.preset in PRESETS else ""
+        doc = (inspect.getdoc(PRESETS[cfg.preset]) or "") if cfg.preset in PRESETS else ""
+        doc = doc.split("\n\n")[0].replace("\n", " ")
         lines += [f"# The {cfg.preset} preset. {doc}".rstrip(),
                   f"# Every setting with its value in this preset (what `scgan config --preset {cfg.preset}` prints), "
                   "commented.",

@@ -91,7 +91,8 @@ def gpu_preset() -> Config:
     return cfg
 
 
-PRESETS = {"default": default_preset, "scgan": scgan_preset, "cpu": cpu_preset, "gpu": gpu_preset, "paper": paper_preset}
+PRESETS = {"default": default_preset, "scgan": scgan_preset, "cpu": cpu_preset, "gpu": gpu_preset,
+           "paper": paper_preset}
 
 
 def get_preset(name: str) -> Config:

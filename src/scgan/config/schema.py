@@ -283,7 +283,8 @@ class Config:
 SECTIONS = ("model", "loss", "augment", "data", "train", "score", "patchcore", "runtime")
 IDENTITY_SECTIONS = SECTIONS[:-1]
 # The sections that describe one kind of model only; config_key and the printed config leave out the other's.
-KIND_SECTIONS: dict[str, tuple[str, ...]] = {"scgan": ("model", "loss", "augment", "train"), "patchcore": ("patchcore",)}
+KIND_SECTIONS: dict[str, tuple[str, ...]] = {"scgan": ("model", "loss", "augment", "train"),
+                                             "patchcore": ("patchcore",)}
 # Settings in those sections that every kind uses: which kind, and the seed of its randomness.
 SHARED_KEYS: dict[str, tuple[str, ...]] = {"model": ("kind",), "train": ("seed",)}
 

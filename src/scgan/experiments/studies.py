@@ -222,7 +222,8 @@ def run_study(study: str, base: Config, *, dataset: str, root: str, categories: 
               f"- git commit: `{info['git_commit']}`\n- wall time of this invocation: {info['wall_time_s']} s\n"
               f"- runs reused from earlier invocations (not retrained): {len(reused)} of "
               f"{len({s.run_dir for *_, s in specs})} (listed in summary.json)\n"
-              f"- per-run metrics: `{(results / 'runs').as_posix()}/<dataset>_<category>/<config hash>_seed<k>/test/metrics.json`\n\n")
+              f"- per-run metrics: `{(results / 'runs').as_posix()}/<dataset>_<category>/<config hash>_seed<k>/"
+              "test/metrics.json`\n\n")
     atomic_write_text(out / "table.md", header + md)
     atomic_write_text(out / "table.csv", _csv(rows))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))

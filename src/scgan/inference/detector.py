@@ -126,7 +126,7 @@ class Result:
 
     @cached_property
     def heat(self) -> np.ndarray:
-        """float32 (H, W) in [0, 1] at ``image``'s resolution: the anomaly map over the largest seen on normal images."""
+        """float32 (H, W) in [0, 1] at ``image``'s resolution: the anomaly map scaled by the calibration."""
         amap = resize_map(self.anomaly_map, self.image.shape[:2])
         if self.calibration is not None:
             return self.calibration.heat(amap)

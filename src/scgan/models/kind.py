@@ -1,7 +1,8 @@
 """What every other layer needs to know of a kind of model.
 
 A kind (the paper's SCGAN, the feature-memory detector) lives in its own folder under ``scgan.models`` and
-describes itself with a :class:`ModelKind` (``scgan.models.registry`` lists them). Calibration, model files, the ``Detector``, ONNX export, reports
+describes itself with a :class:`ModelKind` (``scgan.models.registry`` lists them). Calibration, model files, the
+``Detector``, ONNX export, reports
 and every command work on any kind through it alone.
 """
 from __future__ import annotations

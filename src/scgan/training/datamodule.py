@@ -26,7 +26,8 @@ class SCGANDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> AnomalyDataset:
         """The split's dataset, built (decoded and cached) on first use."""
         if split not in self._datasets:
-            self._datasets[split] = dataset_for(self.cfg.data, split, get_kind(self.cfg.model.kind).input_spec(self.cfg))
+            spec = get_kind(self.cfg.model.kind).input_spec(self.cfg)
+            self._datasets[split] = dataset_for(self.cfg.data, split, spec)
         return self._datasets[split]
 
     def _world(self) -> tuple[int, int]:

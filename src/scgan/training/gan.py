@@ -177,7 +177,8 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
                          "use sync_batchnorm=false or --accelerator gpu")
     check_devices(rt.accelerator, rt.devices)
     return L.Trainer(
-        max_epochs=epochs or t.epochs, accelerator=rt.accelerator, devices=rt.devices, strategy=resolve_strategy(rt.strategy),
+        max_epochs=epochs or t.epochs, accelerator=rt.accelerator, devices=rt.devices,
+        strategy=resolve_strategy(rt.strategy),
         sync_batchnorm=sync_bn,
         precision=rt.precision, callbacks=cbs, plugins=[AtomicCheckpointIO()],
         logger=_loggers(output_dir, resumed_epoch) if enable_logging else False,

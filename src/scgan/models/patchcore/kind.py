@@ -28,7 +28,8 @@ def feature_dims(cfg: Config) -> int:
 def _input_spec(cfg: Config) -> InputSpec:
     p = cfg.patchcore
     stride = block_plan(p.backbone)[max(p.layers)].stride
-    return InputSpec(p.resolution, keep_aspect=True, multiple=stride, channels=3 if p.channels == "auto" else int(p.channels))
+    channels = 3 if p.channels == "auto" else int(p.channels)  # auto: resolved when fitted, stored in the model
+    return InputSpec(p.resolution, keep_aspect=True, multiple=stride, channels=channels)
 
 
 def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, nn.Module]:
@@ -46,7 +47,8 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
                            f"config's backbone and layers give")
     installed = weights_digest(cfg.patchcore.backbone)
     if memory.digest != installed:
-        raise RuntimeError(f"it was fitted with other {cfg.patchcore.backbone} weights (sha256 {memory.digest[:12]}...) "
+        raise RuntimeError(f"it was fitted with other {cfg.patchcore.backbone} weights (sha256 "
+                           f"{memory.digest[:12]}...) "
                            f"than the installed ones ({installed[:12]}...); fit it again")
     return {"memory": memory.eval()}
 

@@ -61,7 +61,8 @@ def ssim_map(
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"ssim needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < window_size:
-        raise ValueError(f"ssim needs images of at least {window_size} x {window_size} pixels, got {tuple(x.shape[-2:])}")
+        raise ValueError(f"ssim needs images of at least {window_size} x {window_size} pixels, "
+                         f"got {tuple(x.shape[-2:])}")
     c = x.shape[1]
     if same_size:
         if window_size % 2 == 0:
@@ -178,7 +179,8 @@ def adversarial_term(adv_type: str, real: DiscriminatorOutput | None, fake: Disc
     return entry.fn(real, fake)
 
 
-def generator_loss(out: GeneratorOutput, target: torch.Tensor, adv: torch.Tensor, weights: LossWeights) -> GeneratorLoss:
+def generator_loss(out: GeneratorOutput, target: torch.Tensor, adv: torch.Tensor,
+                   weights: LossWeights) -> GeneratorLoss:
     """L = a1 L_enc + a2 L_con + a3 L_adv + a4 L_ssim, in fp32. ``target`` is the clean image (or the augmented one);
     ``adv`` is the adversarial term (:func:`adversarial_term`)."""
     enc = encoder_loss(out.z1, out.z2)
