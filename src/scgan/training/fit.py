@@ -29,9 +29,14 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
     if cfg.data.dataset != "folder" and not cfg.data.category:
         raise ValueError(f"no category given: pass --category (or set data.category) naming a category folder "
                          f"under {cfg.data.root}")
-    if cfg.model.kind != "scgan" and (resume is not None or callbacks):
-        raise ValueError(f"a {cfg.model.kind} model is fitted in one pass, without epochs: there is nothing to "
-                         "resume (use --overwrite to fit it again) and no Lightning callback to call")
+    if cfg.model.kind != "scgan":
+        if resume is not None or callbacks:
+            raise ValueError(f"a {cfg.model.kind} model is fitted in one pass, without epochs: there is nothing to "
+                             "resume (use --overwrite to fit it again) and no Lightning callback to call")
+        rt = cfg.runtime
+        if str(rt.devices) != "1" or rt.strategy != "auto" or rt.accelerator not in ("cpu", "auto"):
+            raise ValueError(f"a {cfg.model.kind} model is fitted in one CPU process; --accelerator, --devices and "
+                             "--strategy train the SCGAN presets (--preset scgan, gpu, cpu or paper)")
     output_dir = writable_dir(Path(output_dir))
     with claim_output(output_dir, resume, overwrite, resumable=cfg.model.kind == "scgan"):
         if cfg.model.kind == "scgan":
