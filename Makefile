@@ -13,8 +13,8 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-demo: venv  ## write the demo data, train briefly, test, report (a few minutes on 2 CPU cores)
-	$(BIN)/scgan demo --output runs/demo
+demo: venv  ## write the demo data, fit the default detector, test, report (replaces an earlier demo in runs/demo)
+	$(BIN)/scgan demo --output runs/demo --overwrite
 
 test: venv  ## the default test suite (what CI runs)
 	$(BIN)/python -m pytest -q

@@ -39,7 +39,11 @@ def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, p
     from scgan.inference.evaluate import run_test
     from scgan.training.fit import train
 
+    from scgan.training.outdir import existing_run
+
     out = Path(output_dir)
+    if existing_run(out / "train") and not overwrite:
+        raise FileExistsError(f"{out} already holds a demo run; pass --overwrite to replace it (make demo does)")
     category = category or DEMO_CATEGORIES[-1]
     if category not in DEMO_CATEGORIES:
         raise ValueError(f"unknown demo category {category!r}; valid: {', '.join(DEMO_CATEGORIES)}")
