@@ -94,3 +94,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# A feature model small enough to fit in seconds.
+TINY_FEATURES = {"patchcore.resolution": 64, "patchcore.bank_size": 256, "patchcore.max_patches": 20_000,
+                 "eval_batch_size": 8}
+
+
+@pytest.fixture(scope="session")
+def feature_model(tmp_path_factory, demo_root, demo_category):
+    """A feature model fitted on the demo object category at 64 px: (TrainResult, Config)."""
+    from scgan.config import load_config
+    from scgan.training.fit import train
+
+    cfg = load_config("default", overrides={**TINY_FEATURES, "data.root": str(demo_root),
+                                            "data.category": demo_category})
+    return train(cfg, tmp_path_factory.mktemp("features"), progress=False), cfg

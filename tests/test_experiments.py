@@ -127,3 +127,12 @@ def test_studies_cover_the_paper():
     assert struc["struc1"] == {"model.attention": False, "loss.w_ssim": 0.0} and struc["struc4"] == {}
     with pytest.raises(ValueError, match="unknown study"):
         run_study("nope", _base(), dataset="mvtec", root=".", categories=["x"], seeds=[0], results=None)
+
+
+@pytest.mark.unit
+def test_an_ablation_of_a_feature_model_is_refused_naming_the_preset(tmp_path):
+    from scgan.experiments.studies import run_study
+
+    with pytest.raises(ValueError, match="--preset cpu"):
+        run_study("n_patches", load_config("default"), dataset="mvtec", root=str(tmp_path), categories=["bottle"],
+                  seeds=[0], results=tmp_path)

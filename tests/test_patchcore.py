@@ -155,22 +155,7 @@ def test_random_projection_keeps_distances_roughly():
     assert random_projection(x, 0) is x and random_projection(x, 512) is x
 
 
-# ---- a fitted tiny feature model ------------------------------------------------------------------------
-TINY_FEATURES = {"patchcore.resolution": 64, "patchcore.bank_size": 256, "patchcore.max_patches": 20_000,
-                 "eval_batch_size": 8}
-
-
-@pytest.fixture(scope="session")
-def feature_model(tmp_path_factory, demo_root, demo_category):
-    """A feature model fitted on the demo object category at 64 px: (TrainResult, Config)."""
-    from scgan.config import load_config
-    from scgan.training.fit import train
-
-    cfg = load_config("default", overrides={**TINY_FEATURES, "data.root": str(demo_root),
-                                            "data.category": demo_category})
-    return train(cfg, tmp_path_factory.mktemp("features"), progress=False), cfg
-
-
+# ---- a fitted tiny feature model (conftest.feature_model) -----------------------------------------------
 @pytest.mark.integration
 def test_fitting_writes_a_calibrated_model_file_of_its_kind(feature_model):
     from scgan.artifacts.model_file import load_model
@@ -204,6 +189,8 @@ def test_non_square_and_grey_inputs_give_heat_maps_of_their_own_size(feature_mod
 
 @pytest.mark.integration
 def test_a_grey_data_set_fits_a_grey_model(tmp_path, demo_root, demo_category):
+    from conftest import TINY_FEATURES
+
     from PIL import Image
 
     from scgan.artifacts.model_file import load_model
