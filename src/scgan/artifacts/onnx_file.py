@@ -126,6 +126,10 @@ class OnnxScorer:
         self.score_names: tuple[str, ...] = names
         if self.default_score not in names:
             raise OnnxModelError(f"{self.path} names an unknown default score {self.default_score!r}")
+        bad = self.calibration.nonfinite() if self.calibration is not None else None
+        if bad is not None:  # every score compared with a nan threshold would pass as normal
+            raise OnnxModelError(f"{self.path} holds a calibration with values that are not numbers ({bad}), so it "
+                                 "cannot decide; export the model again from its model file")
         self.version = meta.get(META_VERSION, "")
 
     @property

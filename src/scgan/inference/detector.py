@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from scgan import __version__
-from scgan.calibration.stats import Calibration
+from scgan.calibration.stats import Calibration, exceeds
 from scgan.data.io import InputSpec, image_to_array, load_image_with_size, pil_to_rgb, prepare_image, resize_map
 
 # What predict() takes per image: a file path, encoded file bytes, a PIL image, or an (H, W) / (H, W, C) array.
@@ -116,8 +116,9 @@ class Result:
 
     @property
     def anomalous(self) -> bool | None:
-        """True when the default score exceeds the threshold; None without a calibration."""
-        return None if self.threshold is None else bool(self.score > self.threshold)
+        """True when the default score exceeds the threshold or is not finite (nan never passes as normal); None
+        without a calibration."""
+        return None if self.threshold is None else bool(exceeds(self.score, self.threshold))
 
     @property
     def decision(self) -> str | None:
@@ -139,11 +140,11 @@ class Result:
         return Image.fromarray(overlay(self.image, self.heat, alpha=alpha))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (no arrays)."""
+        """JSON-ready summary (no arrays); a value that is nan or infinite is None (strict JSON has no nan)."""
         h, w = self.original_size
-        return {"scores": dict(self.scores), "score_name": self.score_name, "score": self.score,
-                "normalized": self.normalized, "threshold": self.threshold, "decision": self.decision,
-                "width": w, "height": h}
+        return {"scores": {k: _number(v) for k, v in self.scores.items()}, "score_name": self.score_name,
+                "score": _number(self.score), "normalized": _number(self.normalized),
+                "threshold": _number(self.threshold), "decision": self.decision, "width": w, "height": h}
 
 
 @dataclass
@@ -362,6 +363,11 @@ class Detector:
                 "score_names": list(self.score_names),
                 "default_score": self.default_score, "calibration": summary,
                 "model_file": None if self.path is None else self.path.name}
+
+
+def _number(x: float | None) -> float | None:
+    """``x``, or None where it is None, nan or infinite."""
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def _json_meta(text: str | None) -> dict[str, Any]:

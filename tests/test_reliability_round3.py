@@ -1,0 +1,115 @@
+"""Reliability, round 3: the service and the model files under attack; no broken model ever calls a defect normal.
+
+Each numbered test is one case of the round (docs/reliability.md, "Guarantees, round 3"). The service cases run
+``scgan serve``'s own server (uvicorn with scgan's protocol) on 127.0.0.1 in a thread, bounded in requests and
+seconds (``helpers.live_server``).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scgan.artifacts.model_file import CheckpointError, load_model
+from scgan.calibration.stats import Calibration, ScoreStats
+from scgan.cli import main
+from scgan.inference.detector import Detector
+from scgan.inference.predict import run_predict
+
+pytestmark = pytest.mark.integration
+
+
+def _one_error_line(err: str, command: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"scgan {command}: error: "), err
+    return lines[0]
+
+
+def _png(size=(40, 30), mode="RGB", seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def detector(trained):
+    return Detector.load(trained[0].model_path)
+
+
+def _nan_scoring(detector: Detector) -> Detector:
+    """A copy of ``detector`` whose network answers nan for every score (a model broken after loading)."""
+    broken = copy.copy(detector)
+    score = detector._score
+
+    def nan_scores(x):
+        s, m = score(x)
+        return np.full_like(s, np.nan), m
+
+    broken._score = nan_scores
+    return broken
+
+
+# ---- 1. a broken model fails closed --------------------------------------------------------------------
+def _damaged(trained, tmp_path: Path) -> dict[str, Path]:
+    """Hand-damaged copies of the trained model file: a nan weight, a nan threshold, an infinite map scale."""
+    obj = torch.load(trained[0].model_path, weights_only=True)
+    out = {}
+    for name in ("weight", "threshold", "map_high"):
+        broken = copy.deepcopy(obj)
+        if name == "weight":
+            key = next(k for k, v in broken["parts"]["generator"].items() if v.is_floating_point())
+            broken["parts"]["generator"][key].view(-1)[0] = float("nan")
+        elif name == "threshold":
+            for stats in broken["calibration"]["scores"].values():
+                stats["threshold"] = float("nan")
+        else:
+            broken["calibration"]["map_high"] = float("inf")
+        out[name] = tmp_path / f"nan_{name}.pt"
+        torch.save(broken, out[name])
+    return out
+
+
+def test_1_a_model_file_with_nan_weights_or_threshold_is_refused_at_load(trained, tmp_path, capsys, monkeypatch,
+                                                                         demo_root, demo_category):
+    import scgan.serve
+
+    def never(*args, **kwargs):
+        raise AssertionError("a broken model was served")
+
+    monkeypatch.setattr(scgan.serve, "serve", never)
+    image = sorted((demo_root / demo_category / "test").rglob("*.png"))[0]
+    for what, path in _damaged(trained, tmp_path).items():
+        with pytest.raises(CheckpointError, match=f"{path}.*(nan|inf)"):
+            load_model(path)
+        with pytest.raises(CheckpointError, match=str(path)):
+            Detector.load(path)
+        for argv, command in (([image], "predict"), ([], "serve")):
+            extra = ["--output", str(tmp_path / "out")] if command == "predict" else ["--port", "0"]
+            capsys.readouterr()
+            assert main([command, "--checkpoint", str(path), *extra, *map(str, argv)]) == 1, (what, command)
+            line = _one_error_line(capsys.readouterr().err, command)
+            assert str(path) in line and ("nan" in line or "inf" in line), line
+        assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+def test_1_a_score_that_is_not_a_number_is_never_called_normal(detector, tmp_path, demo_root, demo_category):
+    cal = Calibration(quantile=0.99, n_images=20, scores={"s": ScoreStats(0.0, 1.0, 0.5, 0.1, threshold=1.0)})
+    values = np.array([0.5, 1.5, np.nan, np.inf, -np.inf])
+    assert cal.decide("s", values).tolist() == [False, True, True, True, True]
+    broken = _nan_scoring(detector)
+    r = broken.predict(_png())
+    assert np.isnan(r.score) and r.anomalous is True and r.decision == "anomalous"
+    assert r.to_dict()["score"] is None and r.to_dict()["decision"] == "anomalous"  # strict JSON: no nan
+    images = sorted((demo_root / demo_category / "test").rglob("*.png"))[:3]
+    out = run_predict(images, tmp_path / "p", detector=broken, overlays=False, progress=False)
+    with open(out.csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and {row["decision"] for row in rows} == {"anomalous"}
