@@ -113,3 +113,82 @@ def test_1_a_score_that_is_not_a_number_is_never_called_normal(detector, tmp_pat
     with open(out.csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and {row["decision"] for row in rows} == {"anomalous"}
+
+
+# ---- 2. calibrate on a handful of images -------------------------------------------------------------
+def _normal_folder(demo_root, demo_category, dst: Path, n: int) -> Path:
+    dst.mkdir(parents=True)
+    for p in sorted((demo_root / demo_category / "train" / "good").glob("*.png"))[:n]:
+        (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+def test_2_calibrate_refuses_fewer_than_five_images_and_warns_below_twenty(trained, tmp_path, capsys, caplog,
+                                                                          demo_root, demo_category):
+    model = str(trained[0].model_path)
+    for n in (1, 3):
+        folder = _normal_folder(demo_root, demo_category, tmp_path / f"n{n}", n)
+        out = tmp_path / f"cal{n}.pt"
+        assert main(["calibrate", "--checkpoint", model, "--normal", str(folder), "--output", str(out)]) == 1
+        line = _one_error_line(capsys.readouterr().err, "calibrate")
+        assert f"at least 5 normal images, found {n}" in line and not out.exists()
+    folder = _normal_folder(demo_root, demo_category, tmp_path / "n6", 6)
+    out = tmp_path / "cal6.pt"
+    with caplog.at_level("WARNING"):
+        assert main(["calibrate", "--checkpoint", model, "--normal", str(folder), "--output", str(out)]) == 0
+    assert any("rests on 6 normal validation image(s), fewer than 20" in r.getMessage() for r in caplog.records)
+    loaded = load_model(out)
+    assert loaded.calibration.n_images == 6 and "fewer than 20" in loaded.meta["calibration"]["calibration_warning"]
+
+
+# ---- 3. no command overwrites its input with another kind of file ------------------------------------
+def test_3_calibrate_and_export_never_replace_their_input_by_another_kind_of_file(trained, tmp_path, capsys,
+                                                                                 demo_root, demo_category):
+    pytest.importorskip("onnx")
+    normal = str(demo_root / demo_category / "train" / "good")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(trained[0].last_checkpoint.read_bytes())
+    (tmp_path / "link.ckpt").symlink_to(ckpt)
+    before = ckpt.read_bytes()
+    for output in (ckpt, tmp_path / "run" / "checkpoints" / ".." / "checkpoints" / "last.ckpt", tmp_path / "link.ckpt"):
+        assert main(["calibrate", "--checkpoint", str(ckpt), "--normal", normal, "--output", str(output)]) == 1
+        assert "could no longer resume" in _one_error_line(capsys.readouterr().err, "calibrate")
+        assert ckpt.read_bytes() == before
+    model = tmp_path / "model.pt"
+    model.write_bytes(trained[0].model_path.read_bytes())
+    before = model.read_bytes()
+    assert main(["export", "--checkpoint", str(model), "--output", str(model)]) == 1
+    assert "ONNX bytes would replace it" in _one_error_line(capsys.readouterr().err, "export")
+    assert model.read_bytes() == before
+    # A slim model file may be re-calibrated in place: one model file atomically replaced by another.
+    assert main(["calibrate", "--checkpoint", str(model), "--normal", normal, "--output", str(model)]) == 0
+    assert load_model(model).calibration.n_images == len(list(Path(normal).glob("*.png")))
+
+
+# ---- 9. minor cases ----------------------------------------------------------------------------------
+def test_9_calibrate_skips_bad_images_when_told_as_its_hint_says(trained, tmp_path, capsys, demo_root, demo_category):
+    folder = _normal_folder(demo_root, demo_category, tmp_path / "normal", 6)
+    (folder / "zz_bad.png").write_bytes(b"not an image")
+    args = ["calibrate", "--checkpoint", str(trained[0].model_path), "--normal", str(folder),
+            "--output", str(tmp_path / "cal.pt")]
+    assert main(args) == 1
+    assert "skip_bad_images=true" in _one_error_line(capsys.readouterr().err, "calibrate")
+    assert main([*args, "skip_bad_images=true"]) == 0
+    loaded = load_model(tmp_path / "cal.pt")
+    assert loaded.calibration.n_images == 6 and loaded.meta["calibration"]["skipped"] == [str(folder / "zz_bad.png")]
+    assert loaded.config.data.skip_bad_images is False  # how these images were read is no part of the model
+
+
+def test_9_calibrate_holds_its_output_folders_lock(trained, tmp_path, capsys, demo_root, demo_category):
+    from scgan.utils.lock import folder_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    args = ["calibrate", "--checkpoint", str(trained[0].model_path), "--normal",
+            str(demo_root / demo_category / "train" / "good"), "--output", str(run / "model.pt")]
+    with folder_lock(run, "training"):  # a training (or another calibration) working there
+        assert main(args) == 1
+        line = _one_error_line(capsys.readouterr().err, "calibrate")
+        assert "in use by pid" in line and not (run / "model.pt").exists()
+    assert main(args) == 0 and not (run / ".scgan.lock").exists()

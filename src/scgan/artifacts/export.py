@@ -19,7 +19,7 @@ from scgan import __version__
 from scgan.artifacts.model_file import LoadedModel, load_model
 from scgan.artifacts.onnx_file import INPUT_NAME, INSTALL_HINT, OUTPUT_NAMES, OnnxScorer, metadata_props
 from scgan.data.io import InputSpec
-from scgan.utils.atomic import atomic_write_bytes
+from scgan.utils.atomic import atomic_write_bytes, same_file
 
 __all__ = ["OnnxScorer", "export_onnx"]
 
@@ -100,6 +100,10 @@ def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset:
     output = Path(output)
     if output.is_dir():
         raise IsADirectoryError(f"ONNX output must be a file path (e.g. model.onnx), not a folder: {output}")
+    source = checkpoint.path if isinstance(checkpoint, LoadedModel) else checkpoint
+    if source is not None and same_file(source, output):
+        raise ValueError(f"--output {output} is the model file being exported: ONNX bytes would replace it; choose "
+                         "another --output, e.g. model.onnx")
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
     cfg = loaded.config
     spec = loaded.input_spec

@@ -50,6 +50,7 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     input: InputSpec | None = None  # what the fitted model takes (None: what its config gives)
+    training_checkpoint: bool = False  # read from a Lightning checkpoint (optimiser states, loop counters)
 
     @property
     def kind(self) -> ModelKind:
@@ -215,6 +216,7 @@ def _upgrade(obj: dict, path: Path) -> dict:
 
 def _parse_model(obj: dict, path: Path) -> LoadedModel:
     """The LoadedModel in a safely loaded checkpoint dict."""
+    training_checkpoint = obj.get("format") != MODEL_FORMAT
     obj = _upgrade(obj, path)
     cfg = _config_from(obj.get("config"), path)
     if obj.get("kind", "scgan") != cfg.model.kind:
@@ -232,4 +234,5 @@ def _parse_model(obj: dict, path: Path) -> LoadedModel:
                               "use the model file its training wrote, or train again")
     spec = InputSpec.from_dict(obj["input"]) if obj.get("input") else None
     return LoadedModel(config=cfg, parts=parts, calibration=cal, augmentation=str(obj.get("augmentation", "")),
-                       meta=dict(obj.get("meta") or {}), path=path, input=spec)
+                       meta=dict(obj.get("meta") or {}), path=path, input=spec,
+                       training_checkpoint=training_checkpoint)

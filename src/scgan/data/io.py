@@ -71,7 +71,7 @@ def _open_reduced(path: Path | IO[bytes], max_side: int | None) -> tuple[Image.I
     decoding, through ``Image.draft``; other formats by ``Image.reduce`` right after), so that what
     callers keep and convert is bounded by ``max_side``, not by the file.
     """
-    hint = "replace or delete the file (training and test data: skip_bad_images=true skips such files)"
+    hint = "replace or delete the file (train, test and calibrate: skip_bad_images=true skips such files)"
     label = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "(uploaded)")
     if isinstance(path, (str, os.PathLike)):
         try:
