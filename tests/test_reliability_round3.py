@@ -115,6 +115,101 @@ def test_1_a_score_that_is_not_a_number_is_never_called_normal(detector, tmp_pat
     assert len(rows) == 3 and {row["decision"] for row in rows} == {"anomalous"}
 
 
+def _edited_onnx(src: Path, dst: Path, edit) -> Path:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(src))
+    edit(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _set_meta(model, key: str, value: str | None) -> None:
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != key]
+    del model.metadata_props[:]
+    for k, v in kept + ([(key, value)] if value is not None else []):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def test_1_an_onnx_file_with_nan_weights_or_threshold_is_refused_at_load(exported_onnx, tmp_path, capsys):
+    import json
+
+    from onnx import numpy_helper
+
+    from scgan.artifacts.onnx_file import META_CALIBRATION, OnnxModelError
+
+    def nan_weight(model):
+        init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))  # a convolution's weights
+        w = numpy_helper.to_array(init).copy()
+        w.flat[0] = np.nan
+        init.CopyFrom(numpy_helper.from_array(w, init.name))
+
+    def nan_threshold(model):
+        cal = json.loads(next(p.value for p in model.metadata_props if p.key == META_CALIBRATION))
+        for stats in cal["scores"].values():
+            stats["threshold"] = float("nan")
+        _set_meta(model, META_CALIBRATION, json.dumps(cal))
+
+    for edit, words in ((nan_weight, "nan or infinite"), (nan_threshold, "threshold is nan")):
+        path = _edited_onnx(exported_onnx, tmp_path / f"{edit.__name__}.onnx", edit)
+        with pytest.raises(OnnxModelError, match=words):
+            Detector.load(path)
+        assert main(["predict", "--onnx", str(path), "--output", str(tmp_path / "out"), str(path)]) == 1
+        assert str(path) in _one_error_line(capsys.readouterr().err, "predict")
+
+
+# ---- 4. an ONNX file whose graph was replaced ----------------------------------------------------------
+def _replacement_graph(original, k: int, opset: int = 17):
+    """A graph with the original's input and output names that outputs zeros: (B, k) scores and (B, S, S) maps."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    dims = [d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim[1:]]
+    c, h, w = dims
+    zeros = numpy_helper.from_array(np.zeros((c * h * w, k), np.float32), "w")
+    nodes = [helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+             helper.make_node("MatMul", ["flat", "w"], ["scores"]),
+             helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=0),
+             helper.make_node("Sub", ["mean", "mean"], ["anomaly_map"])]
+    graph = helper.make_graph(
+        nodes, "replaced", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", c, h, w])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", k]),
+         helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["batch", h, w])], [zeros])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    for p in original.metadata_props:  # the metadata kept, the graph replaced
+        entry = model.metadata_props.add()
+        entry.key, entry.value = p.key, p.value
+    return model
+
+
+def test_4_an_onnx_file_whose_graph_was_replaced_is_refused_at_load(exported_onnx, detector, tmp_path, caplog):
+    onnx = pytest.importorskip("onnx")
+    from scgan.artifacts.onnx_file import OnnxModelError, OnnxScorer
+
+    original = onnx.load(str(exported_onnx))
+    k = len(detector.score_names)
+    for name, kk, words in (("zeros", k, "reference image"), ("fewer_scores", 2, "number of scores is 2")):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(_replacement_graph(original, kk), str(path))
+        with pytest.raises(OnnxModelError, match=f"{path}: .*{words}.*export the model again"):
+            Detector.load(path)
+    # The file as exported loads and agrees with the torch model; one from before reference scores loads, with a
+    # warning, and its shapes are still checked.
+    from scgan.artifacts.onnx_file import META_REFERENCE
+
+    assert Detector.load(exported_onnx).predict(_png()).scores == pytest.approx(detector.predict(_png()).scores,
+                                                                                abs=1e-4)
+    old = _edited_onnx(exported_onnx, tmp_path / "old.onnx", lambda m: _set_meta(m, META_REFERENCE, None))
+    with caplog.at_level("WARNING"):
+        OnnxScorer(old)
+    assert any("has no reference scores" in r.getMessage() for r in caplog.records)
+    old_replaced = _replacement_graph(original, 2)
+    _set_meta(old_replaced, META_REFERENCE, None)
+    onnx.save(old_replaced, str(tmp_path / "old_replaced.onnx"))
+    with pytest.raises(OnnxModelError, match="number of scores"):
+        OnnxScorer(tmp_path / "old_replaced.onnx")
+
+
 # ---- 2. calibrate on a handful of images -------------------------------------------------------------
 def _normal_folder(demo_root, demo_category, dst: Path, n: int) -> Path:
     dst.mkdir(parents=True)
