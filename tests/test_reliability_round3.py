@@ -287,3 +287,86 @@ def test_9_calibrate_holds_its_output_folders_lock(trained, tmp_path, capsys, de
         line = _one_error_line(capsys.readouterr().err, "calibrate")
         assert "in use by pid" in line and not (run / "model.pt").exists()
     assert main(args) == 0 and not (run / ".scgan.lock").exists()
+
+
+# ---- 5. uploaded PostScript never runs Ghostscript ---------------------------------------------------
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+       b"newpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n")
+
+
+@pytest.fixture
+def fake_ghostscript(tmp_path, monkeypatch) -> Path:
+    """A ``gs`` first on PATH that only records that it ran; returns the file it writes when it does."""
+    from PIL import EpsImagePlugin
+
+    ran = tmp_path / "gs_ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\necho \"$@\" > {ran}\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # Pillow looks for gs again
+    return ran
+
+
+def test_5_postscript_is_never_decoded_by_the_library_readers(detector, tmp_path, fake_ghostscript):
+    from scgan.data.io import ImageReadError, load_image
+    from scgan.inference.detector import InputError
+
+    eps = tmp_path / "drawing.png"  # the name does not matter: the bytes say what the file is
+    eps.write_bytes(EPS)
+    with pytest.raises(ImageReadError, match="not a PNG, JPEG, BMP, TIFF or WebP image"):
+        detector.predict(eps)
+    with pytest.raises(ImageReadError, match="not a PNG, JPEG, BMP, TIFF or WebP image"):
+        detector.predict(EPS)
+    with pytest.raises(ImageReadError):
+        load_image(eps, 32)  # the data sets' reader
+    out = run_predict([eps], tmp_path / "p", detector=detector, overlays=False, progress=False)
+    assert not out.predictions and "not a PNG" in out.skipped[0][1]
+    with Image.open(io.BytesIO(EPS)) as opened:  # a PIL image of the caller's own, not decoded yet
+        with pytest.raises(InputError, match="EPS file is not scored"):
+            detector.predict(opened)
+    assert not fake_ghostscript.exists()
+    for fmt in ("PNG", "JPEG", "BMP", "TIFF", "WEBP"):  # what is decoded
+        buf = io.BytesIO()
+        Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(buf, format=fmt)
+        assert detector.predict(buf.getvalue()).original_size == (20, 30), fmt
+
+
+# ---- 8. every mode is bounded by max_side --------------------------------------------------------------
+def _big_16_bit_png(side: int = 5000) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode, fmt", [("I;16", "PNG"), ("I;16B", "TIFF"), ("I", "TIFF"), ("F", "TIFF"),
+                                       ("P", "PNG"), ("1", "PNG"), ("LA", "PNG"), ("RGB", "PNG")])
+def test_8_every_image_mode_is_reduced_to_max_side_from_files_and_pil_images(detector, mode, fmt):
+    """Also the minor case of PIL images of mode P, 1 and I;16, which Detector refused ('image has wrong mode')."""
+    base = Image.fromarray(np.tile(np.arange(0, 250, 5, dtype=np.uint8), (40, 60)))  # 40 x 3000 grey ramp
+    image = base.convert("RGB").convert("P") if mode == "P" else base.convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    for x in (buf.getvalue(), image):
+        r = detector.predict(x)
+        assert r.original_size == (40, 3000) and max(r.image.shape[:2]) <= detector.max_side, (mode, type(x))
+        assert r.image.shape[:2] == (20, 1500) and r.heat.shape == (20, 1500)
+
+
+def test_8_a_huge_16_bit_png_is_reduced_while_read(detector, demo_root, demo_category):
+    from scgan.data.io import load_image_with_size
+
+    data = _big_16_bit_png()
+    assert len(data) < 100_000
+    r = detector.predict(data)
+    assert r.original_size == (5000, 5000) and r.image.shape == (1667, 1667, 3) and r.overlay().size == (1667, 1667)
+    img, size = load_image_with_size(io.BytesIO(data), None, max_side=2048)
+    assert size == (5000, 5000) and img.shape == (1667, 1667, 3)
+
+
+def test_9_big_endian_arrays_score_like_native_ones(detector):
+    a = (np.arange(24 * 40, dtype=np.uint16) * 60).reshape(24, 40)
+    assert detector.predict(a.astype(">u2")).scores == detector.predict(a).scores
+    f = a.astype(np.float32) / 65535.0
+    assert detector.predict(f.astype(">f4")).scores == detector.predict(f).scores

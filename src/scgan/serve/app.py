@@ -90,15 +90,17 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> None:
     """Refuse what is not an image, or is too large, from the header alone (nothing is decoded yet)."""
     from PIL import Image, UnidentifiedImageError
 
+    from scgan.data.io import FORMAT_NAMES, open_image
+
     if not data:
         raise ServeError(400, f"{name} is empty; choose an image file")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(io.BytesIO(data)) as im:
             w, h = im.size
     except Image.DecompressionBombError:
         raise ServeError(413, f"{name} has more pixels than this server accepts ({max_pixels:,}); downscale it first") from None
     except UnidentifiedImageError:
-        raise ServeError(415, f"{name} is not an image this server reads (PNG, JPEG, BMP or TIFF)") from None
+        raise ServeError(415, f"{name} is not an image this server reads ({FORMAT_NAMES})") from None
     except Exception:  # noqa: BLE001 - Pillow raises many types for a damaged header
         raise ServeError(422, f"{name} has a damaged image header; re-save or replace the file") from None
     if w * h > max_pixels:
