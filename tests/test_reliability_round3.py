@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import copy
 import csv
+import http.client
 import io
+import json
+import socket
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +48,46 @@ def _png(size=(40, 30), mode="RGB", seed=0) -> bytes:
 @pytest.fixture(scope="module")
 def detector(trained):
     return Detector.load(trained[0].model_path)
+
+
+def _multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+              "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n" for name, data in files]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _request(port: int, method: str, path: str, files: list[tuple[str, bytes]] | None = None,
+             headers: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, str, dict]:
+    """One request to the live server: (status, content type, JSON body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        body, kind = _multipart(files) if files is not None else (None, None)
+        conn.request(method, path, body=body, headers={**({"Content-Type": kind} if kind else {}), **(headers or {})})
+        r = conn.getresponse()
+        return r.status, r.getheader("content-type", ""), json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def _refusal(answer: tuple[int, str, dict], status: int) -> str:
+    """The one sentence of a JSON refusal with ``status``."""
+    got, kind, body = answer
+    assert got == status and kind == "application/json" and set(body) == {"error"}, answer
+    assert "\n" not in body["error"] and len(body["error"]) < 300, body
+    return body["error"]
+
+
+def _counting(detector: Detector) -> tuple[Detector, list]:
+    """A copy of ``detector`` that records every batch it scores."""
+    counted, calls = copy.copy(detector), []
+
+    def score(x):
+        calls.append(len(x))
+        return detector._score(x)
+
+    counted._score = score
+    return counted, calls
 
 
 def _nan_scoring(detector: Detector) -> Detector:
@@ -113,6 +159,12 @@ def test_1_a_score_that_is_not_a_number_is_never_called_normal(detector, tmp_pat
     with open(out.csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and {row["decision"] for row in rows} == {"anomalous"}
+    from helpers import live_server
+    from scgan.serve import create_app
+
+    with live_server(create_app(broken)) as port:
+        status, _, body = _request(port, "POST", "/predict?overlay=false", files=[("a.png", _png())])
+    assert status == 200 and body["results"][0]["decision"] == "anomalous" and body["results"][0]["score"] is None
 
 
 def _edited_onnx(src: Path, dst: Path, edit) -> Path:
@@ -370,3 +422,194 @@ def test_9_big_endian_arrays_score_like_native_ones(detector):
     assert detector.predict(a.astype(">u2")).scores == detector.predict(a).scores
     f = a.astype(np.float32) / 65535.0
     assert detector.predict(f.astype(">f4")).scores == detector.predict(f).scores
+
+
+def test_5_an_uploaded_postscript_file_is_refused_unread(detector, fake_ghostscript):
+    from helpers import live_server
+    from scgan.serve import create_app
+
+    with live_server(create_app(detector)) as port:
+        answer = _request(port, "POST", "/predict", files=[("drawing.png", EPS)])
+        assert "not an image this server reads (PNG, JPEG, BMP, TIFF or WebP)" in _refusal(answer, 415)
+        answer = _request(port, "POST", "/predict?overlay=false", files=[("ok.webp", _webp())])
+        assert answer[0] == 200 and answer[2]["results"][0]["width"] == 40
+    assert not fake_ghostscript.exists()
+
+
+def _webp() -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_png())).save(buf, format="WEBP")
+    return buf.getvalue()
+
+
+# ---- 6. DNS rebinding and cross-origin requests ------------------------------------------------------
+def test_6_foreign_host_names_and_origins_are_refused(detector):
+    from helpers import live_server
+    from scgan.serve import create_app
+    from scgan.serve.server import allowed_hosts
+
+    counted, calls = _counting(detector)
+    with live_server(create_app(counted, allowed_hosts=allowed_hosts("127.0.0.1", ["scanner.local"]))) as port:
+        for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.attacker.example:{port}"):
+            assert "attacker.example" in _refusal(_request(port, "GET", "/model", headers={"Host": host}), 400)
+            _refusal(_request(port, "POST", "/predict", files=[("a.png", _png())], headers={"Host": host}), 400)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost.:{port}", f"scanner.local:{port}"):
+            assert _request(port, "GET", "/model", headers={"Host": host})[0] == 200, host
+        for origin in ("http://attacker.example", f"http://attacker.example:{port}", "null",
+                       f"http://localhost:{port + 1}"):
+            answer = _request(port, "POST", "/predict", files=[("a.png", _png())], headers={"Origin": origin})
+            assert "refused" in _refusal(answer, 403), origin
+            _refusal(_request(port, "GET", "/model", headers={"Origin": origin}), 403)
+        assert calls == []  # nothing refused was scored
+        same = {"Origin": f"http://127.0.0.1:{port}"}  # the page itself
+        assert _request(port, "POST", "/predict?overlay=false", files=[("a.png", _png())], headers=same)[0] == 200
+        assert _request(port, "GET", "/model")[0] == 200  # a client that sends no Origin (curl, scripts)
+        assert calls == [1]
+
+
+# ---- 7. idle connections and bursts ------------------------------------------------------------------
+def _read_until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when it closed (seconds from now)."""
+    start, data = time.monotonic(), b""
+    sock.settimeout(limit_s)
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return data, float("inf")
+    except ConnectionResetError:
+        pass
+    return data, time.monotonic() - start
+
+
+def test_7_idle_connections_are_closed_and_never_starve_the_server(detector):
+    from helpers import live_server
+    from scgan.serve import Limits, create_app
+
+    with live_server(create_app(detector, Limits(read_timeout_s=1.0))) as port:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(15)]
+        half = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(10)]
+        for s in half:
+            s.sendall(b"GET /hea")  # half a request line, never finished
+        assert _request(port, "GET", "/health") == (200, "application/json", {"status": "ok"})
+        closed = [_read_until_closed(s, 5.0) for s in idle + half]
+        for s in idle + half:
+            s.close()
+        assert all(t < 4.0 for _, t in closed), [t for _, t in closed]  # read_timeout_s 1 s, with slack
+        assert all(data == b"" for data, _ in closed[:15])  # nothing sent, nothing answered
+        for data, _ in closed[15:]:
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408") and b"application/json" in head.lower(), data
+            assert "did not arrive within 1 s" in json.loads(body)["error"]
+        assert _request(port, "GET", "/health")[0] == 200
+    # Beyond the connection limit a request gets the service's JSON, not uvicorn's plain text.
+    with live_server(create_app(detector, Limits(max_connections=12, read_timeout_s=30.0))) as port:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(12)]
+        time.sleep(0.2)
+        assert "connections open" in _refusal(_request(port, "GET", "/health"), 503)
+        for s in held:
+            s.close()
+        time.sleep(0.2)
+        assert _request(port, "GET", "/health")[0] == 200
+
+
+def test_7_a_burst_of_forty_clients_gets_only_json_answers(detector):
+    """1 worker and a queue of 8: the first 9 requests are scored, the other 31 told at once that it is busy."""
+    from helpers import live_server
+    from scgan.serve import create_app
+
+    gate = threading.Event()
+    slow = copy.copy(detector)
+
+    def wait_then_score(x):
+        gate.wait(30)
+        return detector._score(x)
+
+    slow._score = wait_then_score
+    answers: list = []
+    lock = threading.Lock()
+    start = threading.Barrier(40)
+
+    def client(port: int) -> None:
+        start.wait(10)
+        answer = _request(port, "POST", "/predict?overlay=false", files=[("a.png", _png())])
+        with lock:
+            answers.append(answer)
+
+    with live_server(create_app(slow)) as port:
+        threads = [threading.Thread(target=client, args=(port,), daemon=True) for _ in range(40)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(answers) < 31 and time.monotonic() < deadline:  # the refusals come before any scoring ends
+            time.sleep(0.05)
+        gate.set()
+        for t in threads:
+            t.join(30)
+    assert len(answers) == 40
+    busy = [a for a in answers if a[0] == 503]
+    assert all("busy" in _refusal(a, 503) for a in busy)
+    assert sorted(a[0] for a in answers) == [200] * 9 + [503] * 31
+
+
+# ---- 8 (the service) ------------------------------------------------------------------------------------
+def test_8_a_huge_16_bit_upload_is_scored_and_overlaid_at_max_side(detector):
+    import base64
+
+    from helpers import live_server
+    from scgan.serve import create_app
+
+    with live_server(create_app(detector)) as port:
+        status, _, body = _request(port, "POST", "/predict", files=[("big.png", _big_16_bit_png())])
+    assert status == 200, body
+    r = body["results"][0]
+    assert (r["width"], r["height"]) == (5000, 5000)
+    overlay = Image.open(io.BytesIO(base64.b64decode(r["overlay"].split(",", 1)[1])))
+    assert overlay.size == (1667, 1667)
+
+
+# ---- 9 (the service) ------------------------------------------------------------------------------------
+def test_9_serve_refuses_timeouts_and_ports_that_cannot_work_in_one_line(trained, capsys, monkeypatch):
+    import scgan.serve
+
+    model = str(trained[0].model_path)
+    started = []
+    monkeypatch.setattr(scgan.serve, "serve", lambda *a, **kw: started.append(kw))
+    for flag, value in (("--timeout", "0"), ("--timeout", "-1"), ("--timeout", "nan"), ("--read-timeout", "inf"),
+                        ("--port", "70000"), ("--port", "-5")):
+        with pytest.raises(SystemExit) as e:
+            main(["serve", "--checkpoint", model, flag, value])
+        assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err, (flag, value)
+    assert main(["serve", "--checkpoint", model, "--queue", "80"]) == 1  # above the 64 connections
+    assert "max_connections (64) must exceed" in _one_error_line(capsys.readouterr().err, "serve")
+    assert started == []
+    monkeypatch.undo()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--checkpoint", model, "--port", str(port)]) == 1
+        out = capsys.readouterr()
+        line = _one_error_line(out.err, "serve")
+        assert f"cannot listen on 127.0.0.1:{port}" in line and "another --port" in line and out.out == ""
+
+
+def test_9_a_client_that_goes_away_mid_upload_is_one_log_line(detector, caplog):
+    from helpers import live_server
+    from scgan.serve import create_app
+
+    body, kind = _multipart([("a.png", _png(size=(400, 400)))])
+    with caplog.at_level("INFO"), live_server(create_app(detector)) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {kind}\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 3])
+            time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while not any("went away" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _request(port, "GET", "/health")[0] == 200
+    mine = [r for r in caplog.records if r.name.startswith(("uvicorn", "scgan"))]
+    assert [r.getMessage() for r in mine if "went away" in r.getMessage()] == \
+        ["POST /predict: the client went away before its request arrived; nothing was answered"]
+    assert not any(r.exc_info for r in mine) and not any(r.levelname in ("ERROR", "CRITICAL") for r in mine), \
+        [r.getMessage() for r in mine]
