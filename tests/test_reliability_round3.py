@@ -513,6 +513,38 @@ def test_7_idle_connections_are_closed_and_never_starve_the_server(detector):
         assert _request(port, "GET", "/health")[0] == 200
 
 
+def test_7_a_request_that_trickles_or_stalls_is_cut_off(detector):
+    from helpers import live_server
+    from scgan.serve import Limits, create_app
+
+    body, kind = _multipart([("a.png", _png())])
+    with live_server(create_app(detector, Limits(read_timeout_s=1.0))) as port:
+        trickle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        start = time.monotonic()
+        try:  # one byte of the head every 0.2 s: each byte would reset a plain idle timer
+            for byte in b"GET /health HTTP/1.1\r\nHost: localhost\r\n":
+                trickle.sendall(bytes([byte]))
+                time.sleep(0.2)
+        except OSError:
+            pass  # cut off while still sending
+        data, _ = _read_until_closed(trickle, 5.0)
+        trickle.close()
+        assert time.monotonic() - start < 4.0 and data.startswith(b"HTTP/1.1 408"), data
+        stall = socket.create_connection(("127.0.0.1", port), timeout=5)
+        stall.sendall(f"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: {kind}\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100])  # then nothing more
+        data, closed = _read_until_closed(stall, 5.0)
+        stall.close()
+        assert closed < 4.0 and data.startswith(b"HTTP/1.1 408") and b"the rest of its body" in data, data
+        for request in (b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 20_000,  # no end in 16 KiB
+                        b"NOT HTTP AT ALL\r\n\r\n"):  # uvicorn answered these in plain text
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(request)
+                head, _, answer = _read_until_closed(s, 5.0)[0].partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400") and "not valid HTTP/1.1" in json.loads(answer)["error"], head
+        assert _request(port, "GET", "/health")[0] == 200
+
+
 def test_7_a_burst_of_forty_clients_gets_only_json_answers(detector):
     """1 worker and a queue of 8: the first 9 requests are scored, the other 31 told at once that it is busy."""
     from helpers import live_server

@@ -9,7 +9,7 @@ made ``/health`` answer ``503 text/plain`` to everyone. :class:`GuardedH11Protoc
   a JSON 408 first. A body that pauses longer than that is cut off the same way.
 - its own connection limit (``Limits.max_connections``, idle connections included), above the scoring queue: a
   request on a connection beyond it gets a JSON 503 and the connection is closed;
-- JSON for uvicorn's own refusals (a malformed request, a request head over ``MAX_HEAD_BYTES``).
+- JSON for uvicorn's own refusals (a malformed request, a request head not ended within ``MAX_HEAD_BYTES``).
 
 Idle connections between requests close after ``Limits.keep_alive_s`` (uvicorn's keep-alive timeout).
 """
@@ -148,8 +148,8 @@ class GuardedH11Protocol(H11Protocol):
 
     # -- refusals ----------------------------------------------------------------------------------------
     def send_400_response(self, msg: str) -> None:
-        self._refuse(400, f"the request is not valid HTTP/1.1, or its head is larger than {MAX_HEAD_BYTES // 1024} "
-                          "KiB; send a well-formed request")
+        self._refuse(400, f"the request is not valid HTTP/1.1, or its head did not end within "
+                          f"{MAX_HEAD_BYTES // 1024} KiB; send a well-formed request")
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` with the service's JSON and close, whatever state the request is in."""
