@@ -645,3 +645,20 @@ def test_9_a_client_that_goes_away_mid_upload_is_one_log_line(detector, caplog):
         ["POST /predict: the client went away before its request arrived; nothing was answered"]
     assert not any(r.exc_info for r in mine) and not any(r.levelname in ("ERROR", "CRITICAL") for r in mine), \
         [r.getMessage() for r in mine]
+
+
+def test_9_a_fifo_planted_as_the_lock_file_is_named_in_the_error(trained, tmp_path, capsys):
+    import os
+
+    from scgan.utils.lock import FolderLockedError, folder_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / ".scgan.lock")
+    assert main(["test", "--checkpoint", str(trained[0].model_path), "--output", str(out), "--no-report"]) == 1
+    line = _one_error_line(capsys.readouterr().err, "test")
+    assert f"the lock file {out / '.scgan.lock'} is not a regular file" in line and "remove it" in line
+    with pytest.raises(FolderLockedError, match="not a regular file"):
+        with folder_lock(out, "testing"):
+            pass
+    assert not (out / "metrics.json").exists()
