@@ -5,6 +5,10 @@ images get a bright square and a matching mask, so tests can check masks against
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +127,28 @@ def make_fake_folder(
             if with_masks:
                 write_mask(root / "masks" / defect / f"d{i:02d}.png", m)
     return root
+
+
+@contextlib.contextmanager
+def live_server(app, start_s: float = 30.0, stop_s: float = 10.0) -> Iterator[int]:
+    """``app`` (from ``scgan.serve.create_app``) served the way ``scgan serve`` serves it (uvicorn with scgan's
+    protocol, ``app.state.limits``) on a free 127.0.0.1 port, in a thread; yields the port and stops the server after.
+
+    uvicorn's records go to the root logger (``caplog`` sees them).
+    """
+    from scgan.serve.server import listen, make_server
+
+    sock = listen("127.0.0.1", 0)
+    server = make_server(app, app.state.limits, log_config=None)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_s
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(stop_s)
+        sock.close()

@@ -1,4 +1,5 @@
-"""scgan serve: every endpoint and every kind of bad input through FastAPI's TestClient."""
+"""scgan serve: every endpoint and every kind of bad input through FastAPI's TestClient (as localhost: the app answers
+only to the host names it knows); tests/test_reliability_round3.py runs the real server."""
 from __future__ import annotations
 
 import base64
@@ -23,6 +24,10 @@ from scgan.serve import Limits, create_app  # noqa: E402
 pytestmark = pytest.mark.integration
 
 
+def _client(app, **kwargs) -> TestClient:
+    return TestClient(app, base_url="http://localhost", **kwargs)
+
+
 @pytest.fixture(scope="module")
 def detector(trained):
     return Detector.load(trained[0].model_path)
@@ -30,7 +35,7 @@ def detector(trained):
 
 @pytest.fixture(scope="module")
 def client(detector):
-    with TestClient(create_app(detector, Limits(max_upload_bytes=2 * 1024 * 1024, max_files=4,
+    with _client(create_app(detector, Limits(max_upload_bytes=2 * 1024 * 1024, max_files=4,
                                                 max_pixels=1_000_000))) as c:
         yield c
 
@@ -131,7 +136,7 @@ def _slow(detector, gate: threading.Event, entered: threading.Event) -> Detector
 def test_a_full_queue_is_refused_at_once_and_the_work_goes_on(detector, png):
     gate, entered = threading.Event(), threading.Event()
     app = create_app(_slow(detector, gate, entered), Limits(workers=1, queue=0))
-    with TestClient(app) as c:
+    with _client(app) as c:
         first: dict = {}
         t = threading.Thread(target=lambda: first.update(r=c.post("/predict", files={"file": ("a.png", png)})))
         t.start()
@@ -147,7 +152,7 @@ def test_a_full_queue_is_refused_at_once_and_the_work_goes_on(detector, png):
 
 def test_a_slow_request_times_out_with_503(detector, png):
     gate, entered = threading.Event(), threading.Event()
-    with TestClient(create_app(_slow(detector, gate, entered), Limits(timeout_s=0.3))) as c:
+    with _client(create_app(_slow(detector, gate, entered), Limits(timeout_s=0.3))) as c:
         r = c.post("/predict", files={"file": ("a.png", png)})
         gate.set()
         assert r.status_code == 503 and "longer than 0.3 s" in _one_sentence(r)
@@ -164,7 +169,7 @@ def test_an_internal_error_is_json_and_the_server_lives_on(detector, png):
         return detector._score(x)
 
     broken._score = fail_once
-    with TestClient(create_app(broken), raise_server_exceptions=False) as c:
+    with _client(create_app(broken), raise_server_exceptions=False) as c:
         r = c.post("/predict", files={"file": ("a.png", png)})
         assert r.status_code == 500 and "RuntimeError" in _one_sentence(r)
         assert c.post("/predict", files={"file": ("a.png", png)}).status_code == 200
@@ -184,9 +189,11 @@ def test_the_serve_command_passes_its_limits(monkeypatch, trained):
     from scgan.cli import main
 
     seen = {}
-    monkeypatch.setattr(scgan.serve, "serve", lambda det, host, port, limits: seen.update(
-        det=det, host=host, port=port, limits=limits))
+    monkeypatch.setattr(scgan.serve, "serve", lambda det, **kw: seen.update(det=det, **kw))
     assert main(["serve", "--checkpoint", str(trained[0].model_path), "--port", "8123", "--workers", "2",
-                 "--queue", "3", "--max-upload-mb", "5", "--timeout", "7"]) == 0
+                 "--queue", "3", "--max-upload-mb", "5", "--timeout", "7", "--read-timeout", "3",
+                 "--max-connections", "20", "--allowed-host", "scanner.local"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123 and seen["det"].backend == "torch"
-    assert seen["limits"] == Limits(max_upload_bytes=5 * 1024 * 1024, workers=2, queue=3, timeout_s=7.0)
+    assert seen["limits"] == Limits(max_upload_bytes=5 * 1024 * 1024, workers=2, queue=3, timeout_s=7.0,
+                                    read_timeout_s=3.0, max_connections=20)
+    assert seen["allowed"] == ["scanner.local"]

@@ -6,9 +6,6 @@ Set SCGAN_SERVE_SCREENSHOT=docs/serve.png to write the screenshot used in the do
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,27 +23,13 @@ pytestmark = [pytest.mark.system, pytest.mark.skipif(CHROMIUM is None, reason="n
 
 @pytest.fixture(scope="module")
 def server(trained):
-    """The real uvicorn server on a free localhost port, in a thread."""
-    import uvicorn
-
+    """``scgan serve``'s own server on a free localhost port, in a thread."""
+    from helpers import live_server
     from scgan.inference.detector import Detector
     from scgan.serve import create_app
 
-    app = create_app(Detector.load(trained[0].model_path))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with live_server(create_app(Detector.load(trained[0].model_path))) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 def test_the_page_scores_a_dropped_image_and_the_slider_re_decides(server, demo_root, demo_category, tmp_path):

@@ -17,14 +17,19 @@ import torch
 
 from scgan import __version__
 from scgan.artifacts.model_file import LoadedModel, load_model
-from scgan.artifacts.onnx_file import INPUT_NAME, INSTALL_HINT, OUTPUT_NAMES, OnnxScorer, metadata_props
+from scgan.artifacts.onnx_file import (
+    INPUT_NAME,
+    INSTALL_HINT,
+    OUTPUT_NAMES,
+    PARITY_ATOL,
+    OnnxScorer,
+    metadata_props,
+    reference_input,
+)
 from scgan.data.io import InputSpec
-from scgan.utils.atomic import atomic_write_bytes
+from scgan.utils.atomic import atomic_write_bytes, same_file
 
-__all__ = ["OnnxScorer", "export_onnx"]
-
-# Largest |onnxruntime - torch| difference, on scores and maps, that export accepts before writing the file.
-PARITY_ATOL = 1e-4
+__all__ = ["PARITY_ATOL", "OnnxScorer", "export_onnx"]
 
 
 def _example(spec: InputSpec, n: int = 2) -> torch.Tensor:
@@ -69,20 +74,30 @@ def _check_dynamic_batch(model) -> None:
 
 
 def _check_parity(data: bytes, scorer: torch.nn.Module, spec: InputSpec) -> None:
-    """Score a random batch with onnxruntime and torch; raise if they differ by more than PARITY_ATOL."""
+    """Score a random batch and the reference input with onnxruntime and torch; raise if they differ by more than
+    PARITY_ATOL (what a load checks again on the reference input)."""
     try:
         import onnxruntime as ort
     except ImportError:
         return  # onnxruntime is only needed to run the model; onnx.checker has checked the file
 
-    x = _example(spec, 3)
-    with torch.inference_mode():
-        ts, tm = scorer(x)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    os_, om = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
-    err = max(float(np.abs(os_ - ts.numpy()).max()), float(np.abs(om - tm.numpy()).max()))
-    if not err <= PARITY_ATOL:
-        raise RuntimeError(f"the exported ONNX model differs from the torch model by {err:.3g} (> {PARITY_ATOL})")
+    for x in (_example(spec, 3), torch.from_numpy(reference_input(spec))):
+        with torch.inference_mode():
+            ts, tm = scorer(x)
+        os_, om = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
+        err = max(float(np.abs(os_ - ts.numpy()).max()), float(np.abs(om - tm.numpy()).max()))
+        if not err <= PARITY_ATOL:
+            raise RuntimeError(f"the exported ONNX model differs from the torch model by {err:.3g} (> {PARITY_ATOL})")
+
+
+def _reference_scores(scorer: torch.nn.Module, spec: InputSpec) -> np.ndarray:
+    """The torch model's (K,) scores of the reference input, which the file stores; refused where not finite."""
+    with torch.inference_mode():
+        scores, maps = scorer(torch.from_numpy(reference_input(spec)))
+    if not (torch.isfinite(scores).all() and torch.isfinite(maps).all()):
+        raise RuntimeError("the model scores nan or infinite values on a reference image; it cannot be exported")
+    return scores[0].float().numpy()
 
 
 def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset: int | None = None,
@@ -100,6 +115,10 @@ def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset:
     output = Path(output)
     if output.is_dir():
         raise IsADirectoryError(f"ONNX output must be a file path (e.g. model.onnx), not a folder: {output}")
+    source = checkpoint.path if isinstance(checkpoint, LoadedModel) else checkpoint
+    if source is not None and same_file(source, output):
+        raise ValueError(f"--output {output} is the model file being exported: ONNX bytes would replace it; choose "
+                         "another --output, e.g. model.onnx")
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
     cfg = loaded.config
     spec = loaded.input_spec
@@ -108,7 +127,8 @@ def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset:
     _check_dynamic_batch(model)
     props = metadata_props(calibration=loaded.calibration, config=cfg.identity(), spec=spec,
                            default_score=loaded.default_score, version=__version__,
-                           augmentation=loaded.augmentation, train_info=loaded.meta, score_names=scorer.names)
+                           augmentation=loaded.augmentation, train_info=loaded.meta, score_names=scorer.names,
+                           reference_scores=_reference_scores(scorer, spec))
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

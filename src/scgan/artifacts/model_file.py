@@ -26,7 +26,7 @@ from scgan import __version__
 from scgan.calibration.stats import Calibration, preference_order
 from scgan.config import Config, config_from_dict, migrate_config
 from scgan.data.io import InputSpec
-from scgan.models.checks import check_config
+from scgan.models.checks import NonFiniteModelError, check_config, nonfinite_cause
 from scgan.models.kind import ModelKind
 from scgan.models.registry import get_kind
 from scgan.utils.atomic import atomic_write_with
@@ -50,6 +50,7 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     input: InputSpec | None = None  # what the fitted model takes (None: what its config gives)
+    training_checkpoint: bool = False  # read from a Lightning checkpoint (optimiser states, loop counters)
 
     @property
     def kind(self) -> ModelKind:
@@ -90,7 +91,15 @@ class LoadedModel:
 
 def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], calibration: Calibration | None,
                augmentation: str = "", meta: dict[str, Any] | None = None, input_spec: InputSpec | None = None) -> Path:
-    """Write the slim model file atomically (a crash mid-write leaves any previous file intact)."""
+    """Write the slim model file atomically (a crash mid-write leaves any previous file intact).
+
+    A model whose weights or calibration hold nan or infinite values is refused (NonFiniteModelError) before a
+    byte is written: it would score nan and decide nothing.
+    """
+    cause = nonfinite_cause(calibration, parts)
+    if cause is not None:
+        raise NonFiniteModelError(f"refusing to write {path}: {cause}; a model with values that are not numbers "
+                                  "cannot score or decide")
     obj = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
@@ -208,6 +217,7 @@ def _upgrade(obj: dict, path: Path) -> dict:
 
 def _parse_model(obj: dict, path: Path) -> LoadedModel:
     """The LoadedModel in a safely loaded checkpoint dict."""
+    training_checkpoint = obj.get("format") != MODEL_FORMAT
     obj = _upgrade(obj, path)
     cfg = _config_from(obj.get("config"), path)
     if obj.get("kind", "scgan") != cfg.model.kind:
@@ -218,8 +228,12 @@ def _parse_model(obj: dict, path: Path) -> LoadedModel:
         raise CheckpointError(
             f"{path}: the weights do not match the model its config describes ({str(e).splitlines()[0][:200]})"
         ) from None
-    cal = obj.get("calibration")
+    cal = Calibration.from_dict(obj["calibration"]) if obj.get("calibration") else None
+    cause = nonfinite_cause(cal, parts)
+    if cause is not None:  # it would score nan, or compare every score with a nan threshold: never "normal" by accident
+        raise CheckpointError(f"{path} holds values that are not numbers ({cause}), so it cannot score or decide; "
+                              "use the model file its training wrote, or train again")
     spec = InputSpec.from_dict(obj["input"]) if obj.get("input") else None
-    return LoadedModel(config=cfg, parts=parts, calibration=Calibration.from_dict(cal) if cal else None,
-                       augmentation=str(obj.get("augmentation", "")), meta=dict(obj.get("meta") or {}), path=path,
-                       input=spec)
+    return LoadedModel(config=cfg, parts=parts, calibration=cal, augmentation=str(obj.get("augmentation", "")),
+                       meta=dict(obj.get("meta") or {}), path=path, input=spec,
+                       training_checkpoint=training_checkpoint)

@@ -8,6 +8,7 @@ default score and the config it was trained with. :mod:`scgan.artifacts.export` 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,18 @@ META_CALIBRATION = "scgan.calibration.stats"
 META_CONFIG = "scgan.config"
 META_AUGMENTATION = "scgan.augmentation"
 META_TRAIN_INFO = "scgan.train_info"
+# JSON {"input": REFERENCE_INPUT, "scores": [K floats]}: the torch model's scores of reference_input(spec), stored at
+# export; every load scores that input again and refuses a file whose graph no longer gives them.
+META_REFERENCE = "scgan.reference_scores"
+REFERENCE_INPUT = "sin-1"  # names the formula of reference_input
+
+# Largest |onnxruntime - torch| difference, on scores and maps, that export accepts before writing the file, and that
+# a load accepts between the stored reference scores and the graph's.
+PARITY_ATOL = 1e-4
 
 INSTALL_HINT = "install the ONNX extra: pip install 'scgan[onnx]'"
+
+log = logging.getLogger("scgan")
 
 
 def check_batch(shape: tuple[int, ...], spec: InputSpec) -> None:
@@ -52,15 +63,27 @@ def check_batch(shape: tuple[int, ...], spec: InputSpec) -> None:
         raise ValueError(f"expected an image batch of shape {want}, got {tuple(shape)}")
 
 
+def reference_input(spec: InputSpec) -> np.ndarray:
+    """The fixed input whose scores an export stores and every load recomputes: float32 (1, C, H, W) in [-1, 1] at
+    the working shape of a square image, made by a formula (no random generator: the same on every machine and
+    numpy version)."""
+    h, w = spec.shape(spec.size, spec.size)
+    n = spec.channels * h * w
+    return np.sin(np.arange(n, dtype=np.float64) * 0.7548776662).reshape(1, spec.channels, h, w).astype(np.float32)
+
+
 class OnnxModelError(ValueError):
     """An ONNX file that is missing, damaged, not written by 'scgan export', or from a newer scgan."""
 
 
 def metadata_props(*, calibration: Calibration | None, config: dict[str, Any], spec: InputSpec, default_score: str,
-                   version: str, augmentation: str, train_info: dict[str, Any],
-                   score_names: tuple[str, ...]) -> dict[str, str]:
-    """The string key/value pairs an scgan ONNX file carries (what :class:`OnnxScorer` reads back)."""
+                   version: str, augmentation: str, train_info: dict[str, Any], score_names: tuple[str, ...],
+                   reference_scores: np.ndarray) -> dict[str, str]:
+    """The string key/value pairs an scgan ONNX file carries (what :class:`OnnxScorer` reads back);
+    ``reference_scores`` (K,) are the model's scores of :func:`reference_input`."""
     return {
+        META_REFERENCE: json.dumps({"input": REFERENCE_INPUT,
+                                    "scores": [float(v) for v in np.asarray(reference_scores).reshape(-1)]}),
         META_FORMAT: ONNX_FORMAT,
         META_FORMAT_VERSION: str(ONNX_FORMAT_VERSION),
         META_VERSION: version,
@@ -126,7 +149,73 @@ class OnnxScorer:
         self.score_names: tuple[str, ...] = names
         if self.default_score not in names:
             raise OnnxModelError(f"{self.path} names an unknown default score {self.default_score!r}")
+        bad = self.calibration.nonfinite() if self.calibration is not None else None
+        if bad is not None:  # every score compared with a nan threshold would pass as normal
+            raise OnnxModelError(f"{self.path} holds a calibration with values that are not numbers ({bad}), so it "
+                                 "cannot decide; export the model again from its model file")
         self.version = meta.get(META_VERSION, "")
+        self._check_graph()
+        self._check_reference(meta.get(META_REFERENCE))
+
+    def _refuse(self, what: str) -> OnnxModelError:
+        return OnnxModelError(f"{self.path}: {what}; its graph was changed after 'scgan export' wrote it, or it comes "
+                              "from another model: export the model again from its model file")
+
+    def _check_graph(self) -> None:
+        """The graph's input and outputs against the metadata: names, ranks, channels, the input's side where it is
+        fixed, and the number of scores."""
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if list(inputs) != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(outputs):
+            raise self._refuse(f"its graph takes {list(inputs)} and gives {list(outputs)}, not {INPUT_NAME!r} -> "
+                               f"{', '.join(map(repr, OUTPUT_NAMES))}")
+        shapes = {"input": (inputs[INPUT_NAME], 4), "scores": (outputs[OUTPUT_NAMES[0]], 2),
+                  "anomaly_map": (outputs[OUTPUT_NAMES[1]], 3)}
+        for name, (shape, rank) in shapes.items():
+            if shape is not None and len(shape) != rank:
+                raise self._refuse(f"its graph's {name} has rank {len(shape)}, not {rank}")
+        fixed = {"input channels": (inputs[INPUT_NAME], 1, self.spec.channels),
+                 "number of scores": (outputs[OUTPUT_NAMES[0]], 1, len(self.score_names))}
+        if not self.spec.keep_aspect:
+            fixed["input side"] = (inputs[INPUT_NAME], 2, self.spec.size)
+        for what, (shape, axis, want) in fixed.items():
+            have = shape[axis] if shape is not None else None
+            if isinstance(have, int) and have != want:
+                raise self._refuse(f"its graph's {what} is {have}, its metadata says {want}")
+
+    def _check_reference(self, stored: str | None) -> None:
+        """Score :func:`reference_input`: finite, of the right shapes, and (where the export stored them) the
+        scores the model gave when it was exported, within PARITY_ATOL."""
+        x = reference_input(self.spec)
+        try:
+            scores, maps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        except Exception as e:  # noqa: BLE001 — onnxruntime raises its own pybind exception types
+            raise self._refuse(f"its graph fails on an image of the shape its metadata gives ({type(e).__name__})") \
+                from None
+        if scores.shape != (1, len(self.score_names)) or maps.shape != (1, *x.shape[2:]):
+            raise self._refuse(f"its graph gives scores {scores.shape} and maps {maps.shape} for one image of "
+                               f"{x.shape[2]} x {x.shape[3]}, not (1, {len(self.score_names)}) and (1, {x.shape[2]}, "
+                               f"{x.shape[3]})")
+        if not (np.isfinite(scores).all() and np.isfinite(maps).all()):
+            raise self._refuse("it scores nan or infinite values (weights that are not numbers)")
+        if stored is None:
+            log.warning("%s has no reference scores (exported before scgan stored them): its graph's shapes were "
+                        "checked, its numbers could not be; export it again to have them checked", self.path)
+            return
+        try:
+            ref = json.loads(stored)
+            want = np.asarray(ref["scores"], dtype=np.float64)
+            known = ref["input"] == REFERENCE_INPUT and want.shape == (len(self.score_names),)
+        except (ValueError, KeyError, TypeError) as e:
+            raise OnnxModelError(f"{self.path} has damaged scgan metadata ({META_REFERENCE}: {e})") from None
+        if not known:
+            raise OnnxModelError(f"{self.path} has reference scores this scgan cannot check ({META_REFERENCE}); "
+                                 "upgrade scgan or export the model again")
+        err = float(np.abs(scores[0] - want).max())
+        if not err <= PARITY_ATOL:
+            worst = self.score_names[int(np.abs(scores[0] - want).argmax())]
+            raise self._refuse(f"its graph scores a reference image {err:.3g} away from the model it was exported "
+                               f"from (score {worst}; at most {PARITY_ATOL:g})")
 
     @property
     def image_size(self) -> int:

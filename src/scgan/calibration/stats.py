@@ -17,6 +17,14 @@ SELECTION_PREFERENCE: tuple[str, ...] = ("seg_max", "map_max", "patch_max", "msg
                                          "l_enc")
 
 
+def exceeds(values: np.ndarray | float, threshold: float) -> np.ndarray:
+    """True where a score is above ``threshold``, and where it is not a finite number: a score that is nan or
+    infinite (a broken model, an input it overflows on) is never called normal. Fails closed the same way for a
+    nan threshold."""
+    v = np.asarray(values, dtype=np.float64)
+    return ~(np.isfinite(v) & (v <= threshold))
+
+
 def preference_order(names: Sequence[str]) -> list[str]:
     """``names`` in SELECTION_PREFERENCE order (unlisted names last, in their given order)."""
     rank = {n: i for i, n in enumerate(SELECTION_PREFERENCE)}
@@ -88,8 +96,16 @@ class Calibration:
         return (np.asarray(values, dtype=np.float64) - s.min) / max(s.max - s.min, 1e-12)
 
     def decide(self, name: str, values: np.ndarray) -> np.ndarray:
-        """True where the score exceeds the validation threshold (anomalous)."""
-        return np.asarray(values) > self.scores[name].threshold
+        """True where the score exceeds the validation threshold (anomalous), or is not finite (see :func:`exceeds`)."""
+        return exceeds(values, self.scores[name].threshold)
+
+    def nonfinite(self) -> str | None:
+        """The first stored number that is nan or infinite ("l_con.threshold is nan"), or None: such a calibration
+        cannot decide anything."""
+        values = {"map_high": self.map_high, **({"sigma": self.sigma} if self.sigma is not None else {})}
+        for score, stats in self.scores.items():
+            values.update({f"{score}.{k}": v for k, v in vars(stats).items()})
+        return next((f"{key} is {value}" for key, value in values.items() if not np.isfinite(value)), None)
 
     def heat(self, amap: np.ndarray) -> np.ndarray:
         """Anomaly map scaled for display to [0, 1] with the largest smoothed residual seen on normal images."""

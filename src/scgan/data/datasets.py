@@ -77,12 +77,24 @@ def validation_size(n: int, val_fraction: float) -> int:
     return min(max(1, round(val_fraction * n), min(MIN_VAL_IMAGES, n // 3)), n - 1)
 
 
-def calibration_warning(n_val: int) -> str | None:
-    """The warning for a calibration on ``n_val`` < MIN_CALIBRATION_IMAGES normal images, else None."""
+def calibration_warning(n_val: int, minimum: int = 1) -> str | None:
+    """The one rule on how many normal images a calibration may rest on: fewer than ``minimum`` raise ValueError,
+    fewer than MIN_CALIBRATION_IMAGES give the warning returned, more give None.
+
+    ``minimum``: training holds out what :func:`validation_size` allows (at least one image: a small set still
+    trains, with the warning). ``scgan calibrate``, whose images are all calibration images, asks for
+    MIN_VAL_IMAGES, what training holds out of any set of 15 or more: on fewer, the min-max range of a score is
+    (nearly) zero, and normal images get normalised scores of 1e5 and more and are called anomalous.
+    """
+    if n_val < minimum:
+        raise ValueError(f"a calibration needs at least {minimum} normal images, found {n_val}: on fewer, the range "
+                         "of the scores is (nearly) zero, so normal images get normalised scores far above 1 and are "
+                         f"called anomalous; add normal images ({MIN_CALIBRATION_IMAGES} or more for a sound "
+                         "threshold)")
     if n_val >= MIN_CALIBRATION_IMAGES:
         return None
     return (f"the calibration rests on {n_val} normal validation image(s), fewer than {MIN_CALIBRATION_IMAGES}: "
-            "thresholds and normalised scores are rough; add normal training images")
+            "thresholds and normalised scores are rough; add normal images")
 
 
 def split_train_val(paths: list[Path], val_fraction: float, split_seed: int) -> tuple[list[Path], list[Path]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 if TYPE_CHECKING:
     import torch
@@ -35,8 +35,17 @@ _WIDE_MODES: dict[str, float] = {
 }
 
 
-# Modes Image.reduce accepts; others (rare: "P", "1", wide modes) are decoded at full size.
-_REDUCIBLE = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"}
+# The only formats decoded, from files, bytes and uploads alike: raster formats Pillow decodes in-process. Any other
+# format Pillow knows is refused unread: EPS and PostScript would run the Ghostscript found on PATH on the file's
+# program; PDF, ICO, PSD, FITS ... are documents or containers no data set or camera gives.
+DECODED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+# The formats images opened that way report: JPEG's opener gives a camera's multi-picture JPEG as "MPO".
+OPENED_FORMATS: tuple[str, ...] = (*DECODED_FORMATS, "MPO")
+FORMAT_NAMES = "PNG, JPEG, BMP, TIFF or WebP"
+
+# Modes Image.reduce accepts; the others are converted first, keeping their values (16-bit stays 16-bit in "I").
+_REDUCIBLE = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "I", "F", "CMYK", "YCbCr", "LAB", "HSV"}
+_REDUCED_AS = {"P": "RGBA", "PA": "RGBA", "1": "L", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
 
 
 class ImageReadError(ValueError):
@@ -58,6 +67,26 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
 
 
+def open_image(fp: str | os.PathLike[str] | IO[bytes]) -> Image.Image:
+    """``Image.open`` of one of DECODED_FORMATS (lazy: only the header is read); UnidentifiedImageError for any other
+    format, which is never parsed further."""
+    return Image.open(fp, formats=DECODED_FORMATS)
+
+
+def reduce_image(im: Image.Image, max_side: int | None) -> Image.Image:
+    """``im`` reduced by the smallest integer factor that brings its longer side to ``max_side`` or less (a box
+    filter), whatever its mode; ``im`` itself where it is small enough or ``max_side`` is None.
+
+    Modes Image.reduce refuses (palette, 1-bit, 16-bit) are converted first without losing values, so that every
+    mode is bounded alike."""
+    factor = 1 if max_side is None else -(-max(im.size) // max_side)  # ceil
+    if factor <= 1:
+        return im
+    if im.mode not in _REDUCIBLE:
+        im = im.convert(_REDUCED_AS.get(im.mode, "RGB"))
+    return im.reduce(factor)
+
+
 def _open(path: Path) -> Image.Image:
     """Open and fully decode ``path``, turning every failure (and any oversized header) into ImageReadError."""
     return _open_reduced(path, None)[0]
@@ -71,7 +100,7 @@ def _open_reduced(path: Path | IO[bytes], max_side: int | None) -> tuple[Image.I
     decoding, through ``Image.draft``; other formats by ``Image.reduce`` right after), so that what
     callers keep and convert is bounded by ``max_side``, not by the file.
     """
-    hint = "replace or delete the file (training and test data: skip_bad_images=true skips such files)"
+    hint = "replace or delete the file (train, test and calibrate: skip_bad_images=true skips such files)"
     label = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "(uploaded)")
     if isinstance(path, (str, os.PathLike)):
         try:
@@ -87,7 +116,7 @@ def _open_reduced(path: Path | IO[bytes], max_side: int | None) -> tuple[Image.I
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its pixel limit; make that an error we can catch.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 w, h = im.size
                 if w * h > MAX_IMAGE_PIXELS:
                     raise ImageReadError(
@@ -100,14 +129,13 @@ def _open_reduced(path: Path | IO[bytes], max_side: int | None) -> tuple[Image.I
                 if factor > 1:
                     im.draft(im.mode if im.mode in ("RGB", "L") else None, (-(-w // factor), -(-h // factor)))
                 im.load()
-                factor = 1 if max_side is None else -(-max(im.size) // max_side)
-                if factor == 1:
-                    return im.copy(), (h, w)  # the copy outlives the closed file
-                if im.mode in ("P", "PA", "1"):
-                    im = im.convert("RGBA")
-                return (im.reduce(factor) if im.mode in _REDUCIBLE else im.copy()), (h, w)
+                small = reduce_image(im, max_side)
+                return (im.copy() if small is im else small), (h, w)  # the copy outlives the closed file
     except ImageReadError:
         raise
+    except UnidentifiedImageError:
+        raise ImageReadError(f"cannot read image {label}: it is not a {FORMAT_NAMES} image (the formats scgan "
+                             f"decodes); {hint}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(f"image {label} is too large to decode safely ({e}); downscale it before use") from None
     except FileNotFoundError:

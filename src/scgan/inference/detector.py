@@ -26,8 +26,18 @@ import numpy as np
 from PIL import Image
 
 from scgan import __version__
-from scgan.calibration.stats import Calibration
-from scgan.data.io import InputSpec, image_to_array, load_image_with_size, pil_to_rgb, prepare_image, resize_map
+from scgan.calibration.stats import Calibration, exceeds
+from scgan.data.io import (
+    FORMAT_NAMES,
+    OPENED_FORMATS,
+    InputSpec,
+    image_to_array,
+    load_image_with_size,
+    pil_to_rgb,
+    prepare_image,
+    reduce_image,
+    resize_map,
+)
 
 # What predict() takes per image: a file path, encoded file bytes, a PIL image, or an (H, W) / (H, W, C) array.
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -42,6 +52,8 @@ class InputError(ValueError):
 
 def _rgb_from_array(a: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1|3|4) uint8/uint16/bool/float-in-[0, 1] array -> uint8 (H, W, 3), as a file would read."""
+    if a.dtype.byteorder not in ("=", "|"):  # big-endian data (from a file or another machine): same values, native
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or min(a.shape[:2]) < 1:
@@ -63,13 +75,6 @@ def _rgb_from_array(a: np.ndarray) -> np.ndarray:
     return pil_to_rgb(Image.fromarray(np.ascontiguousarray(a)))  # alpha composited on black, like files
 
 
-def _reduce(im: Image.Image, max_side: int | None) -> Image.Image:
-    if max_side is None:
-        return im
-    factor = -(-max(im.size) // max_side)
-    return im.reduce(factor) if factor > 1 else im
-
-
 def read_input(x: ImageInput, max_side: int | None = MAX_SIDE) -> tuple[np.ndarray, tuple[int, int], str | None]:
     """One input -> (uint8 RGB (H, W, 3), the input's own (H, W), its path or None).
 
@@ -85,12 +90,15 @@ def read_input(x: ImageInput, max_side: int | None = MAX_SIDE) -> tuple[np.ndarr
         rgb, size = load_image_with_size(io.BytesIO(bytes(x)), None, max_side=max_side)
         return rgb, size, None
     if isinstance(x, Image.Image):
-        return pil_to_rgb(_reduce(x, max_side)), (x.height, x.width), None
+        if x.format is not None and x.format not in OPENED_FORMATS:  # its pixels may not be decoded yet
+            raise InputError(f"a PIL image opened from a {x.format} file is not scored (only {FORMAT_NAMES}); "
+                             "convert it to pixels yourself first, e.g. image.convert('RGB')")
+        return pil_to_rgb(reduce_image(x, max_side)), (x.height, x.width), None
     if isinstance(x, np.ndarray):
         size = (int(x.shape[0]), int(x.shape[1])) if x.ndim >= 2 else (0, 0)
         rgb = _rgb_from_array(x)
         if max_side is not None and max(rgb.shape[:2]) > max_side:
-            rgb = np.asarray(_reduce(Image.fromarray(rgb), max_side))
+            rgb = np.asarray(reduce_image(Image.fromarray(rgb), max_side))
         return rgb, size, None
     raise InputError(f"cannot score a {type(x).__name__}: give a file path, file bytes, a PIL image or a numpy array")
 
@@ -116,8 +124,9 @@ class Result:
 
     @property
     def anomalous(self) -> bool | None:
-        """True when the default score exceeds the threshold; None without a calibration."""
-        return None if self.threshold is None else bool(self.score > self.threshold)
+        """True when the default score exceeds the threshold or is not finite (nan never passes as normal); None
+        without a calibration."""
+        return None if self.threshold is None else bool(exceeds(self.score, self.threshold))
 
     @property
     def decision(self) -> str | None:
@@ -139,11 +148,11 @@ class Result:
         return Image.fromarray(overlay(self.image, self.heat, alpha=alpha))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (no arrays)."""
+        """JSON-ready summary (no arrays); a value that is nan or infinite is None (strict JSON has no nan)."""
         h, w = self.original_size
-        return {"scores": dict(self.scores), "score_name": self.score_name, "score": self.score,
-                "normalized": self.normalized, "threshold": self.threshold, "decision": self.decision,
-                "width": w, "height": h}
+        return {"scores": {k: _number(v) for k, v in self.scores.items()}, "score_name": self.score_name,
+                "score": _number(self.score), "normalized": _number(self.normalized),
+                "threshold": _number(self.threshold), "decision": self.decision, "width": w, "height": h}
 
 
 @dataclass
@@ -362,6 +371,11 @@ class Detector:
                 "score_names": list(self.score_names),
                 "default_score": self.default_score, "calibration": summary,
                 "model_file": None if self.path is None else self.path.name}
+
+
+def _number(x: float | None) -> float | None:
+    """``x``, or None where it is None, nan or infinite."""
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def _json_meta(text: str | None) -> dict[str, Any]:

@@ -6,8 +6,6 @@ checked before anything is fitted or loaded.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -47,12 +45,5 @@ def nonfinite_cause(calibration: Calibration | None, parts: dict[str, nn.Module]
             if t.is_floating_point() and not torch.isfinite(t).all():
                 bad = t[~torch.isfinite(t)].flatten()[0].item()
                 return f"{net_name} weight {name} is {bad}"
-    if calibration is None:
-        return None
-    values = {"map_high": calibration.map_high}
-    for score, stats in calibration.scores.items():
-        values.update({f"{score}.{k}": v for k, v in vars(stats).items()})
-    for key, value in values.items():
-        if not math.isfinite(value):
-            return f"calibration {key} is {value}"
-    return None
+    bad = calibration.nonfinite() if calibration is not None else None
+    return None if bad is None else f"calibration {bad}"

@@ -4,18 +4,26 @@ Scoring runs on a fixed pool of worker threads (``Limits.workers``); at most ``L
 requests wait for one, and any beyond that are turned away at once with 503, so a burst never starts
 a thread per request or grows memory without bound. Every refusal is a JSON body
 ``{"error": "<one sentence>"}`` with a 4xx status (503 when busy or too slow), never a 500 or a dead worker.
+
+The app answers only to the host names it is given (a web page the operator visits cannot reach a loopback server
+through DNS rebinding) and refuses requests a page of another origin made. How connections are accepted, timed
+and limited is :mod:`scgan.serve.server`'s.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
+import ipaddress
 import logging
+import math
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from scgan.utils.names import printable
 
@@ -23,14 +31,20 @@ try:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.datastructures import UploadFile
+    from starlette.datastructures import Headers, UploadFile
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
 except ImportError:  # pragma: no cover - depends on the installation
-    raise ImportError("scgan serve needs FastAPI and uvicorn; install the serve extra: pip install 'scgan[serve]'") from None
+    raise ImportError("scgan serve needs FastAPI and uvicorn; install the serve extra: "
+                      "pip install 'scgan[serve]'") from None
 
 log = logging.getLogger(__name__)
 
 FIELD = "file"  # the multipart field that carries images (repeat it for several)
+# The host names a server answers to by default, besides the address it is bound to.
+LOCAL_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+ANY_HOST = "*"  # in allowed hosts: any Host header (only behind a proxy that checks it)
+ANY_IP = "*ip"  # in allowed hosts: any IP address (a server bound to all interfaces; DNS rebinding needs a name)
 
 
 @dataclass
@@ -43,6 +57,27 @@ class Limits:
     workers: int = 1  # scoring threads (each scores one request's batch at a time)
     queue: int = 8  # requests that may wait for a worker; more get 503 at once
     timeout_s: float = 60.0  # waiting plus scoring, per request; longer gets 503
+    max_connections: int = 64  # open connections, idle ones included; a request on one more gets 503
+    read_timeout_s: float = 10.0  # a request's head must arrive within it, its body never pause longer
+    keep_alive_s: float = 5.0  # an idle connection between requests is closed after it
+
+    def __post_init__(self) -> None:
+        counts = {"max_upload_bytes": self.max_upload_bytes, "max_files": self.max_files,
+                  "max_pixels": self.max_pixels, "workers": self.workers, "max_connections": self.max_connections}
+        for name, value in [*counts.items(), ("queue", self.queue + 1)]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= {0 if name == 'queue' else 1}, got "
+                                 f"{getattr(self, name)!r}")
+        for name in ("timeout_s", "read_timeout_s", "keep_alive_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}: a server with it "
+                                 "would refuse every request")
+        if self.max_connections <= self.workers + self.queue:
+            raise ValueError(f"max_connections ({self.max_connections}) must exceed workers + queue "
+                             f"({self.workers + self.queue}), so that a busy server answers 'busy' rather than "
+                             "turning connections away")
 
 
 class ServeError(Exception):
@@ -54,8 +89,9 @@ class ServeError(Exception):
         self.message = message
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Every refusal's shape: ``{"error": "<one sentence>"}`` with ``status``."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 class _BodyLimit:
@@ -71,7 +107,7 @@ class _BodyLimit:
         too_big = f"the upload is larger than the {self.limit // (1024 * 1024)} MiB this server accepts; send fewer or smaller images"
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await _error(413, too_big)(scope, receive, send)
+            return await error_response(413, too_big)(scope, receive, send)
         seen = 0
 
         async def counted():
@@ -86,19 +122,106 @@ class _BodyLimit:
         await self.app(scope, counted, send)
 
 
+def host_name(value: str) -> str:
+    """The host of a Host header or of an origin's host[:port]: lower case, without the port, the brackets of an
+    IPv6 address, or a trailing dot."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return (value.rsplit(":", 1)[0] if value.count(":") == 1 else value).rstrip(".")
+
+
+def host_allowed(host: str, allowed: Sequence[str]) -> bool:
+    """True when a Host header names one of ``allowed`` (which may hold ANY_HOST, or ANY_IP for any IP address)."""
+    name = host_name(host)
+    if ANY_HOST in allowed or name in {host_name(a) for a in allowed}:
+        return True
+    if ANY_IP in allowed:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """True when an Origin header is this server's own: http(s) and the request's own Host."""
+    parts = urlsplit(origin.strip())
+    return host is not None and parts.scheme in ("http", "https") and parts.netloc.lower() == host.strip().lower()
+
+
+class _HostGuard:
+    """ASGI middleware: refuse a Host header not in ``allowed`` (400) and a request made by a page of another origin
+    (403), before anything else is read."""
+
+    def __init__(self, app, allowed: Sequence[str]) -> None:
+        self.app = app
+        self.allowed = tuple(allowed)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        host, origin = headers.get("host"), headers.get("origin")
+        if host is not None and not host_allowed(host, self.allowed):
+            shown = ", ".join(a for a in self.allowed if a not in (ANY_HOST, ANY_IP))
+            name = printable(host_name(host))[:100]
+            message = (f"this server does not answer to the host name {name!r} (it answers to {shown}); if that "
+                       f"name is yours, start it with --allowed-host {name}")
+            return await error_response(400, message)(scope, receive, send)
+        if origin is not None and not same_origin(origin, host):
+            message = (f"a request made by a page of {printable(origin)[:100]!r} is refused: this server answers "
+                       "its own page and clients that send no Origin (curl, scripts)")
+            return await error_response(403, message)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class _Errors:
+    """ASGI middleware, outermost: a client that went away mid-request is one log line and no answer; any other
+    unexpected error is one logged traceback and a JSON 500 (Starlette's own handler answers in plain text, and its
+    re-raise made uvicorn log the traceback a second time)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            log.info("%s %s: the client went away before its request arrived; nothing was answered",
+                     scope["method"], scope["path"])
+        except Exception as e:  # noqa: BLE001 — the last resort: log, answer, live on
+            log.exception("unexpected error on %s", scope["path"])
+            if not started:
+                await error_response(500, f"internal error ({type(e).__name__}); the server keeps running, see its "
+                                  "log")(scope, receive, send)
+
+
 def _check_header(data: bytes, name: str, max_pixels: int) -> None:
     """Refuse what is not an image, or is too large, from the header alone (nothing is decoded yet)."""
     from PIL import Image, UnidentifiedImageError
 
+    from scgan.data.io import FORMAT_NAMES, open_image
+
     if not data:
         raise ServeError(400, f"{name} is empty; choose an image file")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(io.BytesIO(data)) as im:
             w, h = im.size
     except Image.DecompressionBombError:
         raise ServeError(413, f"{name} has more pixels than this server accepts ({max_pixels:,}); downscale it first") from None
     except UnidentifiedImageError:
-        raise ServeError(415, f"{name} is not an image this server reads (PNG, JPEG, BMP or TIFF)") from None
+        raise ServeError(415, f"{name} is not an image this server reads ({FORMAT_NAMES})") from None
     except Exception:  # noqa: BLE001 - Pillow raises many types for a damaged header
         raise ServeError(422, f"{name} has a damaged image header; re-save or replace the file") from None
     if w * h > max_pixels:
@@ -112,13 +235,14 @@ def _png_data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def create_app(detector, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI application serving ``detector`` (a :class:`scgan.inference.detector.Detector`) within ``limits``."""
+def create_app(detector, limits: Limits | None = None, allowed_hosts: Sequence[str] = LOCAL_HOSTS) -> FastAPI:
+    """The FastAPI application serving ``detector`` (a :class:`scgan.inference.detector.Detector`) within ``limits``,
+    to requests whose Host header names one of ``allowed_hosts``."""
     limits = limits or Limits()
-    if limits.workers < 1 or limits.queue < 0:
-        raise ValueError(f"workers must be >= 1 and queue >= 0, got {limits.workers} and {limits.queue}")
     app = FastAPI(title="scgan", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(_BodyLimit, limit=limits.max_upload_bytes)
+    app.add_middleware(_BodyLimit, limit=limits.max_upload_bytes)  # added last is outermost
+    app.add_middleware(_HostGuard, allowed=tuple(allowed_hosts))
+    app.add_middleware(_Errors)
     pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="scgan-score")
     admitted = threading.BoundedSemaphore(limits.workers + limits.queue)
     model_info = detector.describe()
@@ -127,22 +251,17 @@ def create_app(detector, limits: Limits | None = None) -> FastAPI:
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, e: ServeError) -> JSONResponse:
-        return _error(e.status, e.message)
+        return error_response(e.status, e.message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         message = {404: f"there is no {request.url.path} here; the endpoints are /, /predict, /model and /health",
                    405: f"{request.method} is not allowed on {request.url.path}"}.get(e.status_code, str(e.detail))
-        return _error(e.status_code, message)
+        return error_response(e.status_code, message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
-        return _error(422, "the request is not what this endpoint takes; see GET / for an example")
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, e: Exception) -> JSONResponse:  # the last resort: log, answer, live on
-        log.exception("unexpected error on %s", request.url.path)
-        return _error(500, f"internal error ({type(e).__name__}); the server keeps running, see its log")
+        return error_response(422, "the request is not what this endpoint takes; see GET / for an example")
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
@@ -206,17 +325,6 @@ def create_app(detector, limits: Limits | None = None) -> FastAPI:
 
     app.state.detector = detector
     app.state.limits = limits
+    app.state.allowed_hosts = tuple(allowed_hosts)
     app.state.pool = pool
     return app
-
-
-def serve(detector, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-          log_level: str = "warning") -> None:
-    """Run the app with uvicorn until interrupted (binds ``host``:``port``; localhost by default)."""
-    import uvicorn
-
-    limits = limits or Limits()
-    app = create_app(detector, limits)
-    # Connections beyond this get uvicorn's 503 before any work; keep-alive idles close after 5 s.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=2 * (limits.workers + limits.queue) + 4,
-                timeout_keep_alive=5)

@@ -106,6 +106,15 @@ def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True when ``a`` and ``b`` name one file: the same inode where both exist (whatever links, hard links or
+    ``..`` lead there), else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
 def writable_dir(path: str | os.PathLike[str]) -> Path:
     """Create folder ``path`` (with parents) and check a file can be written in it, or raise a clear error.
 

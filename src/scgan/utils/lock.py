@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,8 +59,20 @@ def _recorded_pid_alive(fd: int) -> bool:
 
 
 def _open_lock_file(path: Path) -> int:
-    # O_NOFOLLOW: a symbolic link planted at the lock's name is refused, never followed.
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    """The lock file, opened for reading and writing (created if absent); FolderLockedError naming it when it is a
+    link or not a regular file."""
+    try:
+        # O_NOFOLLOW: a symbolic link planted at the lock's name is refused, never followed; O_NONBLOCK: a FIFO
+        # planted there is opened without waiting for a writer (then refused below).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        raise FolderLockedError(f"cannot create the lock file {path}: {e.strerror or e} "
+                                "(a symbolic link there is refused; remove it)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FolderLockedError(f"the lock file {path} is not a regular file (a FIFO, device or socket was put "
+                                "there); remove it, then run again")
+    return fd
 
 
 @contextlib.contextmanager
@@ -70,11 +83,7 @@ def folder_lock(folder: str | os.PathLike[str], what: str) -> Iterator[Path]:
     """
     path = Path(folder) / LOCK_NAME
     while True:
-        try:
-            fd = _open_lock_file(path)
-        except OSError as e:
-            raise FolderLockedError(f"cannot create the lock file {path}: {e.strerror or e} "
-                                    "(a symbolic link there is refused; remove it)") from None
+        fd = _open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             held = False
