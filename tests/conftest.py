@@ -94,3 +94,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tested(trained, tmp_path_factory):
+    """`scgan test` of the tiny trained model, report included: (what it printed, its output folder)."""
+    import contextlib
+    import io
+
+    from scgan.cli import main
+
+    out = tmp_path_factory.mktemp("tested")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["test", "--checkpoint", str(trained[0].model_path), "--output", str(out), "--no-progress"]) == 0
+    return buf.getvalue(), out

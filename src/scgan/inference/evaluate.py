@@ -51,17 +51,20 @@ def _clean(v: Any) -> Any:
 
 def scores_csv(result: ScoreResult, calibration: Calibration | None, default: str) -> str:
     """scores.csv: one row per test image with its path, defect, label and every named score; with a
-    calibration also the default score normalised and the threshold decision."""
+    calibration also the default score raw and normalised, the threshold in both units, and the decision
+    (anomalous when score > threshold, equally score_normalized > threshold_normalized)."""
     header = ["path", "defect", "label", *result.names]
     if calibration:
-        header += ["score_normalized", "decision"]
+        header += ["score", "threshold", "score_normalized", "threshold_normalized", "decision"]
+        threshold = calibration.scores[default].threshold
+        threshold_norm = float(calibration.normalize(default, np.array([threshold]))[0])
     norm = calibration.normalize(default, result.score(default)) if calibration else None
     dec = calibration.decide(default, result.score(default)) if calibration else None
     rows = []
     for i, p in enumerate(result.paths):
         row = [csv_cell(p), csv_cell(result.defects[i]), int(result.labels[i]), *result.scores[i]]
         if calibration:
-            row += [norm[i], decision_label(bool(dec[i]))]
+            row += [result.score(default)[i], threshold, norm[i], threshold_norm, decision_label(bool(dec[i]))]
         rows.append(row)
     return csv_text(header, rows)
 

@@ -163,7 +163,9 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
         if bar:
             bar.close()
         csv_path = out / "predictions.csv"
-        atomic_write_text(csv_path, _csv(preds, skipped, names, detector.default_score))
+        threshold = detector.threshold
+        atomic_write_text(csv_path, _csv(preds, skipped, names, detector.default_score, threshold,
+                                         None if threshold is None else detector.normalize(threshold)))
         written.append("predictions.csv")
         _remove_stale(out, previous, set(written))
         write_manifest(out, written, command="scgan predict",
@@ -172,16 +174,25 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
     return PredictOutput(preds, skipped, csv_path)
 
 
-def _csv(preds: list[Prediction], skipped: list[tuple[str, str]], names: tuple[str, ...], default: str) -> str:
-    """predictions.csv: one row per input; paths and reasons as cells no spreadsheet runs as formulas."""
+def _csv(preds: list[Prediction], skipped: list[tuple[str, str]], names: tuple[str, ...], default: str,
+         threshold: float | None, threshold_norm: float | None) -> str:
+    """predictions.csv: one row per input; paths and reasons as cells no spreadsheet runs as formulas.
+
+    Every row holds the threshold beside the score, raw and normalised: an image is anomalous when its score
+    exceeds the threshold (equally, its normalised score exceeds the normalised threshold, which is at most 1).
+    """
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path", "score", "score_normalized", "decision", *names, "overlay"])
+    w.writerow(["path", "score", "threshold", "score_normalized", "threshold_normalized", "decision", *names,
+                "overlay"])
+    t = "" if threshold is None else f"{threshold:.6g}"
+    t_norm = "" if threshold_norm is None else f"{threshold_norm:.6g}"
     for p in preds:
         decision = "" if p.anomalous is None else ("anomalous" if p.anomalous else "normal")
         norm = "" if p.normalized is None else f"{p.normalized:.6g}"
-        w.writerow([csv_cell(p.path), f"{p.scores[default]:.6g}", norm, decision,
+        w.writerow([csv_cell(p.path), f"{p.scores[default]:.6g}", t, norm, t_norm, decision,
                     *(f"{p.scores[n]:.6g}" for n in names), csv_cell(p.overlay or "")])
     for path, reason in skipped:
-        w.writerow([csv_cell(path), "", "", csv_cell("error: " + reason.replace("\n", " ")), *([""] * len(names)), ""])
+        w.writerow([csv_cell(path), "", t, "", t_norm, csv_cell("error: " + reason.replace("\n", " ")),
+                    *([""] * len(names)), ""])
     return buf.getvalue()
