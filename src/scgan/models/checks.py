@@ -50,6 +50,7 @@ def nonfinite_cause(calibration: Calibration | None, parts: dict[str, nn.Module]
     if calibration is None:
         return None
     values = {"map_high": calibration.map_high}
+    values.update({k: v for k in ("heat_low", "heat_threshold") if (v := getattr(calibration, k)) is not None})
     for score, stats in calibration.scores.items():
         values.update({f"{score}.{k}": v for k, v in vars(stats).items()})
     for key, value in values.items():
