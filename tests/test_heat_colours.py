@@ -53,3 +53,18 @@ def test_a_residual_models_normal_pixels_are_blue(trained):
     assert_normal_blue_threshold_green(loaded)
     # The map is the smoothed residual and map_max its maximum: the map's threshold is map_max's.
     assert loaded.calibration.heat_threshold == pytest.approx(loaded.calibration.scores["map_max"].threshold)
+
+
+@pytest.mark.unit
+def test_the_colour_bar_says_what_the_colours_mean(monkeypatch):
+    from scgan.reporting import report
+
+    figures = []
+    monkeypatch.setattr(report, "_png", lambda fig, dpi=100: figures.append(fig) or b"png")
+    ex = report.ReportExample("a/b.png", np.zeros((40, 60, 3), np.uint8), np.zeros((8, 8)), 0.5, 0, None, "normal")
+    ticks = [(0.0, "0.2 normal"), (0.5, "0.45 threshold"), (1.0, "0.7")]
+    report._examples_figure([ex], "x.png", "examples", heat_ticks=ticks)
+    bar = next(ax._colorbar for sub in figures[0].subfigs for ax in sub.axes if getattr(ax, "_colorbar", None))
+    labels = [t.get_text() for t in bar.ax.get_yticklabels()]
+    assert labels == ["0.2 normal", "0.45 threshold", "0.7"]
+    assert list(bar.get_ticks()) == [0.0, 0.5, 1.0]

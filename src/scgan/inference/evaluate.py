@@ -157,20 +157,24 @@ def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded
     if cal is None:
         raise ValueError(f"{loaded.path} has no calibration, so its heat maps have no scale; re-fit one with "
                          "'scgan calibrate', or pass --no-report")
+    flagged = cal.decide(default, s)
+    labels = result.labels.astype(bool)
 
     def example(i: int) -> ReportExample:
         # Shown at the file's own resolution (up to REPORT_SIDE), not at S: defects stay visible.
         sample = ds.samples[i]
         img = load_image_with_size(sample.path, None, max_side=REPORT_SIDE)[0]
         mask = load_mask(sample.mask_path, None) if sample.mask_path is not None and result.masks[i].any() else None
-        decision = "anomalous" if cal.decide(default, s[i:i + 1])[0] else "normal"
         return ReportExample(name=Path(result.paths[i]).parent.name + "/" + Path(result.paths[i]).name,
-                             image=img, heat=cal.heat(result.maps[i]),
-                             score=float(s[i]), label=int(result.labels[i]), mask=mask, decision=decision)
+                             image=img, heat=cal.heat(result.maps[i]), score=float(s[i]), label=int(result.labels[i]),
+                             mask=mask, decision="anomalous" if flagged[i] else "normal")
 
     top = [example(int(i)) for i in order[:k]]
     bottom = [example(int(i)) for i in order[::-1][:k]]
+    missed = [example(int(i)) for i in [i for i in order[::-1] if labels[i] and not flagged[i]][:k]]  # clearest first
+    alarms = [example(int(i)) for i in [i for i in order if not labels[i] and flagged[i]][:k]]  # loudest first
     info = dict(metrics["info"])
-    write_report(out, title=f"SCGAN test report — {ds.category}", metrics=metrics, config=loaded.config.to_dict(),
+    write_report(out, title=f"scgan test report — {ds.category}", metrics=metrics, config=loaded.config.to_dict(),
                  scores=s, labels=result.labels, score_name=default, examples_top=top, examples_bottom=bottom,
-                 info=info)
+                 info=info, missed=missed, false_alarms=alarms, heat_ticks=cal.heat_ticks(),
+                 heat_legend=cal.heat_legend())
