@@ -55,6 +55,25 @@ def test_a_residual_models_normal_pixels_are_blue(trained):
     assert loaded.calibration.heat_threshold == pytest.approx(loaded.calibration.scores["map_max"].threshold)
 
 
+def test_the_colours_reach_onnx_the_detector_the_report_and_the_page(trained, exported_onnx, tested):
+    from scgan.inference.detector import Detector
+    from scgan.serve import create_app
+
+    torch_det, onnx_det = Detector.load(trained[0].model_path), Detector.load(exported_onnx)
+    cal = torch_det.calibration
+    assert (onnx_det.calibration.heat_low, onnx_det.calibration.heat_threshold) == (cal.heat_low, cal.heat_threshold)
+    assert torch_det.describe()["calibration"]["heat_legend"] == cal.heat_legend()
+    _, out = tested
+    assert f"Heat-map colours: {cal.heat_legend()}" in (out / "report.md").read_text()
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(torch_det)) as c:
+        assert c.get("/model").json()["calibration"]["heat_legend"] == cal.heat_legend()
+        page = c.get("/").text
+    assert "blue normal, red anomalous" not in page and "cal.heat_legend" in page
+
+
 @pytest.mark.unit
 def test_the_colour_bar_says_what_the_colours_mean(monkeypatch):
     from scgan.reporting import report

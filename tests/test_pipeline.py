@@ -101,7 +101,10 @@ def test_predict_scores_files_and_folders(trained, tmp_path, demo_root, demo_cat
     ov = out.predictions[0].overlay
     from PIL import Image
 
-    assert Image.open(ov).size == Image.open(files[0]).size  # overlay at the original size
+    w, h = Image.open(files[0]).size
+    assert Image.open(ov).size[0] == w and Image.open(ov).size[1] > h  # the original size, a caption band below it
+    out = run_predict([files[0]], tmp_path / "plain", model=res.model_path, progress=False, captions=False)
+    assert Image.open(out.predictions[0].overlay).size == (w, h)  # without the band: the original size exactly
     # The same image scored by predict and by test gives the same score.
     t = run_test(res.model_path, tmp_path / "t", progress=False, report=False).result
     i = t.paths.index(str(files[0]))

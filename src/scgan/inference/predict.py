@@ -105,14 +105,15 @@ def _remove_stale(out: Path, previous: list[str], kept: set[str]) -> None:
 
 def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=None, onnx_path: str | None = None,
                 detector=None, batch_size: int = 16, tile: int | None = None, overlays: bool = True,
-                progress: bool = True) -> PredictOutput:
+                captions: bool = True, progress: bool = True) -> PredictOutput:
     """Score every readable image with a Detector; unreadable files are reported and skipped, never fatal.
 
     The detector is ``detector``, else built from ``onnx_path`` (onnxruntime, no torch) or ``model``
-    (a LoadedModel or a path), with ``batch_size`` and ``tile``.
+    (a LoadedModel or a path), with ``batch_size`` and ``tile``. Each overlay PNG carries its score, threshold
+    and decision as PNG text (:func:`overlay_text`) and, with ``captions``, in a band below the picture.
     """
     from scgan.inference.detector import Detector
-    from scgan.reporting.visualize import overlay
+    from scgan.reporting.visualize import caption_band, overlay
     from scgan.utils.atomic import save_png
 
     if detector is None:
@@ -153,7 +154,10 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
                 try:
                     target = out / OVERLAYS / name
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    save_png(target, overlay(r.image, r.heat))
+                    picture = overlay(r.image, r.heat)
+                    if captions:
+                        picture = caption_band(picture, caption_lines(r), r.decision)
+                    save_png(target, picture, overlay_text(r, f.path.name))
                     written.append(f"{OVERLAYS}/{name}")
                     ov_path = str(target)
                 except OSError as e:  # the score stands; only its picture is missing
@@ -172,6 +176,26 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
                        model=printable(detector.path) if detector.path else None,
                        scored=len(preds), skipped=len(skipped))
     return PredictOutput(preds, skipped, csv_path)
+
+
+def caption_lines(r) -> list[str]:
+    """The overlay's caption: the decision, then the score against the threshold ("patch_max 3.21 > 2.9")."""
+    if r.threshold is None:
+        return ["no threshold (no calibration)", f"{r.score_name} {r.score:.4g}"]
+    return [r.decision, f"{r.score_name} {r.score:.4g} {'>' if r.anomalous else '<='} {r.threshold:.4g}"]
+
+
+def overlay_text(r, name: str) -> dict[str, str]:
+    """PNG text chunks of an overlay: what was scored and what the model decided."""
+    def g(v) -> str:
+        return "" if v is None else f"{v:.6g}"
+
+    threshold_norm = None if r.calibration is None or r.threshold is None else float(
+        r.calibration.normalize(r.score_name, [r.threshold])[0])
+    return {"Source": printable(name), "scgan.score_name": r.score_name, "scgan.score": g(r.score),
+            "scgan.threshold": g(r.threshold), "scgan.score_normalized": g(r.normalized),
+            "scgan.threshold_normalized": g(threshold_norm), "scgan.decision": r.decision or "",
+            "scgan.heat": r.calibration.heat_legend() if r.calibration is not None else "each map over its own maximum"}
 
 
 def _csv(preds: list[Prediction], skipped: list[tuple[str, str]], names: tuple[str, ...], default: str,

@@ -12,6 +12,7 @@ import base64
 import io
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -86,6 +87,37 @@ class _BodyLimit:
         await self.app(scope, counted, send)
 
 
+access_log = logging.getLogger("scgan.access")
+
+
+class _AccessLog:
+    """ASGI middleware: one line per HTTP request (client, method, path, status, bytes sent, seconds); never a
+    body, a query value or an image."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status, sent = time.monotonic(), 0, 0
+
+        async def counted(message):
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            client = (scope.get("client") or ("-",))[0]
+            access_log.info('%s "%s %s" %s %d B %.3f s', client, scope.get("method", ""),
+                            printable(scope.get("path", ""))[:200], status or "-", sent, time.monotonic() - start)
+
+
 def _check_header(data: bytes, name: str, max_pixels: int) -> None:
     """Refuse what is not an image, or is too large, from the header alone (nothing is decoded yet)."""
     from PIL import Image, UnidentifiedImageError
@@ -119,6 +151,7 @@ def create_app(detector, limits: Limits | None = None) -> FastAPI:
         raise ValueError(f"workers must be >= 1 and queue >= 0, got {limits.workers} and {limits.queue}")
     app = FastAPI(title="scgan", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(_BodyLimit, limit=limits.max_upload_bytes)
+    app.add_middleware(_AccessLog)  # outermost: logs every request, refused ones too
     pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="scgan-score")
     admitted = threading.BoundedSemaphore(limits.workers + limits.queue)
     model_info = detector.describe()
@@ -156,14 +189,23 @@ def create_app(detector, limits: Limits | None = None) -> FastAPI:
     async def model() -> dict[str, Any]:
         return {**model_info, "limits": asdict(limits)}
 
-    def score(files: list[tuple[str, bytes]], overlays: bool) -> list[dict[str, Any]]:
-        outcomes = list(detector.iter_predict([data for _, data in files]))
-        bad = next((o for o in outcomes if o.result is None), None)
-        if bad is not None:
-            raise ServeError(422, f"{files[bad.index][0]} is truncated or damaged and cannot be decoded; "
-                                  "replace the file")
+    def score(files: list[tuple[str, bytes | ServeError]], overlays: bool) -> list[dict[str, Any]]:
+        """Per file a result, or {"filename", "error", "status"} for one that cannot be scored (the others are
+        scored: one policy with ``scgan predict``); ServeError only when no file could be scored."""
+        readable = [(i, data) for i, (_, data) in enumerate(files) if not isinstance(data, ServeError)]
+        outcomes = {readable[o.index][0]: o for o in detector.iter_predict([data for _, data in readable])}
+        for i, o in list(outcomes.items()):
+            if o.result is None:
+                files[i] = (files[i][0], ServeError(422, f"{files[i][0]} is truncated or damaged and cannot be "
+                                                         "decoded; replace the file"))
+        if all(isinstance(data, ServeError) for _, data in files):
+            raise next(data for _, data in files)
         out = []
-        for (name, _), o in zip(files, outcomes):
+        for i, (name, data) in enumerate(files):
+            if isinstance(data, ServeError):
+                out.append({"filename": name, "error": data.message, "status": data.status})
+                continue
+            o = outcomes[i]
             entry = {"filename": name, **o.result.to_dict(), "threshold_normalized": threshold_norm}
             if overlays:
                 entry["overlay"] = _png_data_url(o.result.overlay())
@@ -189,7 +231,10 @@ def create_app(detector, limits: Limits | None = None) -> FastAPI:
         for i, up in enumerate(uploads):
             name = printable(up.filename or f"image {i + 1}")[:200]
             data = await up.read()
-            _check_header(data, name, limits.max_pixels)
+            try:
+                _check_header(data, name, limits.max_pixels)
+            except ServeError as e:  # this file only: the others are still scored
+                data = e
             files.append((name, data))
         await form.close()
         if not admitted.acquire(blocking=False):
@@ -217,6 +262,12 @@ def serve(detector, host: str = "127.0.0.1", port: int = 8000, limits: Limits | 
 
     limits = limits or Limits()
     app = create_app(detector, limits)
+    if not access_log.handlers:  # the access lines go to stderr whatever the root logger's level
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
     # Connections beyond this get uvicorn's 503 before any work; keep-alive idles close after 5 s.
     uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=2 * (limits.workers + limits.queue) + 4,
                 timeout_keep_alive=5)
