@@ -81,8 +81,9 @@ def build_config(args: argparse.Namespace, extra: dict | None = None, base: dict
     return check_config(load_config(args.preset, args.config_file, overrides))
 
 
-def print_calibration(model_path: Path) -> None:
-    """How the trained model decides: its score (and why), threshold, and the validation images behind them."""
+def print_calibration(model_path: Path, warn: bool = True) -> None:
+    """How the trained model decides: its score (and why), threshold, and the validation images behind them.
+    ``warn=False``: the training already warned that the calibration rests on few images."""
     from scgan.artifacts.model_file import load_model
     from scgan.data.datasets import calibration_warning
 
@@ -102,7 +103,7 @@ def print_calibration(model_path: Path) -> None:
     print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on "
           f"{cal.n_images} normal validation image(s)")
     small = calibration_warning(cal.n_images)  # the one rule, shared with training and test
-    if small:
+    if small and warn:
         print(f"warning: {small}", file=sys.stderr)
 
 

@@ -52,4 +52,4 @@ def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, p
     res = train(cfg, out / "train", progress=progress, overwrite=overwrite)
     if res.model_path is None:  # a non-zero rank of a multi-device run: rank 0 tests
         raise RuntimeError("the demo is tested by rank 0 only")
-    return run_test(res.model_path, out / "test", progress=progress)
+    return run_test(res.model_path, out / "test", progress=progress, warn=False)  # the training warned already

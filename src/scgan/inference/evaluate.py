@@ -71,29 +71,34 @@ def scores_csv(result: ScoreResult, calibration: Calibration | None, default: st
 
 def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: str | None = None,
              category: str | None = None, dataset: str | None = None, require_masks: bool | None = None,
-             report: bool = True, progress: bool = True, n_examples: int = 6) -> TestOutput:
+             report: bool = True, progress: bool = True, n_examples: int = 6, warn: bool = True) -> TestOutput:
     """Score the test split of the model's dataset (or another root/category) and write metrics.json + report.
 
     The output folder is locked while the test runs; its ``manifest.json`` (written last) names the
     model and lists the files of this run. ``report=False`` deletes an earlier run's report files.
+    ``warn=False``: the caller already said that the calibration rests on few images (metrics.json still says it).
     """
     start = time.time()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     out = writable_dir(output_dir)  # before the scoring, so an unwritable folder fails at once
     with folder_lock(out, "testing"):
         clean_stale_temps(out)
-        return _run_test(loaded, out, start, root, category, dataset, require_masks, report, progress, n_examples)
+        return _run_test(loaded, out, start, root, category, dataset, require_masks, report, progress, n_examples,
+                         warn)
 
 
 def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, category: str | None,
               dataset: str | None, require_masks: bool | None, report: bool, progress: bool,
-              n_examples: int) -> TestOutput:
+              n_examples: int, warn: bool = True) -> TestOutput:
     cfg = loaded.config
     d = cfg.data
     ds = build_dataset(dataset or d.dataset, root or d.root, category if category is not None else d.category,
                        split="test", spec=loaded.input_spec, skip_bad_images=d.skip_bad_images,
                        require_masks=d.require_masks if require_masks is None else require_masks)
     loader = eval_loader(ds, cfg.runtime.eval_batch_size)
+    small_val = calibration_warning(loaded.calibration.n_images) if loaded.calibration is not None else None
+    if small_val and warn:
+        log.warning("%s", small_val)  # before the progress bar starts: on its own line
     scorer = loaded.scorer()
     result = score_loader(scorer, loader, progress=progress)
     default = loaded.default_score
@@ -115,9 +120,7 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
             rule="auto: the sigma whose maps best locate synthetic confetti defects pasted into normal validation "
                  "images (pixel AUROC, ties to S / 64); no test image involved",
             pixel_auroc_by_sigma=loaded.calibration.sigma_selection)
-    small_val = calibration_warning(loaded.calibration.n_images) if loaded.calibration is not None else None
     if small_val:
-        log.warning("%s", small_val)
         metrics["calibration_warning"] = small_val
     metrics["info"] = run_info(
         checkpoint=printable(loaded.path), category=printable(ds.category), dataset=dataset or d.dataset,
