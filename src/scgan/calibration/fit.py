@@ -88,7 +88,9 @@ class CalibrationFitter:
         self._map_max: list[float] = []
         self._map_pixels: list = []
 
-    def _add_shown(self, maps: torch.Tensor) -> None:
+    def _add_shown(self, maps: torch.Tensor | None) -> None:
+        if maps is None:  # a scorer that gives no map (a test double): no heat scale
+            return
         for m in maps.float().cpu().numpy():
             self._map_max.append(float(m.max()))
             self._map_pixels.append(heat_sample(m))
@@ -148,7 +150,7 @@ class CalibrationFitter:
         map_high = 1.0 if self.scorer.probability_map else float(scores[:, names.index("map_max")].max())
         levels = {a: synthetic[a] for a in self.strengths} if self.auto_score else None
         quantile = self.cfg.score.threshold_quantile
-        heat = heat_scale(self._map_pixels, self._map_max, quantile)
+        heat = heat_scale(self._map_pixels, self._map_max, quantile) if self._map_max else None
         cal = fit_calibration(scores, names, quantile, levels, map_high=map_high, heat=heat)
         cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
         return cal
