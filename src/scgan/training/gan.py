@@ -5,7 +5,6 @@ import contextlib
 import logging
 import math
 import signal
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -241,9 +240,8 @@ def train_gan(cfg: Config, output_dir: Path, resume: str | Path | None, progress
     run = prepare_run(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch)
     module, dm, trainer = run.module, run.datamodule, run.trainer
     train_ds, augmentation = run.train_set, run.augmentation
-    if trainer.is_global_zero:
-        print(plan_line(cfg, len(train_ds), len(dm.dataset("val")), augmentation, resumed_epoch), file=sys.stderr,
-              flush=True)
+    if trainer.is_global_zero:  # on stdout: the command's own account, not progress (stderr keeps errors one line)
+        print(plan_line(cfg, len(train_ds), len(dm.dataset("val")), augmentation, resumed_epoch), flush=True)
     with warnings.catch_warnings():
         if ckpt_path is not None:  # a resumed run writes into its own folders on purpose
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
