@@ -110,3 +110,18 @@ def feature_model(tmp_path_factory, demo_root, demo_category):
     cfg = load_config("default", overrides={**TINY_FEATURES, "data.root": str(demo_root),
                                             "data.category": demo_category})
     return train(cfg, tmp_path_factory.mktemp("features"), progress=False), cfg
+
+
+@pytest.fixture(scope="session")
+def tested(trained, tmp_path_factory):
+    """`scgan test` of the tiny trained model, report included: (what it printed, its output folder)."""
+    import contextlib
+    import io
+
+    from scgan.cli import main
+
+    out = tmp_path_factory.mktemp("tested")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["test", "--checkpoint", str(trained[0].model_path), "--output", str(out), "--no-progress"]) == 0
+    return buf.getvalue(), out

@@ -152,3 +152,23 @@ def live_server(app, start_s: float = 30.0, stop_s: float = 10.0) -> Iterator[in
         server.should_exit = True
         thread.join(stop_s)
         sock.close()
+
+
+def assert_normal_blue_threshold_green(loaded) -> None:
+    """On the model's own normal validation images most pixels are at the blue end, at most 1 - quantile of the
+    images show green anywhere, and a pixel at the map's threshold is shown green (heat 0.5)."""
+    import pytest
+
+    from scgan.calibration.stats import HEAT_AT_THRESHOLD, HEAT_LOW_QUANTILE
+    from scgan.data.datasets import dataset_for, eval_loader
+    from scgan.models.scoring import score_loader
+
+    cal = loaded.calibration
+    assert cal.heat_fitted and cal.heat_low < cal.heat_threshold
+    val = dataset_for(loaded.config.data, "val", loaded.input_spec)
+    maps = score_loader(loaded.scorer(), eval_loader(val, 8)).maps
+    heat = np.concatenate([cal.heat(m).ravel() for m in maps])
+    assert (heat < 0.35).mean() >= HEAT_LOW_QUANTILE  # jet is blue below 0.35 (no red, full blue)
+    over = np.mean([cal.heat(m).max() > HEAT_AT_THRESHOLD for m in maps])
+    assert over <= 1 - cal.quantile + 1.0 / len(maps)
+    assert cal.heat(np.array([[cal.heat_threshold]], np.float32))[0, 0] == pytest.approx(HEAT_AT_THRESHOLD, abs=1e-5)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from helpers import assert_normal_blue_threshold_green
 from scgan.artifacts.model_file import CheckpointError, load_model
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,13 @@ def test_head_is_trained_stored_and_scored(head_model):
         assert torch.allclose(ckpt.scorer()(x)[0], scores, atol=1e-6)
     logs = (res.output_dir / "logs" / "metrics.csv").read_text()
     assert "train/seg" in logs.splitlines()[0]
+
+
+def test_a_probability_maps_normal_pixels_are_blue_and_its_threshold_green(head_model):
+    """A head's normal pixels sit well above 0 (0.35-0.42 at 64 px): its colours start at them, not at 0."""
+    loaded = load_model(head_model[0].model_path)
+    assert_normal_blue_threshold_green(loaded)
+    assert loaded.calibration.heat_low > 0.0
 
 
 def test_head_weights_must_match_the_config(head_model, tmp_path):

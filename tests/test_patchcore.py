@@ -157,6 +157,18 @@ def test_random_projection_keeps_distances_roughly():
 
 # ---- a fitted tiny feature model (conftest.feature_model) -----------------------------------------------
 @pytest.mark.integration
+def test_a_feature_maps_normal_pixels_are_blue_and_its_threshold_green(feature_model):
+    """The map is the smoothed distance and map_max its maximum: green is map_max's threshold, so an image's map
+    shows green or warmer exactly where map_max would call it anomalous."""
+    from helpers import assert_normal_blue_threshold_green
+    from scgan.artifacts.model_file import load_model
+
+    loaded = load_model(feature_model[0].model_path)
+    assert_normal_blue_threshold_green(loaded)
+    assert loaded.calibration.heat_threshold == pytest.approx(loaded.calibration.scores["map_max"].threshold)
+
+
+@pytest.mark.integration
 def test_fitting_writes_a_calibrated_model_file_of_its_kind(feature_model):
     from scgan.artifacts.model_file import load_model
 
@@ -168,7 +180,7 @@ def test_fitting_writes_a_calibrated_model_file_of_its_kind(feature_model):
     assert bank.shape == (256, 152) and torch.isfinite(bank).all()
     cal = loaded.calibration
     assert cal.selected_score in ("map_max", "patch_max") and cal.scores["map_max"].threshold > 0
-    assert cal.map_high == pytest.approx(cal.scores["map_max"].max)  # heat 1 = the largest seen on normal images
+    assert cal.map_high == pytest.approx(cal.scores["map_max"].max)  # kept for files read by older versions
 
 
 @pytest.mark.integration
@@ -189,10 +201,9 @@ def test_non_square_and_grey_inputs_give_heat_maps_of_their_own_size(feature_mod
 
 @pytest.mark.integration
 def test_a_grey_data_set_fits_a_grey_model(tmp_path, demo_root, demo_category):
-    from conftest import TINY_FEATURES
-
     from PIL import Image
 
+    from conftest import TINY_FEATURES
     from scgan.artifacts.model_file import load_model
     from scgan.config import load_config
     from scgan.inference.detector import Detector

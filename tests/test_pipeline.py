@@ -102,7 +102,10 @@ def test_predict_scores_files_and_folders(trained, tmp_path, demo_root, demo_cat
     ov = out.predictions[0].overlay
     from PIL import Image
 
-    assert Image.open(ov).size == Image.open(files[0]).size  # overlay at the original size
+    w, h = Image.open(files[0]).size
+    assert Image.open(ov).size[0] == w and Image.open(ov).size[1] > h  # the original size, a caption band below it
+    out = run_predict([files[0]], tmp_path / "plain", model=res.model_path, progress=False, captions=False)
+    assert Image.open(out.predictions[0].overlay).size == (w, h)  # without the band: the original size exactly
     # The same image scored by predict and by test gives the same score.
     t = run_test(res.model_path, tmp_path / "t", progress=False, report=False).result
     i = t.paths.index(str(files[0]))
@@ -206,8 +209,8 @@ def test_the_calibration_sigma_wins_over_the_config(trained):
 
 
 def test_report_heat_maps_are_scaled_by_the_calibration_not_the_test_set(trained, tmp_path, monkeypatch):
-    """The report shows clip(map / map_high, 0, 1), map_high fitted on normal validation images: a test set
-    with larger residuals saturates at 1 instead of being rescaled by its own maximum."""
+    """The report shows the calibration's heat scale, fitted on normal validation images (0 at heat_low, 0.5 at the
+    map's threshold): a test set with larger values saturates at 1 instead of being rescaled by its own maximum."""
     import dataclasses
 
     import scgan.reporting.report
@@ -215,8 +218,8 @@ def test_report_heat_maps_are_scaled_by_the_calibration_not_the_test_set(trained
     res, _ = trained
     loaded = load_model(res.model_path)
     maps = np.stack(run_test(loaded, tmp_path / "plain", progress=False, report=False).result.maps)
-    # A map_high below the test set's largest value, so that scaling by the test maximum would differ.
-    loaded.calibration = dataclasses.replace(loaded.calibration, map_high=0.5 * float(maps.max()))
+    # A scale whose red end is below the test set's largest value, so that scaling by the test maximum would differ.
+    loaded.calibration = dataclasses.replace(loaded.calibration, heat_low=0.0, heat_threshold=0.25 * float(maps.max()))
     shown = {}
     real = scgan.reporting.report.write_report
 
@@ -228,13 +231,14 @@ def test_report_heat_maps_are_scaled_by_the_calibration_not_the_test_set(trained
     out = run_test(loaded, tmp_path / "report", progress=False, n_examples=3)
     assert len(shown) == 6 and (tmp_path / "report" / "report.md").exists()
     names = [str(Path(p).parent.name) + "/" + Path(p).name for p in out.result.paths]
-    high = loaded.calibration.map_high
+    high = 2 * loaded.calibration.heat_threshold  # heat 1: twice the threshold's distance from heat_low (0)
+    assert loaded.calibration.heat_range() == pytest.approx((0.0, high))
     saturated = 0
     for name, heat in shown.items():
         amap = out.result.maps[names.index(name)]
         np.testing.assert_array_equal(heat, loaded.calibration.heat(amap))
         np.testing.assert_allclose(heat, np.clip(amap / high, 0.0, 1.0), rtol=1e-6, atol=1e-7)
         saturated += int((heat == 1.0).any())
-    assert saturated >= 1  # the most anomalous images exceed map_high: clipped, not rescaled
+    assert saturated >= 1  # the most anomalous images exceed the red end: clipped, not rescaled
     top = max(shown, key=lambda n: float(out.result.maps[names.index(n)].max()))
     assert not np.allclose(shown[top], out.result.maps[names.index(top)] / float(maps.max()))

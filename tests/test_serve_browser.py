@@ -17,8 +17,9 @@ pytest.importorskip("websocket", reason="the browser test needs websocket-client
 from browser import Browser, find_chromium  # noqa: E402
 
 CHROMIUM = find_chromium()
-pytestmark = [pytest.mark.system, pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH (apt-get install chromium); "
-                                                         "the browser test of the serve page is skipped")]
+pytestmark = [pytest.mark.system,
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH (apt-get install chromium); "
+                                                          "the browser test of the serve page is skipped")]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,36 @@ def test_the_page_scores_a_dropped_image_and_the_slider_re_decides(server, demo_
             assert set(browser.evaluate("Array.from(document.querySelectorAll('.decision'))"
                                         ".map(d => d.textContent)")) == {expected}
         browser.evaluate("document.getElementById('reset').click()")  # back to the model's threshold
-        assert browser.evaluate("Array.from(document.querySelectorAll('.decision')).map(d => d.textContent)") == decisions
+        shown = browser.evaluate("Array.from(document.querySelectorAll('.decision')).map(d => d.textContent)")
+        assert shown == decisions
         shot = os.environ.get("SCGAN_SERVE_SCREENSHOT")
         browser.screenshot(Path(shot) if shot else tmp_path / "serve.png")
+    finally:
+        browser.close()
+
+
+def test_the_slider_reaches_the_largest_score_and_a_typed_threshold_decides(server, demo_root, demo_category):
+    """The slider's end follows the largest score seen (it once stopped at 3); any threshold can be typed; the
+    legend says what the heat-map colours mean for this model."""
+    files = sorted(p for p in (demo_root / demo_category / "test").rglob("*.png") if p.parent.name != "good")[:2]
+    browser = Browser(CHROMIUM)
+    try:
+        browser.goto(server)
+        browser.wait_for("document.getElementById('model').textContent.includes('px')")
+        assert "threshold" in browser.evaluate("document.getElementById('legend').textContent")
+        browser.evaluate("(() => { const s = document.getElementById('threshold'); s.max = 0.01; })()")  # force growth
+        browser.set_files("#file", [str(p) for p in files])
+        browser.wait_for("document.querySelectorAll('#results .card[data-normalized]').length === 2")
+        largest = browser.evaluate("Math.max(...Array.from(document.querySelectorAll('.card[data-normalized]'))"
+                                   ".map(c => Number(c.dataset.normalized)))")
+        assert browser.evaluate("Number(document.getElementById('threshold').max)") >= largest
+        for typed, expected in ((f"{largest * 10 + 5:.2f}", {"normal"}), ("-1", {"anomalous"})):
+            browser.evaluate(f"(() => {{ const t = document.getElementById('threshold-typed'); t.value = '{typed}';"
+                             " t.dispatchEvent(new Event('input')); })()")
+            assert set(browser.evaluate("Array.from(document.querySelectorAll('.decision'))"
+                                        ".map(d => d.textContent)")) == expected, typed
+        assert browser.evaluate("Number(document.getElementById('threshold').max)") >= largest * 10 + 5
+        caption = browser.evaluate("document.querySelector('.card img.overlay').alt")
+        assert "blue" in caption and "green" in caption and "red anomalous" not in caption
     finally:
         browser.close()

@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-from scgan.calibration.stats import Calibration, fit_calibration
+from scgan.calibration.stats import Calibration, fit_calibration, heat_sample, heat_scale
 from scgan.config import Config, set_value
 from scgan.data.augment import build_augmentation
 from scgan.evaluation.metrics import pixel_auroc
@@ -84,6 +84,16 @@ class CalibrationFitter:
         self._res: list[torch.Tensor] = []
         self._res_synthetic: dict[float, list[torch.Tensor]] = {}
         self._masks: list[torch.Tensor] = []
+        # The heat scale: each shown map's largest value and a sample of its pixels.
+        self._map_max: list[float] = []
+        self._map_pixels: list = []
+
+    def _add_shown(self, maps: torch.Tensor | None) -> None:
+        if maps is None:  # a scorer that gives no map (a test double): no heat scale
+            return
+        for m in maps.float().cpu().numpy():
+            self._map_max.append(float(m.max()))
+            self._map_pixels.append(heat_sample(m))
 
     @torch.no_grad()
     def add(self, x: torch.Tensor, batch_idx: int) -> None:
@@ -94,6 +104,10 @@ class CalibrationFitter:
             self._normal.append(scores.float().cpu())
             if self.auto_sigma:
                 self._res.append(residual[:, None].float().cpu())
+                if self.scorer.probability_map:  # the head's map does not depend on sigma; a residual's does (fit)
+                    self._add_shown(self.scorer.run(x)[1])
+            else:
+                self._add_shown(residual)  # the map as shown
             if self.auto_score or self.auto_sigma:
                 x_defect = self.defects(x, generator=seeded_generator(x.device, self.cfg.data.split_seed, batch_idx))
                 for a in self._levels:
@@ -125,14 +139,19 @@ class CalibrationFitter:
             # map_max is the only score that depends on sigma: recompute it with the chosen one.
             col = names.index("map_max")
             blur = GaussianBlur(sigma)
-            scores[:, col] = blur(normal_res).flatten(1).amax(1).numpy()
+            shown = blur(normal_res)
+            scores[:, col] = shown.flatten(1).amax(1).numpy()
+            if not self.scorer.probability_map:
+                self._add_shown(shown[:, 0])
             for a, res in synth_res.items():
                 synthetic[a][:, col] = blur(res).flatten(1).amax(1).numpy()
         # Heat maps are shown relative to the largest map value seen on normal images; a probability map (an
         # SCGAN's head) as it is.
         map_high = 1.0 if self.scorer.probability_map else float(scores[:, names.index("map_max")].max())
         levels = {a: synthetic[a] for a in self.strengths} if self.auto_score else None
-        cal = fit_calibration(scores, names, self.cfg.score.threshold_quantile, levels, map_high=map_high)
+        quantile = self.cfg.score.threshold_quantile
+        heat = heat_scale(self._map_pixels, self._map_max, quantile) if self._map_max else None
+        cal = fit_calibration(scores, names, quantile, levels, map_high=map_high, heat=heat)
         cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
         return cal
 

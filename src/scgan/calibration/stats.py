@@ -24,6 +24,13 @@ def exceeds(values: np.ndarray | float, threshold: float) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     return ~(np.isfinite(v) & (v <= threshold))
 
+# Heat-map colours. 0 (blue) is the HEAT_LOW_QUANTILE quantile of every normal validation pixel; HEAT_AT_THRESHOLD
+# (green on "jet") is the map's own threshold: the calibration quantile of the normal validation images' largest map
+# values, so that only 1 - quantile of them show anything past green anywhere; 1 (red) is as far again above it.
+HEAT_LOW_QUANTILE = 0.9
+HEAT_AT_THRESHOLD = 0.5
+HEAT_SAMPLE = 4096  # normal pixels kept per validation image to fit heat_low (evenly spaced)
+
 
 def preference_order(names: Sequence[str]) -> list[str]:
     """``names`` in SELECTION_PREFERENCE order (unlisted names last, in their given order)."""
@@ -63,6 +70,11 @@ class Calibration:
     # synthetic defects when it was chosen on validation images (score.sigma = auto), else empty.
     sigma: float | None = None
     sigma_selection: dict[str, float] = field(default_factory=dict)
+    # The heat-map scale in map units (see HEAT_LOW_QUANTILE): heat = HEAT_AT_THRESHOLD x (map - heat_low) /
+    # (heat_threshold - heat_low), clipped to [0, 1]. None in files written before it was fitted: heat is then
+    # clip(map / map_high, 0, 1), as those models always showed it.
+    heat_low: float | None = None
+    heat_threshold: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +93,8 @@ class Calibration:
                                    for a, row in (d.get("selection_by_strength") or {}).items()},
             sigma=None if d.get("sigma") is None else float(d["sigma"]),
             sigma_selection={str(k): float(v) for k, v in (d.get("sigma_selection") or {}).items()},
+            heat_low=None if d.get("heat_low") is None else float(d["heat_low"]),
+            heat_threshold=None if d.get("heat_threshold") is None else float(d["heat_threshold"]),
         )
 
     def resolve(self, default_score: str) -> str:
@@ -103,22 +117,72 @@ class Calibration:
         """The first stored number that is nan or infinite ("l_con.threshold is nan"), or None: such a calibration
         cannot decide anything."""
         values = {"map_high": self.map_high, **({"sigma": self.sigma} if self.sigma is not None else {})}
+        values.update({k: v for k in ("heat_low", "heat_threshold") if (v := getattr(self, k)) is not None})
         for score, stats in self.scores.items():
             values.update({f"{score}.{k}": v for k, v in vars(stats).items()})
         return next((f"{key} is {value}" for key, value in values.items() if not np.isfinite(value)), None)
 
+    @property
+    def heat_fitted(self) -> bool:
+        """True when the heat scale was fitted on normal pixels (False: a model file older than it)."""
+        return self.heat_low is not None and self.heat_threshold is not None
+
+    def heat_range(self) -> tuple[float, float]:
+        """The map values shown as 0 (blue) and 1 (red)."""
+        if not self.heat_fitted:
+            return 0.0, max(self.map_high, 1e-12)
+        span = max(self.heat_threshold - self.heat_low, 1e-12 * max(1.0, abs(self.heat_threshold)))
+        return self.heat_low, self.heat_low + span / HEAT_AT_THRESHOLD
+
     def heat(self, amap: np.ndarray) -> np.ndarray:
-        """Anomaly map scaled for display to [0, 1] with the largest smoothed residual seen on normal images."""
-        return np.clip(np.asarray(amap, dtype=np.float32) / max(self.map_high, 1e-12), 0.0, 1.0)
+        """An anomaly map (model units) as display heat in [0, 1]: normal validation pixels at the blue end (0), the
+        map's threshold at HEAT_AT_THRESHOLD (green); a model file older than this scale: map / map_high."""
+        lo, hi = self.heat_range()
+        return np.clip((np.asarray(amap, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0)
+
+    def heat_ticks(self) -> list[tuple[float, str]]:
+        """(heat, label) for a colour bar: what the colours mean for this model, in its map's units."""
+        lo, hi = self.heat_range()
+        if not self.heat_fitted:
+            return [(0.0, "0"), (1.0, f"{hi:.3g}")]
+        return [(0.0, f"{lo:.3g} normal"), (HEAT_AT_THRESHOLD, f"{self.heat_threshold:.3g} threshold"),
+                (1.0, f"{hi:.3g}")]
+
+    def heat_legend(self) -> str:
+        """One sentence saying what the heat-map colours mean for this model."""
+        lo, hi = self.heat_range()
+        if not self.heat_fitted:
+            return (f"heat = map value / {hi:.3g}, clipped to [0, 1]: blue 0, red {hi:.3g} and above "
+                    "(a model file from before the colours were fitted; 'scgan calibrate' fits them)")
+        share = 100 * HEAT_LOW_QUANTILE
+        q = 100 * self.quantile
+        return (f"blue: {lo:.3g} or less, where {share:g}% of normal validation pixels lie; green: the map's "
+                f"threshold {self.heat_threshold:.3g}, which the map of {q:g}% of normal validation images never "
+                f"exceeds; red: {hi:.3g} or more")
+
+
+def heat_sample(amap: np.ndarray, n: int = HEAT_SAMPLE) -> np.ndarray:
+    """About ``n`` evenly spaced pixels of one map (all of a smaller one), float64."""
+    flat = np.asarray(amap, dtype=np.float64).ravel()
+    return flat[:: max(1, flat.size // n)]
+
+
+def heat_scale(pixels: Sequence[np.ndarray], maxima: np.ndarray, quantile: float) -> tuple[float, float]:
+    """(heat_low, heat_threshold) from normal validation maps: ``pixels`` one sample per image
+    (:func:`heat_sample`), ``maxima`` each map's largest value; ``quantile`` is the calibration's."""
+    pooled = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in pixels])
+    if pooled.size == 0 or np.size(maxima) == 0:
+        raise ValueError("the heat scale needs at least one normal validation map")
+    return float(np.quantile(pooled, HEAT_LOW_QUANTILE)), float(np.quantile(np.asarray(maxima, np.float64), quantile))
 
 
 def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
                     synthetic: np.ndarray | dict[float, np.ndarray] | None = None,
-                    map_high: float | None = None) -> Calibration:
+                    map_high: float | None = None, heat: tuple[float, float] | None = None) -> Calibration:
     """Calibration from validation scores (N, K), columns named ``names`` (normal images only).
 
-    ``map_high`` is the largest anomaly-map value on these images (heat maps are shown relative to it;
-    default: the largest map_max).
+    ``map_high`` is the largest anomaly-map value on these images (default: the largest map_max); ``heat`` is
+    (heat_low, heat_threshold) from :func:`heat_scale` (None: heat maps are shown as map / map_high).
 
     ``synthetic`` (M, K) are the scores of the same normal images with synthetic defects pasted in, or
     {strength: (M, K)} for defects blended in at several strengths; when given, the score that separates
@@ -141,6 +205,8 @@ def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
     if map_high is None:
         map_high = stats["map_max"].max if "map_max" in stats else 1.0
     cal = Calibration(quantile=quantile, n_images=scores.shape[0], scores=stats, map_high=float(map_high))
+    if heat is not None:
+        cal.heat_low, cal.heat_threshold = float(heat[0]), float(heat[1])
     levels = synthetic if isinstance(synthetic, dict) else {1.0: synthetic}
     levels = {a: np.asarray(v, dtype=np.float64) for a, v in levels.items() if v is not None and len(v)}
     if levels:

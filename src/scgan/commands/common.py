@@ -104,8 +104,9 @@ def build_config(args: argparse.Namespace, extra: dict | None = None, base: dict
     return check_config(load_config(args.preset, args.config_file, overrides))
 
 
-def print_calibration(model_path: Path) -> None:
-    """How the trained model decides: its score (and why), threshold, and the validation images behind them."""
+def print_calibration(model_path: Path, warn: bool = True) -> None:
+    """How the trained model decides: its score (and why), threshold, and the validation images behind them.
+    ``warn=False``: the training already warned that the calibration rests on few images."""
     from scgan.artifacts.model_file import load_model
     from scgan.data.datasets import calibration_warning
 
@@ -125,17 +126,39 @@ def print_calibration(model_path: Path) -> None:
     print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on "
           f"{cal.n_images} normal validation image(s)")
     small = calibration_warning(cal.n_images)  # the one rule, shared with training and test
-    if small:
+    if small and warn:
         print(f"warning: {small}", file=sys.stderr)
 
 
-def print_metrics(m: dict, out: Path) -> None:
-    """The test's headline metrics, every score's image AUROC, and where the files are."""
+def decision_lines(m: dict) -> list[str]:
+    """What the model's own threshold does on the test set: catch and false-alarm rates, per defect type."""
     from scgan.utils.tables import pct
 
+    d = m.get("at_threshold")
+    if not d:
+        return [f"no decisions: the model has no calibration (score {m['default_score']})"]
+    norm = "" if d.get("threshold_normalized") is None else f", normalised {d['threshold_normalized']:.3g}"
+    lines = [f"at the model's threshold ({m['default_score']} > {d['threshold']:.4g}{norm}): "
+             f"catches {d['caught']} of {d['defective']} defective images ({pct(d['catch_rate'], unit='%')}), "
+             f"false alarms on {d['false_alarms']} of {d['normal']} normal images "
+             f"({pct(d['false_alarm_rate'], unit='%')})"]
+    if d["by_defect"]:
+        lines.append("  caught per defect type: " + ", ".join(
+            f"{name} {v['caught']}/{v['images']} ({pct(v['catch_rate'], unit='%')})"
+            for name, v in d["by_defect"].items()))
+    return lines
+
+
+def print_metrics(m: dict, out: Path) -> None:
+    """The test's decisions at the threshold first, then the headline metrics, every score's image AUROC, and where
+    the files are."""
+    from scgan.utils.tables import pct
+
+    for line in decision_lines(m):
+        print(line)
     shown = {k: pct(m[k], unit="%") for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}
     print(f"image AUROC {shown['image_auroc']} | pixel AUROC {shown['pixel_auroc']} | "
-          f"AUPRO {shown['aupro']} | F1-max {shown['f1_max']}  (score: {m['default_score']})")
+          f"AUPRO {shown['aupro']} | F1-max {shown['f1_max']}  (score: {m['default_score']}; these need no threshold)")
     others = ", ".join(f"{k} {pct(v['image_auroc'], unit='%')}" for k, v in m["scores"].items())
     print(f"image AUROC per score: {others}")
     print(f"results: {out / 'metrics.json'}" + (f", report: {out / 'report.html'}" if (out / "report.html").exists()
@@ -143,7 +166,7 @@ def print_metrics(m: dict, out: Path) -> None:
 
 
 def test_and_print(checkpoint, output, progress: bool = True, **kw) -> int:
-    """Run the test and print its metrics (``scgan test``, and ``scgan train --test``)."""
+    """Run the test and print its metrics (``scgan test``, and ``scgan train --test``); ``kw`` go to run_test."""
     from scgan.inference.evaluate import run_test
 
     res = run_test(checkpoint, output, progress=progress, **kw)

@@ -38,7 +38,6 @@ def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, p
     from scgan.data.demo import DEMO_CATEGORIES, make_demo_dataset
     from scgan.inference.evaluate import run_test
     from scgan.training.fit import train
-
     from scgan.training.outdir import existing_run
 
     out = Path(output_dir)
@@ -56,4 +55,4 @@ def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, p
     res = train(cfg, out / "train", progress=progress, overwrite=overwrite)
     if res.model_path is None:  # a non-zero rank of a multi-device run: rank 0 tests
         raise RuntimeError("the demo is tested by rank 0 only")
-    return run_test(res.model_path, out / "test", progress=progress)
+    return run_test(res.model_path, out / "test", progress=progress, warn=False)  # the training warned already

@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="score large images in overlapping tiles of this many pixels, not reduced (a small defect "
                         "keeps its pixels; memory stays bounded by the tile)")
     p.add_argument("--no-overlays", action="store_true")
+    p.add_argument("--no-captions", action="store_true",
+                   help="overlays without the band below them that states the decision, score and threshold (the "
+                        "PNG text keeps them); the picture then has the scored image's size")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -27,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     res = run_predict(args.inputs, args.output, model=args.checkpoint, onnx_path=args.onnx,
                       batch_size=args.batch_size, tile=args.tile, overlays=not args.no_overlays,
-                      progress=not args.no_progress)
+                      captions=not args.no_captions, progress=not args.no_progress)
     # Each skipped file was already reported on stderr (a warning) and in the CSV with its reason.
     if not res.predictions:  # exit 0 needs at least one scored image
         raise ValueError(f"none of the {len(res.skipped)} input file(s) could be read as an image; "

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     fitted = f"{res.epochs} epochs, " if cfg.model.kind == "scgan" else ""
     print(f"model written to {res.model_path} ({fitted}{res.wall_time_s:.0f} s)")
-    print_calibration(res.model_path)
+    print_calibration(res.model_path, warn=False)  # the training warned already when it rests on few images
     if args.test:
-        return test_and_print(res.model_path, Path(args.output) / "test", progress=not args.no_progress)
+        return test_and_print(res.model_path, Path(args.output) / "test", progress=not args.no_progress, warn=False)
     return 0

@@ -27,6 +27,29 @@ def decision_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -
     }
 
 
+def decisions_by_defect(scores: np.ndarray, labels: np.ndarray, defects: list[str], threshold: float,
+                        threshold_normalized: float | None = None) -> dict[str, Any]:
+    """What the threshold does to a test set, as an inspector counts it: the share of defective images it catches
+    (overall and per defect type) and the share of normal images it flags (false alarms)."""
+    flagged = np.asarray(scores) > threshold
+    labels = np.asarray(labels).astype(bool)
+
+    def rate(k: int, n: int) -> float:
+        return k / n if n else float("nan")
+
+    caught, defective = int((flagged & labels).sum()), int(labels.sum())
+    alarms, normal = int((flagged & ~labels).sum()), int((~labels).sum())
+    by_defect: dict[str, dict[str, Any]] = {}
+    for name in sorted({d for d, y in zip(defects, labels) if y}):
+        rows = np.array([d == name for d in defects]) & labels
+        n, k = int(rows.sum()), int((flagged & rows).sum())
+        by_defect[name] = {"images": n, "caught": k, "catch_rate": rate(k, n)}
+    return {"threshold": float(threshold), "threshold_normalized": threshold_normalized,
+            "catch_rate": rate(caught, defective), "caught": caught, "defective": defective,
+            "false_alarm_rate": rate(alarms, normal), "false_alarms": alarms, "normal": normal,
+            "by_defect": by_defect}
+
+
 def maps_at(maps: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     """Anomaly maps (each at its own size) bilinearly resized to ``size`` = (H, W): float32 (N, H, W)."""
     out = np.empty((len(maps), *size), dtype=np.float32)
@@ -62,5 +85,10 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
         "scores": per_score,
     }
     if calibration is not None:
-        top["threshold"] = calibration.scores[default_score].threshold
+        threshold = calibration.scores[default_score].threshold
+        top["threshold"] = threshold
+        top["threshold_normalized"] = float(calibration.normalize(default_score, np.array([threshold]))[0])
+        top["at_threshold"] = decisions_by_defect(result.score(default_score), result.labels, result.defects,
+                                                  threshold, top["threshold_normalized"])
+        top["at_threshold"].update(quantile=calibration.quantile, calibration_images=calibration.n_images)
     return top

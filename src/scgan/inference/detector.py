@@ -135,14 +135,16 @@ class Result:
 
     @cached_property
     def heat(self) -> np.ndarray:
-        """float32 (H, W) in [0, 1] at ``image``'s resolution: the anomaly map scaled by the calibration."""
+        """float32 (H, W) in [0, 1] at ``image``'s resolution, the anomaly map on the calibration's colour scale
+        (:meth:`Calibration.heat`: normal pixels blue, the map's threshold green)."""
         amap = resize_map(self.anomaly_map, self.image.shape[:2])
         if self.calibration is not None:
             return self.calibration.heat(amap)
         return np.clip(amap / max(float(amap.max()), 1e-12), 0.0, 1.0)  # nothing to scale by: its own maximum
 
     def overlay(self, alpha: float = 0.7) -> Image.Image:
-        """The paper's picture: blue-to-red heat map blended ``alpha`` : ``1 - alpha`` over the image."""
+        """The paper's picture: the "jet" heat map (blue normal, green the threshold, red beyond) blended
+        ``alpha`` : ``1 - alpha`` over the image."""
         from scgan.reporting.visualize import overlay
 
         return Image.fromarray(overlay(self.image, self.heat, alpha=alpha))
@@ -365,7 +367,7 @@ class Detector:
         if cal is not None:
             summary = {"n_images": cal.n_images, "quantile": cal.quantile, "selected_score": cal.selected_score,
                        "threshold": self.threshold, "threshold_normalized": self.normalize(self.threshold),
-                       "selection_auroc": dict(cal.selection)}
+                       "selection_auroc": dict(cal.selection), "heat_legend": cal.heat_legend()}
         return {"version": self.info.get("version"), "preset": self.info.get("preset"), "backend": self.backend,
                 "image_size": self.image_size, "input": self.spec.to_dict(), "tile": self.tile,
                 "score_names": list(self.score_names),

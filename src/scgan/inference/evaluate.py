@@ -51,46 +51,54 @@ def _clean(v: Any) -> Any:
 
 def scores_csv(result: ScoreResult, calibration: Calibration | None, default: str) -> str:
     """scores.csv: one row per test image with its path, defect, label and every named score; with a
-    calibration also the default score normalised and the threshold decision."""
+    calibration also the default score raw and normalised, the threshold in both units, and the decision
+    (anomalous when score > threshold, equally score_normalized > threshold_normalized)."""
     header = ["path", "defect", "label", *result.names]
     if calibration:
-        header += ["score_normalized", "decision"]
+        header += ["score", "threshold", "score_normalized", "threshold_normalized", "decision"]
+        threshold = calibration.scores[default].threshold
+        threshold_norm = float(calibration.normalize(default, np.array([threshold]))[0])
     norm = calibration.normalize(default, result.score(default)) if calibration else None
     dec = calibration.decide(default, result.score(default)) if calibration else None
     rows = []
     for i, p in enumerate(result.paths):
         row = [csv_cell(p), csv_cell(result.defects[i]), int(result.labels[i]), *result.scores[i]]
         if calibration:
-            row += [norm[i], decision_label(bool(dec[i]))]
+            row += [result.score(default)[i], threshold, norm[i], threshold_norm, decision_label(bool(dec[i]))]
         rows.append(row)
     return csv_text(header, rows)
 
 
 def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: str | None = None,
              category: str | None = None, dataset: str | None = None, require_masks: bool | None = None,
-             report: bool = True, progress: bool = True, n_examples: int = 6) -> TestOutput:
+             report: bool = True, progress: bool = True, n_examples: int = 6, warn: bool = True) -> TestOutput:
     """Score the test split of the model's dataset (or another root/category) and write metrics.json + report.
 
     The output folder is locked while the test runs; its ``manifest.json`` (written last) names the
     model and lists the files of this run. ``report=False`` deletes an earlier run's report files.
+    ``warn=False``: the caller already said that the calibration rests on few images (metrics.json still says it).
     """
     start = time.time()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     out = writable_dir(output_dir)  # before the scoring, so an unwritable folder fails at once
     with folder_lock(out, "testing"):
         clean_stale_temps(out)
-        return _run_test(loaded, out, start, root, category, dataset, require_masks, report, progress, n_examples)
+        return _run_test(loaded, out, start, root, category, dataset, require_masks, report, progress, n_examples,
+                         warn)
 
 
 def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, category: str | None,
               dataset: str | None, require_masks: bool | None, report: bool, progress: bool,
-              n_examples: int) -> TestOutput:
+              n_examples: int, warn: bool = True) -> TestOutput:
     cfg = loaded.config
     d = cfg.data
     ds = build_dataset(dataset or d.dataset, root or d.root, category if category is not None else d.category,
                        split="test", spec=loaded.input_spec, skip_bad_images=d.skip_bad_images,
                        require_masks=d.require_masks if require_masks is None else require_masks)
     loader = eval_loader(ds, cfg.runtime.eval_batch_size)
+    small_val = calibration_warning(loaded.calibration.n_images) if loaded.calibration is not None else None
+    if small_val and warn:
+        log.warning("%s", small_val)  # before the progress bar starts: on its own line
     scorer = loaded.scorer()
     result = score_loader(scorer, loader, progress=progress)
     default = loaded.default_score
@@ -112,9 +120,7 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
             rule="auto: the sigma whose maps best locate synthetic confetti defects pasted into normal validation "
                  "images (pixel AUROC, ties to S / 64); no test image involved",
             pixel_auroc_by_sigma=loaded.calibration.sigma_selection)
-    small_val = calibration_warning(loaded.calibration.n_images) if loaded.calibration is not None else None
     if small_val:
-        log.warning("%s", small_val)
         metrics["calibration_warning"] = small_val
     metrics["info"] = run_info(
         checkpoint=printable(loaded.path), category=printable(ds.category), dataset=dataset or d.dataset,
@@ -154,20 +160,24 @@ def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded
     if cal is None:
         raise ValueError(f"{loaded.path} has no calibration, so its heat maps have no scale; re-fit one with "
                          "'scgan calibrate', or pass --no-report")
+    flagged = cal.decide(default, s)
+    labels = result.labels.astype(bool)
 
     def example(i: int) -> ReportExample:
         # Shown at the file's own resolution (up to REPORT_SIDE), not at S: defects stay visible.
         sample = ds.samples[i]
         img = load_image_with_size(sample.path, None, max_side=REPORT_SIDE)[0]
         mask = load_mask(sample.mask_path, None) if sample.mask_path is not None and result.masks[i].any() else None
-        decision = "anomalous" if cal.decide(default, s[i:i + 1])[0] else "normal"
         return ReportExample(name=Path(result.paths[i]).parent.name + "/" + Path(result.paths[i]).name,
-                             image=img, heat=cal.heat(result.maps[i]),
-                             score=float(s[i]), label=int(result.labels[i]), mask=mask, decision=decision)
+                             image=img, heat=cal.heat(result.maps[i]), score=float(s[i]), label=int(result.labels[i]),
+                             mask=mask, decision="anomalous" if flagged[i] else "normal")
 
     top = [example(int(i)) for i in order[:k]]
     bottom = [example(int(i)) for i in order[::-1][:k]]
+    missed = [example(int(i)) for i in [i for i in order[::-1] if labels[i] and not flagged[i]][:k]]  # clearest first
+    alarms = [example(int(i)) for i in [i for i in order if not labels[i] and flagged[i]][:k]]  # loudest first
     info = dict(metrics["info"])
-    write_report(out, title=f"SCGAN test report — {ds.category}", metrics=metrics, config=loaded.config.to_dict(),
+    write_report(out, title=f"scgan test report — {ds.category}", metrics=metrics, config=loaded.config.to_dict(),
                  scores=s, labels=result.labels, score_name=default, examples_top=top, examples_bottom=bottom,
-                 info=info)
+                 info=info, missed=missed, false_alarms=alarms, heat_ticks=cal.heat_ticks(),
+                 heat_legend=cal.heat_legend())

@@ -105,14 +105,15 @@ def _remove_stale(out: Path, previous: list[str], kept: set[str]) -> None:
 
 def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=None, onnx_path: str | None = None,
                 detector=None, batch_size: int = 16, tile: int | None = None, overlays: bool = True,
-                progress: bool = True) -> PredictOutput:
+                captions: bool = True, progress: bool = True) -> PredictOutput:
     """Score every readable image with a Detector; unreadable files are reported and skipped, never fatal.
 
     The detector is ``detector``, else built from ``onnx_path`` (onnxruntime, no torch) or ``model``
-    (a LoadedModel or a path), with ``batch_size`` and ``tile``.
+    (a LoadedModel or a path), with ``batch_size`` and ``tile``. Each overlay PNG carries its score, threshold
+    and decision as PNG text (:func:`overlay_text`) and, with ``captions``, in a band below the picture.
     """
     from scgan.inference.detector import Detector
-    from scgan.reporting.visualize import overlay
+    from scgan.reporting.visualize import caption_band, overlay
     from scgan.utils.atomic import save_png
 
     if detector is None:
@@ -153,7 +154,10 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
                 try:
                     target = out / OVERLAYS / name
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    save_png(target, overlay(r.image, r.heat))
+                    picture = overlay(r.image, r.heat)
+                    if captions:
+                        picture = caption_band(picture, caption_lines(r), r.decision)
+                    save_png(target, picture, overlay_text(r, f.path.name))
                     written.append(f"{OVERLAYS}/{name}")
                     ov_path = str(target)
                 except OSError as e:  # the score stands; only its picture is missing
@@ -163,7 +167,9 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
         if bar:
             bar.close()
         csv_path = out / "predictions.csv"
-        atomic_write_text(csv_path, _csv(preds, skipped, names, detector.default_score))
+        threshold = detector.threshold
+        atomic_write_text(csv_path, _csv(preds, skipped, names, detector.default_score, threshold,
+                                         None if threshold is None else detector.normalize(threshold)))
         written.append("predictions.csv")
         _remove_stale(out, previous, set(written))
         write_manifest(out, written, command="scgan predict",
@@ -172,16 +178,45 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
     return PredictOutput(preds, skipped, csv_path)
 
 
-def _csv(preds: list[Prediction], skipped: list[tuple[str, str]], names: tuple[str, ...], default: str) -> str:
-    """predictions.csv: one row per input; paths and reasons as cells no spreadsheet runs as formulas."""
+def caption_lines(r) -> list[str]:
+    """The overlay's caption: the decision, then the score against the threshold ("patch_max 3.21 > 2.9")."""
+    if r.threshold is None:
+        return ["no threshold (no calibration)", f"{r.score_name} {r.score:.4g}"]
+    return [r.decision, f"{r.score_name} {r.score:.4g} {'>' if r.anomalous else '<='} {r.threshold:.4g}"]
+
+
+def overlay_text(r, name: str) -> dict[str, str]:
+    """PNG text chunks of an overlay: what was scored and what the model decided."""
+    def g(v) -> str:
+        return "" if v is None else f"{v:.6g}"
+
+    threshold_norm = None if r.calibration is None or r.threshold is None else float(
+        r.calibration.normalize(r.score_name, [r.threshold])[0])
+    return {"Source": printable(name), "scgan.score_name": r.score_name, "scgan.score": g(r.score),
+            "scgan.threshold": g(r.threshold), "scgan.score_normalized": g(r.normalized),
+            "scgan.threshold_normalized": g(threshold_norm), "scgan.decision": r.decision or "",
+            "scgan.heat": r.calibration.heat_legend() if r.calibration is not None else "each map over its own maximum"}
+
+
+def _csv(preds: list[Prediction], skipped: list[tuple[str, str]], names: tuple[str, ...], default: str,
+         threshold: float | None, threshold_norm: float | None) -> str:
+    """predictions.csv: one row per input; paths and reasons as cells no spreadsheet runs as formulas.
+
+    Every row holds the threshold beside the score, raw and normalised: an image is anomalous when its score
+    exceeds the threshold (equally, its normalised score exceeds the normalised threshold, which is at most 1).
+    """
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path", "score", "score_normalized", "decision", *names, "overlay"])
+    w.writerow(["path", "score", "threshold", "score_normalized", "threshold_normalized", "decision", *names,
+                "overlay"])
+    t = "" if threshold is None else f"{threshold:.6g}"
+    t_norm = "" if threshold_norm is None else f"{threshold_norm:.6g}"
     for p in preds:
         decision = "" if p.anomalous is None else ("anomalous" if p.anomalous else "normal")
         norm = "" if p.normalized is None else f"{p.normalized:.6g}"
-        w.writerow([csv_cell(p.path), f"{p.scores[default]:.6g}", norm, decision,
+        w.writerow([csv_cell(p.path), f"{p.scores[default]:.6g}", t, norm, t_norm, decision,
                     *(f"{p.scores[n]:.6g}" for n in names), csv_cell(p.overlay or "")])
     for path, reason in skipped:
-        w.writerow([csv_cell(path), "", "", csv_cell("error: " + reason.replace("\n", " ")), *([""] * len(names)), ""])
+        w.writerow([csv_cell(path), "", t, "", t_norm, csv_cell("error: " + reason.replace("\n", " ")),
+                    *([""] * len(names)), ""])
     return buf.getvalue()

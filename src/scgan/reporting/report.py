@@ -1,4 +1,10 @@
-"""The test report: report.md and a self-contained report.html with metrics, curves, examples and the config."""
+"""The test report: report.md and a self-contained report.html.
+
+It leads with what a user acts on: the decisions at the model's threshold (catch rate per defect type, false-alarm
+rate) beside AUROC, pixel AUROC and AUPRO; then the defects it missed and its false alarms (image, heat map, mask);
+then the details: how the score was chosen, every score's metrics, curves, the most and least anomalous images,
+the run, and the config last.
+"""
 from __future__ import annotations
 
 import base64
@@ -32,11 +38,14 @@ METRIC_COLUMNS: dict[str, str] = {
 # Other keys whose values are fractions, also shown as %; any other number is shown as it is.
 _FRACTION_KEYS = {"accuracy", "precision", "recall", "false_positive_rate", "true_positive_rate", "f1"}
 # Top-level keys of metrics.json rendered elsewhere (or passed separately), not as "other entries".
-_SHOWN_ELSEWHERE = {"scores", "info", "config", "default_score"}
+_SHOWN_ELSEWHERE = {"scores", "info", "config", "default_score", "at_threshold", "score_selection",
+                    "calibration_warning", "threshold_normalized"}
 # Headings of the per-score sub-tables (a dict under each score's entry); other keys are used as they are.
 _SUBTABLE_TITLES = {"at_threshold": "Decisions at the validation threshold"}
 ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG = "roc.png", "score_hist.png", "examples_most.png", "examples_least.png"
-REPORT_FILES = ("report.md", "report.html", ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG)  # all that write_report writes
+MISSED_PNG, ALARMS_PNG = "missed_defects.png", "false_alarms.png"
+REPORT_FILES = ("report.md", "report.html", ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG,  # all that write_report writes
+                MISSED_PNG, ALARMS_PNG)
 _NORMAL_COLOR, _ANOMALOUS_COLOR = "#1f77b4", "#d62728"
 
 
@@ -214,31 +223,42 @@ def _hist_figure(scores: np.ndarray, labels: np.ndarray, score_name: str, thresh
     return _Figure(HIST_PNG, "Score histogram", _png(fig))
 
 
-def _examples_figure(examples: list[ReportExample], file: str, heading: str) -> _Figure:
-    """One row per example: image | heat-map overlay (mask contour, colour bar); name, score, truth and decision."""
+def _examples_figure(examples: list[ReportExample], file: str, heading: str,
+                     heat_ticks: list[tuple[float, str]] | None = None, note: str = "") -> _Figure:
+    """One row per example: image | heat-map overlay (mask contour, colour bar) | ground-truth mask, under a title
+    with its name, score, truth and decision. Constrained layout keeps titles apart."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     if not examples:
-        return _Figure(file, heading, None, "No examples given.")
-    fig = Figure(figsize=(6.6, 3.0 * len(examples)))
+        return _Figure(file, heading, None, note or "No examples given.")
+    fig = Figure(figsize=(9.0, 3.3 * len(examples)), layout="constrained")
     for sub, ex in zip(np.atleast_1d(fig.subfigures(len(examples), 1)), examples):
         truth = "anomalous" if int(ex.label) else "normal"
         call = "" if ex.decision is None else (
             f"  |  decision: {ex.decision}" + (" (correct)" if ex.decision == truth else " (wrong)"))
         sub.suptitle(mpl_text(f"{ex.name}  |  score {float(ex.score):.4g}\nground truth: {truth}{call}"), fontsize=9)
-        ax_img, ax_ovl = sub.subplots(1, 2)
-        h, w = np.asarray(ex.image).shape[:2]
-        ax_img.imshow(ex.image, cmap="gray" if np.asarray(ex.image).ndim == 2 else None, interpolation="antialiased")
+        ax_img, ax_ovl, ax_mask = sub.subplots(1, 3)
+        img = np.asarray(ex.image)
+        h, w = img.shape[:2]
+        ax_img.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="antialiased")
         ax_img.set_title(f"image ({w} x {h})", fontsize=8)
         ax_ovl.imshow(overlay(ex.image, ex.heat, ex.mask), interpolation="antialiased")
-        ax_ovl.set_title("heat map" + (" + ground truth (white)" if ex.mask is not None else ""), fontsize=8)
-        for ax in (ax_img, ax_ovl):
+        ax_ovl.set_title("heat map" + (" + defect outline (white)" if ex.mask is not None else ""), fontsize=8)
+        if ex.mask is not None:
+            ax_mask.imshow(np.asarray(ex.mask, dtype=float), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax_mask.set_title("ground-truth mask", fontsize=8)
+        else:
+            ax_mask.text(0.5, 0.5, "no defect mask" if int(ex.label) else "normal image:\nno defect",
+                         ha="center", va="center", fontsize=8, color="#666", transform=ax_mask.transAxes)
+        for ax in (ax_img, ax_ovl, ax_mask):
             ax.set_axis_off()
         bar = sub.colorbar(ScalarMappable(Normalize(0.0, 1.0), "jet"), ax=ax_ovl, fraction=0.046, pad=0.02)
-        bar.set_label("heat (1 = largest on normal images)", fontsize=7)
+        ticks = heat_ticks or [(0.0, "0"), (1.0, "1")]
+        bar.set_ticks([t for t, _ in ticks], labels=[mpl_text(label) for _, label in ticks])
+        bar.set_label("map value", fontsize=7)
         bar.ax.tick_params(labelsize=7)
-    return _Figure(file, heading, _png(fig, dpi=150))
+    return _Figure(file, heading, _png(fig, dpi=110), note)
 
 
 def trivial_f1(labels: np.ndarray) -> float:
@@ -248,8 +268,10 @@ def trivial_f1(labels: np.ndarray) -> float:
 
 
 def _warnings(metrics: dict, labels: np.ndarray) -> list[tuple[str, str]]:
-    """Caveats a reader would otherwise miss, as (key, text) rows under the metrics table."""
+    """Caveats a reader would otherwise miss, as (key, text) rows under the results."""
     out = []
+    if metrics.get("calibration_warning"):
+        out.append(("warning", str(metrics["calibration_warning"])))
     f1 = metrics.get("f1_max")
     if isinstance(f1, numbers.Real) and not is_missing(f1) and labels.any() and not labels.all():
         trivial = trivial_f1(labels)
@@ -259,72 +281,138 @@ def _warnings(metrics: dict, labels: np.ndarray) -> list[tuple[str, str]]:
     return out
 
 
-def _markdown(title: str, info_rows: list[tuple[str, str]], tables: list[_Table],
-              extra: list[tuple[str, str]], figures: list[_Figure], config_yaml: str) -> str:
+# ---- the document: a list of blocks that both renderers walk ------------------------------------------------
+@dataclass
+class _Block:
+    """One piece of the report: a heading (level 2 or 3), a paragraph, a table, a bullet list, a figure or code."""
+
+    kind: str  # "h2", "h3", "p", "table", "list", "figure", "pre"
+    value: Any
+
+
+def _decision_sentence(d: dict, score_name: str, cal_info: str) -> str:
+    norm = "" if d.get("threshold_normalized") is None else f", normalised {d['threshold_normalized']:.3g}"
+    return (f"At its own threshold ({score_name} > {d['threshold']:.4g}{norm}{cal_info}) the model catches "
+            f"{d['caught']} of {d['defective']} defective test images ({pct(d['catch_rate'], unit='%')}) and raises "
+            f"false alarms on {d['false_alarms']} of {d['normal']} normal ones "
+            f"({pct(d['false_alarm_rate'], unit='%')}).")
+
+
+def _decision_table(d: dict) -> _Table:
+    """Per defect type: images, how many the threshold calls anomalous, and the rate; the normal images last."""
+    body = [["all defective images (catch rate)", str(d["defective"]), str(d["caught"]), pct(d["catch_rate"])]]
+    body += [[f"defect: {name}", str(v["images"]), str(v["caught"]), pct(v["catch_rate"])]
+             for name, v in d.get("by_defect", {}).items()]
+    body.append(["normal images (false-alarm rate)", str(d["normal"]), str(d["false_alarms"]),
+                 pct(d["false_alarm_rate"])])
+    return _Table("", ["test images", "images", "called anomalous", "rate (%)"], body)
+
+
+def _headline_table(metrics: dict, score_name: str) -> _Table:
+    keys = [k for k in METRIC_COLUMNS if k in metrics]
+    return _Table("", ["score", *(f"{METRIC_COLUMNS[k]} (%)" for k in keys)],
+                  [[f"{score_name} (default)", *(format_metric(metrics.get(k)) for k in keys)]])
+
+
+def _selection_blocks(sel: dict) -> list[_Block]:
+    """score_selection as a sentence and a table: each score's separation AUROC (mean, and per strength)."""
+    blocks = [_Block("p", f"Rule: {sel.get('rule', 'n/a')}.")]
+    mean = sel.get("separation_auroc") or {}
+    by_strength = sel.get("separation_auroc_by_strength") or {}
+    header = ["score", "separation AUROC (%)" + (", mean" if by_strength else "")]
+    header += [f"at strength {a} (%)" for a in by_strength]
+    body = []
+    for name, v in mean.items():
+        chosen = " (selected)" if name == sel.get("selected") else ""
+        body.append([f"{name}{chosen}", pct(v), *(pct(row.get(name)) for row in by_strength.values())])
+    if body:
+        blocks.append(_Block("table", _Table("", header, body)))
+    return blocks
+
+
+def _markdown(title: str, blocks: list[_Block]) -> str:
     """The report as Markdown that links the PNGs beside it."""
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = [f"# {title}", "", "## Run", "", markdown_table(["", ""], info_rows)]
-    for i, table in enumerate(tables):
-        lines += ["", f"## {table.heading}", "", markdown_table(table.header, table.body)]
-        if i == 0:
-            lines += ["", _NA_NOTE]
-            if extra:
-                lines += [""] + [f"- **{cell(k)}**: {cell(v)}" for k, v in extra]
-    for fig in figures:
-        lines += ["", f"## {fig.heading}", ""]
-        lines.append(f"![{fig.heading}]({fig.file})" if fig.png is not None else f"_{fig.note}_")
-    lines += ["", "## Config", "", "```yaml", config_yaml.rstrip("\n"), "```", ""]
-    return "\n".join(lines)
+    lines = [f"# {title}"]
+    for b in blocks:
+        if b.kind in ("h2", "h3"):
+            lines += ["", f"{'#' * int(b.kind[1])} {b.value}"]
+        elif b.kind == "p":
+            lines += ["", b.value]
+        elif b.kind == "table":
+            lines += ["", markdown_table(b.value.header, b.value.body)]
+        elif b.kind == "list":
+            lines += [""] + [f"- **{cell(k)}**: {cell(v)}" for k, v in b.value]
+        elif b.kind == "figure":
+            fig = b.value
+            if fig.png is not None:
+                lines += ["", f"![{fig.heading}]({fig.file})"] + (["", f"_{fig.note}_"] if fig.note else [])
+            else:
+                lines += ["", f"_{fig.note}_"]
+        elif b.kind == "pre":
+            lines += ["", "```yaml", b.value.rstrip("\n"), "```"]
+    return "\n".join(lines + [""])
 
 
 _NUMBER = re.compile(r"n/a|[-+]?[\d.]+(e[-+]?\d+)?")  # cells right-aligned in the HTML tables
 _NA_NOTE = "(%) = percent; n/a = undefined for this test set (e.g. a single class) or not computed."
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1000px; margin: 2em auto;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1000px; margin: 1.5em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; margin-bottom: .4em; }
 h2 { margin-top: 1.6em; border-bottom: 1px solid #eee; }
+h3 { margin-top: 1.3em; }
 table { border-collapse: collapse; margin: .5em 0; }
 th, td { border: 1px solid #ccc; padding: .3em .7em; text-align: left; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.default td { font-weight: 600; }
+tr.default td, tr.total td { font-weight: 600; }
 pre { background: #f6f8fa; padding: 1em; overflow-x: auto; border-radius: 4px; }
 img { max-width: 100%; }
 .note { color: #666; font-style: italic; }
+p.lead { font-size: 1.1em; }
+li.warning { color: #a33; }
 """
 
 
-def _html(title: str, info_rows: list[tuple[str, str]], tables: list[_Table],
-          extra: list[tuple[str, str]], figures: list[_Figure], config_yaml: str, score_name: str) -> str:
+def _html(title: str, blocks: list[_Block], score_name: str) -> str:
     """The report as one self-contained HTML page: inline CSS, PNGs as base64 data URIs."""
     e = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(title)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>", "<h2>Run</h2>", "<table>"]
-    parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in info_rows]
-    parts.append("</table>")
-    for i, table in enumerate(tables):
-        parts += [f"<h2>{e(table.heading)}</h2>", "<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in table.header) + "</tr>"]
-        for row in table.body:
-            cls = ' class="default"' if row[0] == f"{score_name} (default)" else ""
-            cells = "".join(f'<td class="num">{e(c)}</td>' if _NUMBER.fullmatch(c) else f"<td>{e(c)}</td>" for c in row[1:])
-            parts.append(f"<tr{cls}><td>{e(row[0])}</td>{cells}</tr>")
-        parts.append("</table>")
-        if i == 0:
-            parts.append(f'<p class="note">{e(_NA_NOTE)}</p>')
-            if extra:
-                parts += ["<ul>"] + [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in extra] + ["</ul>"]
-    for fig in figures:
-        parts.append(f"<h2>{e(fig.heading)}</h2>")
-        if fig.png is not None:
-            data = base64.b64encode(fig.png).decode("ascii")
-            parts.append(f'<img alt="{e(fig.heading)}" src="data:image/png;base64,{data}">')
-        else:
-            parts.append(f'<p class="note">{e(fig.note)}</p>')
-    parts += ["<h2>Config</h2>", f"<pre>{e(config_yaml)}</pre>", "</body></html>", ""]
+             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    lead = True
+    for b in blocks:
+        if b.kind in ("h2", "h3"):
+            parts.append(f"<{b.kind}>{e(b.value)}</{b.kind}>")
+        elif b.kind == "p":
+            cls = ' class="lead"' if lead else (' class="note"' if b.value == _NA_NOTE else "")
+            parts.append(f"<p{cls}>{e(b.value)}</p>")
+            lead = False
+        elif b.kind == "table":
+            t = b.value
+            parts += ["<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in t.header) + "</tr>"]
+            for row in t.body:
+                cls = ' class="default"' if row[0] == f"{score_name} (default)" else (
+                    ' class="total"' if row[0].startswith(("all defective", "normal images (")) else "")
+                cells = "".join(f'<td class="num">{e(c)}</td>' if _NUMBER.fullmatch(c) else f"<td>{e(c)}</td>"
+                                for c in row[1:])
+                parts.append(f"<tr{cls}><td>{e(row[0])}</td>{cells}</tr>")
+            parts.append("</table>")
+        elif b.kind == "list":
+            parts += ["<ul>"] + [f'<li class="{e(k)}"><b>{e(k)}</b>: {e(v)}</li>' for k, v in b.value] + ["</ul>"]
+        elif b.kind == "figure":
+            fig = b.value
+            if fig.png is not None:
+                data = base64.b64encode(fig.png).decode("ascii")
+                parts.append(f'<img alt="{e(fig.heading)}" src="data:image/png;base64,{data}">')
+            if fig.note:
+                parts.append(f'<p class="note">{e(fig.note)}</p>')
+        elif b.kind == "pre":
+            parts.append(f"<pre>{e(b.value)}</pre>")
+    parts += ["</body></html>", ""]
     return "\n".join(parts)
 
 
@@ -340,12 +428,18 @@ def write_report(
     examples_top: list[ReportExample],
     examples_bottom: list[ReportExample],
     info: dict | None = None,
+    missed: list[ReportExample] | None = None,
+    false_alarms: list[ReportExample] | None = None,
+    heat_ticks: list[tuple[float, str]] | None = None,
+    heat_legend: str | None = None,
 ) -> tuple[Path, Path]:
     """Write report.md, report.html and their PNGs into ``out_dir``; return (md path, html path).
 
-    ``metrics`` is metrics.json (top-level default-score metrics, ``scores``: {name: metrics}, maybe
-    ``threshold``, in the units of ``scores``); ``scores``/``labels`` are the (N,) default scores and 0/1
-    labels of the test images; ``examples_top``/``examples_bottom`` the most/least anomalous ones.
+    ``metrics`` is metrics.json (top-level default-score metrics, ``at_threshold``: the decisions per defect type,
+    ``scores``: {name: metrics}, maybe ``threshold``, in the units of ``scores``); ``scores``/``labels`` are the
+    (N,) default scores and 0/1 labels of the test images; ``examples_top``/``examples_bottom`` the most/least
+    anomalous ones; ``missed``/``false_alarms`` the defective images called normal and the normal ones called
+    anomalous (None: not known, no section); ``heat_ticks``/``heat_legend`` say what the heat-map colours mean.
     """
     out_dir = Path(out_dir)
     s = np.asarray(scores, dtype=np.float64).ravel()
@@ -355,22 +449,77 @@ def write_report(
     if not np.isfinite(s).all():
         raise ValueError("scores contain NaN or infinite values; check the model output before writing a report")
 
-    info_rows = [(str(k), _format_value(v)) for k, v in (info or {}).items()]
+    info = dict(info or {})
+    info_rows = [(str(k), _format_value(v)) for k, v in info.items()]
     info_rows += [("default score", score_name),
                   ("test images", f"{y.size} ({int((~y).sum())} normal, {int(y.sum())} anomalous)")]
-    tables = _tables(metrics, score_name)
-    extra = _warnings(metrics, y)
-    extra += [(str(k), _format_value(v)) for k, v in metrics.items() if k not in METRIC_COLUMNS and k not in _SHOWN_ELSEWHERE]
     config_yaml = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    legend = f"Heat-map colours: {heat_legend}." if heat_legend else ""
 
-    figures = [
-        _roc_figure(s, y, score_name),
-        _hist_figure(s, y, score_name, _threshold(metrics, score_name)),
-        _examples_figure(examples_top, MOST_PNG, "Most anomalous test images"),
-        _examples_figure(examples_bottom, LEAST_PNG, "Least anomalous test images"),
-    ]
+    figures = {
+        "roc": _roc_figure(s, y, score_name),
+        "hist": _hist_figure(s, y, score_name, _threshold(metrics, score_name)),
+        "most": _examples_figure(examples_top, MOST_PNG, "Most anomalous test images", heat_ticks, legend),
+        "least": _examples_figure(examples_bottom, LEAST_PNG, "Least anomalous test images", heat_ticks, legend),
+    }
+    if missed is not None:
+        figures["missed"] = _examples_figure(missed, MISSED_PNG, "Missed defects", heat_ticks,
+                                             legend if missed else "None: the threshold caught every defective image.")
+    if false_alarms is not None:
+        figures["alarms"] = _examples_figure(false_alarms, ALARMS_PNG, "False alarms", heat_ticks,
+                                             legend if false_alarms else "None: no normal image was called anomalous.")
+
+    # ---- results first
+    blocks = [_Block("h2", "Results")]
+    d = metrics.get("at_threshold")
+    if isinstance(d, dict) and "caught" in d:
+        cal_info = ""
+        if d.get("quantile") is not None and d.get("calibration_images") is not None:
+            cal_info = f": the {d['quantile']:g} quantile of {d['calibration_images']} normal validation images"
+        blocks.append(_Block("p", _decision_sentence(d, score_name, cal_info)))
+        blocks.append(_Block("table", _decision_table(d)))
+    else:
+        blocks.append(_Block("p", f"No decisions: the model has no threshold (score {score_name})."))
+    blocks.append(_Block("p", "Ranking quality of the default score, which needs no threshold:"))
+    blocks.append(_Block("table", _headline_table(metrics, score_name)))
+    blocks.append(_Block("p", _NA_NOTE))
+    warnings = _warnings(metrics, y)
+    if warnings:
+        blocks.append(_Block("list", warnings))
+    # ---- what the threshold got wrong
+    for key, heading, what in (("missed", "Missed defects", "defective test images the threshold called normal, "
+                                "lowest score first"),
+                               ("alarms", "False alarms", "normal test images the threshold called anomalous, "
+                                "highest score first")):
+        if key in figures:
+            examples = missed if key == "missed" else false_alarms
+            blocks += [_Block("h2", heading)]
+            if examples:
+                total = d.get("defective", 0) - d.get("caught", 0) if key == "missed" else d.get("false_alarms", 0)
+                blocks.append(_Block("p", f"{len(examples)} of {total} {what}."))
+            blocks.append(_Block("figure", figures[key]))
+    # ---- the details
+    blocks.append(_Block("h2", "Details"))
+    if isinstance(metrics.get("score_selection"), dict):
+        blocks += [_Block("h3", "How the default score was chosen"), *_selection_blocks(metrics["score_selection"])]
+    tables = _tables(metrics, score_name)
+    for i, table in enumerate(tables):
+        heading = "Every score" if i == 0 else table.heading
+        blocks += [_Block("h3", heading), _Block("table", table)]
+    extra = [(str(k), _format_value(v)) for k, v in metrics.items()
+             if k not in METRIC_COLUMNS and k not in _SHOWN_ELSEWHERE]
+    if extra:
+        blocks += [_Block("h3", "Other entries of metrics.json"), _Block("list", extra)]
+    for key in ("roc", "hist", "most", "least"):
+        blocks += [_Block("h3", figures[key].heading), _Block("figure", figures[key])]
+    blocks += [_Block("h3", "Run"), _Block("table", _Table("", ["", ""], [list(r) for r in info_rows]))]
+    blocks += [_Block("h3", "Config"), _Block("pre", config_yaml)]
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    for fig in figures:
+    for name in (MISSED_PNG, ALARMS_PNG):  # sections this run has no list for
+        if not any(f.file == name for f in figures.values()):
+            (out_dir / name).unlink(missing_ok=True)
+    for fig in figures.values():
         path = out_dir / fig.file
         if fig.png is not None:
             atomic_write_bytes(path, fig.png)
@@ -379,6 +528,6 @@ def write_report(
 
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     # printable: a name or path from the file system need not be UTF-8 (e.g. b"caf\xe9"); escaped, not fatal.
-    atomic_write_text(md_path, printable(_markdown(title, info_rows, tables, extra, figures, config_yaml)))
-    atomic_write_text(html_path, printable(_html(title, info_rows, tables, extra, figures, config_yaml, score_name)))
+    atomic_write_text(md_path, printable(_markdown(title, blocks)))
+    atomic_write_text(html_path, printable(_html(title, blocks, score_name)))
     return md_path, html_path

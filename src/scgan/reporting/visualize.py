@@ -80,3 +80,29 @@ def overlay(
         width = contour_width if contour_width is not None else max(1, round(min(size) / 128))
         out[mask_contour(m, width)] = CONTOUR_COLOR
     return out
+
+
+# Caption band colours: the serve page's and the report's (matplotlib's default blue and red), grey = no decision.
+_BAND_COLOURS = {"anomalous": (214, 39, 40), "normal": (31, 119, 180), None: (90, 90, 90)}
+
+
+def caption_band(picture: np.ndarray, lines: list[str], decision: str | None) -> np.ndarray:
+    """``picture`` (H, W, 3) uint8 with a band below it holding ``lines`` of white text on the decision's colour
+    (red anomalous, blue normal, grey none); the picture's pixels are unchanged. The font shrinks to fit the
+    width, down to 8 px; a longer line is cut at the right edge."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = _as_rgb(picture)
+    h, w = img.shape[:2]
+    size = max(8, min(16, w // 16))
+    font = ImageFont.load_default(size=size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    while size > 8 and max((probe.textlength(t, font=font) for t in lines), default=0) > w - 6:
+        size -= 1
+        font = ImageFont.load_default(size=size)
+    line_h = size + max(2, size // 4)
+    band = Image.new("RGB", (w, line_h * len(lines) + 6), _BAND_COLOURS.get(decision, _BAND_COLOURS[None]))
+    draw = ImageDraw.Draw(band)
+    for i, text in enumerate(lines):
+        draw.text((3, 3 + i * line_h), text, fill=(255, 255, 255), font=font)
+    return np.concatenate([img, np.asarray(band)], axis=0)

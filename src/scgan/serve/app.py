@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -104,7 +105,8 @@ class _BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_big = f"the upload is larger than the {self.limit // (1024 * 1024)} MiB this server accepts; send fewer or smaller images"
+        too_big = (f"the upload is larger than the {self.limit // (1024 * 1024)} MiB this server accepts; send fewer "
+                   "or smaller images")
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await error_response(413, too_big)(scope, receive, send)
@@ -178,9 +180,9 @@ class _HostGuard:
 
 
 class _Errors:
-    """ASGI middleware, outermost: a client that went away mid-request is one log line and no answer; any other
-    unexpected error is one logged traceback and a JSON 500 (Starlette's own handler answers in plain text, and its
-    re-raise made uvicorn log the traceback a second time)."""
+    """ASGI middleware, just inside the access log: a client that went away mid-request is one log line and no
+    answer; any other unexpected error is one logged traceback and a JSON 500 (Starlette's own handler answers in
+    plain text, and its re-raise made uvicorn log the traceback a second time)."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -207,6 +209,37 @@ class _Errors:
                                   "log")(scope, receive, send)
 
 
+access_log = logging.getLogger("scgan.access")
+
+
+class _AccessLog:
+    """ASGI middleware: one line per HTTP request (client, method, path, status, bytes sent, seconds); never a
+    body, a query value or an image."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status, sent = time.monotonic(), 0, 0
+
+        async def counted(message):
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            client = (scope.get("client") or ("-",))[0]
+            access_log.info('%s "%s %s" %s %d B %.3f s', client, scope.get("method", ""),
+                            printable(scope.get("path", ""))[:200], status or "-", sent, time.monotonic() - start)
+
+
 def _check_header(data: bytes, name: str, max_pixels: int) -> None:
     """Refuse what is not an image, or is too large, from the header alone (nothing is decoded yet)."""
     from PIL import Image, UnidentifiedImageError
@@ -219,7 +252,8 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> None:
         with open_image(io.BytesIO(data)) as im:
             w, h = im.size
     except Image.DecompressionBombError:
-        raise ServeError(413, f"{name} has more pixels than this server accepts ({max_pixels:,}); downscale it first") from None
+        raise ServeError(413, f"{name} has more pixels than this server accepts ({max_pixels:,}); downscale it "
+                              "first") from None
     except UnidentifiedImageError:
         raise ServeError(415, f"{name} is not an image this server reads ({FORMAT_NAMES})") from None
     except Exception:  # noqa: BLE001 - Pillow raises many types for a damaged header
@@ -243,6 +277,7 @@ def create_app(detector, limits: Limits | None = None, allowed_hosts: Sequence[s
     app.add_middleware(_BodyLimit, limit=limits.max_upload_bytes)  # added last is outermost
     app.add_middleware(_HostGuard, allowed=tuple(allowed_hosts))
     app.add_middleware(_Errors)
+    app.add_middleware(_AccessLog)  # outermost: logs every request, refused ones too
     pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="scgan-score")
     admitted = threading.BoundedSemaphore(limits.workers + limits.queue)
     model_info = detector.describe()
@@ -275,14 +310,23 @@ def create_app(detector, limits: Limits | None = None, allowed_hosts: Sequence[s
     async def model() -> dict[str, Any]:
         return {**model_info, "limits": asdict(limits)}
 
-    def score(files: list[tuple[str, bytes]], overlays: bool) -> list[dict[str, Any]]:
-        outcomes = list(detector.iter_predict([data for _, data in files]))
-        bad = next((o for o in outcomes if o.result is None), None)
-        if bad is not None:
-            raise ServeError(422, f"{files[bad.index][0]} is truncated or damaged and cannot be decoded; "
-                                  "replace the file")
+    def score(files: list[tuple[str, bytes | ServeError]], overlays: bool) -> list[dict[str, Any]]:
+        """Per file a result, or {"filename", "error", "status"} for one that cannot be scored (the others are
+        scored: one policy with ``scgan predict``); ServeError only when no file could be scored."""
+        readable = [(i, data) for i, (_, data) in enumerate(files) if not isinstance(data, ServeError)]
+        outcomes = {readable[o.index][0]: o for o in detector.iter_predict([data for _, data in readable])}
+        for i, o in list(outcomes.items()):
+            if o.result is None:
+                files[i] = (files[i][0], ServeError(422, f"{files[i][0]} is truncated or damaged and cannot be "
+                                                         "decoded; replace the file"))
+        if all(isinstance(data, ServeError) for _, data in files):
+            raise next(data for _, data in files)
         out = []
-        for (name, _), o in zip(files, outcomes):
+        for i, (name, data) in enumerate(files):
+            if isinstance(data, ServeError):
+                out.append({"filename": name, "error": data.message, "status": data.status})
+                continue
+            o = outcomes[i]
             entry = {"filename": name, **o.result.to_dict(), "threshold_normalized": threshold_norm}
             if overlays:
                 entry["overlay"] = _png_data_url(o.result.overlay())
@@ -293,12 +337,14 @@ def create_app(detector, limits: Limits | None = None, allowed_hosts: Sequence[s
     async def predict(request: Request, overlay: bool = True) -> dict[str, Any]:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "multipart/form-data":
-            raise ServeError(415, f"send images as multipart/form-data in the field '{FIELD}' (got {kind or 'no content type'})")
+            raise ServeError(415, f"send images as multipart/form-data in the field '{FIELD}' "
+                                  f"(got {kind or 'no content type'})")
         try:
             form = await request.form(max_files=limits.max_files, max_fields=limits.max_files)
         except StarletteHTTPException as e:
             raise ServeError(400 if e.status_code != 413 else 413,
-                             f"the form was refused: {str(e.detail).rstrip('.')}; send at most {limits.max_files} images") from None
+                             f"the form was refused: {str(e.detail).rstrip('.')}; send at most {limits.max_files} "
+                             "images") from None
         uploads = [v for v in form.getlist(FIELD) if isinstance(v, UploadFile)]
         if not uploads:
             fields = ", ".join(sorted(set(form.keys()))) or "none"
@@ -308,7 +354,10 @@ def create_app(detector, limits: Limits | None = None, allowed_hosts: Sequence[s
         for i, up in enumerate(uploads):
             name = printable(up.filename or f"image {i + 1}")[:200]
             data = await up.read()
-            _check_header(data, name, limits.max_pixels)
+            try:
+                _check_header(data, name, limits.max_pixels)
+            except ServeError as e:  # this file only: the others are still scored
+                data = e
             files.append((name, data))
         await form.close()
         if not admitted.acquire(blocking=False):
@@ -320,7 +369,8 @@ def create_app(detector, limits: Limits | None = None, allowed_hosts: Sequence[s
         try:
             results = await asyncio.wait_for(asyncio.shield(future), timeout=limits.timeout_s)
         except asyncio.TimeoutError:
-            raise ServeError(503, f"scoring took longer than {limits.timeout_s:g} s; retry with fewer or smaller images") from None
+            raise ServeError(503, f"scoring took longer than {limits.timeout_s:g} s; retry with fewer or smaller "
+                                  "images") from None
         return {"score_name": detector.default_score, "results": results}
 
     app.state.detector = detector

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import http
+import logging
 import socket
 from collections.abc import Callable, Sequence
 
@@ -183,6 +184,13 @@ def serve(detector, host: str = "127.0.0.1", port: int = 8000, limits: Limits | 
     cannot be bound is one OSError line, before anything starts."""
     limits = limits or Limits()
     app = create_app(detector, limits, allowed_hosts=allowed_hosts(host, allowed))
+    access = logging.getLogger("scgan.access")
+    if not access.handlers:  # one line per request on stderr, whatever the root logger's level
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     sock = listen(host, port)
     try:
         if announce is not None:

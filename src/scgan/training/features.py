@@ -54,9 +54,12 @@ def fit_features(cfg: Config, output_dir: Path, progress: bool = True) -> TrainR
     val_set = dataset_for(cfg.data, "val", spec)
     plan = block_plan(p.backbone)
     stride = plan[p.layers[0]].stride
-    _say(progress, f"fitting a feature model ({p.backbone}, blocks {', '.join(map(str, p.layers))}) on "
-                   f"{len(train_set)} normal images at {p.resolution} px on the short side, "
-                   f"{'grey' if spec.channels == 1 else 'RGB'}; {len(val_set)} validation images calibrate it")
+    # Said whatever ``progress``, on stdout with the command's other results: what the run will do, before its
+    # first (possibly long) step.
+    print(f"fitting a feature model (preset {cfg.preset}: backbone {p.backbone}, blocks "
+          f"{', '.join(map(str, p.layers))}) on {len(train_set)} normal images at {p.resolution} px on the short "
+          f"side, {'grey' if spec.channels == 1 else 'RGB'}: features, then a memory bank of {p.bank_size} by "
+          f"greedy coreset (no epochs); {len(val_set)} validation images calibrate it", flush=True)
     generator = torch.Generator().manual_seed(cfg.train.seed)
     backbone = load_backbone(p.backbone, max(p.layers))
     batch = cfg.runtime.eval_batch_size

@@ -150,6 +150,20 @@ def planned_epochs(cfg: Config, n_train: int) -> int:
     return max(1, math.ceil(cfg.train.steps / per_epoch))
 
 
+def plan_line(cfg: Config, n_train: int, n_val: int, augmentation: str, resumed_epoch: int | None = None) -> str:
+    """What a training run will do, said before the first epoch (which may take minutes to end): the preset,
+    the images, the epochs and optimiser steps, and what calibrates the model."""
+    epochs = planned_epochs(cfg, n_train)
+    batch = max(2, min(cfg.train.batch_size, n_train))
+    per_epoch = max(1, n_train // batch)
+    m = cfg.model
+    head = f", learned head ({m.head})" if m.head not in (None, "none") else ""
+    resumed = f"; resuming after epoch {resumed_epoch}" if resumed_epoch is not None else ""
+    return (f"training an SCGAN (preset {cfg.preset}: {m.image_size} px{head}, augmentation {augmentation}) on "
+            f"{n_train} normal images: {epochs} epochs of {per_epoch} steps of batch {batch} ({epochs * per_epoch} "
+            f"steps){resumed} on {cfg.runtime.accelerator}; {n_val} validation images calibrate it after each epoch")
+
+
 def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callbacks: list | None = None,
                   enable_logging: bool = True, resumed_epoch: int | None = None,
                   epochs: int | None = None) -> L.Trainer:
@@ -227,6 +241,8 @@ def train_gan(cfg: Config, output_dir: Path, resume: str | Path | None, progress
     run = prepare_run(cfg, output_dir, progress=progress, callbacks=callbacks, resumed_epoch=resumed_epoch)
     module, dm, trainer = run.module, run.datamodule, run.trainer
     train_ds, augmentation = run.train_set, run.augmentation
+    if trainer.is_global_zero:  # on stdout: the command's own account, not progress (stderr keeps errors one line)
+        print(plan_line(cfg, len(train_ds), len(dm.dataset("val")), augmentation, resumed_epoch), flush=True)
     with warnings.catch_warnings():
         if ckpt_path is not None:  # a resumed run writes into its own folders on purpose
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")

@@ -153,14 +153,21 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[IO[bytes]]
         writer(f)
 
 
-def save_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically."""
+def save_png(path: str | os.PathLike[str], array: np.ndarray, text: dict[str, str] | None = None) -> None:
+    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically; ``text`` as its tEXt chunks (key: value)."""
     arr = np.asarray(array)
     if arr.dtype != np.uint8:
         raise ValueError(f"save_png needs a uint8 array, got dtype {arr.dtype}")
     picture = Image.fromarray(arr)
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
 
     def write(f: IO[bytes]) -> None:
-        picture.save(f, format="PNG")
+        picture.save(f, format="PNG", pnginfo=info)
 
     atomic_write_with(path, write)
