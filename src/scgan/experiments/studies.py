@@ -176,8 +176,8 @@ def run_study(study: str, base: Config, *, dataset: str, root: str, categories: 
     if study != "benchmark" and study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; valid: benchmark, {', '.join(STUDIES)}")
     if study != "benchmark" and base.model.kind != "scgan":
-        raise ValueError(f"the paper's ablations vary the SCGAN; preset {base.preset!r} fits a {base.model.kind} model: "
-                         "pass --preset cpu (the preset of our tables) or --preset paper")
+        raise ValueError(f"the paper's ablations vary the SCGAN; preset {base.preset!r} fits a {base.model.kind} "
+                         "model: pass --preset cpu (the preset of our tables) or --preset paper")
     variants = [Variant("base", {})] if study == "benchmark" else STUDIES[study]
     cats = categories or discover_categories(dataset, root)
     start = time.time()

@@ -112,9 +112,10 @@ def _plain(value: Any) -> Any:
 
 
 def _metric_rows(metrics: dict, score_name: str) -> list[tuple[str, dict]]:
-    """(score name, its metrics) per row: metrics["scores"], led by the top-level metrics if ``score_name`` lacks a row."""
-    per_score = metrics.get("scores")
-    rows = [(str(n), dict(v)) for n, v in per_score.items() if isinstance(v, dict)] if isinstance(per_score, dict) else []
+    """(score name, its metrics) per row: metrics["scores"], led by the top-level metrics if ``score_name`` lacks
+    a row."""
+    per_score = metrics.get("scores") if isinstance(metrics.get("scores"), dict) else {}
+    rows = [(str(n), dict(v)) for n, v in per_score.items() if isinstance(v, dict)]
     top = {k: metrics[k] for k in METRIC_COLUMNS if k in metrics}
     if top and score_name not in (n for n, _ in rows):
         rows.insert(0, (score_name, top))
