@@ -72,9 +72,9 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
     # [0, 1] as logits and squashes them with a sigmoid, which in float32 makes every value above ~17 equal (a
     # feature distance map of 20-50 would score 0.5): the maps are min-max scaled to [0, 1] first, which keeps
     # their order, so the AUROC.
-    flat = m.ravel().astype(np.float64)
+    flat = m.ravel()
     lo, hi = float(flat.min()), float(flat.max())
-    scaled = (flat - lo) / (hi - lo) if hi > lo else np.zeros_like(flat)
+    scaled = ((flat - lo) * np.float32(1.0 / (hi - lo))).astype(np.float32) if hi > lo else np.zeros_like(flat)
     auc = binary_auroc(torch.from_numpy(scaled), torch.from_numpy(g.ravel()).long(), thresholds=None,
                        validate_args=False)
     return float(auc)

@@ -90,15 +90,17 @@ def block_plan(variant: str) -> list[BlockInfo]:
 
 class SameConv2d(nn.Conv2d):
     """TensorFlow's "SAME" convolution for inputs whose sides are even wherever the stride is 2: static padding
-    (an extra pixel right and bottom when the total is odd, as TensorFlow pads), so that ONNX export takes any size."""
+    (an extra pixel right and bottom when the total is odd, as TensorFlow pads), so that ONNX export takes any size.
+    Where the padding is symmetric (stride 1, odd kernel) the convolution pads itself, without copying the input."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(c_in, c_out, kernel, stride, 0, groups=groups, bias=False)
         total = kernel - stride if stride == 2 else kernel - 1
-        self.same = (total // 2, total - total // 2) * 2  # (left, right, top, bottom)
+        symmetric = total % 2 == 0
+        super().__init__(c_in, c_out, kernel, stride, total // 2 if symmetric else 0, groups=groups, bias=False)
+        self.same = (0, 0, 0, 0) if symmetric else (total // 2, total - total // 2) * 2  # (left, right, top, bottom)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.same))
+        return super().forward(F.pad(x, self.same) if any(self.same) else x)
 
 
 class MBConv(nn.Module):
@@ -119,8 +121,8 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand != 1 else x
-        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+        h = F.relu6(self._bn0(self._expand_conv(x)), inplace=True) if self.expand != 1 else x
+        h = F.relu6(self._bn1(self._depthwise_conv(h)), inplace=True)
         h = self._bn2(self._project_conv(h))
         return h + x if self.residual else h
 
@@ -166,7 +168,7 @@ class EfficientNetLite(nn.Module):
         if x.shape[1] == 1:  # grey: the stem's weights summed over RGB (module docstring)
             weight = weight.sum(dim=1, keepdim=True)
         x = F.conv2d(F.pad(x, self._conv_stem.same), weight, self._conv_stem.bias, stride=2)
-        x = F.relu6(self._bn0(x))
+        x = F.relu6(self._bn0(x), inplace=True)
         out = []
         for i, block in enumerate(self._blocks[: max(taps) + 1]):
             x = block(x)

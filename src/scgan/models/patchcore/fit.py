@@ -25,7 +25,7 @@ def collect_patches(backbone: EfficientNetLite, layout: FeatureLayout, batches: 
     kept: list[torch.Tensor] = []
     seen = 0
     for x in batches:
-        f = embed(backbone, x, layout)
+        f = torch.cat([embed(backbone, one, layout) for one in x.split(1)])  # one at a time: see PatchCoreScorer.run
         f = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
         if rate < 1.0:
             f = f[torch.rand(f.shape[0], generator=generator) < rate]
