@@ -25,10 +25,17 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-CATEGORIES = {"bottle": ["--dataset", "mvtec", "--root", str(DATA / "mvtec_ad"), "--category", "bottle"],
-              "metal_nut": ["--dataset", "mvtec", "--root", str(DATA / "mvtec_ad"), "--category", "metal_nut"],
-              "magnetic_tile": ["--dataset", "folder", "--root", str(DATA / "magnetic_tile")]}
+# Where each category lies under the shared data folder (--data), and its layout.
+CATEGORIES = {"bottle": ["--dataset", "mvtec", "--root", "mvtec_ad", "--category", "bottle"],
+              "metal_nut": ["--dataset", "mvtec", "--root", "mvtec_ad", "--category", "metal_nut"],
+              "magnetic_tile": ["--dataset", "folder", "--root", "magnetic_tile"]}
+
+
+def data_args(category: str, data: Path) -> list[str]:
+    """The category's --dataset/--root/--category options, its root under ``data``."""
+    args = list(CATEGORIES[category])
+    args[3] = str(data / args[3])
+    return args
 # The bars the default preset is held to (image AUROC, pixel AUROC); cost bars: fit + test <= 5 CPU minutes,
 # peak memory <= 2 GB while fitting, scoring >= 30 images/s at 256 px (benchmarks/scoring_speed.py).
 BARS = {"bottle": (0.995, 0.98), "metal_nut": (0.99, 0.98), "magnetic_tile": (0.95, 0.85)}
@@ -48,14 +55,14 @@ def timed(cmd: list[str], threads: int, log: Path) -> dict:
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
-def run(preset: str, category: str, seed: int, threads: int, out: Path) -> dict:
+def run(preset: str, category: str, seed: int, threads: int, out: Path, data: Path) -> dict:
     dest = out / preset / f"{category}_seed{seed}"
     if (dest / "run.json").exists():
         return json.loads((dest / "run.json").read_text())
     dest.mkdir(parents=True, exist_ok=True)
     scgan = [sys.executable, "-c", f"import torch, sys; torch.set_num_threads({threads}); "
                                    "from scgan.cli import main; sys.exit(main())"]
-    fit = timed([*scgan, "train", "--preset", preset, *CATEGORIES[category], "--output", str(dest / "train"),
+    fit = timed([*scgan, "train", "--preset", preset, *data_args(category, data), "--output", str(dest / "train"),
                  "--overwrite", "--no-progress", f"seed={seed}"], threads, dest / "train.log")
     test = timed([*scgan, "test", "--checkpoint", str(dest / "train" / "model.pt"), "--output", str(dest / "test"),
                   "--no-progress"], threads, dest / "test.log")
@@ -102,6 +109,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once")
     ap.add_argument("--output", default="results/detectors")
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
     ap.add_argument("--speed", default="results/detectors/scoring_speed.json",
                     help="benchmarks/scoring_speed.py's output, for the images/s column")
     ap.add_argument("--table-only", action="store_true")
@@ -111,7 +119,7 @@ def main() -> None:
     if not args.table_only:
         todo = [(p, c, int(s)) for s in args.seeds.split(",") for p in presets for c in args.categories.split(",")]
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: run(*job, args.threads, out), todo))
+            list(pool.map(lambda job: run(*job, args.threads, out, Path(args.data).resolve()), todo))
     speed = json.loads(Path(args.speed).read_text()) if Path(args.speed).exists() else {}
     text = table(out, presets, speed.get("images_per_s", {}))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
