@@ -1,5 +1,5 @@
 """scgan serve: every endpoint and every kind of bad input through FastAPI's TestClient (as localhost: the app answers
-only to the host names it knows); tests/test_reliability_round3.py runs the real server."""
+only to the host names it knows); tests/test_hostile_models_and_service.py runs the real server."""
 from __future__ import annotations
 
 import base64

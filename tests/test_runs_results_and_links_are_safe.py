@@ -1,7 +1,8 @@
-"""Reliability, round 2 (issue 15): no run silently overwritten, no result reused across data, no NaN model,
+"""No run silently overwritten, no result reused across data, no NaN model,
 no per-file problem losing other results, and no write through a planted symbolic link.
 
-Each numbered test is one case of the issue; training is the tiny demo configuration of conftest (S = 32).
+Each test is one guarantee of docs/reliability.md (round 2); training is the tiny demo configuration of conftest
+(S = 32).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_reliability import StepHook, _cli_args, _continue_from
 
 import scgan.training.fit as fit
 from conftest import TINY, tiny_config
@@ -32,7 +34,6 @@ from scgan.experiments.studies import run_study
 from scgan.inference.evaluate import run_test
 from scgan.training.fit import train
 from scgan.utils.atomic import writable_dir
-from test_reliability import StepHook, _cli_args, _continue_from
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 # ---- 1. a run is never discarded without --overwrite ----------------------------------------------
-def test_1_train_into_a_folder_holding_a_run_is_refused_and_overwrite_replaces_it(trained, tmp_path, capsys,
+def test_train_into_a_folder_holding_a_run_is_refused_and_overwrite_replaces_it(trained, tmp_path, capsys,
                                                                                  demo_root, demo_category):
     out = _copy_run(trained, tmp_path / "run")
     (out / "notes.txt").write_text("the user's own file")
@@ -75,7 +76,7 @@ def test_1_train_into_a_folder_holding_a_run_is_refused_and_overwrite_replaces_i
 
 
 # ---- 2. one lock per output folder ----------------------------------------------------------------
-def test_2_second_training_into_a_folder_in_use_is_refused_and_the_lock_is_released(tmp_path, demo_root,
+def test_second_training_into_a_folder_in_use_is_refused_and_the_lock_is_released(tmp_path, demo_root,
                                                                                    demo_category):
     cfg = tiny_config(demo_root, demo_category, epochs=1)
     out = tmp_path / "run"
@@ -121,7 +122,7 @@ def _raise(trainer, module) -> None:
 
 
 # ---- 3. results are never reused across data ------------------------------------------------------
-def test_3_runs_are_keyed_by_the_data_and_a_reused_run_says_so(tmp_path, demo_root, demo_category, capsys):
+def test_runs_are_keyed_by_the_data_and_a_reused_run_says_so(tmp_path, demo_root, demo_category, capsys):
     base = load_config("cpu", overrides={**TINY, "epochs": 1})
     other = tmp_path / "other_root"  # other images under the same category name
     shutil.copytree(demo_root, other)
@@ -161,7 +162,7 @@ class PoisonAfterLastStep(L.Callback):
                 next(pl_module.generator.parameters()).fill_(float("nan"))
 
 
-def test_4_a_diverged_last_step_writes_no_model_and_keeps_the_last_good_checkpoint(trained, tmp_path,
+def test_diverged_last_step_writes_no_model_and_keeps_the_last_good_checkpoint(trained, tmp_path,
                                                                                    monkeypatch, capsys):
     out = tmp_path / "run"
     cfg, last = _continue_from(trained, out, epochs=3)
@@ -189,7 +190,7 @@ def _odd_names_root(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return root, names
 
 
-def test_5_test_scores_every_file_whatever_its_name(trained, tmp_path):
+def test_test_scores_every_file_whatever_its_name(trained, tmp_path):
     res, _ = trained
     root, names = _odd_names_root(tmp_path)
     out = run_test(res.model_path, tmp_path / "out", root=str(root), category="bottle", progress=False)
@@ -203,7 +204,7 @@ def test_5_test_scores_every_file_whatever_its_name(trained, tmp_path):
     assert (out.output_dir / "report.html").stat().st_size > 0
 
 
-def test_5_csv_cells_that_start_like_formulas_are_defused(trained, tmp_path):
+def test_csv_cells_that_start_like_formulas_are_defused(trained, tmp_path):
     res, _ = trained
     root = make_fake_mvtec(tmp_path / "f", "bottle", n_train=4, n_good_test=2, defects={"=cmd": 1}, size=32)
     out = run_test(res.model_path, tmp_path / "out", root=str(root), category="bottle", progress=False,
@@ -213,7 +214,7 @@ def test_5_csv_cells_that_start_like_formulas_are_defused(trained, tmp_path):
 
 
 # ---- 6. small training sets: a usable validation split and a warning ------------------------------
-def test_6_few_training_images_keep_several_for_calibration_and_warn(tmp_path, caplog):
+def test_few_training_images_keep_several_for_calibration_and_warn(tmp_path, caplog):
     root = make_fake_mvtec(tmp_path / "few", "bottle", n_train=12, n_good_test=2, size=32)
     cfg = tiny_config(root, "bottle", epochs=1)
     with caplog.at_level("WARNING", logger="scgan"):
@@ -228,7 +229,7 @@ def test_6_few_training_images_keep_several_for_calibration_and_warn(tmp_path, c
 
 
 # ---- 7. text given to matplotlib is escaped -------------------------------------------------------
-def test_7_dollar_signs_in_test_file_names_do_not_break_the_report(trained, tmp_path):
+def test_dollar_signs_in_test_file_names_do_not_break_the_report(trained, tmp_path):
     res, _ = trained
     root = make_fake_mvtec(tmp_path / "d", "bottle", n_train=4, n_good_test=2, defects={}, size=32)
     write_image(root / "bottle" / "test" / "good" / "price$5_$000.png", 32, seed=7)
@@ -241,7 +242,7 @@ def test_7_dollar_signs_in_test_file_names_do_not_break_the_report(trained, tmp_
 
 
 # ---- 8. the writable-folder probe never follows a link --------------------------------------------
-def test_8_writable_probe_does_not_truncate_a_planted_link_target(tmp_path):
+def test_writable_probe_does_not_truncate_a_planted_link_target(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     out = tmp_path / "out"
@@ -254,7 +255,7 @@ def test_8_writable_probe_does_not_truncate_a_planted_link_target(tmp_path):
 
 
 # ---- 9. logs are written atomically, never through a planted link ---------------------------------
-def test_9_training_logs_replace_planted_links_and_stale_temp_files_are_removed(trained, tmp_path):
+def test_training_logs_replace_planted_links_and_stale_temp_files_are_removed(trained, tmp_path):
     out = tmp_path / "run"
     cfg, last = _continue_from(trained, out, epochs=3)
     victims = {}

@@ -1,6 +1,6 @@
-"""Reliability, round 3: the service and the model files under attack; no broken model ever calls a defect normal.
+"""The service and the model files under attack; no broken model ever calls a defect normal.
 
-Each numbered test is one case of the round (docs/reliability.md, "Guarantees, round 3"). The service cases run
+Each test is one guarantee (docs/reliability.md, "Guarantees, round 3"). The service cases run
 ``scgan serve``'s own server (uvicorn with scgan's protocol) on 127.0.0.1 in a thread, bounded in requests and
 seconds (``helpers.live_server``).
 """
@@ -123,7 +123,7 @@ def _damaged(trained, tmp_path: Path) -> dict[str, Path]:
     return out
 
 
-def test_1_a_model_file_with_nan_weights_or_threshold_is_refused_at_load(trained, tmp_path, capsys, monkeypatch,
+def test_model_file_with_nan_weights_or_threshold_is_refused_at_load(trained, tmp_path, capsys, monkeypatch,
                                                                          demo_root, demo_category):
     import scgan.serve
 
@@ -146,7 +146,7 @@ def test_1_a_model_file_with_nan_weights_or_threshold_is_refused_at_load(trained
         assert not (tmp_path / "out" / "predictions.csv").exists()
 
 
-def test_1_a_score_that_is_not_a_number_is_never_called_normal(detector, tmp_path, demo_root, demo_category):
+def test_score_that_is_not_a_number_is_never_called_normal(detector, tmp_path, demo_root, demo_category):
     cal = Calibration(quantile=0.99, n_images=20, scores={"s": ScoreStats(0.0, 1.0, 0.5, 0.1, threshold=1.0)})
     values = np.array([0.5, 1.5, np.nan, np.inf, -np.inf])
     assert cal.decide("s", values).tolist() == [False, True, True, True, True]
@@ -183,7 +183,7 @@ def _set_meta(model, key: str, value: str | None) -> None:
         entry.key, entry.value = k, v
 
 
-def test_1_an_onnx_file_with_nan_weights_or_threshold_is_refused_at_load(exported_onnx, tmp_path, capsys):
+def test_an_onnx_file_with_nan_weights_or_threshold_is_refused_at_load(exported_onnx, tmp_path, capsys):
     import json
 
     from onnx import numpy_helper
@@ -234,7 +234,7 @@ def _replacement_graph(original, k: int, opset: int = 17):
     return model
 
 
-def test_4_an_onnx_file_whose_graph_was_replaced_is_refused_at_load(exported_onnx, detector, tmp_path, caplog):
+def test_an_onnx_file_whose_graph_was_replaced_is_refused_at_load(exported_onnx, detector, tmp_path, caplog):
     onnx = pytest.importorskip("onnx")
     from scgan.artifacts.onnx_file import OnnxModelError, OnnxScorer
 
@@ -270,7 +270,7 @@ def _normal_folder(demo_root, demo_category, dst: Path, n: int) -> Path:
     return dst
 
 
-def test_2_calibrate_refuses_fewer_than_five_images_and_warns_below_twenty(trained, tmp_path, capsys, caplog,
+def test_calibrate_refuses_fewer_than_five_images_and_warns_below_twenty(trained, tmp_path, capsys, caplog,
                                                                           demo_root, demo_category):
     model = str(trained[0].model_path)
     for n in (1, 3):
@@ -289,7 +289,7 @@ def test_2_calibrate_refuses_fewer_than_five_images_and_warns_below_twenty(train
 
 
 # ---- 3. no command overwrites its input with another kind of file ------------------------------------
-def test_3_calibrate_and_export_never_replace_their_input_by_another_kind_of_file(trained, tmp_path, capsys,
+def test_calibrate_and_export_never_replace_their_input_by_another_kind_of_file(trained, tmp_path, capsys,
                                                                                  demo_root, demo_category):
     pytest.importorskip("onnx")
     normal = str(demo_root / demo_category / "train" / "good")
@@ -314,7 +314,7 @@ def test_3_calibrate_and_export_never_replace_their_input_by_another_kind_of_fil
 
 
 # ---- 9. minor cases ----------------------------------------------------------------------------------
-def test_9_calibrate_skips_bad_images_when_told_as_its_hint_says(trained, tmp_path, capsys, demo_root, demo_category):
+def test_calibrate_skips_bad_images_when_told_as_its_hint_says(trained, tmp_path, capsys, demo_root, demo_category):
     folder = _normal_folder(demo_root, demo_category, tmp_path / "normal", 6)
     (folder / "zz_bad.png").write_bytes(b"not an image")
     args = ["calibrate", "--checkpoint", str(trained[0].model_path), "--normal", str(folder),
@@ -327,7 +327,7 @@ def test_9_calibrate_skips_bad_images_when_told_as_its_hint_says(trained, tmp_pa
     assert loaded.config.data.skip_bad_images is False  # how these images were read is no part of the model
 
 
-def test_9_calibrate_holds_its_output_folders_lock(trained, tmp_path, capsys, demo_root, demo_category):
+def test_calibrate_holds_its_output_folders_lock(trained, tmp_path, capsys, demo_root, demo_category):
     from scgan.utils.lock import folder_lock
 
     run = tmp_path / "run"
@@ -361,7 +361,7 @@ def fake_ghostscript(tmp_path, monkeypatch) -> Path:
     return ran
 
 
-def test_5_postscript_is_never_decoded_by_the_library_readers(detector, tmp_path, fake_ghostscript):
+def test_postscript_is_never_decoded_by_the_library_readers(detector, tmp_path, fake_ghostscript):
     from scgan.data.io import ImageReadError, load_image
     from scgan.inference.detector import InputError
 
@@ -394,7 +394,7 @@ def _big_16_bit_png(side: int = 5000) -> bytes:
 
 @pytest.mark.parametrize("mode, fmt", [("I;16", "PNG"), ("I;16B", "TIFF"), ("I", "TIFF"), ("F", "TIFF"),
                                        ("P", "PNG"), ("1", "PNG"), ("LA", "PNG"), ("RGB", "PNG")])
-def test_8_every_image_mode_is_reduced_to_max_side_from_files_and_pil_images(detector, mode, fmt):
+def test_every_image_mode_is_reduced_to_max_side_from_files_and_pil_images(detector, mode, fmt):
     """Also the minor case of PIL images of mode P, 1 and I;16, which Detector refused ('image has wrong mode')."""
     base = Image.fromarray(np.tile(np.arange(0, 250, 5, dtype=np.uint8), (40, 60)))  # 40 x 3000 grey ramp
     image = base.convert("RGB").convert("P") if mode == "P" else base.convert(mode)
@@ -406,7 +406,7 @@ def test_8_every_image_mode_is_reduced_to_max_side_from_files_and_pil_images(det
         assert r.image.shape[:2] == (20, 1500) and r.heat.shape == (20, 1500)
 
 
-def test_8_a_huge_16_bit_png_is_reduced_while_read(detector, demo_root, demo_category):
+def test_huge_16_bit_png_is_reduced_while_read(detector, demo_root, demo_category):
     from scgan.data.io import load_image_with_size
 
     data = _big_16_bit_png()
@@ -417,14 +417,14 @@ def test_8_a_huge_16_bit_png_is_reduced_while_read(detector, demo_root, demo_cat
     assert size == (5000, 5000) and img.shape == (1667, 1667, 3)
 
 
-def test_9_big_endian_arrays_score_like_native_ones(detector):
+def test_big_endian_arrays_score_like_native_ones(detector):
     a = (np.arange(24 * 40, dtype=np.uint16) * 60).reshape(24, 40)
     assert detector.predict(a.astype(">u2")).scores == detector.predict(a).scores
     f = a.astype(np.float32) / 65535.0
     assert detector.predict(f.astype(">f4")).scores == detector.predict(f).scores
 
 
-def test_5_an_uploaded_postscript_file_is_refused_unread(detector, fake_ghostscript):
+def test_an_uploaded_postscript_file_is_refused_unread(detector, fake_ghostscript):
     from helpers import live_server
     from scgan.serve import create_app
 
@@ -443,7 +443,7 @@ def _webp() -> bytes:
 
 
 # ---- 6. DNS rebinding and cross-origin requests ------------------------------------------------------
-def test_6_foreign_host_names_and_origins_are_refused(detector):
+def test_foreign_host_names_and_origins_are_refused(detector):
     from helpers import live_server
     from scgan.serve import create_app
     from scgan.serve.server import allowed_hosts
@@ -482,7 +482,7 @@ def _read_until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, floa
     return data, time.monotonic() - start
 
 
-def test_7_idle_connections_are_closed_and_never_starve_the_server(detector):
+def test_idle_connections_are_closed_and_never_starve_the_server(detector):
     from helpers import live_server
     from scgan.serve import Limits, create_app
 
@@ -513,7 +513,7 @@ def test_7_idle_connections_are_closed_and_never_starve_the_server(detector):
         assert _request(port, "GET", "/health")[0] == 200
 
 
-def test_7_a_request_that_trickles_or_stalls_is_cut_off(detector):
+def test_request_that_trickles_or_stalls_is_cut_off(detector):
     from helpers import live_server
     from scgan.serve import Limits, create_app
 
@@ -545,7 +545,7 @@ def test_7_a_request_that_trickles_or_stalls_is_cut_off(detector):
         assert _request(port, "GET", "/health")[0] == 200
 
 
-def test_7_a_burst_of_forty_clients_gets_only_json_answers(detector):
+def test_burst_of_forty_clients_gets_only_json_answers(detector):
     """1 worker and a queue of 8: the first 9 requests are scored, the other 31 told at once that it is busy."""
     from helpers import live_server
     from scgan.serve import create_app
@@ -585,7 +585,7 @@ def test_7_a_burst_of_forty_clients_gets_only_json_answers(detector):
 
 
 # ---- 8 (the service) ------------------------------------------------------------------------------------
-def test_8_a_huge_16_bit_upload_is_scored_and_overlaid_at_max_side(detector):
+def test_huge_16_bit_upload_is_scored_and_overlaid_at_max_side(detector):
     import base64
 
     from helpers import live_server
@@ -601,7 +601,7 @@ def test_8_a_huge_16_bit_upload_is_scored_and_overlaid_at_max_side(detector):
 
 
 # ---- 9 (the service) ------------------------------------------------------------------------------------
-def test_9_serve_refuses_timeouts_and_ports_that_cannot_work_in_one_line(trained, capsys, monkeypatch):
+def test_serve_refuses_timeouts_and_ports_that_cannot_work_in_one_line(trained, capsys, monkeypatch):
     import scgan.serve
 
     model = str(trained[0].model_path)
@@ -626,7 +626,7 @@ def test_9_serve_refuses_timeouts_and_ports_that_cannot_work_in_one_line(trained
         assert f"cannot listen on 127.0.0.1:{port}" in line and "another --port" in line and out.out == ""
 
 
-def test_9_a_client_that_goes_away_mid_upload_is_one_log_line(detector, caplog):
+def test_client_that_goes_away_mid_upload_is_one_log_line(detector, caplog):
     from helpers import live_server
     from scgan.serve import create_app
 
@@ -647,7 +647,7 @@ def test_9_a_client_that_goes_away_mid_upload_is_one_log_line(detector, caplog):
         [r.getMessage() for r in mine]
 
 
-def test_9_a_fifo_planted_as_the_lock_file_is_named_in_the_error(trained, tmp_path, capsys):
+def test_fifo_planted_as_the_lock_file_is_named_in_the_error(trained, tmp_path, capsys):
     import os
 
     from scgan.utils.lock import FolderLockedError, folder_lock

@@ -1,4 +1,4 @@
-"""Rough edges a new user hit (issue 16, part 3); each test names the edge it keeps smooth.
+"""What a new user meets first; each test names the rough edge it keeps smooth.
 
 The predict overlay names (crack/000.png vs scratch/000.png) are tested in test_predict_files.py.
 """
