@@ -37,36 +37,29 @@ DATASET_CHOICES = LazyChoices(_dataset_names)
 DEFAULT_PRESET = "default"
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, convert, expected: str, valid) -> int | float:
+    """``text`` converted by ``convert`` and accepted by ``valid``, else an argument error saying what was expected."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, "a positive integer", lambda v: v >= 1)
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (seconds, say): 0, negatives, nan and inf are argument errors."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return value
+    return _number(text, float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
 
 
 def port_number(text: str) -> int:
     """A TCP port, 0 to 65535 (0: any free port)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535 (0: any free one), got {value}")
-    return value
+    return _number(text, int, "a port from 0 to 65535 (0: any free one)", lambda v: 0 <= v <= 65535)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
