@@ -84,19 +84,21 @@ def _mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str
 
 
 def table(out: Path, presets: list[str], speed: dict) -> str:
-    rows = ["| category | preset | image AUROC | pixel AUROC | AUPRO | fit + test CPU min | peak RSS fit (MB) | "
-            "images/s at 256 px | seeds |", "|---" * 9 + "|"]
+    """The markdown table of the runs under ``out``; ``speed`` is scoring_speed.py's record (may be empty)."""
+    rows = ["| category | preset | image AUROC | pixel AUROC | AUPRO | fit + test CPU min | peak RSS fit / test (MB) | "
+            "images/s at 256 px: 2 threads / 2 workers | seeds |", "|---" * 9 + "|"]
     for cat in CATEGORIES:
         for preset in presets:
             runs = [json.loads(p.read_text()) for p in sorted((out / preset).glob(f"{cat}_seed*/run.json"))]
             if not runs:
                 continue
             cpu = [(r["fit"]["cpu_s"] + r["test"]["cpu_s"]) / 60 for r in runs]
-            rss = max(r["fit"]["peak_rss_mb"] for r in runs)
-            ips = speed.get(preset, {}).get(cat)
+            rss = [max(r[step]["peak_rss_mb"] for r in runs) for step in ("fit", "test")]
+            ips = [speed.get(key, {}).get(preset, {}).get(cat) for key in ("images_per_s", "images_per_s_workers")]
             rows.append(f"| {cat} | {preset} | {_mean_std([r['image_auroc'] for r in runs])} | "
                         f"{_mean_std([r['pixel_auroc'] for r in runs])} | {_mean_std([r['aupro'] for r in runs])} | "
-                        f"{_mean_std(cpu, 1.0)} | {rss:.0f} | {'n/a' if ips is None else f'{ips:.1f}'} | "
+                        f"{_mean_std(cpu, 1.0)} | {rss[0]:.0f} / {rss[1]:.0f} | "
+                        f"{' / '.join('n/a' if v is None else f'{v:.1f}' for v in ips)} | "
                         f"{', '.join(str(r['seed']) for r in runs)} |")
     return "\n".join(rows)
 
@@ -121,11 +123,14 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: run(*job, args.threads, out, Path(args.data).resolve()), todo))
     speed = json.loads(Path(args.speed).read_text()) if Path(args.speed).exists() else {}
-    text = table(out, presets, speed.get("images_per_s", {}))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
-    header = (f"# Detectors side by side\n\n`python benchmarks/detectors.py {' '.join(sys.argv[1:])}` at commit "
-              f"{commit.strip()}; CPU time is user + system of the train and test processes (getrusage of each "
-              "child); mean ± std over seeds; pixel metrics at the masks' 256 px; last state, no selection.\n\n")
+    text = table(out, presets, speed)
+    commits = sorted({json.loads(p.read_text()).get("git_commit", "?")[:7]
+                      for preset in presets for p in (out / preset).glob("*_seed*/train/train_summary.json")})
+    header = (f"# Detectors side by side\n\nRuns: `python benchmarks/detectors.py --presets {args.presets} --seeds "
+              f"{args.seeds} --threads 1 --jobs 2` at commit {', '.join(commits)}; this table: "
+              f"`python benchmarks/detectors.py {' '.join(sys.argv[1:])}`. CPU time is user + system of the train and "
+              "test processes (getrusage of each child); mean ± std over seeds; pixel metrics at the masks' 256 px; "
+              "last state, no selection. Scoring speed: `benchmarks/scoring_speed.py` (its JSON, --speed).\n\n")
     (out / "table.md").write_text(header + text + "\n")
     print(text)
 

@@ -9,6 +9,9 @@ fusion is their mean.
 
     python studies/feature_detector/fusion.py --runs results/detectors \
         --output studies/feature_detector/results/fusion.json
+
+A pair already in the output file is not scored again. Afterwards, to report what the decision did (never to
+choose), ``--observe-test`` scores the test sets the same way and writes ``fusion_test.json`` beside the output.
 """
 from __future__ import annotations
 
@@ -75,14 +78,35 @@ def evaluate(feature_path: Path, scgan_path: Path) -> dict:
     return out
 
 
+def observe_test(feature_path: Path, scgan_path: Path) -> dict:
+    """Afterwards, never to choose: image and pixel AUROC of each model and of the fusion on the real test set
+    (maps as the fusion sees them: each model's heat-map scale, at the data's 256 px)."""
+    models = {"features": load_model(feature_path), "scgan": load_model(scgan_path)}
+    test = dataset_for(models["features"].config.data, "test", 256)
+    images = [test.images[i] for i in range(len(test))]
+    labels = np.array([s.label for s in test.samples])
+    masks = test.stored_masks()
+    scored = {name: score(loaded, images) for name, loaded in models.items()}
+    scored["fusion"] = ((scored["features"][0] + scored["scgan"][0]) / 2,
+                        [(a + b) / 2 for a, b in zip(scored["features"][1], scored["scgan"][1])])
+    return {name: {"image_auroc": image_auroc(sc, labels), "pixel_auroc": pixel_auroc(np.stack(maps), masks)}
+            for name, (sc, maps) in scored.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="results/detectors")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--output", default="studies/feature_detector/results/fusion.json")
+    ap.add_argument("--observe-test", action="store_true",
+                    help="afterwards: the test sets' AUROC of each model and the fusion (never used to choose)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     runs = Path(args.runs)
+    if args.observe_test:
+        return observe(runs, args.seeds.split(","), Path(args.output).with_name("fusion_test.json"))
+    output = Path(args.output)
+    done = json.loads(output.read_text())["runs"] if output.exists() else {}  # a finished pair is never redone
     results = {}
     for cat in CATEGORIES:
         for seed in args.seeds.split(","):
@@ -91,7 +115,7 @@ def main() -> None:
             if not all(p.exists() for p in paths):
                 print(f"missing: {key}")
                 continue
-            results[key] = evaluate(*paths)
+            results[key] = done[key] if key in done else evaluate(*paths)
             print(key, {m: round(v["V"], 4) for m, v in results[key].items()}, flush=True)
     summary = {m: float(np.mean([r[m]["V"] for r in results.values()])) for m in ("features", "scgan", "fusion")}
     by_cat = {cat: {m: float(np.mean([r[m]["V"] for k, r in results.items() if k.startswith(cat)]))
@@ -99,9 +123,23 @@ def main() -> None:
     adopt = summary["fusion"] >= summary["features"] + 0.005 and all(
         v["fusion"] >= v["features"] - 0.005 for v in by_cat.values())
     record = {"mean_V": summary, "by_category": by_cat, "adopt_fusion": adopt, "runs": results}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(record, indent=2))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2))
     print(json.dumps({"mean_V": summary, "by_category": by_cat, "adopt_fusion": adopt}, indent=2))
+
+
+def observe(runs: Path, seeds: list[str], output: Path) -> None:
+    results = {}
+    for cat in CATEGORIES:
+        for seed in seeds:
+            key = f"{cat}_seed{seed}"
+            results[key] = observe_test(*[runs / p / key / "train" / "model.pt" for p in ("default", "scgan")])
+            print(key, {m: {k: round(100 * v, 1) for k, v in r.items()} for m, r in results[key].items()}, flush=True)
+    means = {cat: {m: {k: float(np.mean([r[m][k] for key, r in results.items() if key.startswith(cat)]))
+                       for k in ("image_auroc", "pixel_auroc")} for m in ("features", "scgan", "fusion")}
+             for cat in CATEGORIES}
+    output.write_text(json.dumps({"by_category": means, "runs": results}, indent=2))
+    print(json.dumps(means, indent=2))
 
 
 if __name__ == "__main__":
