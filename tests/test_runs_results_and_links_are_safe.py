@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_reliability import StepHook, _cli_args, _continue_from
 
 import scgan.training.fit as fit
 from conftest import TINY, tiny_config
@@ -34,6 +33,7 @@ from scgan.experiments.studies import run_study
 from scgan.inference.evaluate import run_test
 from scgan.training.fit import train
 from scgan.utils.atomic import writable_dir
+from test_interruption_and_divergence import StepHook, _cli_args, _continue_from
 
 pytestmark = pytest.mark.integration
 
