@@ -58,6 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     rates: dict[str, dict[str, float]] = {}
     workers: dict[str, dict[str, float]] = {}
+    onnx_rates: dict[str, dict[str, float]] = {}
     for item in args.models:
         key, path = item.split("=", 1)
         preset, category = key.split("/")
@@ -73,10 +74,13 @@ def main() -> None:
             from scgan.artifacts.export import export_onnx
 
             onnx = export_onnx(path, Path(path).with_suffix(".onnx"))
-            line += f"; ONNX {images_per_second(str(onnx), images, args.threads, backend='onnx'):.1f} images/s"
+            onnx_rate = images_per_second(str(onnx), images, args.threads, backend="onnx")
+            onnx_rates.setdefault(preset, {})[category] = round(onnx_rate, 1)
+            line += f"; ONNX Runtime {onnx_rate:.1f} images/s"
         print(line, flush=True)
     if args.output:
-        record = {"images_per_s": rates, "images_per_s_workers": workers, "threads": args.threads,
+        record = {"images_per_s": rates, "images_per_s_workers": workers, "images_per_s_onnx": onnx_rates,
+                  "threads": args.threads,
                   "cpu": cpu_model(), "load": os.getloadavg(), "info": run_info()}
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(record, indent=2))
