@@ -99,15 +99,16 @@ def test_aupro_hand_computed_case():
     # Thresholds falling: 0.9 (C1) -> PRO 1/4; 0.8 (normal) -> FPR 1/15; 0.7 (C2) -> PRO 3/4;
     # 0.5 (tie: one normal and C1's other pixel) -> FPR 2/15 and PRO 1 together (a diagonal segment);
     # 0.4 (normal) -> FPR 3/15; 0 -> FPR 1.
-    # Curve: (0,0) (0,1/4) (1/15,1/4) (1/15,3/4) (2/15,1) (3/15,1) (1,1).
+    # Curve: (0,0) (0,1/4) (1/15,1/4) (1/15,3/4) (2/15,1) (3/15,1) (1,1); pro_curve returns its vertices, each
+    # anomalous value's point just above it and at it (the collinear (3/15, 1) is not one of them).
     # fpr_limit 0.1 = 1.5/15: area = 1/4 * 1/15 + 0.5/15 * (3/4 + 7/8)/2 = (0.25 + 0.40625)/15;
     #   normalised by 1.5/15 -> 0.65625 / 1.5 = 7/16.
     # fpr_limit 0.2 = 3/15: area = (0.25 + (0.75 + 1)/2 + 1)/15 = 2.125/15 -> 2.125/3 = 17/24.
     # (With 4-connectivity K would be 3, each pixel weighing 1/3, and the first result 17/36 = 0.472.)
     maps, masks = _hand_case()
     fpr, pro = pro_curve(maps, masks)
-    np.testing.assert_allclose(fpr, [0, 0, 1 / 15, 1 / 15, 2 / 15, 3 / 15, 1])
-    np.testing.assert_allclose(pro, [0, 0.25, 0.25, 0.75, 1, 1, 1])
+    np.testing.assert_allclose(fpr, [0, 0, 0, 1 / 15, 1 / 15, 1 / 15, 2 / 15, 1])
+    np.testing.assert_allclose(pro, [0, 0, 0.25, 0.25, 0.75, 0.75, 1, 1])
     assert aupro(maps, masks, fpr_limit=0.1) == pytest.approx(7 / 16)
     assert aupro(maps, masks, fpr_limit=0.2) == pytest.approx(17 / 24)
     # A fine threshold grid lands on the same values here (all scores are multiples of 0.1).
@@ -141,6 +142,44 @@ def test_aupro_perfect_inverted_and_random():
     # A threshold grid approximates the exact curve.
     exact = aupro(random_maps, grid_masks)
     assert aupro(random_maps, grid_masks, num_thresholds=200) == pytest.approx(exact, abs=0.005)
+
+
+def _dense_pro_area(maps: np.ndarray, masks: np.ndarray, limit: float) -> float:
+    """The PRO curve with a point at every distinct map value, from a per-pixel weight array (a reference)."""
+    from scipy import ndimage
+
+    weights = np.zeros(masks.shape)
+    k = 0
+    for i, mask in enumerate(masks):
+        labeled, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        sizes = np.bincount(labeled.ravel()).astype(float)
+        weights[i][mask] = 1.0 / sizes[labeled[mask]]
+        k += n
+    order = np.argsort(maps.ravel(), kind="stable")[::-1]
+    values = maps.ravel()[order]
+    pro = np.cumsum(weights.ravel()[order]) / k
+    fpr = np.cumsum(~masks.ravel()[order]) / (~masks).sum()
+    last = np.r_[np.flatnonzero(values[1:] != values[:-1]), values.size - 1]
+    x, y = np.r_[0.0, fpr[last]], np.r_[0.0, pro[last]]
+    keep = x <= limit
+    xs, ys = x[keep], y[keep]
+    j = keep.sum()
+    if j < x.size and xs[-1] < limit:
+        ys = np.r_[ys, y[j - 1] + (limit - x[j - 1]) / (x[j] - x[j - 1]) * (y[j] - y[j - 1])]
+        xs = np.r_[xs, limit]
+    return float(np.trapezoid(ys, xs)) / limit
+
+
+@pytest.mark.parametrize("levels", [None, 7])  # continuous values, and few levels: ties of normal and anomalous
+def test_exact_pro_curve_equals_a_point_at_every_value(levels):
+    rng = np.random.default_rng(3)
+    masks = _blob_masks()
+    maps = rng.random(masks.shape) + 0.3 * masks
+    if levels:
+        maps = np.round(maps * levels) / levels
+    for limit in (0.05, 0.3, 1.0):
+        assert aupro(maps, masks, fpr_limit=limit) == pytest.approx(_dense_pro_area(maps.astype(np.float32), masks,
+                                                                                     limit), abs=1e-9)
 
 
 def test_aupro_without_anomalies_is_nan():

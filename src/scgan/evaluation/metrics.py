@@ -80,60 +80,69 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
     return float(auc)
 
 
-def _component_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
-    """Per-pixel weight 1 / size of its connected component (0 outside masks), and the component count."""
-    weights = np.zeros(masks.shape, dtype=np.float64)  # (N, H, W)
+def _anomalous_pixels(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The map values of the anomalous pixels, each pixel's weight 1 / size of its connected component (both
+    (P,), in image order), and the component count. Only the P anomalous pixels are held, not an (N, H, W) array."""
+    scores, weights = [], []
     n_components = 0
-    for i, mask in enumerate(masks):
+    for amap, mask in zip(maps, masks):
         labeled, n = ndimage.label(mask, structure=_CONNECTIVITY)
         if n == 0:
             continue
         sizes = np.bincount(labeled.ravel()).astype(np.float64)  # sizes[0] is the background
-        inv = np.zeros_like(sizes)
-        inv[1:] = 1.0 / sizes[1:]
-        weights[i] = inv[labeled]
+        scores.append(amap[mask])
+        weights.append(1.0 / sizes[labeled[mask]])
         n_components += n
-    return weights, n_components
+    if not scores:
+        return np.zeros(0, np.float32), np.zeros(0), 0
+    return np.concatenate(scores), np.concatenate(weights), n_components
 
 
 def pro_curve(
     maps: np.ndarray, masks: np.ndarray, num_thresholds: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """FPR and PRO of (N, H, W) maps and masks as thresholds fall: two (T + 1,) arrays from (0, 0).
+    """FPR and PRO of (N, H, W) maps and masks as thresholds fall: two arrays from (0, 0) to (1, PRO at the lowest).
 
     PRO(t) is the mean over all connected components of the share of their pixels with map >= t;
     FPR(t) the share of normal pixels (all images) with map >= t. Each anomalous pixel thus
     carries weight 1 / (K * component size) and each normal one 1 / (number of normal pixels), so
-    the curve is a weighted ROC curve. Without ``num_thresholds`` every distinct map value is a
-    threshold (exact); otherwise ``num_thresholds`` evenly spaced ones from the max to the min.
+    the curve is a weighted ROC curve. Without ``num_thresholds`` the curve is exact: its vertices are, for each
+    distinct value v of an anomalous pixel, (FPR, PRO) just above v and at v (a tie of normal and anomalous
+    pixels is a diagonal segment); between them only normal pixels pass, along a horizontal line. Otherwise
+    ``num_thresholds`` evenly spaced thresholds from the max to the min. Memory: the normal pixels' values once
+    (sorted), not a weight or an index per pixel.
     """
     m, g = _check_maps(maps, masks)
-    weights, n_components = _component_weights(g)
-    n_normal = int((~g).sum())
+    pos, pos_w, n_components = _anomalous_pixels(m, g)
+    neg = m[~g]
+    neg.sort()  # in place: the only copy of the normal pixels' values
+    n_normal = neg.size
     if n_components == 0 or n_normal == 0:
         raise ValueError("the PRO curve needs at least one anomalous and one normal pixel")
-    scores = m.ravel()
-    pos_w = weights.ravel() / n_components
-    neg = ~g.ravel()
+    pos_w = pos_w / n_components
+
+    def fpr_at(t: np.ndarray, side: str) -> np.ndarray:  # share of normal pixels >= t ("left") or > t ("right")
+        return (n_normal - np.searchsorted(neg, t, side=side)) / n_normal
+
     if num_thresholds is None:
-        order = np.argsort(scores, kind="stable")[::-1]  # descending
-        s_sorted = scores[order]
-        pro = np.cumsum(pos_w[order])
-        fpr = np.cumsum(neg[order], dtype=np.float64) / n_normal
-        # One point per distinct value: the last index of each run of ties.
-        last = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), s_sorted.size - 1]
-        fpr, pro = fpr[last], pro[last]
+        order = np.argsort(pos, kind="stable")[::-1]  # descending
+        values, weights = pos[order], np.cumsum(pos_w[order])
+        last = np.r_[np.flatnonzero(values[1:] != values[:-1]), values.size - 1]  # end of each run of ties
+        distinct = values[last]
+        pro_at = weights[last]  # PRO(>= v)
+        pro_above = np.r_[0.0, pro_at[:-1]]  # PRO(> v)
+        fpr = np.stack([fpr_at(distinct, "right"), fpr_at(distinct, "left")], axis=1).ravel()
+        pro = np.stack([pro_above, pro_at], axis=1).ravel()
+        fpr, pro = np.r_[fpr, 1.0], np.r_[pro, pro_at[-1]]
     else:
         if num_thresholds < 2:
             raise ValueError(f"num_thresholds must be >= 2 (or None for exact), got {num_thresholds}")
-        thresholds = np.linspace(scores.max(), scores.min(), num_thresholds)  # descending
-        neg_sorted = np.sort(scores[neg])
-        fpr = (neg_sorted.size - np.searchsorted(neg_sorted, thresholds, side="left")) / n_normal
-        pos = ~neg
-        order = np.argsort(scores[pos], kind="stable")
-        pos_sorted = scores[pos][order]
+        thresholds = np.linspace(max(neg[-1], pos.max()), min(neg[0], pos.min()), num_thresholds)  # descending
+        fpr = fpr_at(thresholds, "left")
+        order = np.argsort(pos, kind="stable")
+        pos_sorted = pos[order]
         # tail[k] = total weight of anomalous pixels from sorted index k on (score >= pos_sorted[k]).
-        tail = np.r_[np.cumsum(pos_w[pos][order][::-1])[::-1], 0.0]
+        tail = np.r_[np.cumsum(pos_w[order][::-1])[::-1], 0.0]
         pro = tail[np.searchsorted(pos_sorted, thresholds, side="left")]
     return np.r_[0.0, fpr], np.r_[0.0, np.minimum(pro, 1.0)]
 
