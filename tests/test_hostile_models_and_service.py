@@ -321,6 +321,8 @@ def test_calibrate_skips_bad_images_when_told_as_its_hint_says(trained, tmp_path
             "--output", str(tmp_path / "cal.pt")]
     assert main(args) == 1
     assert "skip_bad_images=true" in _one_error_line(capsys.readouterr().err, "calibrate")
+    assert main([*args, "skip_bad_images=maybe"]) == 1  # checked like any setting, not read as "truthy"
+    assert "expected true/false" in _one_error_line(capsys.readouterr().err, "calibrate")
     assert main([*args, "skip_bad_images=true"]) == 0
     loaded = load_model(tmp_path / "cal.pt")
     assert loaded.calibration.n_images == 6 and loaded.meta["calibration"]["skipped"] == [str(folder / "zz_bad.png")]

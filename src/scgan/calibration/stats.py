@@ -109,6 +109,11 @@ class Calibration:
         s = self.scores[name]
         return (np.asarray(values, dtype=np.float64) - s.min) / max(s.max - s.min, 1e-12)
 
+    def threshold_normalized(self, name: str) -> float:
+        """The score's threshold on the normalised scale (at most 1: the threshold is a quantile of the same
+        validation scores the normalisation spans)."""
+        return float(self.normalize(name, np.array([self.scores[name].threshold]))[0])
+
     def decide(self, name: str, values: np.ndarray) -> np.ndarray:
         """True where the score exceeds the validation threshold (anomalous), or is not finite (see :func:`exceeds`)."""
         return exceeds(values, self.scores[name].threshold)

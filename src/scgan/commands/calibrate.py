@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, b
     """
     from scgan.artifacts.model_file import LoadedModel, load_model, save_model
     from scgan.calibration.fit import calibrate, recalibration_config
+    from scgan.config import set_value
     from scgan.data.datasets import MIN_VAL_IMAGES, calibration_warning, eval_loader, normal_images
     from scgan.utils.lock import folder_lock
     from scgan.utils.runinfo import run_info
@@ -56,7 +58,10 @@ def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, b
     overrides = dict(overrides or {})
     skip = [overrides.pop(k) for k in SKIP_KEYS if k in overrides]
     cfg = recalibration_config(loaded.config, overrides)
-    skip_bad = bool(skip[-1]) if skip else cfg.data.skip_bad_images
+    reading = copy.deepcopy(cfg)  # which images are read: checked like any setting, never saved with the model
+    if skip:
+        set_value(reading, "data.skip_bad_images", skip[-1])
+    skip_bad = reading.data.skip_bad_images
     with folder_lock(writable_dir(output.parent), "calibrating"):
         ds = normal_images(normal_dir, loaded.input_spec, skip_bad_images=skip_bad)
         small = calibration_warning(len(ds), minimum=MIN_VAL_IMAGES)

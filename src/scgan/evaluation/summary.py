@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from scgan.calibration.stats import Calibration
+from scgan.calibration.stats import Calibration, exceeds
 from scgan.data.io import resize_map
 from scgan.evaluation.metrics import compute_metrics
 from scgan.models.registry import score_description
@@ -13,8 +13,9 @@ from scgan.models.scoring import ScoreResult
 
 
 def decision_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """Accuracy, precision, recall and false-positive rate at the validation threshold."""
-    pred = scores > threshold
+    """Accuracy, precision, recall and false-positive rate at the validation threshold (a score that is not finite
+    counts as anomalous, as every decision does)."""
+    pred = exceeds(scores, threshold)
     pos, neg = labels == 1, labels == 0
     tp, fp = int((pred & pos).sum()), int((pred & neg).sum())
     fn, tn = int((~pred & pos).sum()), int((~pred & neg).sum())
@@ -31,7 +32,7 @@ def decisions_by_defect(scores: np.ndarray, labels: np.ndarray, defects: list[st
                         threshold_normalized: float | None = None) -> dict[str, Any]:
     """What the threshold does to a test set, as an inspector counts it: the share of defective images it catches
     (overall and per defect type) and the share of normal images it flags (false alarms)."""
-    flagged = np.asarray(scores) > threshold
+    flagged = exceeds(scores, threshold)
     labels = np.asarray(labels).astype(bool)
 
     def rate(k: int, n: int) -> float:
@@ -87,7 +88,7 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
     if calibration is not None:
         threshold = calibration.scores[default_score].threshold
         top["threshold"] = threshold
-        top["threshold_normalized"] = float(calibration.normalize(default_score, np.array([threshold]))[0])
+        top["threshold_normalized"] = calibration.threshold_normalized(default_score)
         top["at_threshold"] = decisions_by_defect(result.score(default_score), result.labels, result.defects,
                                                   threshold, top["threshold_normalized"])
         top["at_threshold"].update(quantile=calibration.quantile, calibration_images=calibration.n_images)

@@ -38,6 +38,7 @@ from scgan.data.io import (
     reduce_image,
     resize_map,
 )
+from scgan.utils.tables import is_missing
 
 # What predict() takes per image: a file path, encoded file bytes, a PIL image, or an (H, W) / (H, W, C) array.
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -265,6 +266,11 @@ class Detector:
         """The decision threshold of the default score (raw units); None without a calibration."""
         return None if self.calibration is None else float(self.calibration.scores[self.default_score].threshold)
 
+    @property
+    def threshold_normalized(self) -> float | None:
+        """The threshold on the normalised scale (None without a calibration)."""
+        return None if self.calibration is None else self.calibration.threshold_normalized(self.default_score)
+
     def normalize(self, value: float) -> float | None:
         """A raw default-score value normalised like :attr:`Result.normalized` (None without a calibration)."""
         if self.calibration is None:
@@ -366,7 +372,7 @@ class Detector:
         summary = None
         if cal is not None:
             summary = {"n_images": cal.n_images, "quantile": cal.quantile, "selected_score": cal.selected_score,
-                       "threshold": self.threshold, "threshold_normalized": self.normalize(self.threshold),
+                       "threshold": self.threshold, "threshold_normalized": self.threshold_normalized,
                        "selection_auroc": dict(cal.selection), "heat_legend": cal.heat_legend()}
         return {"version": self.info.get("version"), "preset": self.info.get("preset"), "backend": self.backend,
                 "image_size": self.image_size, "input": self.spec.to_dict(), "tile": self.tile,
@@ -377,7 +383,7 @@ class Detector:
 
 def _number(x: float | None) -> float | None:
     """``x``, or None where it is None, nan or infinite."""
-    return None if x is None or not np.isfinite(x) else float(x)
+    return None if is_missing(x) else float(x)
 
 
 def _json_meta(text: str | None) -> dict[str, Any]:

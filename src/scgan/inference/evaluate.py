@@ -2,6 +2,7 @@
 scores.csv and the report (what ``scgan test`` runs)."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -57,7 +58,7 @@ def scores_csv(result: ScoreResult, calibration: Calibration | None, default: st
     if calibration:
         header += ["score", "threshold", "score_normalized", "threshold_normalized", "decision"]
         threshold = calibration.scores[default].threshold
-        threshold_norm = float(calibration.normalize(default, np.array([threshold]))[0])
+        threshold_norm = calibration.threshold_normalized(default)
     norm = calibration.normalize(default, result.score(default)) if calibration else None
     dec = calibration.decide(default, result.score(default)) if calibration else None
     rows = []
@@ -163,6 +164,7 @@ def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded
     flagged = cal.decide(default, s)
     labels = result.labels.astype(bool)
 
+    @functools.cache  # the misses are among the lowest scores, the false alarms among the highest: read each once
     def example(i: int) -> ReportExample:
         # Shown at the file's own resolution (up to REPORT_SIDE), not at S: defects stay visible.
         sample = ds.samples[i]

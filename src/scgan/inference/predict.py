@@ -167,9 +167,8 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
         if bar:
             bar.close()
         csv_path = out / "predictions.csv"
-        threshold = detector.threshold
-        atomic_write_text(csv_path, _csv(preds, skipped, names, detector.default_score, threshold,
-                                         None if threshold is None else detector.normalize(threshold)))
+        atomic_write_text(csv_path, _csv(preds, skipped, names, detector.default_score, detector.threshold,
+                                         detector.threshold_normalized))
         written.append("predictions.csv")
         _remove_stale(out, previous, set(written))
         write_manifest(out, written, command="scgan predict",
@@ -190,8 +189,7 @@ def overlay_text(r, name: str) -> dict[str, str]:
     def g(v) -> str:
         return "" if v is None else f"{v:.6g}"
 
-    threshold_norm = None if r.calibration is None or r.threshold is None else float(
-        r.calibration.normalize(r.score_name, [r.threshold])[0])
+    threshold_norm = None if r.calibration is None else r.calibration.threshold_normalized(r.score_name)
     return {"Source": printable(name), "scgan.score_name": r.score_name, "scgan.score": g(r.score),
             "scgan.threshold": g(r.threshold), "scgan.score_normalized": g(r.normalized),
             "scgan.threshold_normalized": g(threshold_norm), "scgan.decision": r.decision or "",

@@ -281,7 +281,7 @@ def create_app(detector, limits: Limits | None = None, allowed_hosts: Sequence[s
     pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="scgan-score")
     admitted = threading.BoundedSemaphore(limits.workers + limits.queue)
     model_info = detector.describe()
-    threshold_norm = detector.normalize(detector.threshold) if detector.threshold is not None else None
+    threshold_norm = detector.threshold_normalized
     page = resources.files("scgan.serve").joinpath("page.html").read_text(encoding="utf-8")
 
     @app.exception_handler(ServeError)
