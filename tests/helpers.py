@@ -172,3 +172,18 @@ def assert_normal_blue_threshold_green(loaded) -> None:
     over = np.mean([cal.heat(m).max() > HEAT_AT_THRESHOLD for m in maps])
     assert over <= 1 - cal.quantile + 1.0 / len(maps)
     assert cal.heat(np.array([[cal.heat_threshold]], np.float32))[0, 0] == pytest.approx(HEAT_AT_THRESHOLD, abs=1e-5)
+
+
+def one_error_line(err: str, command: str) -> str:
+    """The single line ``scgan COMMAND: error: ...`` that a refused command printed on stderr (asserted)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"scgan {command}: error: "), err
+    return lines[0]
+
+
+def csv_rows(path: Path) -> list[dict]:
+    """The rows of a CSV file the product wrote, as dicts by header."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

@@ -2,19 +2,14 @@
 first by `scgan test`, and the threshold (raw and normalised) beside the score in every CSV row."""
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import csv_rows
+
 pytestmark = pytest.mark.integration
-
-
-def _rows(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.unit
@@ -37,7 +32,7 @@ def test_scgan_test_prints_the_catch_and_false_alarm_rates_first(tested):
     lines = printed.splitlines()
     m = json.loads((out / "metrics.json").read_text())
     d = m["at_threshold"]
-    rows = _rows(out / "scores.csv")
+    rows = csv_rows(out / "scores.csv")
     flagged = [r["decision"] == "anomalous" for r in rows]
     defective = [r["label"] == "1" for r in rows]
     assert d["caught"] == sum(f and y for f, y in zip(flagged, defective)) and d["defective"] == sum(defective)
@@ -62,7 +57,7 @@ def test_every_csv_row_holds_the_threshold_raw_and_normalised(trained, tested, d
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     run_predict([*files, bad], tmp_path / "p", detector=det, progress=False)
-    rows = _rows(tmp_path / "p" / "predictions.csv")
+    rows = csv_rows(tmp_path / "p" / "predictions.csv")
     t, t_norm = det.threshold, det.normalize(det.threshold)
     assert 0.0 <= t_norm <= 1.0  # the 0.99 quantile of the values that span [0, 1] after normalisation
     assert len(rows) == len(files) + 1
@@ -76,7 +71,7 @@ def test_every_csv_row_holds_the_threshold_raw_and_normalised(trained, tested, d
         norm, norm_t = float(r["score_normalized"]), float(r["threshold_normalized"])
         assert abs(norm - norm_t) < 1e-5 or (norm > norm_t) == anomalous  # the same decision on either scale
     _, out = tested
-    for r in _rows(out / "scores.csv"):
+    for r in csv_rows(out / "scores.csv"):
         assert float(r["threshold"]) == pytest.approx(t, rel=1e-5)
         assert float(r["threshold_normalized"]) == pytest.approx(t_norm, rel=1e-5)
         assert (float(r["score"]) > float(r["threshold"])) == (r["decision"] == "anomalous")

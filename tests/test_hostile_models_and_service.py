@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import one_error_line
 from scgan.artifacts.model_file import CheckpointError, load_model
 from scgan.calibration.stats import Calibration, ScoreStats
 from scgan.cli import main
@@ -29,12 +30,6 @@ from scgan.inference.detector import Detector
 from scgan.inference.predict import run_predict
 
 pytestmark = pytest.mark.integration
-
-
-def _one_error_line(err: str, command: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"scgan {command}: error: "), err
-    return lines[0]
 
 
 def _png(size=(40, 30), mode="RGB", seed=0) -> bytes:
@@ -141,7 +136,7 @@ def test_model_file_with_nan_weights_or_threshold_is_refused_at_load(trained, tm
             extra = ["--output", str(tmp_path / "out")] if command == "predict" else ["--port", "0"]
             capsys.readouterr()
             assert main([command, "--checkpoint", str(path), *extra, *map(str, argv)]) == 1, (what, command)
-            line = _one_error_line(capsys.readouterr().err, command)
+            line = one_error_line(capsys.readouterr().err, command)
             assert str(path) in line and ("nan" in line or "inf" in line), line
         assert not (tmp_path / "out" / "predictions.csv").exists()
 
@@ -207,7 +202,7 @@ def test_an_onnx_file_with_nan_weights_or_threshold_is_refused_at_load(exported_
         with pytest.raises(OnnxModelError, match=words):
             Detector.load(path)
         assert main(["predict", "--onnx", str(path), "--output", str(tmp_path / "out"), str(path)]) == 1
-        assert str(path) in _one_error_line(capsys.readouterr().err, "predict")
+        assert str(path) in one_error_line(capsys.readouterr().err, "predict")
 
 
 # ---- 4. an ONNX file whose graph was replaced ----------------------------------------------------------
@@ -277,7 +272,7 @@ def test_calibrate_refuses_fewer_than_five_images_and_warns_below_twenty(trained
         folder = _normal_folder(demo_root, demo_category, tmp_path / f"n{n}", n)
         out = tmp_path / f"cal{n}.pt"
         assert main(["calibrate", "--checkpoint", model, "--normal", str(folder), "--output", str(out)]) == 1
-        line = _one_error_line(capsys.readouterr().err, "calibrate")
+        line = one_error_line(capsys.readouterr().err, "calibrate")
         assert f"at least 5 normal images, found {n}" in line and not out.exists()
     folder = _normal_folder(demo_root, demo_category, tmp_path / "n6", 6)
     out = tmp_path / "cal6.pt"
@@ -300,13 +295,13 @@ def test_calibrate_and_export_never_replace_their_input_by_another_kind_of_file(
     before = ckpt.read_bytes()
     for output in (ckpt, tmp_path / "run" / "checkpoints" / ".." / "checkpoints" / "last.ckpt", tmp_path / "link.ckpt"):
         assert main(["calibrate", "--checkpoint", str(ckpt), "--normal", normal, "--output", str(output)]) == 1
-        assert "could no longer resume" in _one_error_line(capsys.readouterr().err, "calibrate")
+        assert "could no longer resume" in one_error_line(capsys.readouterr().err, "calibrate")
         assert ckpt.read_bytes() == before
     model = tmp_path / "model.pt"
     model.write_bytes(trained[0].model_path.read_bytes())
     before = model.read_bytes()
     assert main(["export", "--checkpoint", str(model), "--output", str(model)]) == 1
-    assert "ONNX bytes would replace it" in _one_error_line(capsys.readouterr().err, "export")
+    assert "ONNX bytes would replace it" in one_error_line(capsys.readouterr().err, "export")
     assert model.read_bytes() == before
     # A slim model file may be re-calibrated in place: one model file atomically replaced by another.
     assert main(["calibrate", "--checkpoint", str(model), "--normal", normal, "--output", str(model)]) == 0
@@ -320,9 +315,9 @@ def test_calibrate_skips_bad_images_when_told_as_its_hint_says(trained, tmp_path
     args = ["calibrate", "--checkpoint", str(trained[0].model_path), "--normal", str(folder),
             "--output", str(tmp_path / "cal.pt")]
     assert main(args) == 1
-    assert "skip_bad_images=true" in _one_error_line(capsys.readouterr().err, "calibrate")
+    assert "skip_bad_images=true" in one_error_line(capsys.readouterr().err, "calibrate")
     assert main([*args, "skip_bad_images=maybe"]) == 1  # checked like any setting, not read as "truthy"
-    assert "expected true/false" in _one_error_line(capsys.readouterr().err, "calibrate")
+    assert "expected true/false" in one_error_line(capsys.readouterr().err, "calibrate")
     assert main([*args, "skip_bad_images=true"]) == 0
     loaded = load_model(tmp_path / "cal.pt")
     assert loaded.calibration.n_images == 6 and loaded.meta["calibration"]["skipped"] == [str(folder / "zz_bad.png")]
@@ -338,7 +333,7 @@ def test_calibrate_holds_its_output_folders_lock(trained, tmp_path, capsys, demo
             str(demo_root / demo_category / "train" / "good"), "--output", str(run / "model.pt")]
     with folder_lock(run, "training"):  # a training (or another calibration) working there
         assert main(args) == 1
-        line = _one_error_line(capsys.readouterr().err, "calibrate")
+        line = one_error_line(capsys.readouterr().err, "calibrate")
         assert "in use by pid" in line and not (run / "model.pt").exists()
     assert main(args) == 0 and not (run / ".scgan.lock").exists()
 
@@ -615,7 +610,7 @@ def test_serve_refuses_timeouts_and_ports_that_cannot_work_in_one_line(trained, 
             main(["serve", "--checkpoint", model, flag, value])
         assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err, (flag, value)
     assert main(["serve", "--checkpoint", model, "--queue", "80"]) == 1  # above the 64 connections
-    assert "max_connections (64) must exceed" in _one_error_line(capsys.readouterr().err, "serve")
+    assert "max_connections (64) must exceed" in one_error_line(capsys.readouterr().err, "serve")
     assert started == []
     monkeypatch.undo()
     with socket.socket() as taken:
@@ -624,7 +619,7 @@ def test_serve_refuses_timeouts_and_ports_that_cannot_work_in_one_line(trained, 
         port = taken.getsockname()[1]
         assert main(["serve", "--checkpoint", model, "--port", str(port)]) == 1
         out = capsys.readouterr()
-        line = _one_error_line(out.err, "serve")
+        line = one_error_line(out.err, "serve")
         assert f"cannot listen on 127.0.0.1:{port}" in line and "another --port" in line and out.out == ""
 
 
@@ -658,7 +653,7 @@ def test_fifo_planted_as_the_lock_file_is_named_in_the_error(trained, tmp_path, 
     out.mkdir()
     os.mkfifo(out / ".scgan.lock")
     assert main(["test", "--checkpoint", str(trained[0].model_path), "--output", str(out), "--no-report"]) == 1
-    line = _one_error_line(capsys.readouterr().err, "test")
+    line = one_error_line(capsys.readouterr().err, "test")
     assert f"the lock file {out / '.scgan.lock'} is not a regular file" in line and "remove it" in line
     with pytest.raises(FolderLockedError, match="not a regular file"):
         with folder_lock(out, "testing"):

@@ -87,9 +87,10 @@ def test_every_request_logs_one_access_line_without_image_data(trained, demo_roo
     assert all("secret_name" not in line and "overlay" not in line and len(line) < 200 for line in lines)
 
 
-def test_the_page_slider_grows_with_the_scores_and_takes_a_typed_value(trained):
-    """Without a browser: the page has a typed threshold, widens its slider to the largest score seen, and reads
-    its heat legend from /model (tests/test_serve_browser.py drives the same page in Chromium)."""
+@pytest.mark.unit
+def test_the_page_slider_grows_with_the_scores_and_takes_a_typed_value():
+    """Without a browser: the page has a typed threshold and widens its slider to the largest score seen
+    (tests/test_serve_browser.py drives the same page in Chromium)."""
     page = (REPO / "src" / "scgan" / "serve" / "page.html").read_text()
     assert 'id="threshold-typed" type="number"' in page
     assert "widenSlider(r.normalized)" in page and "Math.ceil(x * 1.1 * 100) / 100" in page

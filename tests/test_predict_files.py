@@ -1,7 +1,6 @@
 """scgan predict on awkward files: every per-file problem skips or escapes that file, never the others' results."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from helpers import csv_rows
 from scgan.cli import main
 
 pytestmark = pytest.mark.integration
@@ -28,11 +28,6 @@ def _predict(model, out, *inputs, extra=()) -> int:
                  *map(str, inputs)])
 
 
-def _rows(out: Path) -> list[dict]:
-    with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def test_long_and_non_utf8_names_are_scored_and_the_csv_is_written(trained, demo_root, demo_category, tmp_path):
     """Issue 15, case 5: a stem of >= 232 bytes and a non-UTF-8 name (caf\\xe9.png) no longer abort predict."""
     good = _good(demo_root, demo_category)
@@ -45,7 +40,7 @@ def test_long_and_non_utf8_names_are_scored_and_the_csv_is_written(trained, demo
         shutil.copy(g, p)
     out = tmp_path / "out"
     assert _predict(trained[0].model_path, out, src) == 0
-    rows = _rows(out)
+    rows = csv_rows(out / "predictions.csv")
     assert len(rows) == 3 and all(r["decision"] in ("normal", "anomalous") for r in rows)
     assert any(r["path"].endswith("caf\\xe9.png") for r in rows)  # escaped, readable UTF-8
     overlays = sorted((out / "overlays").rglob("*.png"))
@@ -62,7 +57,7 @@ def test_a_fifo_is_skipped_with_a_reason_instead_of_blocking(trained, demo_root,
         assert _predict(trained[0].model_path, tmp_path / "out", fifo, good) == 0
     finally:
         signal.alarm(0)
-    rows = {Path(r["path"]).name: r for r in _rows(tmp_path / "out")}
+    rows = {Path(r["path"]).name: r for r in csv_rows(tmp_path / "out" / "predictions.csv")}
     assert "not a regular file" in rows["pipe.png"]["decision"]
     assert rows[good.name]["decision"] in ("normal", "anomalous")
 
@@ -75,7 +70,7 @@ def test_hidden_files_and_folders_are_ignored_in_folders(trained, demo_root, dem
     (src / "._a.png").write_bytes(b"\0\5\26\7 macOS resource fork")
     shutil.copy(good, src / ".thumbs" / "b.png")
     assert _predict(trained[0].model_path, tmp_path / "out", src) == 0
-    assert [Path(r["path"]).name for r in _rows(tmp_path / "out")] == ["a.png"]
+    assert [Path(r["path"]).name for r in csv_rows(tmp_path / "out" / "predictions.csv")] == ["a.png"]
 
 
 def test_csv_cells_never_start_a_formula(trained, demo_root, demo_category, tmp_path, monkeypatch):
@@ -83,7 +78,7 @@ def test_csv_cells_never_start_a_formula(trained, demo_root, demo_category, tmp_
     shutil.copy(_good(demo_root, demo_category)[0], "=HYPERLINK(1).png")
     Path("+junk.png").write_bytes(b"junk")
     assert _predict(trained[0].model_path, "-out", "=HYPERLINK(1).png", "+junk.png") == 0
-    for row in _rows(tmp_path / "-out"):
+    for row in csv_rows(tmp_path / "-out" / "predictions.csv"):
         for cell in row.values():
             assert not cell.startswith(("=", "+", "-", "@")), row
 
@@ -99,7 +94,8 @@ def test_overlays_keep_the_relative_path(trained, demo_root, demo_category, tmp_
     overlays = tmp_path / "out" / "overlays"
     names = sorted(str(p.relative_to(overlays)) for p in overlays.rglob("*.png"))
     assert names == ["crack/000.png", "scratch/000.png"]
-    assert {Path(r["overlay"]).parent.name for r in _rows(tmp_path / "out")} == {"crack", "scratch"}
+    rows = csv_rows(tmp_path / "out" / "predictions.csv")
+    assert {Path(r["overlay"]).parent.name for r in rows} == {"crack", "scratch"}
 
 
 def test_a_rerun_leaves_only_its_own_overlays(trained, demo_root, demo_category, tmp_path):

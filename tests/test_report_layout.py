@@ -31,8 +31,8 @@ def test_the_report_leads_with_results_then_misses_and_false_alarms_then_details
     n_missed, n_alarms = d["defective"] - d["caught"], d["false_alarms"]
     assert ((out / "missed_defects.png").is_file()) == (n_missed > 0)
     assert ((out / "false_alarms.png").is_file()) == (n_alarms > 0)
-    if not n_missed:
-        assert "None: the threshold caught every defective image." in doc
+    assert ("None: the threshold caught every defective image." in doc) == (n_missed == 0)
+    assert ("None: no normal image was called anomalous." in doc) == (n_alarms == 0)
     # The score selection is a table, not a dump of nested values.
     details = doc.split("## Details")[1]
     assert "separation_auroc:" not in doc and "rule: auto" not in doc

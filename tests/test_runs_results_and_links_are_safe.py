@@ -6,7 +6,6 @@ Each test is one guarantee of docs/reliability.md (round 2); training is the tin
 """
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import os
@@ -25,7 +24,7 @@ from PIL import Image
 
 import scgan.training.fit as fit
 from conftest import TINY, tiny_config
-from helpers import make_fake_mvtec, square_mask, write_image, write_mask
+from helpers import csv_rows, make_fake_mvtec, one_error_line, square_mask, write_image, write_mask
 from scgan.artifacts.model_file import CheckpointError, load_model
 from scgan.cli import main
 from scgan.config import load_config
@@ -38,20 +37,9 @@ from test_interruption_and_divergence import StepHook, _cli_args, _continue_from
 pytestmark = pytest.mark.integration
 
 
-def _one_error_line(err: str, command: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"scgan {command}: error: "), err
-    return lines[0]
-
-
 def _copy_run(trained, dst: Path) -> Path:
     shutil.copytree(trained[0].output_dir, dst)
     return dst
-
-
-def _rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # ---- 1. a run is never discarded without --overwrite ----------------------------------------------
@@ -61,14 +49,14 @@ def test_train_into_a_folder_holding_a_run_is_refused_and_overwrite_replaces_it(
     (out / "notes.txt").write_text("the user's own file")
     before = {p: (out / p).read_bytes() for p in ("checkpoints/last.ckpt", "logs/metrics.csv", "model.pt")}
     assert main(_cli_args(demo_root, demo_category, out, "epochs=1")) == 1
-    line = _one_error_line(capsys.readouterr().err, "train")
+    line = one_error_line(capsys.readouterr().err, "train")
     assert "already holds a training run" in line and "checkpoints/last.ckpt" in line
     assert "--resume auto" in line and "--overwrite" in line
     assert {p: (out / p).read_bytes() for p in before} == before  # nothing touched
 
     assert main(_cli_args(demo_root, demo_category, out, "epochs=1", "--overwrite")) == 0
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
-    assert {r["epoch"] for r in _rows(out / "logs" / "metrics.csv")} == {"0"}  # the old epochs 0-1 are gone
+    assert {r["epoch"] for r in csv_rows(out / "logs" / "metrics.csv")} == {"0"}  # the old epochs 0-1 are gone
     assert load_model(out / "model.pt").meta["epoch"] == 1  # epochs trained (the old run had 2)
     assert (out / "notes.txt").read_text() == "the user's own file"  # only the run's files were deleted
     with pytest.raises(ValueError, match="only one of them"):
@@ -169,7 +157,7 @@ def test_diverged_last_step_writes_no_model_and_keeps_the_last_good_checkpoint(t
     good = last.read_bytes()
     monkeypatch.setattr(fit, "train", functools.partial(train, callbacks=[PoisonAfterLastStep(2)]))
     rc = main(_cli_args(Path(cfg.data.root), cfg.data.category, out, "epochs=3", "--resume", "auto"))
-    line = _one_error_line(capsys.readouterr().err, "train")
+    line = one_error_line(capsys.readouterr().err, "train")
     assert rc == 1
     assert "diverged in epoch 2" in line and "nan" in line and "last.ckpt still holds the last good epoch" in line
     assert last.read_bytes() == good  # epoch 1's checkpoint, not the NaN one
@@ -194,7 +182,7 @@ def test_test_scores_every_file_whatever_its_name(trained, tmp_path):
     res, _ = trained
     root, names = _odd_names_root(tmp_path)
     out = run_test(res.model_path, tmp_path / "out", root=str(root), category="bottle", progress=False)
-    rows = _rows(out.output_dir / "scores.csv")
+    rows = csv_rows(out.output_dir / "scores.csv")
     assert len(rows) == 2 + 1 + len(names)  # every image has its row
     paths = [r["path"] for r in rows]
     assert any(p.endswith("caf\\xe9.png") for p in paths)  # escaped, readable as UTF-8
@@ -209,7 +197,7 @@ def test_csv_cells_that_start_like_formulas_are_defused(trained, tmp_path):
     root = make_fake_mvtec(tmp_path / "f", "bottle", n_train=4, n_good_test=2, defects={"=cmd": 1}, size=32)
     out = run_test(res.model_path, tmp_path / "out", root=str(root), category="bottle", progress=False,
                    report=False)
-    defects = {r["defect"] for r in _rows(out.output_dir / "scores.csv")}
+    defects = {r["defect"] for r in csv_rows(out.output_dir / "scores.csv")}
     assert defects == {"good", "'=cmd"}
 
 
@@ -270,7 +258,7 @@ def test_training_logs_replace_planted_links_and_stale_temp_files_are_removed(tr
     train(cfg, out, resume="auto", progress=False)
     assert all(v.read_text() == "precious" for v in victims.values())
     assert not (out / "logs" / "hparams.yaml").is_symlink() and "config" in (out / "logs" / "hparams.yaml").read_text()
-    assert {r["epoch"] for r in _rows(out / "logs" / "metrics.csv") if r.get("train/total")} == {"2"}
+    assert {r["epoch"] for r in csv_rows(out / "logs" / "metrics.csv") if r.get("train/total")} == {"2"}
     assert not any(p.exists() for p in stale)
 
 
@@ -361,4 +349,4 @@ def test_sigterm_prints_one_line(tmp_path, demo_root, demo_category):
     p.send_signal(signal.SIGTERM)
     err = p.communicate(timeout=120)[1]
     assert p.returncode == 128 + signal.SIGTERM
-    assert "training stopped by SIGTERM" in _one_error_line(err, "train")
+    assert "training stopped by SIGTERM" in one_error_line(err, "train")
