@@ -36,9 +36,6 @@ def data_args(category: str, data: Path) -> list[str]:
     args = list(CATEGORIES[category])
     args[3] = str(data / args[3])
     return args
-# The bars the default preset is held to (image AUROC, pixel AUROC); cost bars: fit + test <= 5 CPU minutes,
-# peak memory <= 2 GB while fitting, scoring >= 30 images/s at 256 px (benchmarks/scoring_speed.py).
-BARS = {"bottle": (0.995, 0.98), "metal_nut": (0.99, 0.98), "magnetic_tile": (0.95, 0.85)}
 
 
 def timed(cmd: list[str], threads: int, log: Path) -> dict:
@@ -126,8 +123,11 @@ def main() -> None:
     text = table(out, presets, speed)
     commits = sorted({json.loads(p.read_text()).get("git_commit", "?")[:7]
                       for preset in presets for p in (out / preset).glob("*_seed*/train/train_summary.json")})
-    header = (f"# Detectors side by side\n\nRuns: `python benchmarks/detectors.py --presets {args.presets} --seeds "
-              f"{args.seeds} --threads 1 --jobs 2` at commit {', '.join(commits)}; this table: "
+    threads = sorted({json.loads(p.read_text())["threads"] for preset in presets
+                      for p in (out / preset).glob("*_seed*/run.json")})
+    header = (f"# Detectors side by side\n\nRuns at commit {', '.join(commits)}, {'/'.join(map(str, threads))} torch "
+              "thread(s) per run (`python benchmarks/detectors.py --presets ... --seeds ... --threads N --jobs M`); "
+              "this table: "
               f"`python benchmarks/detectors.py {' '.join(sys.argv[1:])}`. CPU time is user + system of the train and "
               "test processes (getrusage of each child); mean ± std over seeds; pixel metrics at the masks' 256 px; "
               "last state, no selection. Scoring speed: `benchmarks/scoring_speed.py` (its JSON, --speed).\n\n")

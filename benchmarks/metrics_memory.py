@@ -1,5 +1,6 @@
-"""Memory and time of the pixel metrics on a test set's worth of maps: how much each of pixel AUROC and AUPRO grows
-the process (peak RSS) and how long it takes, each in a fresh process.
+"""Peak memory and time of pixel AUROC and AUPRO on a test set's worth of maps, each in a fresh process.
+
+How much each metric grows the process (peak RSS) and how long it takes.
 
     python benchmarks/metrics_memory.py                 # 582 maps of 256 x 256 (the shared magnetic tiles' test set)
     python benchmarks/metrics_memory.py --n 2000 --size 256

@@ -26,7 +26,8 @@ from scgan.utils.runinfo import available_cores, cpu_model, run_info
 
 def images_per_second(model: str, images: list[np.ndarray], threads: int, workers: int = 1,
                       backend: str | None = None) -> float:
-    """Images per second of ``workers`` threads each scoring its share with ``threads`` torch threads."""
+    """Images per second of ``workers`` threads each scoring its share with ``threads`` torch threads (ONNX Runtime
+    keeps its own default: one thread per core)."""
     from concurrent.futures import ThreadPoolExecutor
 
     torch.set_num_threads(threads)

@@ -3,8 +3,7 @@
     python scripts/readme_overlay.py --checkpoint runs/demo/train/model.pt --output docs/overlay.png \\
         runs/demo/data/washer/test/scratch/000.png
 
-Both halves are enlarged (nearest neighbour) to ``--height`` pixels so that a small demo image stays legible;
-the overlay keeps its caption band (score, threshold, decision).
+Both halves are enlarged (nearest neighbour) to ``--height`` pixels so that a small demo image stays legible.
 """
 from __future__ import annotations
 

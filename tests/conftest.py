@@ -13,8 +13,8 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
 
-# Every test is one of three kinds, by what it costs (pyproject.toml registers the markers; README,
-# "Development", says how to run each):
+# Every test is one of three kinds, by what it costs (pyproject.toml registers the markers; CONTRIBUTING.md,
+# "Tests", says how to run each):
 #   unit         no model is trained: functions, networks on random tensors, files, in-process CLI errors
 #   integration  trains a tiny model in this process, or uses the session's trained one (`trained`)
 #   system       other processes (subprocess, DDP, a process pool) or the `scgan train` CLI end to end

@@ -104,7 +104,8 @@ def main() -> None:
     torch.set_num_threads(2)
     runs = Path(args.runs)
     if args.observe_test:
-        return observe(runs, args.seeds.split(","), Path(args.output).with_name("fusion_test.json"))
+        observe(runs, args.seeds.split(","), Path(args.output).with_name("fusion_test.json"))
+        return
     output = Path(args.output)
     done = json.loads(output.read_text())["runs"] if output.exists() else {}  # a finished pair is never redone
     results = {}
@@ -140,6 +141,7 @@ def observe(runs: Path, seeds: list[str], output: Path) -> None:
     means = {cat: {m: {k: float(np.mean([r[m][k] for key, r in results.items() if key.startswith(cat)]))
                        for k in ("image_auroc", "pixel_auroc")} for m in ("features", "scgan", "fusion")}
              for cat in CATEGORIES}
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"by_category": means, "runs": results}, indent=2))
     print(json.dumps(means, indent=2))
 
