@@ -75,13 +75,13 @@ def test_report_examples_show_the_stored_resolution_truth_and_decision(trained, 
 
 
 def test_examples_figure_has_a_colour_bar(monkeypatch):
-    from scgan.reporting import report
+    from scgan.reporting import figures as report_figures
 
     figures = []
-    monkeypatch.setattr(report, "_png", lambda fig, dpi=100: figures.append(fig) or b"png")
-    ex = report.ReportExample("a/b.png", np.zeros((40, 60, 3), np.uint8), np.random.default_rng(0).random((8, 8)),
-                              0.5, 1, None, "anomalous")
-    report._examples_figure([ex], "x.png", "examples")
+    monkeypatch.setattr(report_figures, "_png", lambda fig, dpi=100: figures.append(fig) or b"png")
+    ex = report_figures.ReportExample("a/b.png", np.zeros((40, 60, 3), np.uint8),
+                                      np.random.default_rng(0).random((8, 8)), 0.5, 1, None, "anomalous")
+    report_figures.examples_png([ex])
     axes = [ax for sub in figures[0].subfigs for ax in sub.axes]
     assert any(getattr(ax, "_colorbar", None) is not None for ax in axes)
     titles = [t.get_text() for sub in figures[0].subfigs for t in sub.texts] + [sub._suptitle.get_text()

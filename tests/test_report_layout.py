@@ -44,17 +44,17 @@ def test_the_report_leads_with_results_then_misses_and_false_alarms_then_details
 
 @pytest.mark.unit
 def test_example_titles_do_not_overlap(monkeypatch):
-    from scgan.reporting import report
+    from scgan.reporting import figures as report_figures
 
     figures = []
-    monkeypatch.setattr(report, "_png", lambda fig, dpi=100: figures.append(fig) or b"png")
+    monkeypatch.setattr(report_figures, "_png", lambda fig, dpi=100: figures.append(fig) or b"png")
     rng = np.random.default_rng(0)
     mask = np.zeros((300, 200), bool)
     mask[50:90, 60:120] = True
-    examples = [report.ReportExample(f"very_long_defect_type_name/{i:03d}_with_a_long_file_name.png",
-                                     rng.integers(0, 255, (300, 200, 3), dtype=np.uint8), rng.random((30, 20)),
-                                     1.234 * i, i % 2, mask if i % 2 else None, "normal") for i in range(4)]
-    report._examples_figure(examples, "x.png", "examples")
+    examples = [report_figures.ReportExample(f"very_long_defect_type_name/{i:03d}_with_a_long_file_name.png",
+                                             rng.integers(0, 255, (300, 200, 3), dtype=np.uint8), rng.random((30, 20)),
+                                             1.234 * i, i % 2, mask if i % 2 else None, "normal") for i in range(4)]
+    report_figures.examples_png(examples)
     fig = figures[0]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -7,26 +7,30 @@ the run, and the config last.
 """
 from __future__ import annotations
 
-import base64
-import dataclasses
-import html
-import io
 import math
 import numbers
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
-from matplotlib.figure import Figure
-from sklearn.metrics import roc_auc_score, roc_curve
 
-from scgan.reporting.visualize import overlay
+from scgan.reporting.document import (
+    Block,
+    BulletList,
+    CodeBlock,
+    FigureBlock,
+    Heading,
+    Paragraph,
+    Table,
+    format_metric,
+    format_value,
+    render_html,
+    render_markdown,
+    yaml_text,
+)
+from scgan.reporting.figures import ReportExample, examples_png, hist_png, roc_png
 from scgan.utils.atomic import atomic_write_bytes, atomic_write_text
-from scgan.utils.names import mpl_text, printable
-from scgan.utils.tables import is_missing, markdown_table, pct
+from scgan.utils.names import printable
+from scgan.utils.tables import is_missing, pct
 
 # Metric keys shown as table columns, in order, with their headers; values are fractions shown as %.
 METRIC_COLUMNS: dict[str, str] = {
@@ -46,71 +50,17 @@ ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG = "roc.png", "score_hist.png", "examples_
 MISSED_PNG, ALARMS_PNG = "missed_defects.png", "false_alarms.png"
 REPORT_FILES = ("report.md", "report.html", ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG,  # all that write_report writes
                 MISSED_PNG, ALARMS_PNG)
-_NORMAL_COLOR, _ANOMALOUS_COLOR = "#1f77b4", "#d62728"
+_NA_NOTE = "(%) = percent; n/a = undefined for this test set (e.g. a single class) or not computed."
+# The sections of the threshold's mistakes: figure key, file, heading, what its examples are, note when there are none.
+_MISTAKES = (
+    ("missed", MISSED_PNG, "Missed defects", "defective test images the threshold called normal, lowest score first",
+     "None: the threshold caught every defective image."),
+    ("alarms", ALARMS_PNG, "False alarms", "normal test images the threshold called anomalous, highest score first",
+     "None: no normal image was called anomalous."),
+)
 
 
-@dataclass
-class ReportExample:
-    """One test image for the example grids."""
-
-    name: str
-    image: np.ndarray  # (H, W, 3) uint8
-    heat: np.ndarray  # (h, w) anomaly map in [0, 1]; resized to the image if needed
-    score: float
-    label: int  # 0 normal, 1 anomalous
-    mask: np.ndarray | None = None  # (h, w) bool ground truth, drawn as a contour
-    decision: str | None = None  # the model's call at its threshold ("anomalous" / "normal"), if calibrated
-
-
-@dataclass
-class _Figure:
-    """One PNG of the report: file name, heading, bytes (None when not drawn) and a note."""
-
-    file: str
-    heading: str
-    png: bytes | None
-    note: str = ""
-
-
-def format_metric(value: Any) -> str:
-    """A metric in [0, 1] as a percentage with one decimal ("97.3"); nan/None as "n/a"."""
-    if is_missing(value) or isinstance(value, numbers.Real):
-        return pct(value)
-    return str(value)
-
-
-def _format_value(value: Any) -> str:
-    """Any free-form value in one line: floats with 4 significant digits, nan as "n/a"."""
-    if is_missing(value):
-        return "n/a"
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, numbers.Real):
-        return f"{float(value):.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {_format_value(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_format_value(v) for v in value) + "]"
-    return str(value)
-
-
-def _plain(value: Any) -> Any:
-    """Turn a config (dicts, dataclasses, paths, numpy scalars) into YAML-safe builtins."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
+# ---- tables and sentences from metrics.json -------------------------------------------------------------------
 def _metric_rows(metrics: dict, score_name: str) -> list[tuple[str, dict]]:
     """(score name, its metrics) per row: metrics["scores"], led by the top-level metrics if ``score_name`` lacks
     a row."""
@@ -122,16 +72,7 @@ def _metric_rows(metrics: dict, score_name: str) -> list[tuple[str, dict]]:
     return rows
 
 
-@dataclass
-class _Table:
-    """One table of the report: heading, header row and body rows, all as text."""
-
-    heading: str
-    header: list[str]
-    body: list[list[str]]
-
-
-def _score_table(heading: str, rows: list[tuple[str, dict]], score_name: str) -> _Table:
+def _score_table(rows: list[tuple[str, dict]], score_name: str) -> Table:
     """One row per score: fractions as %, other numbers as they are, text columns (descriptions) last."""
     fractions = set(METRIC_COLUMNS) | _FRACTION_KEYS
     scalars = [(k, v) for _, vals in rows for k, v in vals.items() if not isinstance(v, dict)]
@@ -149,21 +90,21 @@ def _score_table(heading: str, rows: list[tuple[str, dict]], score_name: str) ->
         cells = [
             str(vals.get(k, "")) if k in text_keys
             else format_metric(vals.get(k)) if k in fractions
-            else _format_value(vals.get(k))
+            else format_value(vals.get(k))
             for k in keys
         ]
         body.append([label, *cells])
-    return _Table(heading, header, body)
+    return Table(header, body, tuple("default" if name == score_name else "" for name, _ in rows))
 
 
-def _tables(metrics: dict, score_name: str) -> list[_Table]:
-    """The metrics table, then one table per dict-valued entry of the scores (e.g. ``at_threshold``)."""
+def _score_tables(metrics: dict, score_name: str) -> list[tuple[str, Table]]:
+    """(heading, table): every score's metrics, then one per dict-valued entry of the scores (``at_threshold``)."""
     rows = _metric_rows(metrics, score_name)
-    tables = [_score_table("Metrics", rows, score_name)]
+    tables = [("Every score", _score_table(rows, score_name))]
     nested = dict.fromkeys(k for _, vals in rows for k, v in vals.items() if isinstance(v, dict))
     for key in nested:
         sub = [(name, vals[key]) for name, vals in rows if isinstance(vals.get(key), dict)]
-        tables.append(_score_table(_SUBTABLE_TITLES.get(key, key), sub, score_name))
+        tables.append((_SUBTABLE_TITLES.get(key, key), _score_table(sub, score_name)))
     return tables
 
 
@@ -175,91 +116,6 @@ def _threshold(metrics: dict, score_name: str) -> float | None:
     if isinstance(t, numbers.Real) and math.isfinite(float(t)):
         return float(t)
     return None
-
-
-def _png(fig: Figure, dpi: int = 100) -> bytes:
-    """Render a figure to PNG bytes (Agg) and release it."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    fig.clear()
-    return buf.getvalue()
-
-
-def _roc_figure(scores: np.ndarray, labels: np.ndarray, score_name: str) -> _Figure:
-    """ROC curve of the default score, or a note when the labels hold one class."""
-    if labels.size == 0 or labels.all() or not labels.any():
-        return _Figure(ROC_PNG, "ROC curve", None, "ROC curve not drawn: the test labels hold only one class.")
-    fpr, tpr, _ = roc_curve(labels, scores)
-    auc = roc_auc_score(labels, scores)
-    fig = Figure(figsize=(4.8, 4.4))
-    ax = fig.add_subplot()
-    ax.plot(fpr, tpr, color=_ANOMALOUS_COLOR, lw=2, label=mpl_text(f"{score_name} (AUROC {pct(auc, unit='%')})"))
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-           title=mpl_text(f"Image-level ROC: {score_name}"))
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    return _Figure(ROC_PNG, "ROC curve", _png(fig))
-
-
-def _hist_figure(scores: np.ndarray, labels: np.ndarray, score_name: str, threshold: float | None) -> _Figure:
-    """Overlaid histograms of normal and anomalous scores, with the threshold as a vertical line."""
-    if scores.size == 0:
-        return _Figure(HIST_PNG, "Score histogram", None, "Score histogram not drawn: no test scores.")
-    fig = Figure(figsize=(6.4, 4.0))
-    ax = fig.add_subplot()
-    lo, hi = float(scores.min()), float(scores.max())
-    if threshold is not None:
-        lo, hi = min(lo, threshold), max(hi, threshold)
-    bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
-    for mask, color, name in ((~labels, _NORMAL_COLOR, "normal"), (labels, _ANOMALOUS_COLOR, "anomalous")):
-        if mask.any():
-            ax.hist(scores[mask], bins=bins, color=color, alpha=0.55, label=f"{name} (n={int(mask.sum())})")
-    if threshold is not None:
-        ax.axvline(threshold, color="black", ls="--", lw=1.5, label=f"threshold {threshold:.4g}")
-    ax.set(xlabel=mpl_text(f"anomaly score ({score_name})"), ylabel="images",
-           title=mpl_text(f"Test scores: {score_name}"))
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return _Figure(HIST_PNG, "Score histogram", _png(fig))
-
-
-def _examples_figure(examples: list[ReportExample], file: str, heading: str,
-                     heat_ticks: list[tuple[float, str]] | None = None, note: str = "") -> _Figure:
-    """One row per example: image | heat-map overlay (mask contour, colour bar) | ground-truth mask, under a title
-    with its name, score, truth and decision. Constrained layout keeps titles apart."""
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    if not examples:
-        return _Figure(file, heading, None, note or "No examples given.")
-    fig = Figure(figsize=(9.0, 3.3 * len(examples)), layout="constrained")
-    for sub, ex in zip(np.atleast_1d(fig.subfigures(len(examples), 1)), examples):
-        truth = "anomalous" if int(ex.label) else "normal"
-        call = "" if ex.decision is None else (
-            f"  |  decision: {ex.decision}" + (" (correct)" if ex.decision == truth else " (wrong)"))
-        sub.suptitle(mpl_text(f"{ex.name}  |  score {float(ex.score):.4g}\nground truth: {truth}{call}"), fontsize=9)
-        ax_img, ax_ovl, ax_mask = sub.subplots(1, 3)
-        img = np.asarray(ex.image)
-        h, w = img.shape[:2]
-        ax_img.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="antialiased")
-        ax_img.set_title(f"image ({w} x {h})", fontsize=8)
-        ax_ovl.imshow(overlay(ex.image, ex.heat, ex.mask), interpolation="antialiased")
-        ax_ovl.set_title("heat map" + (" + defect outline (white)" if ex.mask is not None else ""), fontsize=8)
-        if ex.mask is not None:
-            ax_mask.imshow(np.asarray(ex.mask, dtype=float), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax_mask.set_title("ground-truth mask", fontsize=8)
-        else:
-            ax_mask.text(0.5, 0.5, "no defect mask" if int(ex.label) else "normal image:\nno defect",
-                         ha="center", va="center", fontsize=8, color="#666", transform=ax_mask.transAxes)
-        for ax in (ax_img, ax_ovl, ax_mask):
-            ax.set_axis_off()
-        bar = sub.colorbar(ScalarMappable(Normalize(0.0, 1.0), "jet"), ax=ax_ovl, fraction=0.046, pad=0.02)
-        ticks = heat_ticks or [(0.0, "0"), (1.0, "1")]
-        bar.set_ticks([t for t, _ in ticks], labels=[mpl_text(label) for _, label in ticks])
-        bar.set_label("map value", fontsize=7)
-        bar.ax.tick_params(labelsize=7)
-    return _Figure(file, heading, _png(fig, dpi=110), note)
 
 
 def trivial_f1(labels: np.ndarray) -> float:
@@ -282,16 +138,11 @@ def _warnings(metrics: dict, labels: np.ndarray) -> list[tuple[str, str]]:
     return out
 
 
-# ---- the document: a list of blocks that both renderers walk ------------------------------------------------
-@dataclass
-class _Block:
-    """One piece of the report: a heading (level 2 or 3), a paragraph, a table, a bullet list, a figure or code."""
-
-    kind: str  # "h2", "h3", "p", "table", "list", "figure", "pre"
-    value: Any
-
-
-def _decision_sentence(d: dict, score_name: str, cal_info: str) -> str:
+def _decision_sentence(d: dict, score_name: str) -> str:
+    """The decisions at the threshold in one sentence: how many defects caught, how many false alarms."""
+    cal_info = ""
+    if d.get("quantile") is not None and d.get("calibration_images") is not None:
+        cal_info = f": the {d['quantile']:g} quantile of {d['calibration_images']} normal validation images"
     norm = "" if d.get("threshold_normalized") is None else f", normalised {d['threshold_normalized']:.3g}"
     return (f"At its own threshold ({score_name} > {d['threshold']:.4g}{norm}{cal_info}) the model catches "
             f"{d['caught']} of {d['defective']} defective test images ({pct(d['catch_rate'], unit='%')}) and raises "
@@ -299,25 +150,28 @@ def _decision_sentence(d: dict, score_name: str, cal_info: str) -> str:
             f"({pct(d['false_alarm_rate'], unit='%')}).")
 
 
-def _decision_table(d: dict) -> _Table:
+def _decision_table(d: dict) -> Table:
     """Per defect type: images, how many the threshold calls anomalous, and the rate; the normal images last."""
+    by_defect = d.get("by_defect", {})
     body = [["all defective images (catch rate)", str(d["defective"]), str(d["caught"]), pct(d["catch_rate"])]]
     body += [[f"defect: {name}", str(v["images"]), str(v["caught"]), pct(v["catch_rate"])]
-             for name, v in d.get("by_defect", {}).items()]
+             for name, v in by_defect.items()]
     body.append(["normal images (false-alarm rate)", str(d["normal"]), str(d["false_alarms"]),
                  pct(d["false_alarm_rate"])])
-    return _Table("", ["test images", "images", "called anomalous", "rate (%)"], body)
+    return Table(["test images", "images", "called anomalous", "rate (%)"], body,
+                 ("total", *([""] * len(by_defect)), "total"))
 
 
-def _headline_table(metrics: dict, score_name: str) -> _Table:
+def _headline_table(metrics: dict, score_name: str) -> Table:
+    """The default score's threshold-free metrics in one row."""
     keys = [k for k in METRIC_COLUMNS if k in metrics]
-    return _Table("", ["score", *(f"{METRIC_COLUMNS[k]} (%)" for k in keys)],
-                  [[f"{score_name} (default)", *(format_metric(metrics.get(k)) for k in keys)]])
+    return Table(["score", *(f"{METRIC_COLUMNS[k]} (%)" for k in keys)],
+                 [[f"{score_name} (default)", *(format_metric(metrics.get(k)) for k in keys)]], ("default",))
 
 
-def _selection_blocks(sel: dict) -> list[_Block]:
+def _selection_blocks(sel: dict) -> list[Block]:
     """score_selection as a sentence and a table: each score's separation AUROC (mean, and per strength)."""
-    blocks = [_Block("p", f"Rule: {sel.get('rule', 'n/a')}.")]
+    blocks: list[Block] = [Paragraph(f"Rule: {sel.get('rule', 'n/a')}.")]
     mean = sel.get("separation_auroc") or {}
     by_strength = sel.get("separation_auroc_by_strength") or {}
     header = ["score", "separation AUROC (%)" + (", mean" if by_strength else "")]
@@ -327,94 +181,121 @@ def _selection_blocks(sel: dict) -> list[_Block]:
         chosen = " (selected)" if name == sel.get("selected") else ""
         body.append([f"{name}{chosen}", pct(v), *(pct(row.get(name)) for row in by_strength.values())])
     if body:
-        blocks.append(_Block("table", _Table("", header, body)))
+        blocks.append(Table(header, body))
     return blocks
 
 
-def _markdown(title: str, blocks: list[_Block]) -> str:
-    """The report as Markdown that links the PNGs beside it."""
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = [f"# {title}"]
-    for b in blocks:
-        if b.kind in ("h2", "h3"):
-            lines += ["", f"{'#' * int(b.kind[1])} {b.value}"]
-        elif b.kind == "p":
-            lines += ["", b.value]
-        elif b.kind == "table":
-            lines += ["", markdown_table(b.value.header, b.value.body)]
-        elif b.kind == "list":
-            lines += [""] + [f"- **{cell(k)}**: {cell(v)}" for k, v in b.value]
-        elif b.kind == "figure":
-            fig = b.value
-            if fig.png is not None:
-                lines += ["", f"![{fig.heading}]({fig.file})"] + (["", f"_{fig.note}_"] if fig.note else [])
-            else:
-                lines += ["", f"_{fig.note}_"]
-        elif b.kind == "pre":
-            lines += ["", "```yaml", b.value.rstrip("\n"), "```"]
-    return "\n".join(lines + [""])
+def _run_table(info: dict, score_name: str, labels: np.ndarray) -> Table:
+    """The run's details (``info``), the default score and the test images, one row each."""
+    rows = [[str(k), format_value(v)] for k, v in info.items()]
+    rows += [["default score", score_name],
+             ["test images", f"{labels.size} ({int((~labels).sum())} normal, {int(labels.sum())} anomalous)"]]
+    return Table(["", ""], rows)
 
 
-_NUMBER = re.compile(r"n/a|[-+]?[\d.]+(e[-+]?\d+)?")  # cells right-aligned in the HTML tables
-_NA_NOTE = "(%) = percent; n/a = undefined for this test set (e.g. a single class) or not computed."
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1000px; margin: 1.5em auto;
-       padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; margin-bottom: .4em; }
-h2 { margin-top: 1.6em; border-bottom: 1px solid #eee; }
-h3 { margin-top: 1.3em; }
-table { border-collapse: collapse; margin: .5em 0; }
-th, td { border: 1px solid #ccc; padding: .3em .7em; text-align: left; }
-th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.default td, tr.total td { font-weight: 600; }
-pre { background: #f6f8fa; padding: 1em; overflow-x: auto; border-radius: 4px; }
-img { max-width: 100%; }
-.note { color: #666; font-style: italic; }
-p.lead { font-size: 1.1em; }
-li.warning { color: #a33; }
-"""
+# ---- the figures ----------------------------------------------------------------------------------------------
+def _examples_figure(examples: list[ReportExample], file: str, heading: str,
+                     heat_ticks: list[tuple[float, str]] | None, note: str) -> FigureBlock:
+    """The example grid as a figure, or only the note (a default one if empty) without examples."""
+    png = examples_png(examples, heat_ticks)
+    return FigureBlock(file, heading, png, note or ("" if examples else "No examples given."))
 
 
-def _html(title: str, blocks: list[_Block], score_name: str) -> str:
-    """The report as one self-contained HTML page: inline CSS, PNGs as base64 data URIs."""
-    e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(title)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
-    lead = True
-    for b in blocks:
-        if b.kind in ("h2", "h3"):
-            parts.append(f"<{b.kind}>{e(b.value)}</{b.kind}>")
-        elif b.kind == "p":
-            cls = ' class="lead"' if lead else (' class="note"' if b.value == _NA_NOTE else "")
-            parts.append(f"<p{cls}>{e(b.value)}</p>")
-            lead = False
-        elif b.kind == "table":
-            t = b.value
-            parts += ["<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in t.header) + "</tr>"]
-            for row in t.body:
-                cls = ' class="default"' if row[0] == f"{score_name} (default)" else (
-                    ' class="total"' if row[0].startswith(("all defective", "normal images (")) else "")
-                cells = "".join(f'<td class="num">{e(c)}</td>' if _NUMBER.fullmatch(c) else f"<td>{e(c)}</td>"
-                                for c in row[1:])
-                parts.append(f"<tr{cls}><td>{e(row[0])}</td>{cells}</tr>")
-            parts.append("</table>")
-        elif b.kind == "list":
-            parts += ["<ul>"] + [f'<li class="{e(k)}"><b>{e(k)}</b>: {e(v)}</li>' for k, v in b.value] + ["</ul>"]
-        elif b.kind == "figure":
-            fig = b.value
-            if fig.png is not None:
-                data = base64.b64encode(fig.png).decode("ascii")
-                parts.append(f'<img alt="{e(fig.heading)}" src="data:image/png;base64,{data}">')
-            if fig.note:
-                parts.append(f'<p class="note">{e(fig.note)}</p>')
-        elif b.kind == "pre":
-            parts.append(f"<pre>{e(b.value)}</pre>")
-    parts += ["</body></html>", ""]
-    return "\n".join(parts)
+def _figures(scores: np.ndarray, labels: np.ndarray, metrics: dict, score_name: str,
+             examples: dict[str, list[ReportExample] | None], heat_ticks: list[tuple[float, str]] | None,
+             legend: str) -> dict[str, FigureBlock]:
+    """Every figure by key: roc, hist, most, least, and missed / alarms where ``examples`` has a list for them."""
+    roc = roc_png(scores, labels, score_name)
+    hist = hist_png(scores, labels, score_name, _threshold(metrics, score_name))
+    figures = {
+        "roc": FigureBlock(ROC_PNG, "ROC curve", roc,
+                           "" if roc is not None else "ROC curve not drawn: the test labels hold only one class."),
+        "hist": FigureBlock(HIST_PNG, "Score histogram", hist,
+                            "" if hist is not None else "Score histogram not drawn: no test scores."),
+        "most": _examples_figure(examples["most"], MOST_PNG, "Most anomalous test images", heat_ticks, legend),
+        "least": _examples_figure(examples["least"], LEAST_PNG, "Least anomalous test images", heat_ticks, legend),
+    }
+    for key, file, heading, _, none_note in _MISTAKES:
+        found = examples[key]
+        if found is not None:
+            figures[key] = _examples_figure(found, file, heading, heat_ticks, legend if found else none_note)
+    return figures
+
+
+# ---- the sections ---------------------------------------------------------------------------------------------
+def _results_blocks(metrics: dict, score_name: str, labels: np.ndarray) -> list[Block]:
+    """The decisions at the threshold, the threshold-free metrics and the caveats."""
+    blocks: list[Block] = [Heading(2, "Results")]
+    d = metrics.get("at_threshold")
+    if isinstance(d, dict) and "caught" in d:
+        blocks += [Paragraph(_decision_sentence(d, score_name), "lead"), _decision_table(d)]
+    else:
+        blocks.append(Paragraph(f"No decisions: the model has no threshold (score {score_name}).", "lead"))
+    blocks += [Paragraph("Ranking quality of the default score, which needs no threshold:"),
+               _headline_table(metrics, score_name), Paragraph(_NA_NOTE, "note")]
+    warnings = _warnings(metrics, labels)
+    if warnings:
+        blocks.append(BulletList(warnings))
+    return blocks
+
+
+def _mistake_blocks(metrics: dict, figures: dict[str, FigureBlock],
+                    examples: dict[str, list[ReportExample] | None]) -> list[Block]:
+    """What the threshold got wrong: the missed defects and the false alarms, where their lists are known."""
+    d = metrics.get("at_threshold")
+    blocks: list[Block] = []
+    for key, _, heading, what, _ in _MISTAKES:
+        if key not in figures:
+            continue
+        blocks.append(Heading(2, heading))
+        if examples[key]:
+            total = d.get("defective", 0) - d.get("caught", 0) if key == "missed" else d.get("false_alarms", 0)
+            blocks.append(Paragraph(f"{len(examples[key])} of {total} {what}."))
+        blocks.append(figures[key])
+    return blocks
+
+
+def _details_blocks(metrics: dict, score_name: str, figures: dict[str, FigureBlock], run: Table,
+                    config: dict) -> list[Block]:
+    """How the score was chosen, every score's tables, other entries, the figures, the run and the config."""
+    blocks: list[Block] = [Heading(2, "Details")]
+    if isinstance(metrics.get("score_selection"), dict):
+        blocks += [Heading(3, "How the default score was chosen"), *_selection_blocks(metrics["score_selection"])]
+    for heading, table in _score_tables(metrics, score_name):
+        blocks += [Heading(3, heading), table]
+    extra = [(str(k), format_value(v)) for k, v in metrics.items()
+             if k not in METRIC_COLUMNS and k not in _SHOWN_ELSEWHERE]
+    if extra:
+        blocks += [Heading(3, "Other entries of metrics.json"), BulletList(extra)]
+    for key in ("roc", "hist", "most", "least"):
+        blocks += [Heading(3, figures[key].heading), figures[key]]
+    blocks += [Heading(3, "Run"), run, Heading(3, "Config"), CodeBlock(yaml_text(config))]
+    return blocks
+
+
+# ---- the writer -----------------------------------------------------------------------------------------------
+def _checked(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (N,) scores as float64 and labels as bool; raise if their lengths differ or a score is not finite."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(bool).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores and labels must have one length, got {s.size} and {y.size}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinite values; check the model output before writing a report")
+    return s, y
+
+
+def _write_pngs(out_dir: Path, figures: dict[str, FigureBlock]) -> None:
+    """Write each drawn figure; remove the files of those not drawn, and of sections this run has no list for."""
+    for name in (MISSED_PNG, ALARMS_PNG):
+        if not any(f.file == name for f in figures.values()):
+            (out_dir / name).unlink(missing_ok=True)
+    for fig in figures.values():
+        path = out_dir / fig.file
+        if fig.png is not None:
+            atomic_write_bytes(path, fig.png)
+        else:
+            path.unlink(missing_ok=True)  # a stale picture from an earlier run would contradict the report
 
 
 def write_report(
@@ -443,92 +324,17 @@ def write_report(
     anomalous (None: not known, no section); ``heat_ticks``/``heat_legend`` say what the heat-map colours mean.
     """
     out_dir = Path(out_dir)
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).astype(bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores and labels must have one length, got {s.size} and {y.size}")
-    if not np.isfinite(s).all():
-        raise ValueError("scores contain NaN or infinite values; check the model output before writing a report")
-
-    info = dict(info or {})
-    info_rows = [(str(k), _format_value(v)) for k, v in info.items()]
-    info_rows += [("default score", score_name),
-                  ("test images", f"{y.size} ({int((~y).sum())} normal, {int(y.sum())} anomalous)")]
-    config_yaml = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    s, y = _checked(scores, labels)
+    examples = {"most": examples_top, "least": examples_bottom, "missed": missed, "alarms": false_alarms}
     legend = f"Heat-map colours: {heat_legend}." if heat_legend else ""
-
-    figures = {
-        "roc": _roc_figure(s, y, score_name),
-        "hist": _hist_figure(s, y, score_name, _threshold(metrics, score_name)),
-        "most": _examples_figure(examples_top, MOST_PNG, "Most anomalous test images", heat_ticks, legend),
-        "least": _examples_figure(examples_bottom, LEAST_PNG, "Least anomalous test images", heat_ticks, legend),
-    }
-    if missed is not None:
-        figures["missed"] = _examples_figure(missed, MISSED_PNG, "Missed defects", heat_ticks,
-                                             legend if missed else "None: the threshold caught every defective image.")
-    if false_alarms is not None:
-        figures["alarms"] = _examples_figure(false_alarms, ALARMS_PNG, "False alarms", heat_ticks,
-                                             legend if false_alarms else "None: no normal image was called anomalous.")
-
-    # ---- results first
-    blocks = [_Block("h2", "Results")]
-    d = metrics.get("at_threshold")
-    if isinstance(d, dict) and "caught" in d:
-        cal_info = ""
-        if d.get("quantile") is not None and d.get("calibration_images") is not None:
-            cal_info = f": the {d['quantile']:g} quantile of {d['calibration_images']} normal validation images"
-        blocks.append(_Block("p", _decision_sentence(d, score_name, cal_info)))
-        blocks.append(_Block("table", _decision_table(d)))
-    else:
-        blocks.append(_Block("p", f"No decisions: the model has no threshold (score {score_name})."))
-    blocks.append(_Block("p", "Ranking quality of the default score, which needs no threshold:"))
-    blocks.append(_Block("table", _headline_table(metrics, score_name)))
-    blocks.append(_Block("p", _NA_NOTE))
-    warnings = _warnings(metrics, y)
-    if warnings:
-        blocks.append(_Block("list", warnings))
-    # ---- what the threshold got wrong
-    for key, heading, what in (("missed", "Missed defects", "defective test images the threshold called normal, "
-                                "lowest score first"),
-                               ("alarms", "False alarms", "normal test images the threshold called anomalous, "
-                                "highest score first")):
-        if key in figures:
-            examples = missed if key == "missed" else false_alarms
-            blocks += [_Block("h2", heading)]
-            if examples:
-                total = d.get("defective", 0) - d.get("caught", 0) if key == "missed" else d.get("false_alarms", 0)
-                blocks.append(_Block("p", f"{len(examples)} of {total} {what}."))
-            blocks.append(_Block("figure", figures[key]))
-    # ---- the details
-    blocks.append(_Block("h2", "Details"))
-    if isinstance(metrics.get("score_selection"), dict):
-        blocks += [_Block("h3", "How the default score was chosen"), *_selection_blocks(metrics["score_selection"])]
-    tables = _tables(metrics, score_name)
-    for i, table in enumerate(tables):
-        heading = "Every score" if i == 0 else table.heading
-        blocks += [_Block("h3", heading), _Block("table", table)]
-    extra = [(str(k), _format_value(v)) for k, v in metrics.items()
-             if k not in METRIC_COLUMNS and k not in _SHOWN_ELSEWHERE]
-    if extra:
-        blocks += [_Block("h3", "Other entries of metrics.json"), _Block("list", extra)]
-    for key in ("roc", "hist", "most", "least"):
-        blocks += [_Block("h3", figures[key].heading), _Block("figure", figures[key])]
-    blocks += [_Block("h3", "Run"), _Block("table", _Table("", ["", ""], [list(r) for r in info_rows]))]
-    blocks += [_Block("h3", "Config"), _Block("pre", config_yaml)]
+    figures = _figures(s, y, metrics, score_name, examples, heat_ticks, legend)
+    blocks = [*_results_blocks(metrics, score_name, y), *_mistake_blocks(metrics, figures, examples),
+              *_details_blocks(metrics, score_name, figures, _run_table(dict(info or {}), score_name, y), config)]
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (MISSED_PNG, ALARMS_PNG):  # sections this run has no list for
-        if not any(f.file == name for f in figures.values()):
-            (out_dir / name).unlink(missing_ok=True)
-    for fig in figures.values():
-        path = out_dir / fig.file
-        if fig.png is not None:
-            atomic_write_bytes(path, fig.png)
-        else:
-            path.unlink(missing_ok=True)  # a stale picture from an earlier run would contradict the report
-
+    _write_pngs(out_dir, figures)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     # printable: a name or path from the file system need not be UTF-8 (e.g. b"caf\xe9"); escaped, not fatal.
-    atomic_write_text(md_path, printable(_markdown(title, blocks)))
-    atomic_write_text(html_path, printable(_html(title, blocks, score_name)))
+    atomic_write_text(md_path, printable(render_markdown(title, blocks)))
+    atomic_write_text(html_path, printable(render_html(title, blocks)))
     return md_path, html_path
