@@ -6,8 +6,12 @@ images get a bright square and a matching mask, so tests can check masks against
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
+import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +131,35 @@ def make_fake_folder(
             if with_masks:
                 write_mask(root / "masks" / defect / f"d{i:02d}.png", m)
     return root
+
+
+def png_bytes(size: tuple[int, int] = (40, 30), mode: str = "RGB", seed: int = 0) -> bytes:
+    """A noise image of size (W, H), converted to ``mode``, as the bytes of a PNG file."""
+    img = Image.fromarray(random_image((size[1], size[0]), seed)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def multipart_body(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body with one ``file`` part per (file name, bytes), and its Content-Type."""
+    boundary = uuid.uuid4().hex
+    parts = [(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+              "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n" for name, data in files]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def http_request(port: int, method: str, path: str, files: list[tuple[str, bytes]] | None = None,
+                 headers: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, str, dict]:
+    """One request to a server on 127.0.0.1:``port`` (files sent as multipart): (status, content type, JSON body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        body, kind = multipart_body(files) if files is not None else (None, None)
+        conn.request(method, path, body=body, headers={**({"Content-Type": kind} if kind else {}), **(headers or {})})
+        r = conn.getresponse()
+        return r.status, r.getheader("content-type", ""), json.loads(r.read())
+    finally:
+        conn.close()
 
 
 @contextlib.contextmanager

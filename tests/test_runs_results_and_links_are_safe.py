@@ -1,7 +1,7 @@
 """No run silently overwritten, no result reused across data, no NaN model,
 no per-file problem losing other results, and no write through a planted symbolic link.
 
-Each test is one guarantee of docs/reliability.md (round 2); training is the tiny demo configuration of conftest
+Each test is one guarantee of docs/reliability.md; training is the tiny demo configuration of conftest
 (S = 32).
 """
 from __future__ import annotations

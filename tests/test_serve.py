@@ -1,5 +1,5 @@
 """scgan serve: every endpoint and every kind of bad input through FastAPI's TestClient (as localhost: the app answers
-only to the host names it knows); tests/test_hostile_models_and_service.py runs the real server."""
+only to the host names it knows); tests/test_hostile_images_and_requests.py runs the real server."""
 from __future__ import annotations
 
 import base64
@@ -26,11 +26,6 @@ pytestmark = pytest.mark.integration
 
 def _client(app, **kwargs) -> TestClient:
     return TestClient(app, base_url="http://localhost", **kwargs)
-
-
-@pytest.fixture(scope="module")
-def detector(trained):
-    return Detector.load(trained[0].model_path)
 
 
 @pytest.fixture(scope="module")
