@@ -115,7 +115,7 @@ def test_lightning_checkpoint_loads_safely(trained):
     res, _ = trained
     a, b = load_model(res.model_path), load_model(res.last_checkpoint)
     assert a.config == b.config and a.calibration == b.calibration
-    for (ka, va), (kb, vb) in zip(a.generator.state_dict().items(), b.generator.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(a.parts["generator"].state_dict().items(), b.parts["generator"].state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
 
 
@@ -125,9 +125,10 @@ def test_model_file_from_before_output_scale_loads_with_the_plain_tanh(trained, 
     whatever the preset's value is now, and restore exactly as the same weights under a plain Tanh."""
     path = _edited(trained, tmp_path, lambda o: o["config"]["model"].pop("output_scale"))
     old = load_model(path)
-    assert old.config.model.output_scale == 1.0 and old.generator.decoder.output_scale == 1.0
+    assert old.config.model.output_scale == 1.0 and old.parts["generator"].decoder.output_scale == 1.0
     now = load_model(trained[0].model_path)
     assert now.config.model.output_scale == 1.1  # the cpu preset the fixture trained with
     x = torch.rand(2, 3, old.config.model.image_size, old.config.model.image_size) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(now.generator(x).x_hat, now.config.model.output_scale * old.generator(x).x_hat)
+        torch.testing.assert_close(now.parts["generator"](x).x_hat,
+                                   now.config.model.output_scale * old.parts["generator"](x).x_hat)

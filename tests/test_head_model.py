@@ -25,14 +25,14 @@ def head_model(tmp_path_factory, demo_root, demo_category):
 def test_head_is_trained_stored_and_scored(head_model):
     res, cfg = head_model
     loaded = load_model(res.model_path)
-    assert loaded.seg_head is not None
+    assert loaded.parts.get("seg_head") is not None
     scorer = loaded.scorer()
     assert scorer.names[-1] == "seg_max" and set(loaded.calibration.scores) == set(scorer.names)
     assert loaded.calibration.map_high == 1.0  # a probability is shown as it is
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.inference_mode():
         scores, amap = scorer(x)
-        seg = torch.sigmoid(loaded.seg_head(x, loaded.generator(x).x_hat))[:, 0]
+        seg = torch.sigmoid(loaded.parts["seg_head"](x, loaded.parts["generator"](x).x_hat))[:, 0]
     assert torch.allclose(amap, seg, atol=1e-6)  # the head's map is the anomaly map
     pooled = torch.nn.functional.avg_pool2d(seg[:, None], 5, 1, 2, count_include_pad=False)
     assert torch.allclose(scores[:, -1], pooled.flatten(1).amax(1), atol=1e-5)  # seg_max: DRAEM's pooled peak

@@ -53,9 +53,10 @@ def test_channels_last_scoring_matches_default(trained):
     loaded = load_model(res.model_path)
     plain = score_loader(loaded.scorer(), _test_loader(cfg))
     cl_cfg = tiny_config(cfg.data.root, cfg.data.category, **{"runtime.channels_last": True})
-    scorer = build_scorer(cl_cfg, loaded.generator)
+    scorer = build_scorer(cl_cfg, loaded.parts["generator"])
     assert scorer.channels_last  # build_scorer honours train.channels_last, or its own argument
-    assert build_scorer(cfg, loaded.generator, channels_last=True).channels_last and not loaded.scorer().channels_last
+    assert build_scorer(cfg, loaded.parts["generator"], channels_last=True).channels_last \
+        and not loaded.scorer().channels_last
     fast = score_loader(scorer, _test_loader(cfg))
     np.testing.assert_allclose(fast.scores, plain.scores, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(fast.maps, plain.maps, rtol=1e-4, atol=1e-6)
@@ -77,7 +78,7 @@ def test_bf16_scoring_is_close_and_keeps_fp32_outputs(trained):
     res, cfg = trained
     loaded = load_model(res.model_path)
     plain = score_loader(loaded.scorer(), _test_loader(cfg))
-    scorer = build_scorer(loaded.config, loaded.generator, precision="bf16-mixed")
+    scorer = build_scorer(loaded.config, loaded.parts["generator"], precision="bf16-mixed")
     assert scorer.autocast_dtype is torch.bfloat16
     x = next(iter(_test_loader(cfg)))["image"]
     with torch.inference_mode():

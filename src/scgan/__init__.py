@@ -1,14 +1,13 @@
 """scgan: anomaly detection in images of industrial products, fitted on normal images only.
 
-Two detectors: a feature-memory one on frozen ImageNet features (the default) and SCGAN (Dai et al., IEEE
-Access 2023), which restores normal semantics.
+Two kinds of model: the PatchCore detector, PatchCore's recipe on frozen ImageNet features (kind ``patchcore``, the
+default), and SCGAN (Dai et al., IEEE Access 2023), which restores normal semantics (kind ``scgan``).
 
 Public names are imported lazily, so that torch-free parts (ONNX inference) do not import torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from scgan.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -36,12 +35,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'scgan' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from scgan import __version__
 from scgan.commands import COMMANDS
+from scgan.utils.errors import one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,14 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_arguments(p)
         p.set_defaults(command_parser=p)  # so that main() can show a subcommand's own usage
     return parser
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as the one line the CLI prints."""
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, FileNotFoundError) and e.filename and str(e.filename) not in msg:
-        msg = f"{msg}: {e.filename}"
-    return msg
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
           "mean restoration at pure white")
     for path in args.models:
         model = load_model(path)
-        gen = model.generator.eval()
+        gen = model.parts["generator"].eval()
         sat_res, other_res, white_hat, n_sat, n_all, n_white = 0.0, 0.0, 0.0, 0, 0, 0
         for batch in DataLoader(SCGANDataModule(model.config).dataset("val"), batch_size=32):
             x = batch["image"]

@@ -37,7 +37,8 @@ DATASET_CHOICES = LazyChoices(_dataset_names)
 DEFAULT_PRESET = "default"
 
 
-def _number(text: str, convert, expected: str, valid) -> int | float:
+def _parse_number(text: str, convert: Callable[[str], int | float], expected: str,
+                  valid: Callable[[int | float], bool]) -> int | float:
     """``text`` converted by ``convert`` and accepted by ``valid``, else an argument error saying what was expected."""
     try:
         value = convert(text)
@@ -49,17 +50,18 @@ def _number(text: str, convert, expected: str, valid) -> int | float:
 
 
 def positive_int(text: str) -> int:
-    return _number(text, int, "a positive integer", lambda v: v >= 1)
+    """An integer >= 1 (a count, a batch size): anything else is an argument error."""
+    return _parse_number(text, int, "a positive integer", lambda v: v >= 1)
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (seconds, say): 0, negatives, nan and inf are argument errors."""
-    return _number(text, float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
+    return _parse_number(text, float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
 
 
 def port_number(text: str) -> int:
     """A TCP port, 0 to 65535 (0: any free port)."""
-    return _number(text, int, "a port from 0 to 65535 (0: any free one)", lambda v: 0 <= v <= 65535)
+    return _parse_number(text, int, "a port from 0 to 65535 (0: any free one)", lambda v: 0 <= v <= 65535)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

@@ -4,28 +4,22 @@ Names are imported lazily so that reading images (``scgan.data.io``) does not im
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from scgan.utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "AUGMENTATIONS": "augment", "Augmentation": "augment", "Augmented": "augment", "Mixture": "augment",
-    "Perlin": "augment", "SyntheticAnomaly": "augment", "build_augmentation": "augment",
-    "resolve_augmentation": "augment",
-    "BTAD": "datasets", "AnomalyDataset": "datasets", "FolderDataset": "datasets", "MVTecAD": "datasets",
-    "Sample": "datasets", "build_dataset": "datasets", "category_kind": "datasets",
-    "DEMO_CATEGORIES": "demo", "make_demo_dataset": "demo",
-    "ImageReadError": "io", "image_to_array": "io", "image_to_tensor": "io", "load_image": "io", "load_mask": "io",
-    "tensor_to_image": "io",
+    "AUGMENTATIONS": ".augment", "Augmentation": ".augment", "Augmented": ".augment", "Mixture": ".augment",
+    "Perlin": ".augment", "SyntheticAnomaly": ".augment", "build_augmentation": ".augment",
+    "resolve_augmentation": ".augment",
+    "BTAD": ".datasets", "AnomalyDataset": ".datasets", "FolderDataset": ".datasets", "MVTecAD": ".datasets",
+    "Sample": ".datasets", "build_dataset": ".datasets", "category_kind": ".datasets",
+    "DEMO_CATEGORIES": ".demo", "make_demo_dataset": ".demo",
+    "ImageReadError": ".io", "image_to_array": ".io", "image_to_tensor": ".io", "load_image": ".io", "load_mask": ".io",
+    "tensor_to_image": ".io",
 }
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"scgan.data.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'scgan.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

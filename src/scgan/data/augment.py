@@ -474,7 +474,7 @@ AUGMENTATIONS: dict[str, type[SyntheticAnomaly]] = {
     "mixture": Mixture,
     "none": Identity,
 }
-KINDS: dict[str, str] = {"texture": "copypaste_color", "object": "copypaste"}  # what "auto" means
+AUTO_AUGMENTATION: dict[str, str] = {"texture": "copypaste_color", "object": "copypaste"}  # "auto" by category kind
 
 
 def _check_name(name: str) -> str:
@@ -485,9 +485,9 @@ def _check_name(name: str) -> str:
 
 def resolve_augmentation(name: str, kind: str) -> str:
     """Map "auto" to the paper's choice for the category kind (texture or object); check other names."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown category kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-    return KINDS[kind] if name == "auto" else _check_name(name)
+    if kind not in AUTO_AUGMENTATION:
+        raise ValueError(f"unknown category kind {kind!r}; valid kinds: {', '.join(AUTO_AUGMENTATION)}")
+    return AUTO_AUGMENTATION[kind] if name == "auto" else _check_name(name)
 
 
 def build_augmentation(

@@ -3,7 +3,7 @@ them to and from tensors.
 
 Every reader decodes to RGB uint8 whatever the file holds (grayscale, palette, RGBA, 16-bit), then brings
 the image to a model's :class:`InputSpec` (S x S regardless of aspect ratio for the SCGAN; the aspect kept
-for the feature detector; 1 or 3 channels), and turns any decoding failure into :class:`ImageReadError`
+for the PatchCore detector; 1 or 3 channels), and turns any decoding failure into :class:`ImageReadError`
 naming the file, so callers handle one exception type.
 """
 from __future__ import annotations
@@ -244,11 +244,6 @@ def prepare_image(img: np.ndarray, spec: InputSpec | int) -> np.ndarray:
     if img.shape[:2] != (h, w):
         img = np.array(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR))
     return to_channels(img, spec.channels)
-
-
-def resize_image(img: np.ndarray, image_size: int) -> np.ndarray:
-    """uint8 (H, W, 3) -> uint8 (S, S, 3), bilinear: :func:`prepare_image` with a square spec."""
-    return prepare_image(img, InputSpec(image_size))
 
 
 def resize_map(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -7,8 +7,6 @@ earlier run left that this one did not rewrite are removed, so the folder holds 
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from collections.abc import Iterable
@@ -18,7 +16,8 @@ from pathlib import Path
 from scgan.data.io import is_image_file
 from scgan.utils.atomic import atomic_write_text, writable_dir
 from scgan.utils.manifest import begin_outputs, read_manifest_files, write_manifest
-from scgan.utils.names import csv_cell, printable, safe_stem
+from scgan.utils.names import printable, safe_stem
+from scgan.utils.tables import DECISION_COLUMNS, csv_text, decision_cells
 
 log = logging.getLogger(__name__)
 
@@ -203,18 +202,9 @@ def _csv(preds: list[Prediction], skipped: list[tuple[str, str]], names: tuple[s
     Every row holds the threshold beside the score, raw and normalised: an image is anomalous when its score
     exceeds the threshold (equally, its normalised score exceeds the normalised threshold, which is at most 1).
     """
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "score", "threshold", "score_normalized", "threshold_normalized", "decision", *names,
-                "overlay"])
-    t = "" if threshold is None else f"{threshold:.6g}"
-    t_norm = "" if threshold_norm is None else f"{threshold_norm:.6g}"
-    for p in preds:
-        decision = "" if p.anomalous is None else ("anomalous" if p.anomalous else "normal")
-        norm = "" if p.normalized is None else f"{p.normalized:.6g}"
-        w.writerow([csv_cell(p.path), f"{p.scores[default]:.6g}", t, norm, t_norm, decision,
-                    *(f"{p.scores[n]:.6g}" for n in names), csv_cell(p.overlay or "")])
-    for path, reason in skipped:
-        w.writerow([csv_cell(path), "", t, "", t_norm, csv_cell("error: " + reason.replace("\n", " ")),
-                    *([""] * len(names)), ""])
-    return buf.getvalue()
+    rows = [[p.path, *decision_cells(p.scores[default], threshold, p.normalized, threshold_norm, p.anomalous),
+             *(p.scores[n] for n in names), p.overlay] for p in preds]
+    rows += [[path, *decision_cells(None, threshold, None, threshold_norm, None,
+                                    note="error: " + reason.replace("\n", " ")), *([None] * len(names)), None]
+             for path, reason in skipped]
+    return csv_text(["path", *DECISION_COLUMNS, *names, "overlay"], rows)

@@ -92,3 +92,14 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def decision_label(anomalous: bool | None) -> str:
     """A threshold decision as written in score CSVs: "anomalous", "normal", or "" without a calibration."""
     return "" if anomalous is None else ("anomalous" if anomalous else "normal")
+
+
+# The columns of a score CSV (scores.csv, predictions.csv) that hold the default score beside its threshold.
+DECISION_COLUMNS = ("score", "threshold", "score_normalized", "threshold_normalized", "decision")
+
+
+def decision_cells(score: float | None, threshold: float | None, normalized: float | None,
+                   threshold_normalized: float | None, anomalous: bool | None, *, note: str | None = None) -> list[Any]:
+    """One row's :data:`DECISION_COLUMNS` cells for :func:`csv_text`; ``note`` (why there is no score) replaces the
+    decision."""
+    return [score, threshold, normalized, threshold_normalized, decision_label(anomalous) if note is None else note]

