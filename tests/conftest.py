@@ -13,20 +13,20 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
 
-# Every test is one of three kinds, by what it costs (pyproject.toml registers the markers; CONTRIBUTING.md,
+# Every test is in one of three tiers, by what it costs (pyproject.toml registers the markers; CONTRIBUTING.md,
 # "Tests", says how to run each):
 #   unit         no model is trained: functions, networks on random tensors, files, in-process CLI errors
 #   integration  trains a tiny model in this process, or uses the session's trained one (`trained`)
 #   system       other processes (subprocess, DDP, a process pool) or the `scgan train` CLI end to end
-KINDS = ("unit", "integration", "system")
+TIERS = ("unit", "integration", "system")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects: an unmarked test fails whatever -m says
 def pytest_collection_modifyitems(config, items):
-    """Refuse to run a test that is not classified: a new test must say which kind it is."""
-    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in KINDS)]
+    """Refuse to run a test that is not classified: a new test must say which tier it is in."""
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in TIERS)]
     if unmarked:
-        raise pytest.UsageError(f"{len(unmarked)} test(s) have none of the markers {', '.join(KINDS)}; mark each "
+        raise pytest.UsageError(f"{len(unmarked)} test(s) have none of the markers {', '.join(TIERS)}; mark each "
                                 "(pytestmark = pytest.mark.unit, or @pytest.mark.integration): "
                                 + ", ".join(unmarked[:10]) + (" ..." if len(unmarked) > 10 else ""))
 
@@ -96,14 +96,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-# A feature model small enough to fit in seconds.
+# A PatchCore detector small enough to fit in seconds.
 TINY_FEATURES = {"patchcore.resolution": 64, "patchcore.bank_size": 256, "patchcore.max_patches": 20_000,
                  "eval_batch_size": 8}
 
 
 @pytest.fixture(scope="session")
 def feature_model(tmp_path_factory, demo_root, demo_category):
-    """A feature model fitted on the demo object category at 64 px: (TrainResult, Config)."""
+    """A PatchCore detector fitted on the demo object category at 64 px: (TrainResult, Config)."""
     from scgan.config import load_config
     from scgan.training.fit import train
 
@@ -125,3 +125,11 @@ def tested(trained, tmp_path_factory):
     with contextlib.redirect_stdout(buf):
         assert main(["test", "--checkpoint", str(trained[0].model_path), "--output", str(out), "--no-progress"]) == 0
     return buf.getvalue(), out
+
+
+@pytest.fixture(scope="module")
+def detector(trained):
+    """The session's tiny SCGAN as a Detector on torch (one per test module: a test may replace its scoring)."""
+    from scgan.inference.detector import Detector
+
+    return Detector.load(trained[0].model_path)

@@ -38,7 +38,7 @@ def test_lightning_checkpoint_holds_each_weight_once(trained):
     prefixes = {k.split(".")[0] for k in state}
     assert prefixes == {"generator", "discriminator"}, prefixes
     g = sum(1 for k in state if k.startswith("generator."))
-    assert g == len(load_model(res.model_path).generator.state_dict())
+    assert g == len(load_model(res.model_path).parts["generator"].state_dict())
 
 
 @pytest.mark.integration
@@ -61,7 +61,7 @@ def test_model_files_of_the_previous_layout_still_load(trained, tmp_path):
     assert b.config.model.output_scale == 1.0 and b.config.model.head == "none"
     assert b.config.runtime.eval_batch_size == 32  # runtime is not read from a model file
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    b.generator.decoder.output_scale = a.config.model.output_scale  # same weights, same scale: same scores
+    b.parts["generator"].decoder.output_scale = a.config.model.output_scale  # same weights, same scale: same scores
     with torch.inference_mode():
         assert torch.allclose(a.scorer()(x)[0], b.scorer()(x)[0])
 
@@ -81,7 +81,11 @@ def test_model_files_older_than_a_score_still_test(trained, tmp_path):
     m = run_test(load_model(path), tmp_path / "test", report=False, progress=False).metrics
     assert {"ssim_max", "msgms_max"} <= set(m["scores"])
     assert "at_threshold" not in m["scores"]["ssim_max"] and "at_threshold" in m["scores"][m["default_score"]]
-    assert 0.0 <= m["scores"]["ssim_max"]["image_auroc"] <= 1.0
+    # The calibration plays no part in an AUROC: the scores it lacks rank the images as the current file's do.
+    # (Their level says nothing here: 4 steps of training leave ssim_max near chance, 0.3-0.8 over seeds.)
+    current = run_test(load_model(res.model_path), tmp_path / "current", report=False, progress=False).metrics
+    for name in ("ssim_max", "msgms_max"):
+        assert m["scores"][name]["image_auroc"] == current["scores"][name]["image_auroc"], name
 
 
 @pytest.mark.unit
@@ -100,7 +104,7 @@ def test_paper_preset_is_spec():
     assert p.model.image_size == 256 and p.model.max_channels is None and p.model.output_scale == 1.0
     assert p.model.head == "none" and p.augment.name == "auto" and p.augment.n_patches == 30
     assert (p.train.epochs, p.train.batch_size, p.train.lr, p.train.beta1) == (400, 64, 2e-4, 0.5)
-    assert p.score.beta == 0.8
+    assert p.model.beta == 0.8
 
 
 @pytest.mark.unit
@@ -164,8 +168,8 @@ def test_calibrate_refits_on_new_normal_images_and_changes_nothing_else(trained,
     assert ma.calibration.scores[name].threshold < mb.calibration.scores[name].threshold
     # Same statistics apart from the threshold, the same weights, the same config but for the quantile.
     assert ma.calibration.scores[name].mean == mb.calibration.scores[name].mean
-    for k, v in orig.generator.state_dict().items():
-        assert torch.equal(v, ma.generator.state_dict()[k])
+    for k, v in orig.parts["generator"].state_dict().items():
+        assert torch.equal(v, ma.parts["generator"].state_dict()[k])
     da, db = ma.config.to_dict(), mb.config.to_dict()
     assert da["score"].pop("threshold_quantile") == 0.9 and db["score"].pop("threshold_quantile") == 0.99
     assert da == db
@@ -213,8 +217,8 @@ def test_fainter_synthetic_defects_change_the_same_pixels_less(trained, demo_roo
     from torch.utils.data import DataLoader
 
     from scgan.artifacts.model_file import load_model
-    from scgan.calibration.fit import CalibrationFitter, calibrate
     from scgan.data.datasets import normal_images
+    from scgan.inference.calibrate import CalibrationFitter, calibrate
 
     res, _ = trained
     loaded = load_model(res.model_path)
@@ -251,7 +255,7 @@ def test_model_files_of_format_2_still_load_and_score_identically(trained, tmp_p
     v2 = {k: v for k, v in obj.items() if k not in ("parts", "kind", "input")}
     torch.save({**v2, "format_version": 2, "generator": obj["parts"]["generator"]}, tmp_path / "v2.pt")
     a, b = load_model(res.model_path), load_model(tmp_path / "v2.pt")
-    assert b.config.model.kind == "scgan" and b.input_spec == a.input_spec
+    assert b.config.kind == "scgan" and b.input_spec == a.input_spec
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.inference_mode():
         sa, ma = a.scorer()(x)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from scgan.calibration.stats import Calibration, fit_calibration, separation_auroc
+from scgan.models.scgan.kind import SCORE_PREFERENCE
 
 pytestmark = pytest.mark.unit
 
@@ -16,12 +17,13 @@ def _scores(**cols):
 
 def test_threshold_and_normalisation_from_normal_scores():
     normal = _scores(map_max=np.linspace(1, 2, 101), l_con=np.linspace(0, 1, 101))
-    cal = fit_calibration(normal, SCORE_NAMES, quantile=0.99)
+    cal = fit_calibration(normal, SCORE_NAMES, quantile=0.99, preference=SCORE_PREFERENCE)
     assert cal.scores["map_max"].threshold == pytest.approx(1.99)
     assert cal.normalize("map_max", np.array([1.0, 2.0, 3.0])).tolist() == pytest.approx([0.0, 1.0, 2.0])
     assert cal.decide("map_max", np.array([1.5, 1.995])).tolist() == [False, True]
     assert cal.map_high == pytest.approx(2.0)
-    assert cal.selected_score is None and cal.resolve("auto") == "map_max" and cal.resolve("l_con") == "l_con"
+    assert cal.selected_score is None and cal.resolve("auto", SCORE_PREFERENCE) == "map_max" \
+        and cal.resolve("l_con") == "l_con"
 
 
 def test_auto_picks_the_score_that_separates_synthetic_defects():
@@ -39,8 +41,9 @@ def test_auto_picks_the_score_that_separates_synthetic_defects():
 def test_auroc_ties_go_to_the_larger_margin_then_the_local_score():
     normal = _scores(**{k: [0.0, 1.0, 2.0] for k in SCORE_NAMES})
     synthetic = _scores(**{k: [3.0, 3.0, 3.0] for k in SCORE_NAMES})
-    # A full tie: the preference order decides.
-    assert fit_calibration(normal, SCORE_NAMES, 0.99, synthetic).selected_score == "map_max"
+    # A full tie: the kind's preference order decides.
+    assert fit_calibration(normal, SCORE_NAMES, 0.99, synthetic, preference=SCORE_PREFERENCE).selected_score \
+        == "map_max"
     synthetic[:, SCORE_NAMES.index("l_con")] = 9.0  # same AUROC (1.0), larger margin
     cal = fit_calibration(normal, SCORE_NAMES, 0.99, synthetic)
     assert cal.selection["l_con"] == cal.selection["map_max"] == 1.0
@@ -57,13 +60,13 @@ def test_old_calibration_dicts_still_load():
     d = fit_calibration(np.zeros((3, len(SCORE_NAMES))), SCORE_NAMES, 0.9).to_dict()
     for key in ("selection", "selection_margin", "selected_score"):
         d.pop(key)
-    assert Calibration.from_dict(d).resolve("auto") == "map_max"
+    assert Calibration.from_dict(d).resolve("auto", SCORE_PREFERENCE) == "map_max"
 
 
 def test_sigma_auto_prefers_smoothing_for_blob_defects_in_pixel_noise():
     import torch
 
-    from scgan.calibration.fit import select_sigma, sigma_candidates
+    from scgan.inference.calibrate import select_sigma, sigma_candidates
 
     g = torch.Generator().manual_seed(0)
     normal = torch.rand(8, 1, 32, 32, generator=g)  # i.i.d. pixel noise: single pixels stand out
@@ -81,7 +84,7 @@ def test_sigma_auto_prefers_smoothing_for_blob_defects_in_pixel_noise():
 def test_sigma_auto_prefers_no_smoothing_for_single_pixel_defects():
     import torch
 
-    from scgan.calibration.fit import select_sigma, sigma_candidates
+    from scgan.inference.calibrate import select_sigma, sigma_candidates
 
     normal = torch.zeros(4, 1, 32, 32)
     normal[:, :, 4:28, 4:28] = 0.5  # smooth structure, no pixel noise
@@ -96,7 +99,7 @@ def test_sigma_auto_prefers_no_smoothing_for_single_pixel_defects():
 def test_sigma_auto_ties_and_degenerate_masks_keep_the_default():
     import torch
 
-    from scgan.calibration.fit import select_sigma, sigma_candidates
+    from scgan.inference.calibrate import select_sigma, sigma_candidates
 
     flat = torch.ones(2, 1, 16, 16)
     masks = torch.zeros(2, 1, 16, 16, dtype=torch.bool)

@@ -161,7 +161,10 @@ def test_anomalous_images_without_masks_need_image_level_only(capsys, trained, b
     rc, err = _run(capsys, [*args, "--image-level-only"])
     assert rc == 0, err
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert 0.0 <= m["image_auroc"] <= 1.0 and m["pixel_auroc"] is None and m["aupro"] is None
+    assert m["pixel_auroc"] is None and m["aupro"] is None
+    # The labels come from the folders alone, still lined up with the scores: the paper's AS ranks the demo's
+    # large defects above the normal images (1.0 for every training seed tried; chance would be 0.5).
+    assert m["scores"]["as"]["image_auroc"] >= 0.8
 
 
 @pytest.mark.unit

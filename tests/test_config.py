@@ -11,14 +11,14 @@ def test_paper_preset_is_the_paper():
     assert c.model.image_size == 256 and c.model.max_channels is None and c.model.nz == 100
     assert c.train.batch_size == 64 and c.train.epochs == 400 and c.train.lr == 2e-4
     assert (c.loss.w_enc, c.loss.w_con, c.loss.w_adv, c.loss.w_ssim) == (1, 40, 1, 40)
-    assert c.score.beta == 0.8 and c.augment.n_patches == 30 and c.augment.patch_area == 0.01
+    assert c.model.beta == 0.8 and c.augment.n_patches == 30 and c.augment.patch_area == 0.01
 
 
 def test_overrides_bare_and_dotted(tmp_path):
     cfg = load_config("cpu", overrides=["image_size=32", "epochs=3", "seed=7", "model.max_channels=none",
                                         "attention=false", "beta=0.5"])
-    assert cfg.model.image_size == 32 and cfg.train.epochs == 3 and cfg.train.seed == 7
-    assert cfg.model.max_channels is None and cfg.model.attention is False and cfg.score.beta == 0.5
+    assert cfg.model.image_size == 32 and cfg.train.epochs == 3 and cfg.seed == 7
+    assert cfg.model.max_channels is None and cfg.model.attention is False and cfg.model.beta == 0.5
 
 
 def test_yaml_nested_and_flat(tmp_path):
@@ -96,5 +96,74 @@ def test_a_setting_of_the_other_kind_of_model_is_refused():
         load_config("default", overrides=["image_size=64"])
     with pytest.raises(ValueError, match=r"patchcore.resolution is a setting of the patchcore model"):
         load_config("cpu", overrides=["patchcore.resolution=320"])
-    assert load_config("default", overrides=["seed=3"]).train.seed == 3  # every kind has a seed
+    assert load_config("default", overrides=["seed=3"]).seed == 3  # every kind has a seed
     assert load_config("cpu", overrides=["model.kind=patchcore", "resolution=320"]).patchcore.resolution == 320
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "configs_with_every_section"
+
+
+def test_a_config_holds_its_own_kinds_settings_only():
+    from scgan.config import commented_yaml
+
+    default = get_preset("default")
+    assert default.section_names() == ("patchcore", "data", "score", "runtime")
+    shown = [line.split(":")[0].strip() for line in commented_yaml(default).splitlines()
+             if not line.lstrip().startswith("#")]
+    for scgan_setting in ("model", "loss", "augment", "train", "image_size", "w_con", "n_patches", "epochs", "beta",
+                          "sync_batchnorm", "head"):
+        assert scgan_setting not in shown, scgan_setting
+    with pytest.raises(AttributeError, match="'model' is a section of the scgan model; this config's kind is"):
+        default.model  # noqa: B018
+    assert set(get_preset("cpu").to_dict()) == {"preset", "kind", "seed", "model", "loss", "augment", "train", "data",
+                                                "score", "runtime"}
+    switched = load_config("cpu", overrides=["kind=patchcore"])
+    assert switched.section_names()[0] == "patchcore" and "model" not in switched.to_dict()
+
+
+@pytest.mark.parametrize("name", ["default", "cpu"])
+def test_a_yaml_file_with_every_kinds_sections_still_loads(name, caplog):
+    """A copy of a preset file from when every config carried every kind's sections: the other kind's sections,
+    at their defaults, are ignored with one line; the config is the preset's."""
+    with caplog.at_level("WARNING", logger="scgan"):
+        cfg = load_config("paper", yaml_path=FIXTURES / f"{name}.yaml")
+    assert cfg == get_preset(name)
+    ignored = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+    assert len(ignored) == 1 and ("loss, augment, train" in ignored[0] if name == "default" else
+                                  "patchcore section" in ignored[0])
+
+
+def test_a_yaml_file_that_changes_another_kinds_setting_is_refused(tmp_path):
+    text = (FIXTURES / "default.yaml").read_text().replace("  epochs: 400", "  epochs: 10")
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ValueError, match="is a setting of the scgan model.*--preset scgan"):
+        load_config("paper", yaml_path=tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("kind: patchcore\nmodel:\n  image_size: 64\n")
+    with pytest.raises(ValueError, match="model.image_size is a setting of the scgan model"):
+        load_config("paper", yaml_path=tmp_path / "d.yaml")
+
+
+def test_old_keys_are_read_at_their_new_place():
+    cfg = load_config("paper", overrides={"model.kind": "patchcore", "train.seed": 5})
+    assert cfg.kind == "patchcore" and cfg.seed == 5
+    cfg = load_config("cpu", overrides={"score.beta": 0.3, "runtime.sync_batchnorm": True})
+    assert cfg.model.beta == 0.3 and cfg.train.sync_batchnorm is True
+    stored = get_preset("default").to_dict()  # a stored config of before: every kind's sections, kind in model
+    old = {**{k: v for k, v in stored.items() if k not in ("kind", "seed")}, "model": {"kind": "patchcore"},
+           "train": {"seed": 2, "epochs": 400}, "score": {**stored["score"], "beta": 0.8}}
+    from scgan.config import migrate_config
+
+    again = config_from_dict(migrate_config(old))
+    assert again.kind == "patchcore" and again.seed == 2 and again.score == get_preset("default").score
+
+
+def test_run_keys_of_unchanged_settings_did_not_change():
+    """The run store's keys of the presets, as computed before a config held only its kind's sections (the runs
+    stored under them stay found)."""
+    from scgan.experiments.runs import config_key
+
+    before = {"default": "b1759f5bea67", "scgan": "ee49e67bfd4b", "cpu": "1411750d74a3", "gpu": "cacc5a5acc5d",
+              "paper": "901a34728e7c"}
+    assert {name: config_key(get_preset(name)) for name in before} == before
+    assert config_key(load_config("default", overrides=["seed=3"])) == "c296fe7378ee"
+    assert config_key(load_config("cpu", overrides=["sigma=auto"])) == "20afa4e6649a"

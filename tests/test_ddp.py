@@ -76,7 +76,7 @@ def test_ddp_two_cpu_processes(tmp_path, demo_root, demo_category):
     overrides["batch_size"] = batch
     # What each rank should see: its shard of the seeded, epoch-0 permutation, in full batches.
     shards = [[str(train.samples[i].path) for i in DistributedSampler(train, num_replicas=2, rank=r, shuffle=True,
-                                                                      seed=cfg.train.seed, drop_last=True)]
+                                                                      seed=cfg.seed, drop_last=True)]
               for r in (0, 1)]
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK",
@@ -103,7 +103,7 @@ def test_ddp_two_cpu_processes(tmp_path, demo_root, demo_category):
     assert (out / "config.yaml").exists() and (out / "train_summary.json").exists()
     from scgan.artifacts.model_file import load_model
 
-    assert state_hash(load_model(out / "model.pt").generator) == ranks[0]["generator"]
+    assert state_hash(load_model(out / "model.pt").parts["generator"]) == ranks[0]["generator"]
 
 
 if __name__ == "__main__":

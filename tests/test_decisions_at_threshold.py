@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.unit
 def test_decisions_by_defect_count_catches_and_false_alarms():
-    from scgan.evaluation.summary import decisions_by_defect
+    from scgan.inference.summary import decisions_by_defect
 
     scores = np.array([0.1, 0.9, 0.2, 0.8, 0.7, 0.3, 0.95])
     labels = np.array([0, 0, 0, 1, 1, 1, 1])

@@ -16,7 +16,7 @@ def test_scgan_demo_fits_the_default_detector_and_reports(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "image AUROC" in printed and "report.html" in printed
     metrics = json.loads((out / "test" / "metrics.json").read_text())
-    assert metrics["config"]["model"]["kind"] == "patchcore" and metrics["image_auroc"] >= 0.9
+    assert metrics["config"]["kind"] == "patchcore" and metrics["image_auroc"] >= 0.9
     assert (out / "train" / "model.pt").is_file() and (out / "test" / "report.html").is_file()
     # A second demo into the same folder is refused unless it may replace the first (make demo passes --overwrite).
     assert main(args) == 1

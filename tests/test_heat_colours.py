@@ -1,5 +1,5 @@
 """Heat-map colours fitted on normal validation pixels: normal pixels blue, the map's threshold green, for every
-model kind (tests/test_head_model.py and tests/test_patchcore.py check the head and feature models on their own
+model kind (tests/test_head_model.py and tests/test_patchcore.py check the head and PatchCore models on their own
 fixtures); old model files show as before; the colour bar, the report, ONNX and the serve page say what the colours
 mean."""
 from __future__ import annotations
@@ -76,13 +76,14 @@ def test_the_colours_reach_onnx_the_detector_the_report_and_the_page(trained, ex
 
 @pytest.mark.unit
 def test_the_colour_bar_says_what_the_colours_mean(monkeypatch):
-    from scgan.reporting import report
+    from scgan.reporting import figures as report_figures
 
     figures = []
-    monkeypatch.setattr(report, "_png", lambda fig, dpi=100: figures.append(fig) or b"png")
-    ex = report.ReportExample("a/b.png", np.zeros((40, 60, 3), np.uint8), np.zeros((8, 8)), 0.5, 0, None, "normal")
+    monkeypatch.setattr(report_figures, "_png", lambda fig, dpi=100: figures.append(fig) or b"png")
+    ex = report_figures.ReportExample("a/b.png", np.zeros((40, 60, 3), np.uint8), np.zeros((8, 8)), 0.5, 0, None,
+                                      "normal")
     ticks = [(0.0, "0.2 normal"), (0.5, "0.45 threshold"), (1.0, "0.7")]
-    report._examples_figure([ex], "x.png", "examples", heat_ticks=ticks)
+    report_figures.examples_png([ex], heat_ticks=ticks)
     bar = next(ax._colorbar for sub in figures[0].subfigs for ax in sub.axes if getattr(ax, "_colorbar", None))
     labels = [t.get_text() for t in bar.ax.get_yticklabels()]
     assert labels == ["0.2 normal", "0.45 threshold", "0.7"]

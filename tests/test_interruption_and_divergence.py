@@ -56,7 +56,7 @@ def _sigterm(trainer, module) -> None:
 
 
 def _generator_state(path: Path) -> dict[str, torch.Tensor]:
-    return load_model(path).generator.state_dict()
+    return load_model(path).parts["generator"].state_dict()
 
 
 def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -132,7 +132,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path, demo_root, de
         runs[name] = (_generator_state(r.model_path), _metrics(r.model_path, tmp_path / f"m{name}"))
     _assert_same_weights(runs["a"][0], runs["b"][0])
     assert runs["a"][1] == runs["b"][1]
-    assert runs["a"][1]["config"]["train"]["seed"] == 0 and runs["c"][1]["config"]["train"]["seed"] == 1
+    assert runs["a"][1]["config"]["seed"] == 0 and runs["c"][1]["config"]["seed"] == 1
     assert runs["a"][1]["threshold"] != runs["c"][1]["threshold"]
     assert any(not torch.equal(v, runs["c"][0][k]) for k, v in runs["a"][0].items() if v.is_floating_point())
 
@@ -198,7 +198,7 @@ def test_save_model_crash_midway_keeps_the_previous_file(trained, tmp_path, monk
     path.write_bytes(res.model_path.read_bytes())
     loaded = load_model(path)
     with torch.no_grad():
-        next(loaded.generator.parameters()).add_(1.0)  # a different model, which must not land
+        next(loaded.parts["generator"].parameters()).add_(1.0)  # a different model, which must not land
     monkeypatch.setattr(torch, "save", _half_then_fail(torch.save))
     with pytest.raises(OSError, match="the disk is full"):
         save_model(path, loaded.config, loaded.parts, loaded.calibration, loaded.augmentation)

@@ -1,8 +1,10 @@
 """The package's layers: each module imports only modules of its own layer or below (every import counted, also
-those inside functions), and no module imports another that imports it back."""
+those inside functions), no module imports another that imports it back, and no sub-package imports another that
+imports it back (a package stands on one floor: orchestration above the pure code it runs)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # (acyclically). CONTRIBUTING.md draws the same picture.
 LAYERS: list[tuple[str, ...]] = [
     ("scgan.utils", "scgan.config"),  # foundation: no model, no torch network
-    ("scgan.data", "scgan.evaluation", "scgan.models", "scgan.calibration"),  # the library: arrays and tensors
+    ("scgan.calibration", "scgan.evaluation"),  # pure statistics and metrics: arrays in, numbers out
+    ("scgan.data", "scgan.models"),  # the library: images and tensors, the kinds of model
     ("scgan.artifacts", "scgan.reporting"),  # file formats (model, ONNX) and report files
     ("scgan.training", "scgan.inference"),  # fitting (Lightning lives here only) and scoring (never Lightning)
     ("scgan.serve", "scgan.experiments"),  # the service and the paper's studies
@@ -87,14 +90,25 @@ def test_each_layer_imports_only_its_own_and_lower_layers():
 def test_no_import_cycle():
     modules = _modules()
     graph = {name: {t for t in _imports(name, path) if t in modules and t != name} for name, path in modules.items()}
+    cycle = find_cycle(graph)
+    assert not cycle, " -> ".join(cycle)
+
+
+def package_of(module: str) -> str:
+    """The sub-package a module belongs to ("scgan.models" for scgan.models.scgan.kind; "scgan.cli" for itself)."""
+    return ".".join(module.split(".")[:2])
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of ``graph`` (node -> the nodes it imports) as [a, b, ..., a], or [] where there is none."""
     state: dict[str, int] = {}
     cycle: list[str] = []
 
     def visit(node: str, trail: list[str]) -> bool:
         state[node] = 1
-        for nxt in sorted(graph[node]):
+        for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycle.extend(trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt])
+                cycle.extend(trail[trail.index(nxt):] + [nxt])
                 return True
             if state.get(nxt) is None and visit(nxt, trail + [nxt]):
                 return True
@@ -104,7 +118,53 @@ def test_no_import_cycle():
     for name in sorted(graph):
         if state.get(name) is None and visit(name, [name]):
             break
-    assert not cycle, " -> ".join(cycle)
+    return cycle
+
+
+def package_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Which sub-package imports which (every import of every module counted; the root's lazy exports aside)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        if name == "scgan":
+            continue
+        mine = package_of(name)
+        targets = {package_of(t) for t in _imports(name, path) if t != "scgan"}
+        graph.setdefault(mine, set()).update(t for t in targets if t != mine)
+    return graph
+
+
+def test_no_import_cycle_between_packages():
+    cycle = find_cycle(package_graph(_modules()))
+    assert not cycle, "packages import each other: " + " -> ".join(cycle)
+
+
+def test_the_package_check_sees_a_cycle():
+    """The check above fails on a cycle between packages whose modules form none (models.a -> calibration.b,
+    calibration.c -> models.d): what a module check cannot see."""
+    graph = {"scgan.models": {"scgan.calibration"}, "scgan.calibration": {"scgan.models"}, "scgan.utils": set()}
+    assert find_cycle(graph) == ["scgan.calibration", "scgan.models", "scgan.calibration"]
+    assert find_cycle({"scgan.models": {"scgan.utils"}, "scgan.utils": set()}) == []
+
+
+# Where a kind's name may be compared with another: the kinds' own folders and the registries that list them.
+KIND_OWNERS = ("scgan.models.scgan", "scgan.models.patchcore", "scgan.models.registry", "scgan.training.fit",
+               "scgan.config")
+_KIND_BRANCH = re.compile(r"""\bkind\s*(?:[!=]=|(?:not\s+)?in)\s*(?:["'(\[]|[A-Z_]+\.name)"""  # kind == "scgan"
+                          r"""|["']\s*[!=]=\s*\S*\bkind\b""")  # "scgan" == kind
+
+
+def test_no_branch_on_the_model_kind_outside_its_folder_and_the_registries():
+    """Everything else talks to a kind through its ModelKind: ``if cfg.kind == "scgan"`` anywhere else would make a
+    new kind edit that place too."""
+    found = []
+    for name, path in _modules().items():
+        if name.startswith(KIND_OWNERS):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if _KIND_BRANCH.search(code) and "multipart" not in code:  # a request's content kind is no model kind
+                found.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
 
 
 def test_inference_never_imports_lightning():

@@ -1,4 +1,4 @@
-"""The feature-memory detector: its backbone equals the reference package's, loads offline and without its wheel
+"""The PatchCore detector: its backbone equals the reference package's, loads offline and without its wheel
 fails in one line; the coreset and the nearest-neighbour search are exact; images keep their size, aspect and
 greyness; tiled scoring agrees with untiled scoring where it must; ONNX gives the same scores."""
 from __future__ import annotations
@@ -75,10 +75,15 @@ def test_feature_shapes_per_layer_on_a_non_square_input():
 @pytest.mark.unit
 def test_a_grey_image_gives_the_features_of_its_grey_repeated_in_rgb():
     net = load_backbone("lite1", 6)
-    grey = torch.rand(2, 1, 64, 64) * 2 - 1
+    grey = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         (a,), (b,) = net(grey, (6,)), net(grey.expand(-1, 3, -1, -1), (6,))
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    # Both paths add the same products in another order (the stem's weights summed over RGB before or after the
+    # multiplication); six blocks carry that float32 rounding on, so the error scales with the features' size
+    # (max |b| ~ 35), not each element's (one near 0 is a sum of large terms). Measured on 40 inputs: at most
+    # 3.2e-6 of max |b| (~27 float32 eps); 2e-5 of it leaves room for other threads' summation orders, while a wrong
+    # grey path (one channel's weights, or a third of the image) is off by about half of it.
+    torch.testing.assert_close(a, b, rtol=0, atol=2e-5 * float(b.abs().max()))
 
 
 @pytest.mark.unit
@@ -155,7 +160,7 @@ def test_random_projection_keeps_distances_roughly():
     assert random_projection(x, 0) is x and random_projection(x, 512) is x
 
 
-# ---- a fitted tiny feature model (conftest.feature_model) -----------------------------------------------
+# ---- a fitted tiny PatchCore detector (conftest.feature_model) -----------------------------------------------
 @pytest.mark.integration
 def test_a_feature_maps_normal_pixels_are_blue_and_its_threshold_green(feature_model):
     """The map is the smoothed distance and map_max its maximum: green is map_max's threshold, so an image's map
@@ -174,7 +179,7 @@ def test_fitting_writes_a_calibrated_model_file_of_its_kind(feature_model):
 
     res, cfg = feature_model
     loaded = load_model(res.model_path)
-    assert loaded.config.model.kind == "patchcore" and res.last_checkpoint is None
+    assert loaded.config.kind == "patchcore" and res.last_checkpoint is None
     assert loaded.input_spec.keep_aspect and loaded.input_spec.multiple == 16 and loaded.input_spec.size == 64
     bank = loaded.parts["memory"].bank
     assert bank.shape == (256, 152) and torch.isfinite(bank).all()
@@ -286,5 +291,8 @@ def test_scgan_test_reports_a_feature_model(feature_model, tmp_path):
     res, _ = feature_model
     out = run_test(res.model_path, tmp_path / "test", progress=False)
     m = out.metrics
-    assert set(m["scores"]) == {"map_max", "patch_max"} and 0.0 <= m["image_auroc"] <= 1.0
+    assert set(m["scores"]) == {"map_max", "patch_max"}
+    # Pretrained features find the demo's large defects: measured 1.0 (images) and 0.99 (pixels) for every seed
+    # tried; a detector at chance would score 0.5.
+    assert m["image_auroc"] >= 0.9 and m["pixel_auroc"] >= 0.9
     assert (tmp_path / "test" / "report.html").exists()

@@ -32,7 +32,7 @@ def test_train_writes_checkpoints_logs_and_model(trained):
     for term in ("train/enc", "train/con", "train/adv", "train/ssim", "train/d_loss", "val/score_mean"):
         assert any(r.get(term) for r in rows), term
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["seed"] == cfg.train.seed and summary["selection"].startswith("last epoch")
+    assert summary["seed"] == cfg.seed and summary["selection"].startswith("last epoch")
     loaded = load_model(res.model_path)
     assert loaded.calibration is not None and loaded.calibration.n_images >= 1
     assert set(loaded.calibration.scores) == NAMED_SCORES
@@ -52,7 +52,10 @@ def test_test_command_outputs(trained, tmp_path):
     assert m["pixel_metrics_resolution"] == [32, 32]  # the masks as stored (the demo set is written at 32 px)
     assert set(m["scores"]) == NAMED_SCORES
     for name in NAMED_SCORES:
-        assert 0.0 <= m["scores"][name]["image_auroc"] <= 1.0
+        assert 0.0 <= m["scores"][name]["image_auroc"] <= 1.0, name  # defined (not nan) for every score
+    # Two epochs leave the learned scores near chance, but the residual ones rank the demo's large defects above
+    # the normal images: 1.0 for every training seed tried (a detector at chance would score 0.5).
+    assert m["scores"]["as"]["image_auroc"] >= 0.8 and m["scores"]["l_con"]["image_auroc"] >= 0.8
     assert m["info"]["model"].startswith("last epoch") and m["info"]["seed"] == 0
     assert m["default_score"] == m["score_selection"]["selected"] == load_model(res.model_path).default_score
     assert m["threshold"] == pytest.approx(load_model(res.model_path).calibration.scores[m["default_score"]].threshold)
@@ -66,7 +69,7 @@ def test_pixel_metrics_are_computed_at_the_masks_stored_resolution(trained, tmp_
     from scgan.data.datasets import build_dataset
     from scgan.data.demo import make_demo_dataset
     from scgan.evaluation.metrics import aupro, pixel_auroc
-    from scgan.evaluation.summary import maps_at
+    from scgan.inference.summary import maps_at
 
     res, _ = trained
     root = make_demo_dataset(tmp_path / "data", n_train=2, n_test=8, image_size=64, seed=3, categories=[demo_category])
@@ -136,10 +139,10 @@ def test_scorer_matches_losses_definition(trained):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.inference_mode():
         s, m = scorer(x)
-        out = loaded.generator(x)
+        out = loaded.parts["generator"](x)
     l_con = (x - out.x_hat).abs().mean(dim=(1, 2, 3))
     l_enc = (out.z1 - out.z2).pow(2).mean(dim=(1, 2, 3))
-    beta = loaded.config.score.beta
+    beta = loaded.config.model.beta
     torch.testing.assert_close(s[:, 1], l_con)
     torch.testing.assert_close(s[:, 2], l_enc)
     torch.testing.assert_close(s[:, 0], beta * l_con + (1 - beta) * l_enc)
@@ -149,8 +152,8 @@ def test_scorer_matches_losses_definition(trained):
 
 def test_auto_sigma_is_chosen_on_validation_and_used_everywhere(tmp_path, demo_root, demo_category, monkeypatch):
     """score.sigma = auto: the chosen sigma is stored with the calibration, and the statistics fit it."""
-    import scgan.calibration.fit as fit_mod
-    from scgan.calibration.fit import select_sigma, sigma_candidates
+    import scgan.inference.calibrate as fit_mod
+    from scgan.inference.calibrate import select_sigma, sigma_candidates
     from scgan.models.scoring import score_loader
     from scgan.training.datamodule import SCGANDataModule
 
@@ -199,13 +202,15 @@ def test_the_calibration_sigma_wins_over_the_config(trained):
     loaded = load_model(res.model_path)
     d = loaded.calibration.to_dict()
     d["sigma"] = 3.0
-    assert build_scorer(loaded.config, loaded.generator, calibration=Calibration.from_dict(d)).blur.sigma == 3.0
+    assert build_scorer(loaded.config, loaded.parts["generator"],
+                        calibration=Calibration.from_dict(d)).blur.sigma == 3.0
     d.pop("sigma")
     d.pop("sigma_selection")  # a calibration saved before sigma was recorded
     old = Calibration.from_dict(d)
-    assert old.sigma is None and build_scorer(loaded.config, loaded.generator, calibration=old).blur.sigma == 0.5
+    assert old.sigma is None
+    assert build_scorer(loaded.config, loaded.parts["generator"], calibration=old).blur.sigma == 0.5
     fixed = tiny_config(cfg.data.root, cfg.data.category, **{"score.sigma": 1.5})
-    assert build_scorer(fixed, loaded.generator, calibration=old).blur.sigma == 1.5
+    assert build_scorer(fixed, loaded.parts["generator"], calibration=old).blur.sigma == 1.5
 
 
 def test_report_heat_maps_are_scaled_by_the_calibration_not_the_test_set(trained, tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ def test_a_feature_fit_says_what_it_will_do_even_without_progress(capsys, demo_r
                                             "data.category": demo_category})
     train(cfg, tmp_path / "f", progress=False)
     out = capsys.readouterr().out
-    assert re.search(r"^fitting a feature model \(preset default: backbone lite1, blocks [\d, ]+\) on \d+ normal "
+    assert re.search(r"^fitting a PatchCore detector \(preset default: backbone lite1, blocks [\d, ]+\) on \d+ normal "
                      r"images at 64 px", out, re.M), out
 
 

@@ -108,7 +108,7 @@ def test_contextual_loss_compares_with_the_configured_target(tmp_path, demo_root
     (out, used_target, _adv, _weights), loss = calls[0]
     x = probe.batch["image"]
     # The same augmentation of the same batch, drawn again from its seeded generator (epoch 0, batch 0, rank 0).
-    x_aug = module.augment(x, generator=seeded_generator(x.device, cfg.train.seed, 0, 0, 0))
+    x_aug = module.augment(x, generator=seeded_generator(x.device, cfg.seed, 0, 0, 0))
     assert not torch.equal(x_aug, x)  # patches were pasted
     expected = x_aug if target == "augmented" else x
     torch.testing.assert_close(used_target, expected, rtol=0, atol=0)
@@ -138,7 +138,7 @@ def test_collapsed_discriminator_is_reinitialised_and_training_goes_on(tmp_path,
     fresh = build_discriminator(cfg.model)
     matches = []
     for offset in range(0, 4 * steps + 1):  # the reset's seed is train.seed + the global step it happened at
-        init_weights(fresh, torch.Generator().manual_seed(cfg.train.seed + offset))
+        init_weights(fresh, torch.Generator().manual_seed(cfg.seed + offset))
         if all(torch.equal(v, reset_d[k]) for k, v in fresh.state_dict().items() if k.endswith("weight")):
             matches.append(offset)
     assert matches, "the final D is not a seeded re-initialisation"

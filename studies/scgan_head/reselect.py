@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from scgan.artifacts.model_file import load_model
-from scgan.calibration.fit import calibrate, recalibration_config
 from scgan.config.overrides import parse_overrides
+from scgan.inference.calibrate import calibrate, recalibration_config
 from scgan.training.datamodule import SCGANDataModule
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info

@@ -116,7 +116,7 @@ def markdown(rows: list[dict[str, Any]], cost: dict[str, Any], cfg: Config) -> s
     names = _names(rows)
     head = ["epochs", "CPU min", "wall min", *(f"image AUROC {s}" for s in names), "default score", "pixel AUROC",
             "AUPRO"]
-    lines = [f"Time to quality: {cfg.data.category} ({cfg.data.dataset}), preset {cfg.preset}, seed {cfg.train.seed}, "
+    lines = [f"Time to quality: {cfg.data.category} ({cfg.data.dataset}), preset {cfg.preset}, seed {cfg.seed}, "
              f"{cost['threads']} threads. The reported model is the last epoch; earlier rows only show the cost.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -151,7 +151,7 @@ def plot(rows: list[dict[str, Any]], cfg: Config, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("image AUROC (test)")
     axes[1].legend(title="score", loc="best")
-    fig.suptitle(f"{cfg.data.category}: image AUROC vs training cost (preset {cfg.preset}, seed {cfg.train.seed}; "
+    fig.suptitle(f"{cfg.data.category}: image AUROC vs training cost (preset {cfg.preset}, seed {cfg.seed}; "
                  "reported model = last epoch, dotted)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         root, category, every = str(make_demo_dataset(work / "demo", n_train=24, n_test=10, image_size=32)), "washer", 1
         overrides.update(QUICK)
     overrides.update({"data.dataset": args.dataset, "data.root": root, "data.category": category,
-                      "train.checkpoint_every": every, "train.seed": args.seed})
+                      "train.checkpoint_every": every, "seed": args.seed})
     # The user's key=value overrides come last, so they win.
     cfg = load_config(args.preset, overrides={**overrides, **parse_overrides(args.overrides)})
     done = (work / COST_FILE).exists() and (work / "train" / MODEL_FILE).exists() and not args.retrain
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cost = train_with_clock(cfg, work, torch.get_num_threads())
     rows = score_all(work, cost)
-    report = {"config": cfg.to_dict(), "seed": cfg.train.seed, "work": str(work), "threads": cost["threads"],
+    report = {"config": cfg.to_dict(), "seed": cfg.seed, "work": str(work), "threads": cost["threads"],
               "cost": cost, "rows": rows,
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "git_commit": git_commit(), "cpu": cpu_model(),

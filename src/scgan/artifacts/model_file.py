@@ -23,10 +23,11 @@ import torch
 from torch import nn
 
 from scgan import __version__
+from scgan.artifacts.finite import NonFiniteModelError, nonfinite_cause
 from scgan.calibration.stats import Calibration, preference_order
 from scgan.config import Config, config_from_dict, migrate_config
 from scgan.data.io import InputSpec
-from scgan.models.checks import NonFiniteModelError, check_config, nonfinite_cause
+from scgan.models.checks import check_config
 from scgan.models.kind import ModelKind
 from scgan.models.registry import get_kind
 from scgan.utils.atomic import atomic_write_with
@@ -54,22 +55,12 @@ class LoadedModel:
 
     @property
     def kind(self) -> ModelKind:
-        return get_kind(self.config.model.kind)
+        return get_kind(self.config.kind)
 
     @property
     def input_spec(self) -> InputSpec:
         """How images are brought to this model (size rule and channels)."""
         return self.input or self.kind.input_spec(self.config)
-
-    @property
-    def generator(self) -> nn.Module | None:
-        """An SCGAN's generator (None for another kind)."""
-        return self.parts.get("generator")
-
-    @property
-    def seg_head(self) -> nn.Module | None:
-        """An SCGAN's learned anomaly head (None without one)."""
-        return self.parts.get("seg_head")
 
     @property
     def score_names(self) -> tuple[str, ...]:
@@ -80,8 +71,8 @@ class LoadedModel:
         """The score that drives decisions: the config's, with "auto" resolved by the calibration."""
         name = self.config.score.default_score
         if self.calibration is not None:
-            return self.calibration.resolve(name)
-        return preference_order(self.score_names)[0] if name == "auto" else name
+            return self.calibration.resolve(name, self.kind.score_preference)
+        return preference_order(self.score_names, self.kind.score_preference)[0] if name == "auto" else name
 
     def scorer(self, precision: str | None = None, channels_last: bool | None = None) -> nn.Module:
         """The model's scoring graph in eval mode, with the calibration's smoothing."""
@@ -104,9 +95,9 @@ def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], ca
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "scgan_version": __version__,
-        "kind": config.model.kind,
+        "kind": config.kind,
         "config": config.identity(),  # runtime settings are where it ran, not what the model is
-        "input": (input_spec or get_kind(config.model.kind).input_spec(config)).to_dict(),
+        "input": (input_spec or get_kind(config.kind).input_spec(config)).to_dict(),
         "augmentation": augmentation,
         "parts": {name: {k: v.detach().cpu() for k, v in module.state_dict().items()}
                   for name, module in parts.items()},
@@ -220,10 +211,10 @@ def _parse_model(obj: dict, path: Path) -> LoadedModel:
     training_checkpoint = obj.get("format") != MODEL_FORMAT
     obj = _upgrade(obj, path)
     cfg = _config_from(obj.get("config"), path)
-    if obj.get("kind", "scgan") != cfg.model.kind:
-        raise CheckpointError(f"{path}: the file says kind {obj.get('kind')!r}, its config {cfg.model.kind!r}")
+    if obj.get("kind") != cfg.kind:
+        raise CheckpointError(f"{path}: the file says kind {obj.get('kind')!r}, its config {cfg.kind!r}")
     try:
-        parts = get_kind(cfg.model.kind).build_parts(cfg, obj["parts"])
+        parts = get_kind(cfg.kind).build_parts(cfg, obj["parts"])
     except RuntimeError as e:
         raise CheckpointError(
             f"{path}: the weights do not match the model its config describes ({str(e).splitlines()[0][:200]})"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from scgan.calibration.stats import Calibration
+from scgan.config import migrate_config
 from scgan.data.io import InputSpec
 
 ONNX_FORMAT = "scgan-onnx"
@@ -141,7 +142,7 @@ class OnnxScorer:
             self.default_score = meta[META_DEFAULT_SCORE]
             cal = json.loads(meta[META_CALIBRATION])
             self.calibration: Calibration | None = Calibration.from_dict(cal) if cal else None
-            self.config: dict[str, Any] = json.loads(meta[META_CONFIG])
+            self.config: dict[str, Any] = migrate_config(json.loads(meta[META_CONFIG]))  # today's layout
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise OnnxModelError(f"{self.path} has damaged scgan metadata ({type(e).__name__}: {e})") from None
         if not names or not all(isinstance(n, str) for n in names):

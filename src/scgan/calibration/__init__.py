@@ -1,10 +1,9 @@
 """Calibration of a trained model on normal images: normalisation, decisions, heat-map scaling, score choice.
 
-``stats`` is numpy only (the ONNX runtime uses it without torch); ``fit`` fits it with a torch model:
-``scgan.calibration.fit.calibrate(scorer, normal_loader, cfg)``.
+Numpy only (the ONNX runtime uses it without torch): arrays of scores in, a calibration out. Running a model over
+normal images to fit one is orchestration, a layer up: ``scgan.inference.calibrate.calibrate(scorer, loader, cfg)``.
 """
 from scgan.calibration.stats import (
-                                     SELECTION_PREFERENCE,
                                      Calibration,
                                      ScoreStats,
                                      fit_calibration,
@@ -13,5 +12,5 @@ from scgan.calibration.stats import (
                                      separation_margin,
 )
 
-__all__ = ["SELECTION_PREFERENCE", "Calibration", "ScoreStats", "fit_calibration", "preference_order",
+__all__ = ["Calibration", "ScoreStats", "fit_calibration", "preference_order",
            "separation_auroc", "separation_margin"]

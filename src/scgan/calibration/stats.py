@@ -2,7 +2,7 @@
 
 It normalises scores, decides normal/anomalous, scales heat maps for display, and records which score
 was selected as the default and on what evidence. Fitting it needs only score matrices:
-:func:`fit_calibration`; :mod:`scgan.calibration.fit` produces them from a model and normal images.
+:func:`fit_calibration`; :mod:`scgan.inference.calibrate` produces them from a model and normal images.
 """
 from __future__ import annotations
 
@@ -10,11 +10,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-
-# When synthetic defects separate two scores equally well, prefer the earlier one (learned before local
-# before global); a model's scores not listed here come last.
-SELECTION_PREFERENCE: tuple[str, ...] = ("seg_max", "map_max", "patch_max", "msgms_max", "ssim_max", "l_con", "as",
-                                         "l_enc")
 
 
 def exceeds(values: np.ndarray | float, threshold: float) -> np.ndarray:
@@ -32,9 +27,10 @@ HEAT_AT_THRESHOLD = 0.5
 HEAT_SAMPLE = 4096  # normal pixels kept per validation image to fit heat_low (evenly spaced)
 
 
-def preference_order(names: Sequence[str]) -> list[str]:
-    """``names`` in SELECTION_PREFERENCE order (unlisted names last, in their given order)."""
-    rank = {n: i for i, n in enumerate(SELECTION_PREFERENCE)}
+def preference_order(names: Sequence[str], preference: Sequence[str] = ()) -> list[str]:
+    """``names`` in ``preference`` order (a model kind's ``score_preference``; unlisted names last, in their given
+    order)."""
+    rank = {n: i for i, n in enumerate(preference)}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), list(names).index(n)))
 
 
@@ -97,12 +93,12 @@ class Calibration:
             heat_threshold=None if d.get("heat_threshold") is None else float(d["heat_threshold"]),
         )
 
-    def resolve(self, default_score: str) -> str:
-        """The config's default score, with "auto" replaced by the validation-selected one (else the most
-        preferred score the calibration has)."""
+    def resolve(self, default_score: str, preference: Sequence[str] = ()) -> str:
+        """The config's default score, with "auto" replaced by the validation-selected one (else the score the
+        calibration has that comes first in ``preference``, the model kind's)."""
         if default_score != "auto":
             return default_score
-        return self.selected_score or preference_order(list(self.scores))[0]
+        return self.selected_score or preference_order(list(self.scores), preference)[0]
 
     def normalize(self, name: str, values: np.ndarray) -> np.ndarray:
         """Min-max normalise with the validation range: normal images fall in about [0, 1], anomalies above."""
@@ -183,7 +179,8 @@ def heat_scale(pixels: Sequence[np.ndarray], maxima: np.ndarray, quantile: float
 
 def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
                     synthetic: np.ndarray | dict[float, np.ndarray] | None = None,
-                    map_high: float | None = None, heat: tuple[float, float] | None = None) -> Calibration:
+                    map_high: float | None = None, heat: tuple[float, float] | None = None,
+                    preference: Sequence[str] = ()) -> Calibration:
     """Calibration from validation scores (N, K), columns named ``names`` (normal images only).
 
     ``map_high`` is the largest anomaly-map value on these images (default: the largest map_max); ``heat`` is
@@ -192,7 +189,8 @@ def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
     ``synthetic`` (M, K) are the scores of the same normal images with synthetic defects pasted in, or
     {strength: (M, K)} for defects blended in at several strengths; when given, the score that separates
     them best from the normal ones (mean AUROC over the strengths) becomes ``selected_score``. No real
-    anomaly and no test image is involved.
+    anomaly and no test image is involved. Where scores separate them equally well, the earlier in
+    ``preference`` (the model kind's) wins.
     """
     scores = np.asarray(scores, dtype=np.float64)
     names = tuple(names)
@@ -222,8 +220,8 @@ def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
         if set(levels) != {1.0}:  # say which strengths the choice used unless it is full strength only
             cal.selection_by_strength = {f"{a:g}": row for a, row in aurocs.items()}
         # AUROC first; where it ties (easy synthetic defects saturate it at 1), the larger standardised
-        # margin; then the fixed preference order.
-        order = preference_order(names)
+        # margin; then the kind's preference order.
+        order = preference_order(names, preference)
         cal.selected_score = max(order, key=lambda n: (
             round(cal.selection[n], 9), cal.selection_margin[n], -order.index(n)))
     return cal

@@ -46,9 +46,9 @@ def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, b
     another calibration there is refused. Returns (output path, the new Calibration).
     """
     from scgan.artifacts.model_file import LoadedModel, load_model, save_model
-    from scgan.calibration.fit import calibrate, recalibration_config
     from scgan.config import set_value
     from scgan.data.datasets import MIN_VAL_IMAGES, calibration_warning, eval_loader, normal_images
+    from scgan.inference.calibrate import calibrate, recalibration_config
     from scgan.utils.lock import folder_lock
     from scgan.utils.runinfo import run_info
 

@@ -51,7 +51,7 @@ def run_demo(cfg: Config, output_dir: str | Path, category: str | None = None, p
         print(f"writing the demo data set to {data_root}")
         make_demo_dataset(data_root)
     cfg.data.dataset, cfg.data.root, cfg.data.category = "mvtec", str(data_root), category
-    print(f"fitting the {cfg.preset} preset ({cfg.model.kind}) on demo category '{category}'")
+    print(f"fitting the {cfg.preset} preset ({cfg.kind}) on demo category '{category}'")
     res = train(cfg, out / "train", progress=progress, overwrite=overwrite)
     if res.model_path is None:  # a non-zero rank of a multi-device run: rank 0 tests
         raise RuntimeError("the demo is tested by rank 0 only")

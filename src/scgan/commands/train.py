@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if res.model_path is None:
         return 0
-    fitted = f"{res.epochs} epochs, " if cfg.model.kind == "scgan" else ""
+    fitted = f"{res.epochs} epochs, " if res.epochs else ""
     print(f"model written to {res.model_path} ({fitted}{res.wall_time_s:.0f} s)")
     print_calibration(res.model_path, warn=False)  # the training warned already when it rests on few images
     if args.test:

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from scgan.config.presets import PRESETS, get_preset
-from scgan.config.schema import SECTIONS, Config
+from scgan.config.schema import Config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -68,8 +68,12 @@ def commented_yaml(cfg: Config, header: bool = True) -> str:
                   "# Copy, edit, and use with: scgan train --config my.yaml ... (key=value on the command line still "
                   "wins).",
                   "# Keys may be left out: a missing key keeps the preset's value.", ""]
-    lines += [f"preset: {_value(cfg.preset)}", ""]
-    for section in SECTIONS:
+    top = field_comments(Config)
+    for name in ("preset", "kind", "seed"):
+        lines += [f"# {c}" for c in top.get(name, [])]
+        lines.append(f"{name}: {_value(getattr(cfg, name))}")
+    lines.append("")
+    for section in cfg.section_names():
         obj = getattr(cfg, section)
         lines.append(f"{section}:")
         doc = type(obj).__doc__  # a section's own docstring, where it has one (dataclass makes one otherwise)

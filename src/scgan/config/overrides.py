@@ -1,22 +1,27 @@
 """Applying settings to a Config: type coercion, ``key=value`` and YAML overrides, loading, printing.
 
-Keys may be written ``section.key`` or just ``key`` when the name is unique across sections. Old keys
-(``train.precision``) are read at their new place (``runtime.precision``): see migrations.MOVED.
+Keys may be written ``section.key`` or just ``key`` when the name is unique across the config's sections. Old
+keys (``train.precision``, ``model.kind``) are read at their new place (``runtime.precision``, ``kind``): see
+migrations.MOVED. A setting of another kind of model than the config's is refused, on the command line and in a
+YAML file alike; a YAML file's section of another kind that holds only that section's defaults (as every preset
+file did when configs carried every kind's sections) is ignored, with one line saying so.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from scgan.config.migrations import move_keys, moved_key
-from scgan.config.presets import get_preset
-from scgan.config.schema import KIND_SECTIONS, SECTIONS, SHARED_KEYS, Config
+from scgan.config.presets import get_preset, presets_of
+from scgan.config.schema import KIND_SECTIONS, TOP_KEYS, Config, section_owner
+
+log = logging.getLogger("scgan")
 
 
 def _field_types(obj: Any) -> dict[str, Any]:
@@ -79,17 +84,36 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _other_kind(cfg: Config, section: str, name: str | None = None) -> ValueError:
+    """The error for a setting of another kind of model than cfg's."""
+    kind = section_owner(section)
+    what = f"{section}.{name}" if name else f"the {section} section"
+    presets = ", ".join(f"--preset {p}" for p in presets_of(kind))
+    return ValueError(f"{what} is a setting of the {kind} model, which this config's model (kind {cfg.kind}, preset "
+                      f"{cfg.preset}) does not use; choose a {kind} preset ({presets or f'kind={kind}'}) or drop it")
+
+
 def resolve_key(cfg: Config, key: str) -> tuple[str, str]:
-    """(section, name) of ``section.key`` or a unique bare ``key``; ValueError for an unknown or ambiguous one."""
+    """(section, name) of ``section.key`` or a unique bare ``key`` (section "" for a top-level key); ValueError for
+    an unknown or ambiguous key, or one of another kind of model than cfg's."""
     key = moved_key(key)
+    if key in TOP_KEYS:
+        return "", key
+    sections = cfg.section_names()
     if "." in key:
         section, name = key.split(".", 1)
-        if section not in SECTIONS:
-            raise ValueError(f"unknown config section {section!r} in {key!r}; sections: {', '.join(SECTIONS)}")
+        if section not in sections:
+            if section_owner(section) is not None:
+                raise _other_kind(cfg, section, name)
+            raise ValueError(f"unknown config section {section!r} in {key!r}; sections: {', '.join(sections)}")
         owners = [section]
     else:
         name = key
-        owners = [s for s in SECTIONS if name in _field_types(getattr(cfg, s))]
+        owners = [s for s in sections if name in _field_types(getattr(cfg, s))]
+        if not owners:
+            others = [s for k in KIND_SECTIONS.values() for s, c in k.items() if name in _field_types(c())]
+            if others:
+                raise _other_kind(cfg, others[0], name)
     if not owners or name not in _field_types(getattr(cfg, owners[0])):
         raise ValueError(f"unknown config key {key!r}; run 'scgan config' to list the keys")
     if len(owners) > 1:
@@ -98,38 +122,64 @@ def resolve_key(cfg: Config, key: str) -> tuple[str, str]:
 
 
 def set_value(cfg: Config, key: str, value: Any) -> None:
-    """Set ``section.key`` or a unique bare ``key`` on cfg, converting the value to the field's type."""
-    if key == "preset":
-        cfg.preset = str(value)
-        return
+    """Set ``section.key`` or a unique bare ``key`` on cfg, converting the value to the field's type. Setting
+    ``kind`` to another kind replaces the kind's sections with the new kind's defaults."""
     section, name = resolve_key(cfg, key)
-    obj = getattr(cfg, section)
-    setattr(obj, name, _coerce(value, _field_types(obj)[name], f"{section}.{name}"))
+    _assign(getattr(cfg, section) if section else cfg, section, name, value)
 
 
-def check_kind_keys(cfg: Config, keys: Iterable[str]) -> None:
-    """ValueError for a key among ``keys`` (given on the command line) that cfg's kind of model does not use:
-    ``image_size=64`` on a feature model would otherwise change nothing, silently."""
-    for key in keys:
-        section, name = resolve_key(cfg, key)
-        for kind, sections in KIND_SECTIONS.items():
-            if kind != cfg.model.kind and section in sections and name not in SHARED_KEYS.get(section, ()):
-                raise ValueError(f"{section}.{name} is a setting of the {kind} model, which this config's model "
-                                 f"(model.kind={cfg.model.kind}, preset {cfg.preset}) does not use; choose a "
-                                 f"{kind} preset (--preset {'scgan' if kind == 'scgan' else 'default'}) or drop it")
+def _assign(obj: Any, section: str, name: str, value: Any) -> None:
+    """Set field ``name`` of ``obj`` (a section, or the config itself for section ""), converting the value to
+    the field's type; ValueError for a name the object has not."""
+    key = f"{section}.{name}" if section else name
+    types_ = _field_types(obj)
+    if name not in types_:
+        raise ValueError(f"unknown config key {key!r}; run 'scgan config' to list the keys")
+    setattr(obj, name, _coerce(value, types_[name], key))
 
 
-def apply_mapping(cfg: Config, mapping: dict[str, Any]) -> Config:
-    """Apply a nested ({section: {key: value}}) or flat ({key: value}) mapping (older layouts migrated)."""
-    for k, v in move_keys(mapping).items():
-        if k in SECTIONS:
-            if not isinstance(v, dict):
-                raise ValueError(f"config section {k!r} must be a mapping, got {type(v).__name__}")
+def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Config:
+    """Apply a nested ({section: {key: value}}) or flat ({key: value}) mapping (older layouts migrated); ``kind``
+    first, since it chooses the sections the rest may set.
+
+    ``source`` names a YAML file: there a section of another kind that holds only its defaults is ignored with one
+    line; any other setting of another kind is refused, as on the command line."""
+    mapping = move_keys(mapping)
+    kind_keys = [k for k in mapping if moved_key(k) == "kind"]
+    for k in kind_keys:
+        set_value(cfg, "kind", mapping[k])
+    ignored = []
+    for k, v in mapping.items():
+        if k in kind_keys:
+            continue
+        if isinstance(v, dict) and k not in cfg.section_names() and section_owner(k) is not None:
+            if source and _holds_defaults(k, v):
+                ignored.append(k)
+                continue
+            raise _other_kind(cfg, k, next(iter(v), None))
+        if isinstance(v, dict) and k in cfg.section_names():
             for kk, vv in v.items():
                 set_value(cfg, f"{k}.{kk}", vv)
+        elif k in cfg.section_names():
+            raise ValueError(f"config section {k!r} must be a mapping, got {type(v).__name__}")
         else:
             set_value(cfg, k, v)
+    if ignored:
+        log.warning("%s: ignored the %s section%s: settings of another kind of model than this config's (%s), at "
+                    "their defaults", source, ", ".join(ignored), "s" if len(ignored) > 1 else "", cfg.kind)
     return cfg
+
+
+def _holds_defaults(section: str, values: dict[str, Any]) -> bool:
+    """Whether ``values`` set nothing in ``section`` (of whichever kind owns it) but its defaults."""
+    schema = KIND_SECTIONS[section_owner(section)][section]
+    fresh = schema()
+    try:
+        for k, v in values.items():
+            _assign(fresh, section, k, v)
+    except ValueError:
+        return False
+    return fresh == schema()
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:
@@ -171,7 +221,7 @@ def load_config(
             raise ValueError(f"config file {path} must hold a mapping of keys to values")
         if "preset" in data:
             cfg = get_preset(str(data.pop("preset")))
-        apply_mapping(cfg, data)
+        apply_mapping(cfg, data, source=f"config file {path}")
         given |= _train_keys(data)
     if overrides:
         if isinstance(overrides, list):
@@ -180,17 +230,10 @@ def load_config(
             raise ValueError("choose the preset with --preset, not as an override")
         apply_mapping(cfg, overrides)
         given |= _train_keys(overrides)
-        check_kind_keys(cfg, [k for k in _flat_keys(overrides) if k != "data.root"])
     if "epochs" in given and "steps" not in given:
         cfg.train.steps = 0
     cfg.validate()
     return cfg
-
-
-def _flat_keys(mapping: dict[str, Any]) -> list[str]:
-    """The keys a (nested or flat) mapping sets, as ``section.key`` or bare ``key``."""
-    return [f"{k}.{kk}" for k, v in mapping.items() if k in SECTIONS and isinstance(v, dict) for kk in v] + \
-        [k for k, v in mapping.items() if not (k in SECTIONS and isinstance(v, dict))]
 
 
 def _train_keys(mapping: dict[str, Any]) -> set[str]:

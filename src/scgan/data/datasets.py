@@ -468,6 +468,12 @@ def normal_images(folder: PathLike, spec: InputSpec | int, skip_bad_images: bool
 DATASETS: dict[str, type[AnomalyDataset]] = {"mvtec": MVTecAD, "btad": BTAD, "folder": FolderDataset}
 
 
+def check_dataset_name(dataset: str) -> None:
+    """ValueError naming the valid datasets unless ``dataset`` is one."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+
+
 def dataset_for(data: DataConfig, split: str, spec: InputSpec | int) -> AnomalyDataset:
     """The ``split`` of the data a config's ``data`` section names, brought to ``spec``."""
     return build_dataset(data.dataset, data.root, data.category, split=split, spec=spec, val_fraction=data.val_fraction,
@@ -479,6 +485,5 @@ def build_dataset(
     dataset: str, root: PathLike, category: str, split: str = "train", spec: InputSpec | int = 256, **kwargs: Any
 ) -> AnomalyDataset:
     """The named dataset ("mvtec", "btad" or "folder"); ``kwargs`` go to its constructor."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    check_dataset_name(dataset)
     return DATASETS[dataset](root, category, split=split, spec=spec, **kwargs)

@@ -1,1 +1,1 @@
-"""Metrics (image and pixel AUROC, AUPRO, F1-max) and the summary of a test set's scores."""
+"""Metrics of scores against labels and masks (image and pixel AUROC, AUPRO, F1-max): arrays in, numbers out."""

@@ -4,7 +4,7 @@ A run's folder is ``STORE/<dataset>_<category>/<run key>_seed<k>``. The run key 
 hashes two things:
 
 - :func:`config_key`: every setting that can change the result, i.e. the config's identity (without
-  its ``runtime`` section: accelerator, devices, strategy, precision, channels_last, sync_batchnorm,
+  its ``runtime`` section: accelerator, devices, strategy, precision, channels_last,
   num_workers, eval_batch_size, which say how a run is executed, not what it is), minus the data's
   path and extra checkpoints;
 - :func:`data_identity`: what identifies the data: the resolved category folder and a fingerprint of
@@ -18,7 +18,6 @@ is: running several at once does not change any result.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -28,27 +27,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scgan.config import ADDED_LATER, Config, config_from_dict
+from scgan.config import Config, config_from_dict, legacy_layout
 from scgan.data.datasets import DATASETS
+from scgan.models.registry import get_kind
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
 
 # Settings left out of config_key besides the runtime section: where the data lives (data_identity
 # stands for it) and extra checkpoints.
-_IGNORED = {("data", "root"), ("train", "checkpoint_every")}
+_IGNORED = {("data", "root"), ("train", "checkpoint_every")}  # (sync_batchnorm: legacy_layout drops it)
 
 
 def config_key(cfg: Config) -> str:
     """12 hex digits identifying the settings of cfg that can change a run's result (not the data)."""
-    # Runtime settings (devices, precision, workers) and another kind's settings never change a key.
-    d = copy.deepcopy(cfg.relevant())
+    # Runtime settings (devices, precision, workers) never change a key; the settings are hashed in the layout keys
+    # were first hashed in (settings added later left out at the value older runs had): their keys stay.
+    d = legacy_layout(cfg.identity())
     for section, key in _IGNORED:
-        d[section].pop(key, None)
-    for (section, key), value in ADDED_LATER.items():  # at the value older runs had: their keys stay
-        if d[section].get(key) == value:
-            del d[section][key]
-    d = {k: v for k, v in d.items() if v != {}}  # a section another kind uses alone
-    d.pop("preset", None)
+        d.get(section, {}).pop(key, None)
+    d = {k: v for k, v in d.items() if v != {}}  # a section that holds nothing but what was left out
     blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -110,7 +107,7 @@ def make_spec(cfg: Config, store: Path, threads: int, command: str) -> RunSpec:
     d = cfg.data
     name = f"{d.dataset}_{d.category}"
     identity = data_identity(cfg)
-    run_dir = store / name / f"{run_key(cfg, identity)}_seed{cfg.train.seed}"
+    run_dir = store / name / f"{run_key(cfg, identity)}_seed{cfg.seed}"
     return RunSpec(cfg.to_dict(), str(run_dir), threads, command, identity)
 
 
@@ -139,14 +136,15 @@ def execute(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(spec.threads)  # results depend on it: set per run, restored after
     try:
-        # An SCGAN continues an interrupted run; a feature model is fitted in one pass, so it starts again.
-        scgan = cfg.model.kind == "scgan"
-        res = train(cfg, run_dir / "train", resume="auto" if scgan else None, overwrite=not scgan, progress=progress)
+        # A kind that resumes (an SCGAN) continues an interrupted run; another is fitted again from the start.
+        resumable = get_kind(cfg.kind).resumable
+        res = train(cfg, run_dir / "train", resume="auto" if resumable else None, overwrite=not resumable,
+                    progress=progress)
         out = run_test(res.model_path, run_dir / "test", progress=False)
     finally:
         torch.set_num_threads(threads_before)
     info = run_info(
-        benchmark_command=spec.command, threads=spec.threads, seed=cfg.train.seed, config_key=config_key(cfg),
+        benchmark_command=spec.command, threads=spec.threads, seed=cfg.seed, config_key=config_key(cfg),
         data=spec.data, wall_time_s=round(time.time() - start, 1), model="last epoch (no model selection)",
     )
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))

@@ -2,8 +2,8 @@
 choice of the default score and of the smoothing sigma, all without a single real anomaly.
 
 :func:`calibrate` is the public entry (``scgan calibrate`` re-fits a trained model on new normal images);
-training calls the same :class:`CalibrationFitter`, batch by batch, at the end of every validation epoch, and
-fitting a feature model once after choosing its memory bank.
+training calls the same :class:`CalibrationFitter`, batch by batch, at the end of every validation epoch (an
+SCGAN), or once after fitting (a PatchCore detector).
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from torch import nn
 
 from scgan.calibration.stats import Calibration, fit_calibration, heat_sample, heat_scale
 from scgan.config import Config, set_value
+from scgan.config.overrides import resolve_key
 from scgan.data.augment import build_augmentation
 from scgan.evaluation.metrics import pixel_auroc
 from scgan.models.checks import check_config
 from scgan.models.registry import get_kind
-from scgan.models.scoring import GaussianBlur, default_sigma
+from scgan.models.scoring import GaussianBlur, default_sigma, scorer_sigma
 from scgan.utils.seed import seeded_generator
 
 # score.sigma = auto tries these multiples of S / 64: none, half, default, double, quadruple.
@@ -74,7 +75,8 @@ class CalibrationFitter:
         s = cfg.score
         self.auto_sigma = s.sigma == "auto"
         self.auto_score = s.default_score == "auto"
-        self.defects = build_augmentation("confetti", s.selection_patches, cfg.augment.patch_area)
+        self.kind = get_kind(cfg.kind)
+        self.defects = build_augmentation("confetti", s.selection_patches, s.selection_patch_area)
         # Defect strengths (shares of the confetti blended in) for the score choice; sigma = auto needs full strength.
         self.strengths = [float(a) for a in s.selection_strengths] if self.auto_score else []
         self._levels = list(dict.fromkeys(([1.0] if self.auto_sigma else []) + self.strengths))
@@ -127,12 +129,12 @@ class CalibrationFitter:
         names = self.scorer.names
         scores = torch.cat(self._normal).numpy()
         synthetic = {a: torch.cat(v).numpy() for a, v in self._synthetic.items()}
-        sigma, sigma_selection = self.scorer.blur.sigma, {}
+        sigma, sigma_selection = self.scorer.sigma, {}
         if self.auto_sigma:
             normal_res = torch.cat(self._res)
             synth_res = {a: torch.cat(v) for a, v in self._res_synthetic.items()}
             sigma, sigma_selection = select_sigma(normal_res, synth_res[1.0], torch.cat(self._masks),
-                                                  sigma_candidates(get_kind(self.cfg.model.kind).input_spec(self.cfg).size))
+                                                  sigma_candidates(self.kind.input_spec(self.cfg).size))
             if broadcast is not None:  # rank 0's choice for all, even if kernels differ in the last bit
                 sigma, sigma_selection = broadcast((sigma, sigma_selection))
             self.scorer.set_sigma(sigma)
@@ -151,7 +153,8 @@ class CalibrationFitter:
         levels = {a: synthetic[a] for a in self.strengths} if self.auto_score else None
         quantile = self.cfg.score.threshold_quantile
         heat = heat_scale(self._map_pixels, self._map_max, quantile) if self._map_max else None
-        cal = fit_calibration(scores, names, quantile, levels, map_high=map_high, heat=heat)
+        cal = fit_calibration(scores, names, quantile, levels, map_high=map_high, heat=heat,
+                              preference=self.kind.score_preference)
         cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
         return cal
 
@@ -163,10 +166,7 @@ def calibrate(scorer: nn.Module, normal_loader, cfg: Config, device: torch.devic
     eval mode; a sigma chosen here (score.sigma = auto) is set on it.
     """
     scorer.eval()
-    if cfg.score.sigma not in (None, "auto"):
-        scorer.set_sigma(float(cfg.score.sigma))
-    elif cfg.score.sigma is None:
-        scorer.set_sigma(default_sigma(get_kind(cfg.model.kind).input_spec(cfg).size))
+    scorer.set_sigma(scorer_sigma(cfg.score.sigma, get_kind(cfg.kind).input_spec(cfg).size))
     fitter = CalibrationFitter(scorer, cfg)
     for i, batch in enumerate(normal_loader):
         fitter.add(batch["image"].to(device), i)
@@ -176,19 +176,20 @@ def calibrate(scorer: nn.Module, normal_loader, cfg: Config, device: torch.devic
     return cal
 
 
-# Settings a model's calibration depends on; only these may change when it is re-fitted without training.
-RECALIBRATION_KEYS = ("threshold_quantile", "default_score", "sigma", "selection_patches", "selection_strengths",
-                      "beta")
+# Settings a model's calibration depends on; only these may change when it is re-fitted without training: the
+# score section, and the SCGAN's beta (it weighs two scores into one, without changing a weight).
+RECALIBRATION_KEYS = ("score.threshold_quantile", "score.default_score", "score.sigma", "score.selection_patches",
+                      "score.selection_patch_area", "score.selection_strengths", "model.beta")
 
 
 def recalibration_config(config: Config, overrides: dict | None = None) -> Config:
-    """A copy of a trained model's config with score ``overrides`` applied (RECALIBRATION_KEYS only, written
-    ``key`` or ``score.key``), validated; ValueError for a setting that needs training."""
+    """A copy of a trained model's config with ``overrides`` applied (RECALIBRATION_KEYS only, written
+    ``section.key`` or ``key``), validated; ValueError for a setting that needs training."""
     cfg = copy.deepcopy(config)
     for key, value in (overrides or {}).items():
-        name = key.split(".", 1)[1] if key.startswith("score.") else key
-        if name not in RECALIBRATION_KEYS:
+        full = ".".join(resolve_key(cfg, key))
+        if full not in RECALIBRATION_KEYS:
             raise ValueError(f"{key!r} cannot change without training; calibrate takes "
-                             f"{', '.join(RECALIBRATION_KEYS)}")
-        set_value(cfg, f"score.{name}", value)
+                             f"{', '.join(k.split('.', 1)[1] for k in RECALIBRATION_KEYS)}")
+        set_value(cfg, full, value)
     return check_config(cfg)

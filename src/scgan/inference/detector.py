@@ -6,7 +6,7 @@
 
 Every input is read into uint8 RGB at its own resolution (a larger one reduced to ``max_side`` so that
 memory is bounded), brought to the model's input exactly as ``scgan test`` reads files (S x S for an SCGAN;
-the aspect kept at the working resolution for a feature model; grey or RGB), scored in batches of one shape,
+the aspect kept at the working resolution for the PatchCore detector; grey or RGB), scored in batches of one shape,
 and its anomaly map brought back to the image's resolution. With ``tile`` a large image is not reduced but
 scored in overlapping tiles of that many pixels, each at the working resolution: the network's memory is
 bounded by the tile, and a small defect keeps its pixels. Nothing here imports torch unless a torch model is
@@ -38,7 +38,8 @@ from scgan.data.io import (
     reduce_image,
     resize_map,
 )
-from scgan.utils.tables import is_missing
+from scgan.utils.errors import one_line
+from scgan.utils.tables import decision_label, is_missing
 
 # What predict() takes per image: a file path, encoded file bytes, a PIL image, or an (H, W) / (H, W, C) array.
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -132,7 +133,7 @@ class Result:
     @property
     def decision(self) -> str | None:
         """"anomalous", "normal", or None without a calibration."""
-        return None if self.anomalous is None else ("anomalous" if self.anomalous else "normal")
+        return None if self.anomalous is None else decision_label(self.anomalous)
 
     @cached_property
     def heat(self) -> np.ndarray:
@@ -153,9 +154,9 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no arrays); a value that is nan or infinite is None (strict JSON has no nan)."""
         h, w = self.original_size
-        return {"scores": {k: _number(v) for k, v in self.scores.items()}, "score_name": self.score_name,
-                "score": _number(self.score), "normalized": _number(self.normalized),
-                "threshold": _number(self.threshold), "decision": self.decision, "width": w, "height": h}
+        return {"scores": {k: _finite_or_none(v) for k, v in self.scores.items()}, "score_name": self.score_name,
+                "score": _finite_or_none(self.score), "normalized": _finite_or_none(self.normalized),
+                "threshold": _finite_or_none(self.threshold), "decision": self.decision, "width": w, "height": h}
 
 
 @dataclass
@@ -234,7 +235,8 @@ class Detector:
 
         runner = OnnxScorer(path, providers=providers)
         cfg = runner.config
-        info = {"version": __version__, "exported_by": runner.version, "preset": cfg.get("preset"), "config": cfg,
+        info = {"version": __version__, "exported_by": runner.version, "preset": cfg.get("preset"),
+                "kind": cfg.get("kind"), "config": cfg,
                 "train_info": _json_meta(runner.metadata.get("scgan.train_info"))}
         return cls(runner.run, spec=runner.spec, score_names=runner.score_names,
                    default_score=runner.default_score, calibration=runner.calibration, backend="onnx",
@@ -254,7 +256,7 @@ class Detector:
             return s.float().numpy(), m.float().numpy()
 
         cfg = loaded.config.to_dict()
-        info = {"version": __version__, "preset": cfg.get("preset"),
+        info = {"version": __version__, "preset": cfg.get("preset"), "kind": cfg.get("kind"),
                 "config": cfg, "train_info": dict(loaded.meta)}
         return cls(score_fn, spec=loaded.input_spec, score_names=names,
                    default_score=loaded.default_score, calibration=loaded.calibration, backend="torch",
@@ -301,7 +303,7 @@ class Detector:
             except (ValueError, OSError) as e:  # ImageReadError and InputError are ValueErrors
                 if not skip_errors:
                     raise
-                outcome = Outcome(i, None, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                outcome = Outcome(i, None, one_line(e))
                 if batch:
                     failed.append(outcome)
                 else:
@@ -374,14 +376,15 @@ class Detector:
             summary = {"n_images": cal.n_images, "quantile": cal.quantile, "selected_score": cal.selected_score,
                        "threshold": self.threshold, "threshold_normalized": self.threshold_normalized,
                        "selection_auroc": dict(cal.selection), "heat_legend": cal.heat_legend()}
-        return {"version": self.info.get("version"), "preset": self.info.get("preset"), "backend": self.backend,
+        return {"version": self.info.get("version"), "preset": self.info.get("preset"), "kind": self.info.get("kind"),
+                "backend": self.backend,
                 "image_size": self.image_size, "input": self.spec.to_dict(), "tile": self.tile,
                 "score_names": list(self.score_names),
                 "default_score": self.default_score, "calibration": summary,
                 "model_file": None if self.path is None else self.path.name}
 
 
-def _number(x: float | None) -> float | None:
+def _finite_or_none(x: float | None) -> float | None:
     """``x``, or None where it is None, nan or infinite."""
     return None if is_missing(x) else float(x)
 

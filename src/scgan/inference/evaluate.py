@@ -17,14 +17,14 @@ from scgan.artifacts.model_file import LoadedModel, load_model
 from scgan.calibration.stats import Calibration
 from scgan.data.datasets import build_dataset, calibration_warning, eval_loader
 from scgan.data.io import load_image_with_size, load_mask
-from scgan.evaluation.summary import metrics_for
+from scgan.inference.summary import metrics_for
 from scgan.models.scoring import ScoreResult, score_loader
 from scgan.utils.atomic import atomic_write_text, clean_stale_temps, writable_dir
 from scgan.utils.lock import folder_lock
 from scgan.utils.manifest import begin_outputs, file_identity, write_manifest
 from scgan.utils.names import csv_cell, printable
 from scgan.utils.runinfo import run_info
-from scgan.utils.tables import csv_text, decision_label
+from scgan.utils.tables import DECISION_COLUMNS, csv_text, decision_cells, decision_label
 
 log = logging.getLogger("scgan")
 
@@ -56,7 +56,7 @@ def scores_csv(result: ScoreResult, calibration: Calibration | None, default: st
     (anomalous when score > threshold, equally score_normalized > threshold_normalized)."""
     header = ["path", "defect", "label", *result.names]
     if calibration:
-        header += ["score", "threshold", "score_normalized", "threshold_normalized", "decision"]
+        header += DECISION_COLUMNS
         threshold = calibration.scores[default].threshold
         threshold_norm = calibration.threshold_normalized(default)
     norm = calibration.normalize(default, result.score(default)) if calibration else None
@@ -65,7 +65,7 @@ def scores_csv(result: ScoreResult, calibration: Calibration | None, default: st
     for i, p in enumerate(result.paths):
         row = [csv_cell(p), csv_cell(result.defects[i]), int(result.labels[i]), *result.scores[i]]
         if calibration:
-            row += [result.score(default)[i], threshold, norm[i], threshold_norm, decision_label(bool(dec[i]))]
+            row += decision_cells(result.score(default)[i], threshold, norm[i], threshold_norm, bool(dec[i]))
         rows.append(row)
     return csv_text(header, rows)
 
@@ -126,7 +126,7 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
     metrics["info"] = run_info(
         checkpoint=printable(loaded.path), category=printable(ds.category), dataset=dataset or d.dataset,
         root=printable(root or d.root),
-        seed=cfg.train.seed, model=loaded.meta.get("selection", "last epoch (no model selection)"),
+        seed=cfg.seed, model=loaded.meta.get("selection", "last epoch (no model selection)"),
         trained_epochs=loaded.meta.get("epoch"), n_test=len(ds), n_anomalous=int(result.labels.sum()),
         test_wall_time_s=round(time.time() - start, 2),
         calibration="normal validation images only" if loaded.calibration else "none (no validation data)",
@@ -172,7 +172,7 @@ def _write_test_report(out: Path, ds, result: ScoreResult, metrics: dict, loaded
         mask = load_mask(sample.mask_path, None) if sample.mask_path is not None and result.masks[i].any() else None
         return ReportExample(name=Path(result.paths[i]).parent.name + "/" + Path(result.paths[i]).name,
                              image=img, heat=cal.heat(result.maps[i]), score=float(s[i]), label=int(result.labels[i]),
-                             mask=mask, decision="anomalous" if flagged[i] else "normal")
+                             mask=mask, decision=decision_label(bool(flagged[i])))
 
     top = [example(int(i)) for i in order[:k]]
     bottom = [example(int(i)) for i in order[::-1][:k]]

@@ -35,6 +35,15 @@ def default_sigma(image_size: int) -> float:
     return image_size / 64
 
 
+def scorer_sigma(setting: float | str | None, size: int, calibration=None) -> float:
+    """The smoothing a scorer takes: the calibration's where it records one (its statistics hold only with the
+    sigma they were fitted with), else ``score.sigma``; null or "auto" (before calibration chooses): S / 64 of the
+    working size ``size``."""
+    if calibration is not None and calibration.sigma is not None:
+        return float(calibration.sigma)
+    return default_sigma(size) if setting is None or setting == "auto" else float(setting)
+
+
 class GaussianBlur(nn.Module):
     """Fixed separable Gaussian smoothing of (B, 1, H, W) maps with reflect padding (ONNX-friendly)."""
 

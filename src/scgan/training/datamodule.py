@@ -26,7 +26,7 @@ class SCGANDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> AnomalyDataset:
         """The split's dataset, built (decoded and cached) on first use."""
         if split not in self._datasets:
-            spec = get_kind(self.cfg.model.kind).input_spec(self.cfg)
+            spec = get_kind(self.cfg.kind).input_spec(self.cfg)
             self._datasets[split] = dataset_for(self.cfg.data, split, spec)
         return self._datasets[split]
 
@@ -47,7 +47,7 @@ class SCGANDataModule(L.LightningDataModule):
                 "BatchNorm needs at least 2 — add images or use fewer devices"
             )
         sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True,
-                                     seed=self.cfg.train.seed, drop_last=True)
+                                     seed=self.cfg.seed, drop_last=True)
         # drop_last: a last batch of one image would break BatchNorm (SPEC section 8).
         return DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
                           num_workers=self.cfg.runtime.num_workers, persistent_workers=self.cfg.runtime.num_workers > 0)

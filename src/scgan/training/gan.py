@@ -17,10 +17,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset
 
+from scgan.artifacts.finite import nonfinite_cause
 from scgan.artifacts.model_file import CheckpointError, read_torch_file
 from scgan.config import Config, migrate_config
 from scgan.data.augment import resolve_augmentation
-from scgan.models.checks import nonfinite_cause
 from scgan.training.datamodule import SCGANDataModule
 from scgan.training.guards import FiniteModelGuard, diverged_error
 from scgan.training.logs import AtomicCSVLogger
@@ -185,7 +185,7 @@ def build_trainer(cfg: Config, output_dir: Path, progress: bool = True, callback
     if progress and not is_terminal():  # a log file gets one line per epoch, not a bar's redraws
         cbs.append(EpochLines())
     t, rt = cfg.train, cfg.runtime
-    sync_bn = rt.sync_batchnorm
+    sync_bn = cfg.train.sync_batchnorm
     if sync_bn and rt.accelerator == "cpu":
         raise ValueError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
                          "use sync_batchnorm=false or --accelerator gpu")
@@ -216,7 +216,7 @@ def prepare_run(cfg: Config, output_dir: Path, *, progress: bool = True, callbac
                 enable_logging: bool = True, resumed_epoch: int | None = None) -> PreparedRun:
     """Seed, load the training and validation splits, build the module and the Trainer (what :func:`train`
     fits, and what ``benchmarks/bench_speed.py`` times)."""
-    seed_everything(cfg.train.seed)
+    seed_everything(cfg.seed)
     dm = SCGANDataModule(cfg)
     train_ds = dm.dataset("train")
     dm.dataset("val")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lightning as L
 
-from scgan.models.checks import NonFiniteModelError, nonfinite_cause
+from scgan.artifacts.finite import NonFiniteModelError, nonfinite_cause
 
 
 def diverged_error(cause: str, epoch: int, global_step: int, ckpt_dir: Path) -> NonFiniteModelError:

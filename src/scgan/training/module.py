@@ -4,11 +4,12 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from scgan.calibration.fit import CalibrationFitter
 from scgan.calibration.stats import Calibration
 from scgan.config import config_from_dict
 from scgan.data.augment import build_augmentation
+from scgan.inference.calibrate import CalibrationFitter
 from scgan.models.scgan.head import build_head
+from scgan.models.scgan.kind import SCORE_PREFERENCE
 from scgan.models.scgan.losses import (
     ADVERSARIAL_LOSSES,
     RESTORATION_TARGETS,
@@ -44,7 +45,7 @@ class SCGANModule(L.LightningModule):
         self.automatic_optimization = False
         self.generator = build_generator(cfg.model)
         self.discriminator = build_discriminator(cfg.model)
-        g = torch.Generator().manual_seed(cfg.train.seed)
+        g = torch.Generator().manual_seed(cfg.seed)
         init_weights(self.generator, g)
         init_weights(self.discriminator, g)
         # The learned anomaly head (model.head = seg), trained on the augmentation's masks; None: the paper's SCGAN.
@@ -109,7 +110,7 @@ class SCGANModule(L.LightningModule):
         if self.cfg.runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # Augmentation randomness depends on (seed, epoch, batch, rank) only: resumes are exact.
-        gen = seeded_generator(x.device, self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank)
+        gen = seeded_generator(x.device, self.cfg.seed, self.current_epoch, batch_idx, self.global_rank)
         aug = self.augment.apply(x, generator=gen)
         x_aug = aug.image
         target = self.target(x, x_aug)
@@ -151,7 +152,7 @@ class SCGANModule(L.LightningModule):
         d_mean = self.trainer.strategy.reduce(d_loss.detach().clone(), reduce_op="mean")  # reduce works in place
         if d_mean.item() < self.cfg.train.d_reset_threshold:
             # D has collapsed (GANomaly): start it afresh so G keeps an adversarial signal.
-            gen = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed + self.global_step)
+            gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + self.global_step)
             init_weights(self.discriminator, gen)
             self.d_resets += 1
 
@@ -204,7 +205,7 @@ class SCGANModule(L.LightningModule):
             return
         self.calibration = cal
         if not self.trainer.sanity_checking:
-            name = cal.resolve(self.cfg.score.default_score)
+            name = cal.resolve(self.cfg.score.default_score, SCORE_PREFERENCE)
             self.log("val/score_mean", cal.scores[name].mean, sync_dist=True)
             self.log("val/l_con_mean", cal.scores["l_con"].mean, sync_dist=True)
             self.log("val/threshold", cal.scores[name].threshold, sync_dist=True)

@@ -27,7 +27,7 @@ class TrainResult:
 
     output_dir: Path
     model_path: Path | None  # None on non-zero ranks
-    last_checkpoint: Path | None  # an SCGAN's Lightning checkpoint (None for a feature model: nothing to resume)
+    last_checkpoint: Path | None  # an SCGAN's Lightning checkpoint (None for a kind that does not resume)
     epochs: int
     wall_time_s: float
 
@@ -38,7 +38,7 @@ def write_run(output_dir: Path, cfg: Config, parts: dict[str, nn.Module], calibr
     """Write model.pt, config.yaml and train_summary.json (provenance, data, ``facts``); warn once when the
     calibration rests on few images. Returns the model file's path."""
     small_val = calibration_warning(n_val)
-    meta = run_info(category=train_set.category, kind=train_set.kind, dataset=cfg.data.dataset, seed=cfg.train.seed,
+    meta = run_info(category=train_set.category, kind=train_set.kind, dataset=cfg.data.dataset, seed=cfg.seed,
                     n_train=len(train_set), n_val=n_val, train_wall_time_s=round(wall_time_s, 2), **facts,
                     **({"calibration_warning": small_val} if small_val else {}))
     path = save_model(output_dir / MODEL_FILE, cfg, parts, calibration, augmentation, meta, input_spec=input_spec)

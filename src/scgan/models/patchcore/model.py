@@ -1,10 +1,10 @@
-"""The feature-memory detector's scoring graph: PatchCore's recipe (Roth et al., CVPR 2022) on EfficientNet-Lite.
+"""The PatchCore detector's scoring graph: PatchCore's recipe (Roth et al., CVPR 2022) on EfficientNet-Lite.
 
 An image's patch features are the outputs of a few blocks of a frozen ImageNet backbone, each averaged over
 its p x p neighbourhood (local aggregation), the deeper ones up-sampled to the first one's grid and
 concatenated. A patch's anomaly is its distance to the nearest feature in a memory bank of normal patches;
 the map of these distances is up-sampled to the image, smoothed with a Gaussian, and its maximum is the image's
-score. No weight is learned: fitting is choosing the bank (``scgan.models.patchcore.fit``).
+score. No weight is learned: fitting is choosing the bank (``scgan.training.patchcore``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from scgan.models.patchcore.backbone import EfficientNetLite
 from scgan.models.patchcore.coreset import nearest_distance
 from scgan.models.scoring import GaussianBlur
 
-# Every score the feature detector defines, in the column order of its output.
+# Every score the PatchCore detector defines, in the column order of its output.
 SCORES: dict[str, str] = {
     "map_max": "maximum of the Gaussian-smoothed map of nearest-neighbour distances, up-sampled to the image",
     "patch_max": "largest nearest-neighbour distance of a patch feature (PatchCore's image score, unsmoothed)",
@@ -118,6 +118,11 @@ class PatchCoreScorer(nn.Module):
         smooth = self.blur(full)
         scores = torch.stack([smooth.flatten(1).amax(1), patch.flatten(1).amax(1)], dim=1)
         return scores, (full if raw else smooth)[:, 0]
+
+    @property
+    def sigma(self) -> float:
+        """The smoothing of the anomaly map, in pixels."""
+        return self.blur.sigma
 
     def set_sigma(self, sigma: float) -> None:
         """Smooth maps (and so map_max) with ``sigma`` pixels from now on."""

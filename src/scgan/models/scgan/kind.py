@@ -5,16 +5,19 @@ from typing import Any
 
 from torch import nn
 
-from scgan.config import Config
+from scgan.config import AugmentConfig, Config, LossConfig, ModelConfig, TrainConfig, one_of
 from scgan.data.augment import AUGMENTATIONS
 from scgan.data.io import InputSpec
-from scgan.models.kind import ModelKind, one_of
+from scgan.models.kind import ModelKind
 from scgan.models.scgan.head import build_head
 from scgan.models.scgan.losses import ADVERSARIAL_LOSSES, RESTORATION_TARGETS
 from scgan.models.scgan.networks import build_generator, check_image_size
 from scgan.models.scgan.scorer import SCORES, build_scorer, score_names
 
 HEADS = ("none", "seg")
+# When synthetic defects separate two scores equally well, prefer the earlier one: learned before local before
+# global.
+SCORE_PREFERENCE = ("seg_max", "map_max", "patch_max", "msgms_max", "ssim_max", "l_con", "as", "l_enc")
 
 
 def _score_names(cfg: Config) -> tuple[str, ...]:
@@ -67,10 +70,15 @@ def _check_config(cfg: Config) -> None:
 SCGAN = ModelKind(
     name="scgan",
     description="the paper's SCGAN: restores the image and scores what it could not restore",
+    sections={"model": ModelConfig, "loss": LossConfig, "augment": AugmentConfig, "train": TrainConfig},
     scores={name: d.description for name, d in SCORES.items()},
+    score_preference=SCORE_PREFERENCE,
     score_names=_score_names,
     input_spec=_input_spec,
     build_parts=_build_parts,
     build_scorer=_build_scorer,
     check_config=_check_config,
+    resumable=True,
+    multi_device=True,
+    describe=lambda cfg: f"head {cfg.model.head}",
 )

@@ -13,7 +13,7 @@ from torch import nn
 
 from scgan.models.scgan.maps import mean_filter, msgms_map, ssim_anomaly_map
 from scgan.models.scgan.networks import Generator, GeneratorOutput
-from scgan.models.scoring import GaussianBlur, autocast_dtype, default_sigma
+from scgan.models.scoring import GaussianBlur, autocast_dtype, scorer_sigma
 
 
 def seg_pool_size(image_size: int) -> int:
@@ -83,9 +83,6 @@ SCORE_NAMES: tuple[str, ...] = tuple(SCORES)
 def score_names(head: bool) -> tuple[str, ...]:
     """The scores a model computes, in column order: all of them with a head, those without one otherwise."""
     return tuple(n for n, d in SCORES.items() if head or not d.needs_head)
-
-
-SCORE_DESCRIPTIONS = {name: d.description for name, d in SCORES.items()}
 
 
 class Scorer(nn.Module):
@@ -160,6 +157,11 @@ class Scorer(nn.Module):
         amap = s.residual if raw else (s.seg if s.seg is not None else s.residual_map)
         return scores, amap[:, 0]
 
+    @property
+    def sigma(self) -> float:
+        """The smoothing of the anomaly map, in pixels."""
+        return self.blur.sigma
+
     def set_sigma(self, sigma: float) -> None:
         """Smooth anomaly maps (and so map_max) with ``sigma`` pixels from now on."""
         self.blur = GaussianBlur(sigma).to(self.blur.kernel.device)
@@ -174,12 +176,8 @@ def build_scorer(cfg, generator: Generator, precision: str | None = None, channe
     ``channels_last`` (None: cfg.runtime.channels_last) feeds the generator channels-last input.
     A ``calibration`` that records its sigma (score.sigma = auto) sets the smoothing.
     """
-    sigma = cfg.score.sigma
-    if calibration is not None and calibration.sigma is not None:
-        sigma = calibration.sigma  # the calibration's statistics hold only with the sigma they were fitted with
-    elif sigma is None or sigma == "auto":
-        sigma = default_sigma(cfg.model.image_size)
+    sigma = scorer_sigma(cfg.score.sigma, cfg.model.image_size, calibration)
     cl = cfg.runtime.channels_last if channels_last is None else channels_last
-    return Scorer(generator, beta=cfg.score.beta, sigma=sigma, autocast_dtype=autocast_dtype(precision),
+    return Scorer(generator, beta=cfg.model.beta, sigma=sigma, autocast_dtype=autocast_dtype(precision),
                   channels_last=cl, seg_head=seg_head, seg_pool=seg_pool_size(cfg.model.image_size))
 
