@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every setting of settings.txt on every category: two streams of one thread each (bottle + metal_nut |
+# magnetic_tile), side by side.   bash studies/surface_proxy/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+run() {  # $1 = categories
+  while IFS=: read -r name settings; do
+    [ -z "$name" ] && continue
+    read -r -a extra <<< "$settings"
+    "$PY" studies/surface_proxy/proxy.py --name "$name" --categories "$1" --threads 1 ${extra[@]+"${extra[@]}"}
+  done < studies/surface_proxy/settings.txt
+}
+run bottle,metal_nut > studies/surface_proxy/log_a.log 2>&1 &
+run magnetic_tile > studies/surface_proxy/log_b.log 2>&1 &
+wait
