@@ -134,3 +134,28 @@ def test_auto_over_several_strengths_averages_their_aurocs():
         assert two.selection[n] == pytest.approx((one.selection[n] + low[n]) / 2)
     assert Calibration.from_dict(two.to_dict()) == two
 
+
+
+@pytest.mark.parametrize("n,quantile", [(21, 0.99), (76, 0.99), (200, 0.95)])
+def test_the_expected_false_alarm_rate_matches_a_simulation(n, quantile):
+    """The distribution-free estimate against draws: thresholds set on n normal scores, the share of new normal
+    scores above each (its mean and 95% interval), here for an exponential. Between two order statistics the
+    estimate mixes their two laws, which errs on the side of more false alarms (by up to about a tenth)."""
+    from scgan.calibration.stats import false_alarm_estimate
+
+    rng = np.random.default_rng(0)
+    thresholds = np.quantile(rng.exponential(size=(4000, n)), quantile, axis=1)
+    rates = np.exp(-thresholds)  # P(a new exponential score > t)
+    e = false_alarm_estimate(n, quantile)
+    assert rates.mean() <= e.expected <= 1.15 * rates.mean()
+    assert e.low == pytest.approx(np.quantile(rates, 0.025), abs=0.004)
+    assert e.high == pytest.approx(np.quantile(rates, 0.975), rel=0.15)
+    assert e.n == n and e.above == n - 1 - int(np.floor((n - 1) * quantile))
+
+
+def test_the_false_alarm_sentence_says_what_it_rests_on():
+    from scgan.calibration.stats import false_alarm_estimate
+
+    text = false_alarm_estimate(76, 0.99).sentence()
+    assert text.startswith("false alarms expected on 2.3% of normal images (95% interval 0.1-6.8%)")
+    assert text.endswith("from 76 normal image(s), 1 of them above the threshold")

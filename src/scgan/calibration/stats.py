@@ -27,6 +27,51 @@ HEAT_AT_THRESHOLD = 0.5
 HEAT_SAMPLE = 4096  # normal pixels kept per validation image to fit heat_low (evenly spaced)
 
 
+@dataclass(frozen=True)
+class FalseAlarmEstimate:
+    """What a threshold set on n normal images promises for new normal images: the share of them it will flag.
+
+    Distribution-free (order statistics): a threshold at the k-th largest of n normal scores is exceeded by a new
+    normal image's score with a chance that is Beta(k, n + 1 - k) distributed, whatever the scores' distribution;
+    a threshold interpolated between two of them, by the mixture of the two. ``expected`` is the mean, (``low``,
+    ``high``) the central 95% interval; ``above``: how many of the n normal scores lie above the threshold."""
+
+    expected: float
+    low: float
+    high: float
+    above: int
+    n: int
+
+    def sentence(self) -> str:
+        """One line for a person: the rate, its interval and what it rests on."""
+        return (f"false alarms expected on {100 * self.expected:.1f}% of normal images (95% interval "
+                f"{100 * self.low:.1f}-{100 * self.high:.1f}%), from {self.n} normal image(s), {self.above} of them "
+                "above the threshold")
+
+
+def false_alarm_estimate(n: int, quantile: float) -> FalseAlarmEstimate:
+    """The false-alarm rate of a threshold at the ``quantile`` of ``n`` normal scores, as numpy interpolates it
+    linearly between two of them (ties aside): :class:`FalseAlarmEstimate`."""
+    from scipy.optimize import brentq  # scipy only here: the rest of this module is numpy alone
+    from scipy.stats import beta
+
+    if n < 1:
+        return FalseAlarmEstimate(float("nan"), float("nan"), float("nan"), 0, 0)
+    pos = (n - 1) * quantile
+    j = min(int(np.floor(pos + 1e-9)), n - 1)  # the threshold lies between the j-th and (j+1)-th smallest (0-based)
+    frac = max(pos - j, 0.0)
+    above = n - 1 - j
+    # Exceeding the j-th smallest: Beta(n - j, j + 1); the (j+1)-th: Beta(n - j - 1, j + 2) (none above it: j = n-1).
+    parts = [(1 - frac, beta(n - j, j + 1))] + ([(frac, beta(n - j - 1, j + 2))] if frac > 1e-9 else [])
+
+    def cdf(p: float) -> float:
+        return sum(w * d.cdf(p) for w, d in parts)
+
+    expected = sum(w * d.mean() for w, d in parts)
+    low, high = (brentq(lambda p, a=a: cdf(p) - a, 0.0, 1.0) for a in (0.025, 0.975))
+    return FalseAlarmEstimate(float(expected), float(low), float(high), int(above), n)
+
+
 def preference_order(names: Sequence[str], preference: Sequence[str] = ()) -> list[str]:
     """``names`` in ``preference`` order (a model kind's ``score_preference``; unlisted names last, in their given
     order)."""
@@ -109,6 +154,10 @@ class Calibration:
         """The score's threshold on the normalised scale (at most 1: the threshold is a quantile of the same
         validation scores the normalisation spans)."""
         return float(self.normalize(name, np.array([self.scores[name].threshold]))[0])
+
+    def false_alarms(self) -> FalseAlarmEstimate:
+        """The false-alarm rate the thresholds promise on new normal images, with what it rests on."""
+        return false_alarm_estimate(self.n_images, self.quantile)
 
     def decide(self, name: str, values: np.ndarray) -> np.ndarray:
         """True where the score exceeds the validation threshold (anomalous), or is not finite (see :func:`exceeds`)."""

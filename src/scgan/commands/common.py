@@ -119,7 +119,7 @@ def print_calibration(model_path: Path, warn: bool = True) -> None:
         why = "set by default_score"
     print(f"score {name} ({why})")
     print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on "
-          f"{cal.n_images} normal validation image(s)")
+          f"{cal.n_images} normal validation image(s); {cal.false_alarms().sentence()}")
     small = calibration_warning(cal.n_images)  # the one rule, shared with training and test
     if small and warn:
         print(f"warning: {small}", file=sys.stderr)
@@ -136,7 +136,12 @@ def decision_lines(m: dict) -> list[str]:
     lines = [f"at the model's threshold ({m['default_score']} > {d['threshold']:.4g}{norm}): "
              f"catches {d['caught']} of {d['defective']} defective images ({pct(d['catch_rate'], unit='%')}), "
              f"false alarms on {d['false_alarms']} of {d['normal']} normal images "
-             f"({pct(d['false_alarm_rate'], unit='%')})"]
+             f"({pct(d['false_alarm_rate'], unit='%')}"
+             + ("" if d.get("expected_false_alarm_rate") is None else
+                f"; expected from {d['calibration_images']} normal validation images: "
+                f"{pct(d['expected_false_alarm_rate'], unit='%')}, 95% interval "
+                f"{pct(d['expected_false_alarm_interval'][0], unit='%')}-"
+                f"{pct(d['expected_false_alarm_interval'][1], unit='%')}") + ")"]
     if d["by_defect"]:
         lines.append("  caught per defect type: " + ", ".join(
             f"{name} {v['caught']}/{v['images']} ({pct(v['catch_rate'], unit='%')})"

@@ -23,6 +23,7 @@ ADDED_LATER: dict[tuple[str, str], Any] = {
     ("loss", "w_seg"): 1.0, ("loss", "focal_gamma"): 2.0, ("train", "steps"): 0, ("augment", "p_clean"): 0.2,
     ("augment", "sources"): dict(MIXTURE_SOURCES),
     ("score", "selection_strengths"): [1.0], ("train", "lr_milestones"): [], ("train", "lr_gamma"): 0.2,
+    ("patchcore", "metric"): "euclidean", ("patchcore", "shrinkage"): 0.1,
 }
 # What a stored config without a kind is, and the synthetic defects' size calibration used before the score
 # section had its own (the SCGAN's augment.patch_area, whose default is this).

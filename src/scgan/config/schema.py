@@ -217,6 +217,11 @@ class PatchCoreConfig:
     # "equal": each layer's features are scaled so that every layer weighs the same in the distance (by its spread
     # on the training patches); "none": as the backbone gives them (the deeper, wider layers then dominate).
     balance: str = "none"
+    # "mahalanobis": distances are measured after whitening the (balanced) features by the covariance of the training
+    # patches, shrunk towards its mean variance by `shrinkage` (Rippel et al.); "euclidean": on the features as they
+    # are.
+    metric: str = "euclidean"
+    shrinkage: float = 0.1
     bank_size: int = 4096  # the memory bank: at most this many patch features, chosen by greedy coreset
     # The greedy coreset measures distances on a random projection of the features to this many dimensions
     # (PatchCore's speed-up); 0 = on the features themselves.
@@ -238,6 +243,8 @@ class PatchCoreConfig:
         ])
         one_of(str(self.channels), ("auto", "1", "3"), "patchcore.channels")
         one_of(self.balance, ("none", "equal"), "patchcore.balance")
+        one_of(self.metric, ("euclidean", "mahalanobis"), "patchcore.metric")
+        _check([(0.0 < self.shrinkage <= 1.0, f"patchcore.shrinkage must be in (0, 1], got {self.shrinkage}")])
 
 
 # Lightning precisions that training accepts. "-true" ones are refused: they would also run calibration

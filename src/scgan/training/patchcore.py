@@ -21,7 +21,7 @@ from scgan.inference.calibrate import calibrate
 from scgan.models.patchcore.backbone import EfficientNetLite, block_plan, load_backbone, weights_digest
 from scgan.models.patchcore.coreset import greedy_coreset, random_projection
 from scgan.models.patchcore.kind import PATCHCORE, layout
-from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed
+from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whitening_transform
 from scgan.training.result import TrainResult, write_run
 
 
@@ -80,6 +80,10 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     if p.balance == "equal":
         scale = layer_scale(patches, [plan[i].channels for i in p.layers])
         patches *= scale
+    whitening = None
+    if p.metric == "mahalanobis":
+        whitening = whitening_transform(patches, p.shrinkage)
+        patches = (patches - whitening[0]) @ whitening[1]
     size = min(p.bank_size, patches.shape[0])
     _say(progress, f"memory bank: choosing {size} of {patches.shape[0]} patch features ({total} in all) by "
                    "greedy coreset")
@@ -87,7 +91,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
                        progress=lambda k: k % 1024 == 0 and _say(progress, f"coreset: {k}/{size}"))
     del patches
     t2 = time.perf_counter()
-    parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale)}
+    parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale, whitening)}
     scorer = PATCHCORE.build_scorer(cfg, parts)
     calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg)
     t3 = time.perf_counter()

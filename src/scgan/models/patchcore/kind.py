@@ -39,7 +39,9 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
     if set(state) != {"memory"}:
         raise RuntimeError(f"the file holds the parts {sorted(state)}, a patchcore model has ['memory']")
     bank = state["memory"]["bank"]
-    memory = MemoryBank(torch.zeros_like(bank))
+    d = bank.shape[-1] if bank.ndim else 0
+    whitening = (torch.zeros(d), torch.zeros(d, d)) if cfg.patchcore.metric == "mahalanobis" else None
+    memory = MemoryBank(torch.zeros_like(bank), whitening=whitening)
     memory.backbone_digest = torch.zeros_like(state["memory"]["backbone_digest"])
     memory.load_state_dict(state["memory"], strict=True)
     if bank.ndim != 2 or bank.shape[1] != feature_dims(cfg) or bank.shape[0] == 0:

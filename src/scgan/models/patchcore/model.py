@@ -26,19 +26,46 @@ SCORES: dict[str, str] = {
 
 
 class MemoryBank(nn.Module):
-    """The normal patch features (M, D), already multiplied by ``scale`` (D,), the per-channel weight that every
-    query feature gets too; and the sha256 of the backbone weights they were computed with."""
+    """The normal patch features (M, D) in the space distances are measured in, and the map into it that every
+    query feature takes: multiplied by ``scale`` (D,), then, where the bank is whitened, centred on ``mean`` (D,)
+    and multiplied by ``whitening`` (D, D) (Euclidean distances there are Mahalanobis distances of the scaled
+    features); and the sha256 of the backbone weights the features were computed with."""
 
-    def __init__(self, bank: torch.Tensor, backbone_digest: str = "", scale: torch.Tensor | None = None) -> None:
+    def __init__(self, bank: torch.Tensor, backbone_digest: str = "", scale: torch.Tensor | None = None,
+                 whitening: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.register_buffer("bank", bank.float().contiguous())
         self.register_buffer("scale", torch.ones(bank.shape[1]) if scale is None else scale.float().contiguous())
+        self.whitened = whitening is not None
+        if whitening is not None:  # only then stored: files of unwhitened banks keep their exact parts
+            self.register_buffer("mean", whitening[0].float().contiguous())
+            self.register_buffer("whitening", whitening[1].float().contiguous())
         digest = bytes.fromhex(backbone_digest) if backbone_digest else b""
         self.register_buffer("backbone_digest", torch.tensor(list(digest), dtype=torch.uint8))
 
     @property
     def digest(self) -> str:
         return bytes(self.backbone_digest.tolist()).hex()
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Patch features (N, D) as the bank holds them: scaled, and whitened where the bank is."""
+        f = features * self.scale
+        return (f - self.mean) @ self.whitening if self.whitened else f
+
+
+def whitening_transform(patches: torch.Tensor, shrinkage: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (D,), W (D, D)) with which ``(f - mean) @ W`` has unit covariance over ``patches`` (N, D) after
+    shrinking their covariance towards its mean variance: S = (1 - shrinkage) C + shrinkage tr(C) / D I, W = S^-1/2.
+    Euclidean distances after the map are Mahalanobis distances under S (Rippel et al.: the directions normal
+    patches barely vary in are where defects show)."""
+    x = patches.double()
+    mean = x.mean(0)
+    cov = torch.cov((x - mean).T)
+    d = cov.shape[0]
+    cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / d * torch.eye(d, dtype=cov.dtype)
+    values, vectors = torch.linalg.eigh(cov)
+    w = vectors @ torch.diag(values.clamp_min(1e-12 * values.max()).rsqrt()) @ vectors.T
+    return mean.float(), w.float()
 
 
 @dataclass(frozen=True)
@@ -85,8 +112,8 @@ class PatchCoreScorer(nn.Module):
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """Nearest-bank distance of every patch: (B, D, h, w) -> (B, 1, h, w)."""
         b, d, h, w = features.shape
-        queries = features.permute(0, 2, 3, 1).reshape(b * h * w, d) * self.memory.scale
-        dist = nearest_distance(queries.float(), self.memory.bank, self.bank_sq)
+        queries = self.memory.project(features.permute(0, 2, 3, 1).reshape(b * h * w, d).float())
+        dist = nearest_distance(queries, self.memory.bank, self.bank_sq)
         return dist.reshape(b, 1, h, w)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
