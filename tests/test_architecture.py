@@ -183,7 +183,7 @@ def test_calibrate_refuses_settings_that_need_training(trained, tmp_path, demo_r
     from scgan.commands.calibrate import recalibrate
 
     res, _ = trained
-    with pytest.raises(ValueError, match="cannot change without training"):
+    with pytest.raises(ValueError, match="cannot change without fitting a scgan model again"):
         recalibrate(res.model_path, demo_root / demo_category / "train" / "good", tmp_path / "x.pt",
                     {"image_size": 64})
     assert not (tmp_path / "x.pt").exists()

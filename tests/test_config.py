@@ -167,3 +167,39 @@ def test_run_keys_of_unchanged_settings_did_not_change():
     assert {name: config_key(get_preset(name)) for name in before} == before
     assert config_key(load_config("default", overrides=["seed=3"])) == "c296fe7378ee"
     assert config_key(load_config("cpu", overrides=["sigma=auto"])) == "20afa4e6649a"
+
+
+def test_a_yaml_file_of_the_earlier_layout_keeps_what_it_meant(tmp_path, caplog):
+    """Its calibration defect size (augment.patch_area then), its seed where it stood, no "ignored" line for a
+    section only moved keys filled, and a refusal that names the setting that differs."""
+    text = (FIXTURES / "default.yaml").read_text()
+    (tmp_path / "area.yaml").write_text(text.replace("  patch_area: 0.01", "  patch_area: 0.03"))
+    assert load_config("paper", yaml_path=tmp_path / "area.yaml").score.selection_patch_area == 0.03
+    (tmp_path / "sync.yaml").write_text(text.replace("  sync_batchnorm: false", "  sync_batchnorm: true"))
+    with pytest.raises(ValueError, match=r"^train.sync_batchnorm is a setting of the scgan model"):
+        load_config("paper", yaml_path=tmp_path / "sync.yaml")
+    (tmp_path / "seed.yaml").write_text("train:\n  seed: 3\n")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scgan"):
+        assert load_config("default", yaml_path=tmp_path / "seed.yaml").seed == 3
+    assert not caplog.records
+    (tmp_path / "epochs.yaml").write_text("kind: patchcore\ntrain:\n  epochs: 400\n")  # at its default: ignored
+    assert load_config("cpu", yaml_path=tmp_path / "epochs.yaml").kind == "patchcore"
+
+
+def test_kind_on_the_command_line_does_not_drop_a_files_settings(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  image_size: 32\n")
+    with pytest.raises(ValueError, match="kind=patchcore on the command line would drop the model settings"):
+        load_config("cpu", yaml_path=tmp_path / "c.yaml", overrides=["kind=patchcore"])
+
+
+def test_a_kind_registered_again_replaces_its_sections():
+    import dataclasses
+
+    from scgan.config import KIND_SECTIONS, register_kind_sections
+
+    try:
+        for _ in range(2):  # a reloaded module makes a new class of the same name
+            register_kind_sections("stand_in", {"stand_in": dataclasses.make_dataclass("StandIn", [])})
+    finally:
+        KIND_SECTIONS.pop("stand_in", None)

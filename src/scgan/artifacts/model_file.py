@@ -7,7 +7,9 @@ which carry the same config and calibration. Neither is ever unpickled with arbi
 
 Format versions: 1 held the generator, the config (runtime settings in it) and the calibration; 2 added the
 learned head's weights and left runtime settings out; 3 stores any kind's parts by name (``parts``), the kind,
-and the input the model takes (``input``). Older files are read as version 3 (:func:`_upgrade`).
+and the input the model takes (``input``); 4 stores a config of the model's own kind only (``kind`` and ``seed`` at its
+top, ``scgan.config.migrations`` reads the older layout). Older files are read as version 4 (:func:`_upgrade`), and a
+scgan that reads at most version 3 says to upgrade instead of failing on a config key it does not know.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from scgan.models.registry import get_kind
 from scgan.utils.atomic import atomic_write_with
 
 MODEL_FORMAT = "scgan-model"
-MODEL_FORMAT_VERSION = 3
+MODEL_FORMAT_VERSION = 4
 
 
 class CheckpointError(ValueError):

@@ -23,7 +23,7 @@ ADDED_LATER: dict[tuple[str, str], Any] = {
     ("loss", "w_seg"): 1.0, ("loss", "focal_gamma"): 2.0, ("train", "steps"): 0, ("augment", "p_clean"): 0.2,
     ("augment", "sources"): dict(MIXTURE_SOURCES),
     ("score", "selection_strengths"): [1.0], ("train", "lr_milestones"): [], ("train", "lr_gamma"): 0.2,
-    ("patchcore", "metric"): "euclidean", ("patchcore", "shrinkage"): 0.1,
+    ("patchcore", "metric"): "euclidean", ("patchcore", "shrinkage"): 0.1, ("patchcore", "pad"): 0,
 }
 # What a stored config without a kind is, and the synthetic defects' size calibration used before the score
 # section had its own (the SCGAN's augment.patch_area, whose default is this).
@@ -67,15 +67,10 @@ def migrate_config(d: Any) -> Any:
     """A stored config dict (model file, checkpoint) in today's layout: moved keys at their new place, another
     kind's sections dropped, and settings it predates at the value it was made with. Anything that is not a dict
     is returned as is."""
-    d = move_keys(d)
+    d = move_keys(old_layout_defects(d, stored=True))
     if not isinstance(d, dict):
         return d
     d.setdefault("kind", _OLD_KIND)
-    score = d.get("score")
-    if isinstance(score, dict) and "selection_patch_area" not in score:
-        augment = d.get("augment")
-        score["selection_patch_area"] = augment.get("patch_area", _OLD_SELECTION_PATCH_AREA) \
-            if isinstance(augment, dict) else _OLD_SELECTION_PATCH_AREA
     own = KIND_SECTIONS.get(d["kind"])
     if own is not None:
         for other in {s for sections in KIND_SECTIONS.values() for s in sections} - set(own):
@@ -83,6 +78,29 @@ def migrate_config(d: Any) -> Any:
     for (section, key), value in ADDED_LATER.items():
         if isinstance(d.get(section), dict) and key not in d[section]:
             d[section][key] = value
+    return d
+
+
+def old_layout_defects(d: Any, stored: bool = False) -> Any:
+    """A copy of a (nested) config mapping in which ``score.selection_patch_area`` is what calibration used before
+    it had its own setting, ``augment.patch_area``, where the mapping is of that time: a stored config without the
+    setting (``stored``), or a YAML file that keeps the kind, the seed or beta at their old places. Else as given."""
+    if not isinstance(d, dict):
+        return d
+    score, augment, model, train = (d.get(k) for k in ("score", "augment", "model", "train"))
+    old = stored or any(isinstance(sec, dict) and key in sec for sec, key in
+                        ((model, "kind"), (train, "seed"), (score, "beta")))
+    if not old or (isinstance(score, dict) and "selection_patch_area" in score):
+        return d
+    area = augment.get("patch_area", _OLD_SELECTION_PATCH_AREA) if isinstance(augment, dict) \
+        else _OLD_SELECTION_PATCH_AREA
+    if not stored and area == _OLD_SELECTION_PATCH_AREA:
+        return d  # nothing to carry over
+    score = {**score} if isinstance(score, dict) else {}
+    d = {**d, "score": {**score, "selection_patch_area": area}}
+    kind = model.get("kind", _OLD_KIND) if isinstance(model, dict) else d.get("kind", _OLD_KIND)
+    if not stored and kind != _OLD_KIND and isinstance(augment, dict):  # it was only the calibration's defect size
+        d["augment"] = {k: v for k, v in augment.items() if k != "patch_area"}
     return d
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from scgan.config.migrations import move_keys, moved_key
+from scgan.config.migrations import move_keys, moved_key, old_layout_defects
 from scgan.config.presets import get_preset, presets_of
 from scgan.config.schema import KIND_SECTIONS, TOP_KEYS, Config, section_owner
 
@@ -144,19 +144,20 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
 
     ``source`` names a YAML file: there a section of another kind that holds only its defaults is ignored with one
     line; any other setting of another kind is refused, as on the command line."""
-    mapping = move_keys(mapping)
+    mapping = move_keys(old_layout_defects(mapping) if source else mapping)
     kind_keys = [k for k in mapping if moved_key(k) == "kind"]
     for k in kind_keys:
         set_value(cfg, "kind", mapping[k])
     ignored = []
     for k, v in mapping.items():
-        if k in kind_keys:
+        if k in kind_keys or v == {}:  # a section its moved keys left empty (train: {seed: 3})
             continue
         if isinstance(v, dict) and k not in cfg.section_names() and section_owner(k) is not None:
-            if source and _holds_defaults(k, v):
+            changed = _first_change(k, v)
+            if source and changed is None:
                 ignored.append(k)
                 continue
-            raise _other_kind(cfg, k, next(iter(v), None))
+            raise _other_kind(cfg, k, changed or next(iter(v)))
         if isinstance(v, dict) and k in cfg.section_names():
             for kk, vv in v.items():
                 set_value(cfg, f"{k}.{kk}", vv)
@@ -170,16 +171,20 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
     return cfg
 
 
-def _holds_defaults(section: str, values: dict[str, Any]) -> bool:
-    """Whether ``values`` set nothing in ``section`` (of whichever kind owns it) but its defaults."""
+def _first_change(section: str, values: dict[str, Any]) -> str | None:
+    """The first key of ``values`` that sets ``section`` (of whichever kind owns it) to other than its default, or
+    that it has not; None when every value is the default."""
     schema = KIND_SECTIONS[section_owner(section)][section]
-    fresh = schema()
-    try:
-        for k, v in values.items():
+    default = schema()
+    for k, v in values.items():
+        fresh = schema()
+        try:
             _assign(fresh, section, k, v)
-    except ValueError:
-        return False
-    return fresh == schema()
+        except ValueError:
+            return k
+        if fresh != default:
+            return k
+    return None
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:
@@ -222,15 +227,20 @@ def load_config(
         if "preset" in data:
             cfg = get_preset(str(data.pop("preset")))
         apply_mapping(cfg, data, source=f"config file {path}")
+        set_by_file = {s for s in cfg.sections if isinstance(move_keys(data).get(s), dict) and move_keys(data)[s]}
         given |= _train_keys(data)
     if overrides:
         if isinstance(overrides, list):
             overrides = parse_overrides(overrides)
         if "preset" in overrides:
             raise ValueError("choose the preset with --preset, not as an override")
+        kind_before = cfg.kind
         apply_mapping(cfg, overrides)
+        if yaml_path is not None and cfg.kind != kind_before and set_by_file:
+            raise ValueError(f"kind={cfg.kind} on the command line would drop the {', '.join(sorted(set_by_file))} "
+                             f"settings of config file {yaml_path} (a {kind_before} model's): set kind in the file")
         given |= _train_keys(overrides)
-    if "epochs" in given and "steps" not in given:
+    if "train" in cfg.sections and "epochs" in given and "steps" not in given:
         cfg.train.steps = 0
     cfg.validate()
     return cfg

@@ -214,6 +214,9 @@ class PatchCoreConfig:
     # (sides rounded to the backbone's stride); maps come back at the image's own size.
     resolution: int = 320
     neighbourhood: int = 1  # each patch feature is averaged over its p x p neighbours (PatchCore's aggregation: 3)
+    # Pixels of mirrored image the backbone sees beyond each border (a multiple of the deepest block's stride), the
+    # features cropped back to the image: border patches amid their own texture, not beside zero padding. 0 = none.
+    pad: int = 0
     # "equal": each layer's features are scaled so that every layer weighs the same in the distance (by its spread
     # on the training patches); "none": as the backbone gives them (the deeper, wider layers then dominate).
     balance: str = "none"
@@ -237,6 +240,7 @@ class PatchCoreConfig:
             (self.neighbourhood >= 1 and self.neighbourhood % 2 == 1,
              f"patchcore.neighbourhood must be an odd number >= 1, got {self.neighbourhood}"),
             (self.bank_size >= 1, f"patchcore.bank_size must be >= 1, got {self.bank_size}"),
+            (0 <= self.pad <= self.resolution // 2, f"patchcore.pad must be in [0, resolution / 2], got {self.pad}"),
             (self.projection >= 0, f"patchcore.projection must be >= 0, got {self.projection}"),
             (self.max_patches >= self.bank_size,
              f"patchcore.max_patches ({self.max_patches}) must be >= bank_size ({self.bank_size})"),
@@ -288,7 +292,7 @@ def register_kind_sections(kind: str, sections: dict[str, type]) -> None:
     clash = [s for s in sections if s in SHARED_SECTIONS or s in TOP_KEYS or s == "sections"]
     if clash:
         raise ValueError(f"kind {kind!r}: section names {clash} are taken by the shared settings")
-    taken = {s: c for k in KIND_SECTIONS.values() for s, c in k.items()}
+    taken = {s: c for name, k in KIND_SECTIONS.items() if name != kind for s, c in k.items()}
     other = [s for s, c in sections.items() if s in taken and taken[s] is not c]
     if other:
         raise ValueError(f"kind {kind!r}: sections {other} are another kind's, with another schema")

@@ -176,20 +176,26 @@ def calibrate(scorer: nn.Module, normal_loader, cfg: Config, device: torch.devic
     return cal
 
 
-# Settings a model's calibration depends on; only these may change when it is re-fitted without training: the
-# score section, and the SCGAN's beta (it weighs two scores into one, without changing a weight).
+# Shared settings a model's calibration depends on; with its kind's recalibration_keys, only these may change when
+# it is re-fitted without training.
 RECALIBRATION_KEYS = ("score.threshold_quantile", "score.default_score", "score.sigma", "score.selection_patches",
-                      "score.selection_patch_area", "score.selection_strengths", "model.beta")
+                      "score.selection_patch_area", "score.selection_strengths")
 
 
 def recalibration_config(config: Config, overrides: dict | None = None) -> Config:
-    """A copy of a trained model's config with ``overrides`` applied (RECALIBRATION_KEYS only, written
-    ``section.key`` or ``key``), validated; ValueError for a setting that needs training."""
+    """A copy of a trained model's config with ``overrides`` applied (RECALIBRATION_KEYS and its kind's
+    ``recalibration_keys`` only, written ``section.key`` or ``key``), validated; ValueError for a setting that
+    needs training."""
     cfg = copy.deepcopy(config)
+    allowed = (*RECALIBRATION_KEYS, *get_kind(cfg.kind).recalibration_keys)
+    names = ", ".join(k.split(".", 1)[1] for k in allowed)
     for key, value in (overrides or {}).items():
-        full = ".".join(resolve_key(cfg, key))
-        if full not in RECALIBRATION_KEYS:
-            raise ValueError(f"{key!r} cannot change without training; calibrate takes "
-                             f"{', '.join(k.split('.', 1)[1] for k in RECALIBRATION_KEYS)}")
+        try:
+            full = ".".join(resolve_key(cfg, key))
+        except ValueError:
+            full = None
+        if full not in allowed:
+            raise ValueError(f"{key!r} cannot change without fitting a {cfg.kind} model again; calibrate takes "
+                             f"{names}")
         set_value(cfg, full, value)
     return check_config(cfg)

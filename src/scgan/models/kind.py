@@ -60,6 +60,8 @@ class ModelKind:
       ``{part: state_dict}`` (strict; RuntimeError when they do not fit);
     - ``build_scorer(cfg, parts, calibration=None, precision=None, channels_last=None)``: its :class:`Scorer`;
     - ``check_config(cfg)``: ValueError for a setting of this kind that cannot work;
+    - ``recalibration_keys``: its settings (``section.key``) that change only how scores are computed from its parts,
+      so that ``scgan calibrate`` may change them without fitting again (beside the shared score settings);
     - ``resumable``: whether an interrupted fit continues (``train --resume``); ``multi_device``: whether it fits
       on accelerators, several devices and strategies (else on one CPU process);
     - ``describe(cfg)``: a few words on the model a config makes ("head seg"), for messages.
@@ -75,6 +77,7 @@ class ModelKind:
     build_parts: Callable[[Config, dict[str, Any] | None], dict[str, nn.Module]]
     build_scorer: Callable[..., Scorer]
     check_config: Callable[[Config], None]
+    recalibration_keys: tuple[str, ...] = ()
     resumable: bool = False
     multi_device: bool = False
     describe: Callable[[Config], str] = lambda cfg: ""

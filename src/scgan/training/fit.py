@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scgan.config import Config
+from scgan.config.presets import presets_of
 from scgan.data.datasets import check_dataset_name
 from scgan.models.checks import check_config
-from scgan.models.registry import get_kind
+from scgan.models.registry import KINDS, get_kind
 from scgan.training.outdir import claim_output
 from scgan.training.patchcore import fit_patchcore
 from scgan.training.result import TrainResult
@@ -62,8 +63,9 @@ def train(cfg: Config, output_dir: str | Path, resume: str | Path | None = None,
     rt = cfg.runtime
     if not kind.multi_device and (str(rt.devices) != "1" or rt.strategy != "auto"
                                   or rt.accelerator not in ("cpu", "auto")):
+        presets = [p for name, k in KINDS.items() if k.multi_device for p in presets_of(name)]
         raise ValueError(f"a {cfg.kind} model is fitted in one CPU process; --accelerator, --devices and "
-                         "--strategy train the SCGAN presets (--preset scgan, gpu, cpu or paper)")
+                         f"--strategy are for models fitted on devices (--preset {', '.join(presets)})")
     output_dir = writable_dir(Path(output_dir))
     with claim_output(output_dir, resume, overwrite, resumable=kind.resumable):
         return FITTERS[cfg.kind](cfg, output_dir, resume=resume, progress=progress, callbacks=callbacks)

@@ -21,6 +21,7 @@ from scgan.artifacts.finite import nonfinite_cause
 from scgan.artifacts.model_file import CheckpointError, read_torch_file
 from scgan.config import Config, migrate_config
 from scgan.data.augment import resolve_augmentation
+from scgan.models.scgan.kind import SCGAN
 from scgan.training.datamodule import SCGANDataModule
 from scgan.training.guards import FiniteModelGuard, diverged_error
 from scgan.training.logs import AtomicCSVLogger
@@ -87,7 +88,8 @@ def _checkpoint_epoch(path: Path, cfg: Config) -> int:
         raise CheckpointError(f"cannot resume from {path}: {hint}")
     # A setting added after the checkpoint was written had its older value there (output_scale: 1.0).
     saved = migrate_config({"model": {}, **(ckpt.get("hyper_parameters") or {}).get("config", {})})["model"]
-    differ = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in cfg.to_dict()["model"].items() if saved.get(k) != v]
+    differ = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in cfg.to_dict()["model"].items()
+              if saved.get(k) != v and f"model.{k}" not in SCGAN.recalibration_keys]  # not scoring-only ones
     if differ:
         raise CheckpointError(f"cannot resume from {path}: it was trained with another network ({'; '.join(differ)})")
     return int(ckpt["epoch"])

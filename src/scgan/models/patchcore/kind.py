@@ -16,7 +16,7 @@ from scgan.models.scoring import autocast_dtype, scorer_sigma
 
 def layout(cfg: Config) -> FeatureLayout:
     """The feature layout ``cfg.patchcore`` describes."""
-    return FeatureLayout(tuple(cfg.patchcore.layers), cfg.patchcore.neighbourhood)
+    return FeatureLayout(tuple(cfg.patchcore.layers), cfg.patchcore.neighbourhood, cfg.patchcore.pad)
 
 
 def feature_dims(cfg: Config) -> int:
@@ -71,6 +71,10 @@ def _check_config(cfg: Config) -> None:
     if any(i >= n for i in p.layers) or list(p.layers) != sorted(set(p.layers)):
         raise ValueError(f"patchcore.layers must be increasing block indices of {p.backbone} (0-{n - 1}), "
                          f"got {p.layers!r}")
+    stride = block_plan(p.backbone)[max(p.layers)].stride
+    if p.pad % stride:
+        raise ValueError(f"patchcore.pad must be a multiple of {stride} (the stride of block {max(p.layers)} of "
+                         f"{p.backbone}), got {p.pad}")
 
 
 PATCHCORE = ModelKind(

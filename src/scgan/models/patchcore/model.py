@@ -70,21 +70,32 @@ def whitening_transform(patches: torch.Tensor, shrinkage: float) -> tuple[torch.
 
 @dataclass(frozen=True)
 class FeatureLayout:
-    """Which backbone blocks make the features, and how patches are aggregated."""
+    """Which backbone blocks make the features, how patches are aggregated, and how many pixels of mirrored image
+    the backbone sees beyond each border (``pad``, a multiple of the deepest block's stride; 0 = none)."""
 
     layers: tuple[int, ...]
     neighbourhood: int
+    pad: int = 0
 
 
 def embed(backbone: EfficientNetLite, x: torch.Tensor, layout: FeatureLayout) -> torch.Tensor:
-    """Patch features (B, D, h, w) of images (B, C, H, W) in [-1, 1], on the grid of the first (finest) layer."""
+    """Patch features (B, D, h, w) of images (B, C, H, W) in [-1, 1], on the grid of the first (finest) layer.
+
+    With ``layout.pad``, the image is mirrored beyond its borders first and the features cropped back to its own
+    grid: a border patch is then seen amid texture like its own, not beside the convolutions' zero padding."""
+    if layout.pad:
+        x = F.pad(x, (layout.pad,) * 4, mode="reflect")
     maps = backbone(x, layout.layers)
     p = layout.neighbourhood
     if p > 1:
         maps = [F.avg_pool2d(m, p, stride=1, padding=p // 2, count_include_pad=False) for m in maps]
     size = maps[0].shape[-2:]
     maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
-    return torch.cat(maps, dim=1)
+    features = torch.cat(maps, dim=1)
+    if layout.pad:
+        cut = layout.pad * size[-1] // x.shape[-1]  # the pad in cells of the first layer's grid
+        features = features[..., cut:size[0] - cut, cut:size[1] - cut]
+    return features
 
 
 class PatchCoreScorer(nn.Module):

@@ -78,6 +78,7 @@ SCGAN = ModelKind(
     build_parts=_build_parts,
     build_scorer=_build_scorer,
     check_config=_check_config,
+    recalibration_keys=("model.beta",),
     resumable=True,
     multi_device=True,
     describe=lambda cfg: f"head {cfg.model.head}",
