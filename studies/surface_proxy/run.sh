@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every setting of settings.txt on every category: two streams of one thread each (bottle + metal_nut |
-# magnetic_tile), side by side.   bash studies/surface_proxy/run.sh
+# magnetic_tile), side by side.   [SETTINGS=settings2.txt] bash studies/surface_proxy/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -10,8 +10,8 @@ run() {  # $1 = categories
     [ -z "$name" ] && continue
     read -r -a extra <<< "$settings"
     "$PY" studies/surface_proxy/proxy.py --name "$name" --categories "$1" --threads 1 ${extra[@]+"${extra[@]}"}
-  done < studies/surface_proxy/settings.txt
+  done < "studies/surface_proxy/${SETTINGS:-settings.txt}"
 }
-run bottle,metal_nut > studies/surface_proxy/log_a.log 2>&1 &
-run magnetic_tile > studies/surface_proxy/log_b.log 2>&1 &
+run bottle,metal_nut > "studies/surface_proxy/log_${SETTINGS:-settings.txt}_a.log" 2>&1 &
+run magnetic_tile > "studies/surface_proxy/log_${SETTINGS:-settings.txt}_b.log" 2>&1 &
 wait
