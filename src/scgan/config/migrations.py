@@ -25,6 +25,10 @@ ADDED_LATER: dict[tuple[str, str], Any] = {
     ("score", "selection_strengths"): [1.0], ("train", "lr_milestones"): [], ("train", "lr_gamma"): 0.2,
     ("patchcore", "metric"): "euclidean", ("patchcore", "shrinkage"): 0.1, ("patchcore", "pad"): 0,
 }
+# Settings whose default changed, with the defaults they had before: a YAML file copied from an earlier preset file
+# holds those in the sections of another kind, and they are as much "left at the default" as today's.
+FORMER_DEFAULTS: dict[tuple[str, str], tuple[Any, ...]] = {("patchcore", "neighbourhood"): (1,),
+                                                          ("patchcore", "metric"): ("euclidean",)}
 # What a stored config without a kind is, and the synthetic defects' size calibration used before the score
 # section had its own (the SCGAN's augment.patch_area, whose default is this).
 _OLD_KIND = "scgan"

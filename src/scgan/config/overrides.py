@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from scgan.config.migrations import move_keys, moved_key, old_layout_defects
+from scgan.config.migrations import FORMER_DEFAULTS, move_keys, moved_key, old_layout_defects
 from scgan.config.presets import get_preset, presets_of
 from scgan.config.schema import KIND_SECTIONS, TOP_KEYS, Config, section_owner
 
@@ -172,8 +172,8 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
 
 
 def _first_change(section: str, values: dict[str, Any]) -> str | None:
-    """The first key of ``values`` that sets ``section`` (of whichever kind owns it) to other than its default, or
-    that it has not; None when every value is the default."""
+    """The first key of ``values`` that sets ``section`` (of whichever kind owns it) to other than its default (or a
+    former default: migrations.FORMER_DEFAULTS), or that it has not; None when every value is a default."""
     schema = KIND_SECTIONS[section_owner(section)][section]
     default = schema()
     for k, v in values.items():
@@ -182,7 +182,7 @@ def _first_change(section: str, values: dict[str, Any]) -> str | None:
             _assign(fresh, section, k, v)
         except ValueError:
             return k
-        if fresh != default:
+        if fresh != default and getattr(fresh, k) not in FORMER_DEFAULTS.get((section, k), ()):
             return k
     return None
 

