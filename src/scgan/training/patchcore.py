@@ -21,7 +21,7 @@ from scgan.inference.calibrate import calibrate
 from scgan.models.patchcore.backbone import EfficientNetLite, block_plan, load_backbone, weights_digest
 from scgan.models.patchcore.coreset import greedy_coreset, random_projection
 from scgan.models.patchcore.kind import PATCHCORE, layout
-from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whitening_transform
+from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whiten_, whitening_transform
 from scgan.training.result import TrainResult, write_run
 
 
@@ -83,7 +83,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     whitening = None
     if p.metric == "mahalanobis":
         whitening = whitening_transform(patches, p.shrinkage)
-        patches = (patches - whitening[0]) @ whitening[1]
+        whiten_(patches, *whitening)
     size = min(p.bank_size, patches.shape[0])
     _say(progress, f"memory bank: choosing {size} of {patches.shape[0]} patch features ({total} in all) by "
                    "greedy coreset")

@@ -53,19 +53,31 @@ class MemoryBank(nn.Module):
         return (f - self.mean) @ self.whitening if self.whitened else f
 
 
-def whitening_transform(patches: torch.Tensor, shrinkage: float) -> tuple[torch.Tensor, torch.Tensor]:
+def whitening_transform(patches: torch.Tensor, shrinkage: float,
+                        chunk: int = 1 << 13) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean (D,), W (D, D)) with which ``(f - mean) @ W`` has unit covariance over ``patches`` (N, D) after
     shrinking their covariance towards its mean variance: S = (1 - shrinkage) C + shrinkage tr(C) / D I, W = S^-1/2.
     Euclidean distances after the map are Mahalanobis distances under S (Rippel et al.: the directions normal
-    patches barely vary in are where defects show)."""
-    x = patches.double()
-    mean = x.mean(0)
-    cov = torch.cov((x - mean).T)
-    d = cov.shape[0]
+    patches barely vary in are where defects show). Accumulated in float64 over chunks of rows: memory O(D^2)
+    beside the patches."""
+    n, d = patches.shape
+    mean = sum(rows.double().sum(0) for rows in patches.split(chunk)) / n
+    cov = torch.zeros(d, d, dtype=torch.float64)
+    for rows in patches.split(chunk):
+        centred = rows.double() - mean
+        cov += centred.T @ centred
+    cov /= max(n - 1, 1)
     cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / d * torch.eye(d, dtype=cov.dtype)
     values, vectors = torch.linalg.eigh(cov)
     w = vectors @ torch.diag(values.clamp_min(1e-12 * values.max()).rsqrt()) @ vectors.T
     return mean.float(), w.float()
+
+
+def whiten_(patches: torch.Tensor, mean: torch.Tensor, w: torch.Tensor, chunk: int = 1 << 13) -> torch.Tensor:
+    """``(patches - mean) @ w`` written over ``patches`` (N, D) chunk by chunk (w is D x D): no second copy."""
+    for rows in patches.split(chunk):
+        rows.copy_((rows - mean) @ w)
+    return patches
 
 
 @dataclass(frozen=True)
