@@ -46,6 +46,29 @@ def _finish(x: torch.Tensor, out: torch.Tensor, region: torch.Tensor) -> Augment
     return Augmented(out, changed_mask(x, out, region))
 
 
+def _disc(b: int, h: int, w: int, radii: tuple[float, float], extra: float,
+          generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """B discs anywhere in the image, of radius uniform in ``radii`` (shares of the short side) plus ``extra``
+    pixels: each pixel's distance to its disc's centre in radii (B, H, W), the radii (B,), and the pixel grid."""
+    radius = _uniform(*radii, b, generator) * min(h, w) + extra
+    cy, cx = _centres(b, h, w, 0, generator)
+    yy, xx = _grid(h, w)
+    r = ((yy - cy.view(b, 1, 1)) ** 2 + (xx - cx.view(b, 1, 1)) ** 2).sqrt() / radius.view(b, 1, 1)
+    return r, radius, (yy, xx)
+
+
+def _signed(low: float, high: float, b: int, generator: torch.Generator | None) -> torch.Tensor:
+    """B amounts uniform in [low, high), each negative or positive with equal chance."""
+    sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    return sign * _uniform(low, high, b, generator)
+
+
+def _add(x: torch.Tensor, amount: torch.Tensor, weight: torch.Tensor) -> Augmented:
+    """x + amount (B,) x weight (B, 1, H, W) in [0, 1], changed where the weight is positive."""
+    out = x.float() + (amount.view(-1, 1, 1, 1) * weight).to(x.device)
+    return _finish(x, out, (weight > 0).to(x.device))
+
+
 def _check(x: torch.Tensor) -> None:
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"synthetic defects take a batch (B, 1 or 3, H, W), got shape {tuple(x.shape)}")
@@ -89,16 +112,9 @@ class Spot(SyntheticAnomaly):
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Augmented:
         _check(x)
         b, _, h, w = x.shape
-        short = min(h, w)
-        radius = _uniform(0.01, 0.04, b, generator) * short + 1.0
-        cy, cx = _centres(b, h, w, 0, generator)
-        sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
-        depth = sign * _uniform(0.1, 0.5, b, generator)
-        yy, xx = _grid(h, w)
-        r = ((yy - cy.view(b, 1, 1)) ** 2 + (xx - cx.view(b, 1, 1)) ** 2).sqrt() / radius.view(b, 1, 1)
+        r, _, _ = _disc(b, h, w, (0.01, 0.04), 1.0, generator)
         weight = (1 - r.clamp(max=1) ** 2)[:, None]  # 1 at the centre, 0 at the rim
-        out = x.float() + (depth.view(b, 1, 1, 1) * weight).to(x.device)
-        return _finish(x, out, (weight > 0).to(x.device))
+        return _add(x, _signed(0.1, 0.5, b, generator), weight)
 
 
 class Uneven(SyntheticAnomaly):
@@ -122,10 +138,7 @@ class Uneven(SyntheticAnomaly):
         u, v = (c * dx + s * dy) / rx.view(b, 1, 1), (-s * dx + c * dy) / ry.view(b, 1, 1)
         r2 = u**2 + v**2
         weight = (0.5 + 0.5 * torch.cos(math.pi * r2.clamp(max=1).sqrt()))[:, None] * (r2 < 1)[:, None]
-        sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
-        shift = sign * _uniform(0.05, 0.25, b, generator)
-        out = x.float() + (shift.view(b, 1, 1, 1) * weight).to(x.device)
-        return _finish(x, out, (weight > 0).to(x.device))
+        return _add(x, _signed(0.05, 0.25, b, generator), weight)
 
 
 class Blend(SyntheticAnomaly):
@@ -163,13 +176,9 @@ class Warp(SyntheticAnomaly):
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Augmented:
         _check(x)
         b, _, h, w = x.shape
-        short = min(h, w)
-        radius = _uniform(0.04, 0.1, b, generator) * short + 2.0
-        cy, cx = _centres(b, h, w, 0, generator)
+        r, radius, (yy, xx) = _disc(b, h, w, (0.04, 0.1), 2.0, generator)
         angle = _uniform(0, 2 * math.pi, b, generator)
         push = _uniform(0.15, 0.33, b, generator) * radius
-        yy, xx = _grid(h, w)
-        r = ((yy - cy.view(b, 1, 1)) ** 2 + (xx - cx.view(b, 1, 1)) ** 2).sqrt() / radius.view(b, 1, 1)
         bump = (0.5 + 0.5 * torch.cos(math.pi * r.clamp(max=1))) * (r < 1)
         sy = yy + bump * (push * angle.sin()).view(b, 1, 1)
         sx = xx + bump * (push * angle.cos()).view(b, 1, 1)
