@@ -207,3 +207,11 @@ def test_a_kind_registered_again_replaces_its_sections():
             register_kind_sections("stand_in", {"stand_in": dataclasses.make_dataclass("StandIn", [])})
     finally:
         KIND_SECTIONS.pop("stand_in", None)
+
+
+def test_a_file_holding_a_former_default_says_so(caplog):
+    with caplog.at_level("WARNING", logger="scgan"):
+        cfg = load_config("paper", yaml_path=FIXTURES / "default.yaml")
+    assert cfg.patchcore.neighbourhood == 1
+    assert any("patchcore.neighbourhood = 1 was the default of an earlier release (today's: 3)" in r.getMessage()
+               for r in caplog.records)

@@ -63,3 +63,25 @@ def test_a_whitened_model_fits_loads_and_exports(tmp_path, demo_root, demo_categ
     torch_score = Detector.load(res.model_path).predict(image).score
     onnx_score = Detector.load(export_onnx(res.model_path, tmp_path / "m.onnx")).predict(image).score
     assert onnx_score == pytest.approx(torch_score, rel=1e-4)
+
+
+@pytest.mark.integration
+def test_mirror_padding_takes_a_sliver_of_an_image(tmp_path, demo_root, demo_category):
+    """patchcore.pad mirrors the image beyond its borders: an image far longer than wide is brought to sides longer
+    than the pad (mirroring needs them) and scores."""
+    from conftest import TINY_FEATURES
+    from scgan.config import load_config
+    from scgan.inference.detector import Detector
+    from scgan.training.fit import train
+
+    cfg = load_config("default", overrides={**TINY_FEATURES, "patchcore.pad": 16, "data.root": str(demo_root),
+                                            "data.category": demo_category})
+    res = train(cfg, tmp_path / "fit", progress=False)
+    detector = Detector.load(res.model_path)
+    assert detector.spec.min_side == 32 and detector.spec.shape(20, 640) == (32, 256)
+    result = detector.predict(np.full((20, 640, 3), 120, np.uint8))
+    assert np.isfinite(result.score) and result.original_size == (20, 640) and result.anomaly_map.shape == (32, 256)
+    with pytest.raises(ValueError, match="patchcore.pad must be a multiple of 16"):
+        from scgan.models.checks import check_config
+
+        check_config(load_config("default", overrides=["patchcore.pad=8"]))

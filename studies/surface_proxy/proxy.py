@@ -109,6 +109,7 @@ def main() -> None:
         test = run_test(res.model_path, work / "test", progress=False).metrics
         at = test.get("at_threshold", {})
         result = {"name": args.name, "category": cat, "seed": args.seed, "overrides": args.overrides,
+                  "config": cfg.identity(),
                   "threads": args.threads, "fit": fit, "validation": validation, "validation_cpu_s": val_cpu,
                   "test": {"image_auroc": test["image_auroc"], "pixel_auroc": test["pixel_auroc"],
                            "aupro": test["aupro"], "catch_rate": at.get("catch_rate"),

@@ -1,7 +1,8 @@
 """The proxy's report (README.md): per category, each setting's faint and sharp criteria beside its test-set
 numbers, and Spearman's rank correlation between each proxy and the real defects' image and pixel AUROC.
 
-    python studies/surface_proxy/summarize.py [--results studies/surface_proxy/results] [--json out.json]
+    python studies/surface_proxy/summarize.py --only s > stage1_report.md     # the settings named s* (stage 1)
+    python studies/surface_proxy/summarize.py --only m > stage2_report.md     # the candidates named m* (stage 2)
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 
 
-def load(results: Path) -> dict[str, dict[str, dict]]:
-    """{category: {setting: result}} of every stored run (seed 0)."""
+def load(results: Path, only: str = "") -> dict[str, dict[str, dict]]:
+    """{category: {setting: result}} of every stored run (seed 0) whose setting's name starts with ``only``."""
     runs: dict[str, dict[str, dict]] = defaultdict(dict)
-    for path in sorted(results.glob("*/*_seed0.json")):
+    for path in sorted(results.glob(f"{only}*/*_seed0.json")):
         r = json.loads(path.read_text())
         runs[r["category"]][r["name"]] = r
     return runs
@@ -48,8 +49,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="studies/surface_proxy/results")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", default="", help="only the settings whose name starts with this (s: stage 1, m: stage 2)")
     args = ap.parse_args()
-    runs = load(Path(args.results))
+    runs = load(Path(args.results), args.only)
     cats = [c for c in ("bottle", "metal_nut", "magnetic_tile") if c in runs]
     names = sorted(set.intersection(*(set(runs[c]) for c in cats)))
     report: dict = {"settings": names, "categories": {}}

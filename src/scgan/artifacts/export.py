@@ -44,10 +44,11 @@ def _export_graph(scorer: torch.nn.Module, spec: InputSpec, opset: int | None):
     # A batch of 2, not 1: torch.export specialises a dimension of size 1 into a constant.
     example = _example(spec).zero_()
     axes = {0: torch.export.Dim("batch")}
-    if spec.keep_aspect:  # sides are multiples of the backbone's stride, at least twice it
+    if spec.keep_aspect:  # sides are multiples of the backbone's stride, at least twice it (and min_side)
         m = spec.multiple
-        axes.update({2: m * torch.export.Dim("height_blocks", min=2, max=4096 // m),
-                     3: m * torch.export.Dim("width_blocks", min=2, max=4096 // m)})
+        least = max(2, -(-spec.min_side // m))
+        axes.update({2: m * torch.export.Dim("height_blocks", min=least, max=4096 // m),
+                     3: m * torch.export.Dim("width_blocks", min=least, max=4096 // m)})
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
     level = quiet.level
     quiet.setLevel(logging.ERROR)

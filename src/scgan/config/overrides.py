@@ -161,6 +161,9 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
         if isinstance(v, dict) and k in cfg.section_names():
             for kk, vv in v.items():
                 set_value(cfg, f"{k}.{kk}", vv)
+                if source and getattr(cfg, k).__dict__.get(kk) in FORMER_DEFAULTS.get((k, kk), ()):
+                    log.warning("%s: %s.%s = %s was the default of an earlier release (today's: %s); kept as the file "
+                                "says", source, k, kk, vv, getattr(type(getattr(cfg, k))(), kk))
         elif k in cfg.section_names():
             raise ValueError(f"config section {k!r} must be a mapping, got {type(v).__name__}")
         else:

@@ -26,8 +26,21 @@ import torch.nn.functional as F
 from scgan.data.augment import Augmented, SyntheticAnomaly, changed_mask
 
 
+def _on(generator: torch.Generator | None) -> dict:
+    """Where the random numbers are drawn: on the generator's device (they are used on the CPU)."""
+    return {"generator": generator, "device": generator.device if generator is not None else "cpu"}
+
+
+def _rand(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n, **_on(generator)).cpu()
+
+
+def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(low, high, (1,), **_on(generator)))
+
+
 def _uniform(low: float, high: float, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator)
+    return low + (high - low) * _rand(n, generator)
 
 
 def _centres(b: int, h: int, w: int, margin: float, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
@@ -59,7 +72,7 @@ def _disc(b: int, h: int, w: int, radii: tuple[float, float], extra: float,
 
 def _signed(low: float, high: float, b: int, generator: torch.Generator | None) -> torch.Tensor:
     """B amounts uniform in [low, high), each negative or positive with equal chance."""
-    sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    sign = torch.where(_rand(b, generator) < 0.5, -1.0, 1.0)
     return sign * _uniform(low, high, b, generator)
 
 
@@ -89,16 +102,16 @@ class Crack(SyntheticAnomaly):
             steps = max(4, int(_uniform(0.2, 0.6, 1, generator).item() * short))
             y, xx = (v.item() for v in _centres(1, h, w, short * 0.2, generator))
             angle = _uniform(0, 2 * math.pi, 1, generator).item()
-            turns = torch.randn(steps, generator=generator) * 0.25
+            turns = torch.randn(steps, **_on(generator)).cpu() * 0.25
             for t in range(steps):
                 angle += turns[t].item()
                 y, xx = y + math.sin(angle), xx + math.cos(angle)
                 if 0 <= int(y) < h and 0 <= int(xx) < w:
                     region[i, 0, int(y), int(xx)] = True
-            width = int(torch.randint(1, 4, (1,), generator=generator))
+            width = _randint(1, 4, generator)
             if width > 1:
                 region[i] = F.max_pool2d(region[i].float()[None], width, 1, padding=width // 2)[0, :, :h, :w] > 0
-            sign = 1.0 if torch.rand(1, generator=generator).item() < 0.2 else -1.0
+            sign = 1.0 if _rand(1, generator).item() < 0.2 else -1.0
             delta[i] = sign * _uniform(0.1, 0.4, 1, generator).item()
         out = x.float() + delta.view(b, 1, 1, 1).to(x.device)
         return _finish(x, out, region.to(x.device))
@@ -155,8 +168,8 @@ class Blend(SyntheticAnomaly):
         for i in range(b):
             side = max(2, int(math.sqrt(_uniform(0.02, 0.08, 1, generator).item() * h * w)))
             sh, sw = min(side, h), min(side, w)
-            top, left = (int(torch.randint(0, n - s + 1, (1,), generator=generator)) for n, s in ((h, sh), (w, sw)))
-            stop, sleft = (int(torch.randint(0, n - s + 1, (1,), generator=generator)) for n, s in ((h, sh), (w, sw)))
+            top, left = (_randint(0, n - s + 1, generator) for n, s in ((h, sh), (w, sw)))
+            stop, sleft = (_randint(0, n - s + 1, generator) for n, s in ((h, sh), (w, sw)))
             alpha = _uniform(0.1, 0.4, 1, generator).item()
             ramp = torch.minimum(torch.linspace(0, 1, sh)[:, None].minimum(torch.linspace(1, 0, sh)[:, None]),
                                  torch.linspace(0, 1, sw)[None].minimum(torch.linspace(1, 0, sw)[None]))

@@ -164,8 +164,8 @@ class InputSpec:
     ``keep_aspect=False``: every image is resized to ``size`` x ``size`` (the SCGAN's S, aspect ignored).
     ``keep_aspect=True``: the shorter side becomes ``size`` and the other keeps the aspect ratio (up to
     ``MAX_ASPECT`` times ``size``: a sliver of an image is not blown up without bound), each side rounded to a
-    multiple of ``multiple`` (a fully convolutional model's stride). ``channels`` is 3 (RGB) or 1 (grey: the luma
-    of RGB, exactly the value of a grey file).
+    multiple of ``multiple`` (a fully convolutional model's stride) and at least ``min_side`` (and two multiples).
+    ``channels`` is 3 (RGB) or 1 (grey: the luma of RGB, exactly the value of a grey file).
     """
 
     MAX_ASPECT = 4
@@ -174,6 +174,7 @@ class InputSpec:
     keep_aspect: bool = False
     multiple: int = 1
     channels: int = 3
+    min_side: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, (int, np.integer)) or isinstance(self.size, bool) or self.size < 1:
@@ -192,16 +193,18 @@ class InputSpec:
             return self.size, self.size
         scale = min(self.size / min(h, w), self.MAX_ASPECT * self.size / max(h, w))
         m = self.multiple
-        return max(2 * m, round(h * scale / m) * m), max(2 * m, round(w * scale / m) * m)
+        least = max(2 * m, -(-self.min_side // m) * m)
+        return max(least, round(h * scale / m) * m), max(least, round(w * scale / m) * m)
 
     def to_dict(self) -> dict[str, int | bool]:
-        return {"size": int(self.size), "keep_aspect": bool(self.keep_aspect), "multiple": int(self.multiple),
-                "channels": int(self.channels)}
+        d = {"size": int(self.size), "keep_aspect": bool(self.keep_aspect), "multiple": int(self.multiple),
+             "channels": int(self.channels)}
+        return {**d, "min_side": int(self.min_side)} if self.min_side else d  # older readers know the rest
 
     @classmethod
     def from_dict(cls, d: dict) -> InputSpec:
         return cls(int(d["size"]), bool(d.get("keep_aspect", False)), int(d.get("multiple", 1)),
-                   int(d.get("channels", 3)))
+                   int(d.get("channels", 3)), int(d.get("min_side", 0)))
 
 
 def load_image_with_size(

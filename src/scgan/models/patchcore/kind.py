@@ -29,7 +29,9 @@ def _input_spec(cfg: Config) -> InputSpec:
     p = cfg.patchcore
     stride = block_plan(p.backbone)[max(p.layers)].stride
     channels = 3 if p.channels == "auto" else int(p.channels)  # auto: resolved when fitted, stored in the model
-    return InputSpec(p.resolution, keep_aspect=True, multiple=stride, channels=channels)
+    # Mirror padding needs sides longer than the pad: a sliver of an image is brought to at least pad + stride.
+    return InputSpec(p.resolution, keep_aspect=True, multiple=stride, channels=channels,
+                     min_side=p.pad + stride if p.pad else 0)
 
 
 def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, nn.Module]:

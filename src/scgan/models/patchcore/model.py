@@ -62,12 +62,14 @@ def whitening_transform(patches: torch.Tensor, shrinkage: float,
     beside the patches."""
     n, d = patches.shape
     mean = sum(rows.double().sum(0) for rows in patches.split(chunk)) / n
-    cov = torch.zeros(d, d, dtype=torch.float64)
+    cov = torch.zeros(d, d, dtype=torch.float64, device=patches.device)
     for rows in patches.split(chunk):
         centred = rows.double() - mean
         cov += centred.T @ centred
     cov /= max(n - 1, 1)
-    cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / d * torch.eye(d, dtype=cov.dtype)
+    if cov.trace() <= 0:  # every patch alike: no direction to weigh, the Euclidean distance
+        return mean.float(), torch.eye(d, device=patches.device)
+    cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / d * torch.eye(d, dtype=cov.dtype, device=patches.device)
     values, vectors = torch.linalg.eigh(cov)
     w = vectors @ torch.diag(values.clamp_min(1e-12 * values.max()).rsqrt()) @ vectors.T
     return mean.float(), w.float()
