@@ -7,10 +7,8 @@ Malformed input (wrong shapes, NaN or infinite scores) raises ``ValueError``.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score
-from torchmetrics.functional.classification import binary_auroc
 
 # MVTec AD's reference AUPRO labels components with a 3x3 ones structure: 8-connectivity, so
 # pixels touching only at a corner belong to one defect.
@@ -68,16 +66,14 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
     m, g = _check_maps(maps, masks)
     if g.all() or not g.any():
         return float("nan")
-    # torchmetrics sorts in torch, about twice as fast as sklearn on millions of pixels. It reads values outside
-    # [0, 1] as logits and squashes them with a sigmoid, which in float32 makes every value above ~17 equal (a
-    # feature distance map of 20-50 would score 0.5): the maps are min-max scaled to [0, 1] first, which keeps
-    # their order, so the AUROC.
-    flat = m.ravel()
-    lo, hi = float(flat.min()), float(flat.max())
-    scaled = ((flat - lo) * np.float32(1.0 / (hi - lo))).astype(np.float32) if hi > lo else np.zeros_like(flat)
-    auc = binary_auroc(torch.from_numpy(scaled), torch.from_numpy(g.ravel()).long(), thresholds=None,
-                       validate_args=False)
-    return float(auc)
+    # The Mann-Whitney form, exact with ties counted half: only the normal pixels' values are sorted (one float32
+    # copy), and each anomalous pixel counts the normal ones below it. A test set's 38 M pixels need about 0.2 GB
+    # here against torchmetrics' sort with indices (1.8 GB), and no value is read as a logit.
+    normal = np.sort(m[~g])
+    anomalous = m[g]
+    below = np.searchsorted(normal, anomalous, side="left").sum(dtype=np.float64)
+    ties = np.searchsorted(normal, anomalous, side="right").sum(dtype=np.float64) - below
+    return float((below + 0.5 * ties) / (float(normal.size) * float(anomalous.size)))
 
 
 def _anomalous_pixels(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
