@@ -330,6 +330,9 @@ class Config:
     def __post_init__(self) -> None:
         if not self.sections:
             object.__setattr__(self, "sections", kind_sections(self.kind))
+        elif set(self.sections) != set(kind_sections(self.kind)):
+            raise ValueError(f"a {self.kind} config holds the sections {', '.join(kind_sections(self.kind))}, "
+                             f"not {', '.join(self.sections)}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "kind" and "sections" in self.__dict__ and value != self.__dict__.get("kind"):
