@@ -55,6 +55,47 @@ def defects(x: torch.Tensor, kind: str, batch: int) -> tuple[torch.Tensor, torch
     return out, aug.mask[:, 0]
 
 
+def separation(normal: np.ndarray, synthetic: np.ndarray, maps: np.ndarray, masks: np.ndarray) -> dict:
+    """Image AUROC of the normal scores against the defective copies' and pixel AUROC of the copies' maps (a copy
+    whose defect changed no pixel has nothing to find)."""
+    labels = np.r_[np.zeros(len(normal)), np.ones(len(synthetic))]
+    keep = masks.reshape(len(masks), -1).any(1)
+    return {"image_auroc": image_auroc(np.r_[normal, synthetic], labels),
+            "pixel_auroc": pixel_auroc(maps[keep], masks[keep])}
+
+
+def category_config(category: str, seed: int, overrides: list[str]):
+    """The default preset with ``overrides`` on one shared category, checked."""
+    dataset, root = CATEGORIES[category]
+    return check_config(load_config("default", overrides=[*overrides, f"data.dataset={dataset}", f"data.root={root}",
+                                                          f"data.category={category}", f"seed={seed}"]))
+
+
+def study_arguments(description: str, output: str, work: str) -> argparse.ArgumentParser:
+    """The command line of a settings study: a name, categories, seed, threads, where results and runs go."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--categories", default=",".join(CATEGORIES))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--output", default=output)
+    ap.add_argument("--work", default=work)
+    ap.add_argument("overrides", nargs="*")
+    return ap
+
+
+def pending_runs(args: argparse.Namespace):
+    """(category, result file, config, work folder) of each category of ``args`` whose result is not stored yet;
+    sets torch's thread count."""
+    torch.set_num_threads(args.threads)
+    for cat in args.categories.split(","):
+        dest = Path(args.output) / args.name / f"{cat}_seed{args.seed}.json"
+        if dest.exists():
+            print(f"done: {dest}")
+            continue
+        yield cat, dest, category_config(cat, args.seed, args.overrides), Path(args.work) / args.name / dest.stem
+
+
 @torch.inference_mode()
 def validate(model_path: Path) -> dict:
     loaded = load_model(model_path)
@@ -78,37 +119,16 @@ def validate(model_path: Path) -> dict:
     normal = np.concatenate(normal)
     out = {"score": name, "n_val": len(val), "scoring_cpu_ms_per_image": 1000 * scoring_cpu / len(val), "kinds": {}}
     for kind in KINDS:
-        syn = np.concatenate(synthetic[kind])
-        labels = np.r_[np.zeros(len(normal)), np.ones(len(syn))]
-        maps, masks = np.concatenate(pixels[kind][0]), np.concatenate(pixels[kind][1])
-        keep = masks.reshape(len(masks), -1).any(1)  # a copy whose defect changed no pixel has nothing to find
-        out["kinds"][kind] = {"image_auroc": image_auroc(np.r_[normal, syn], labels),
-                              "pixel_auroc": pixel_auroc(maps[keep], masks[keep])}
+        out["kinds"][kind] = separation(normal, np.concatenate(synthetic[kind]), np.concatenate(pixels[kind][0]),
+                                        np.concatenate(pixels[kind][1]))
     out["criterion"] = float(np.mean([(v["image_auroc"] + v["pixel_auroc"]) / 2 for v in out["kinds"].values()]))
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--categories", default=",".join(CATEGORIES))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--output", default="studies/feature_detector/results")
-    ap.add_argument("--work", default="runs/feature_selection")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    for cat in args.categories.split(","):
-        dest = Path(args.output) / args.name / f"{cat}_seed{args.seed}.json"
-        if dest.exists():
-            print(f"done: {dest}")
-            continue
-        dataset, root = CATEGORIES[cat]
-        cfg = check_config(load_config("default", overrides=[*args.overrides, f"data.dataset={dataset}",
-                                                             f"data.root={root}", f"data.category={cat}",
-                                                             f"seed={args.seed}"]))
-        work = Path(args.work) / args.name / f"{cat}_seed{args.seed}"
+    args = study_arguments(__doc__.splitlines()[0], "studies/feature_detector/results",
+                           "runs/feature_selection").parse_args()
+    for cat, dest, cfg, work in pending_runs(args):
         c0, t0 = cpu_seconds(), time.perf_counter()
         res = train(cfg, work, overwrite=True, progress=False)
         fit = {"cpu_s": cpu_seconds() - c0, "wall_s": time.perf_counter() - t0,

@@ -11,7 +11,6 @@ numbers are stored beside the proxy's only to judge the proxy (README.md); nothi
 """
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
@@ -22,17 +21,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "feature_detector"))
-from settings import CATEGORIES, cpu_seconds  # noqa: E402  (the first search's data and clock)
 from settings import KINDS as SHARP  # noqa: E402
+from settings import cpu_seconds, pending_runs, separation, study_arguments  # noqa: E402  (the first search's)
 from settings import defects as sharp_defects  # noqa: E402
 
 from scgan.artifacts.model_file import load_model  # noqa: E402
-from scgan.config import load_config  # noqa: E402
 from scgan.data.datasets import dataset_for, eval_loader  # noqa: E402
 from scgan.data.faint import FAINT_DEFECTS, faint_defect  # noqa: E402
-from scgan.evaluation.metrics import image_auroc, pixel_auroc  # noqa: E402
 from scgan.inference.evaluate import run_test  # noqa: E402
-from scgan.models.checks import check_config  # noqa: E402
 from scgan.training.fit import train  # noqa: E402
 from scgan.utils.seed import seeded_generator  # noqa: E402
 
@@ -69,36 +65,14 @@ def validate(model_path: Path) -> dict:
     normal = np.concatenate(normal)
     out = {"score": name, "n_val": len(val), "kinds": {}}
     for kind in makers:
-        syn = np.concatenate(synthetic[kind])
-        maps, masks = np.concatenate(pixels[kind][0]), np.concatenate(pixels[kind][1])
-        keep = masks.reshape(len(masks), -1).any(1)
-        out["kinds"][kind] = {"image_auroc": image_auroc(np.r_[normal, syn], np.r_[np.zeros(len(normal)),
-                                                                                  np.ones(len(syn))]),
-                              "pixel_auroc": pixel_auroc(maps[keep], masks[keep])}
+        out["kinds"][kind] = separation(normal, np.concatenate(synthetic[kind]), np.concatenate(pixels[kind][0]),
+                                        np.concatenate(pixels[kind][1]))
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--categories", default=",".join(CATEGORIES))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--output", default="studies/surface_proxy/results")
-    ap.add_argument("--work", default="runs/surface_proxy")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    for cat in args.categories.split(","):
-        dest = Path(args.output) / args.name / f"{cat}_seed{args.seed}.json"
-        if dest.exists():
-            print(f"done: {dest}")
-            continue
-        dataset, root = CATEGORIES[cat]
-        cfg = check_config(load_config("default", overrides=[*args.overrides, f"data.dataset={dataset}",
-                                                             f"data.root={root}", f"data.category={cat}",
-                                                             f"seed={args.seed}"]))
-        work = Path(args.work) / args.name / f"{cat}_seed{args.seed}"
+    args = study_arguments(__doc__.splitlines()[0], "studies/surface_proxy/results", "runs/surface_proxy").parse_args()
+    for cat, dest, cfg, work in pending_runs(args):
         c0, t0 = cpu_seconds(), time.perf_counter()
         res = train(cfg, work / "train", overwrite=True, progress=False)
         fit = {"cpu_s": cpu_seconds() - c0, "wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_mb()}

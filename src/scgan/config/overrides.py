@@ -217,6 +217,7 @@ def load_config(
     """
     cfg = get_preset(preset)
     given: set[str] = set()
+    set_by_file: set[str] = set()  # the file's sections of its kind: a kind= given after it would drop them
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():
@@ -230,7 +231,8 @@ def load_config(
         if "preset" in data:
             cfg = get_preset(str(data.pop("preset")))
         apply_mapping(cfg, data, source=f"config file {path}")
-        set_by_file = {s for s in cfg.sections if isinstance(move_keys(data).get(s), dict) and move_keys(data)[s]}
+        moved = move_keys(data)
+        set_by_file = {s for s in cfg.sections if isinstance(moved.get(s), dict) and moved[s]}
         given |= _train_keys(data)
     if overrides:
         if isinstance(overrides, list):
@@ -239,7 +241,7 @@ def load_config(
             raise ValueError("choose the preset with --preset, not as an override")
         kind_before = cfg.kind
         apply_mapping(cfg, overrides)
-        if yaml_path is not None and cfg.kind != kind_before and set_by_file:
+        if cfg.kind != kind_before and set_by_file:
             raise ValueError(f"kind={cfg.kind} on the command line would drop the {', '.join(sorted(set_by_file))} "
                              f"settings of config file {yaml_path} (a {kind_before} model's): set kind in the file")
         given |= _train_keys(overrides)
