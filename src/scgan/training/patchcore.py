@@ -155,3 +155,12 @@ def choose_bank(patches: torch.Tensor, size: int, projection: int, generator: to
     start = int(torch.randint(patches.shape[0], (1,), generator=generator))
     index = greedy_coreset(random_projection(patches, projection, generator), size, start=start, progress=progress)
     return patches[index].clone()
+
+
+def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int, generator: torch.Generator,
+               progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """A bank of at most ``size`` rows covering both ``bank`` (M, D) and ``new`` rows (N, D), both already in the
+    bank's space (:meth:`MemoryBank.project`): the greedy coreset of their union (:func:`choose_bank`), so that a
+    new row far from every kept one is kept and memory stays bounded by ``size`` + N. The one merge behind a
+    bounded streaming fit and behind updating a fitted bank with new normal images."""
+    return choose_bank(torch.cat([bank.float(), new.float()]), size, projection, generator, progress=progress)
