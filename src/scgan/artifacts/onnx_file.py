@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,9 @@ META_CALIBRATION = "scgan.calibration.stats"
 META_CONFIG = "scgan.config"
 META_AUGMENTATION = "scgan.augmentation"
 META_TRAIN_INFO = "scgan.train_info"
-# JSON {"input": REFERENCE_INPUT, "scores": [K floats]}: the torch model's scores of reference_input(spec), stored at
-# export; every load scores that input again and refuses a file whose graph no longer gives them.
+# JSON {"input": REFERENCE_INPUT, "shape": [1, C, H, W], "scores": [K floats]}: the torch model's scores of
+# reference_input(spec) and its shape, stored at export; every load makes that input again from the metadata's input
+# spec (refusing a file whose spec makes another shape) and refuses a file whose graph no longer gives those scores.
 META_REFERENCE = "scgan.reference_scores"
 REFERENCE_INPUT = "sin-1"  # names the formula of reference_input
 
@@ -47,6 +49,9 @@ REFERENCE_INPUT = "sin-1"  # names the formula of reference_input
 PARITY_ATOL = 1e-4
 
 INSTALL_HINT = "install the ONNX extra: pip install 'scgan[onnx]'"
+# Inputs of at least this many pixels are run one image at a time (see OnnxScorer.run); smaller ones (the SCGAN's
+# 64-256 px squares, not measured one at a time) keep their batch.
+ONE_AT_A_TIME_PIXELS = 288 * 288
 
 log = logging.getLogger("scgan")
 
@@ -83,7 +88,7 @@ def metadata_props(*, calibration: Calibration | None, config: dict[str, Any], s
     """The string key/value pairs an scgan ONNX file carries (what :class:`OnnxScorer` reads back);
     ``reference_scores`` (K,) are the model's scores of :func:`reference_input`."""
     return {
-        META_REFERENCE: json.dumps({"input": REFERENCE_INPUT,
+        META_REFERENCE: json.dumps({"input": REFERENCE_INPUT, "shape": list(reference_input(spec).shape),
                                     "scores": [float(v) for v in np.asarray(reference_scores).reshape(-1)]}),
         META_FORMAT: ONNX_FORMAT,
         META_FORMAT_VERSION: str(ONNX_FORMAT_VERSION),
@@ -115,6 +120,9 @@ class OnnxScorer:
             raise OnnxModelError(f"ONNX model not found: {self.path}")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: ORT's warnings are about its own optimisations
+        # Idle threads sleep instead of spinning: on 2 cores a spinning pool took the CPU from everything else in the
+        # process (overlays, torch, another session) and scored 2.3x slower (docs/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options,
                                                 providers=providers or ["CPUExecutionProvider"])
@@ -145,6 +153,10 @@ class OnnxScorer:
             self.config: dict[str, Any] = migrate_config(json.loads(meta[META_CONFIG]))  # today's layout
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise OnnxModelError(f"{self.path} has damaged scgan metadata ({type(e).__name__}: {e})") from None
+        if META_INPUT in meta and META_IMAGE_SIZE in meta and meta[META_IMAGE_SIZE] != str(self.spec.size):
+            raise OnnxModelError(f"{self.path} has damaged scgan metadata: {META_IMAGE_SIZE} says "
+                                 f"{meta[META_IMAGE_SIZE]!r}, {META_INPUT} size {self.spec.size}; export the model "
+                                 "again from its model file")
         if not names or not all(isinstance(n, str) for n in names):
             raise OnnxModelError(f"{self.path} has damaged scgan metadata (score names {names!r})")
         self.score_names: tuple[str, ...] = names
@@ -179,15 +191,36 @@ class OnnxScorer:
                  "number of scores": (outputs[OUTPUT_NAMES[0]], 1, len(self.score_names))}
         if not self.spec.keep_aspect:
             fixed["input side"] = (inputs[INPUT_NAME], 2, self.spec.size)
+        elif inputs[INPUT_NAME] is not None:  # dynamic sides, named by the export after their multiple ("16*h")
+            for axis in (2, 3):
+                step = re.match(r"^(\d+)\*", str(inputs[INPUT_NAME][axis]))
+                if step and int(step.group(1)) != self.spec.multiple:
+                    raise self._refuse(f"its graph takes sides in multiples of {step.group(1)}, its metadata says "
+                                       f"{self.spec.multiple}")
         for what, (shape, axis, want) in fixed.items():
             have = shape[axis] if shape is not None else None
             if isinstance(have, int) and have != want:
                 raise self._refuse(f"its graph's {what} is {have}, its metadata says {want}")
 
     def _check_reference(self, stored: str | None) -> None:
-        """Score :func:`reference_input`: finite, of the right shapes, and (where the export stored them) the
-        scores the model gave when it was exported, within PARITY_ATOL."""
+        """Score :func:`reference_input`: finite, of the right shapes, and (where the export stored them) of the shape
+        and with the scores it had when the model was exported, the scores within PARITY_ATOL."""
         x = reference_input(self.spec)
+        want = None
+        if stored is not None:
+            try:
+                ref = json.loads(stored)
+                want = np.asarray(ref["scores"], dtype=np.float64)
+                known = ref["input"] == REFERENCE_INPUT and want.shape == (len(self.score_names),)
+                exported = tuple(int(n) for n in ref.get("shape", x.shape))  # files before the shape was stored
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise OnnxModelError(f"{self.path} has damaged scgan metadata ({META_REFERENCE}: {e})") from None
+            if not known:
+                raise OnnxModelError(f"{self.path} has reference scores this scgan cannot check ({META_REFERENCE}); "
+                                     "upgrade scgan or export the model again")
+            if exported != x.shape:  # the metadata's input spec was edited: images would be brought to another shape
+                raise self._refuse(f"its metadata's input ({META_INPUT} {self.spec.to_dict()}) makes a reference "
+                                   f"image of {x.shape}, the model was exported with one of {exported}")
         try:
             scores, maps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
         except Exception as e:  # noqa: BLE001 — onnxruntime raises its own pybind exception types
@@ -199,19 +232,10 @@ class OnnxScorer:
                                f"{x.shape[3]})")
         if not (np.isfinite(scores).all() and np.isfinite(maps).all()):
             raise self._refuse("it scores nan or infinite values (weights that are not numbers)")
-        if stored is None:
+        if want is None:
             log.warning("%s has no reference scores (exported before scgan stored them): its graph's shapes were "
                         "checked, its numbers could not be; export it again to have them checked", self.path)
             return
-        try:
-            ref = json.loads(stored)
-            want = np.asarray(ref["scores"], dtype=np.float64)
-            known = ref["input"] == REFERENCE_INPUT and want.shape == (len(self.score_names),)
-        except (ValueError, KeyError, TypeError) as e:
-            raise OnnxModelError(f"{self.path} has damaged scgan metadata ({META_REFERENCE}: {e})") from None
-        if not known:
-            raise OnnxModelError(f"{self.path} has reference scores this scgan cannot check ({META_REFERENCE}); "
-                                 "upgrade scgan or export the model again")
         err = float(np.abs(scores[0] - want).max())
         if not err <= PARITY_ATOL:
             worst = self.score_names[int(np.abs(scores[0] - want).argmax())]
@@ -223,11 +247,49 @@ class OnnxScorer:
         return self.spec.size
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (B, K) in ``score_names`` order and anomaly maps (B, H, W) of a float32 (B, C, H, W) batch."""
+        """Scores (B, K) in ``score_names`` order and anomaly maps (B, H, W) of a float32 (B, C, H, W) batch.
+
+        Images of at least ONE_AT_A_TIME_PIXELS go through the graph one at a time, as torch's PatchCore scorer
+        does: a batch's activations and distance matrix leave the CPU's caches (at 320 px, a batch of 16 scored 24%
+        fewer images per second than one at a time on 2 cores, docs/performance.md). The numbers are the same.
+        """
         x = np.ascontiguousarray(x, dtype=np.float32)
         check_batch(x.shape, self.spec)
-        scores, maps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-        return scores, maps
+        if x.shape[0] < 2 or x.shape[2] * x.shape[3] < ONE_AT_A_TIME_PIXELS:
+            scores, maps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+            return scores, maps
+        outs = self._one_at_a_time(x)
+        return np.concatenate([s for s, _ in outs]), np.concatenate([m for _, m in outs])
+
+    def _one_at_a_time(self, x: np.ndarray) -> list[list[np.ndarray]]:
+        """Each image of ``x`` through the graph alone, on one-thread sessions in parallel threads, one per core: on 2
+        cores 1.2x the images/s of one session of 2 threads fed one image at a time (docs/performance.md). A single
+        image keeps the session of a thread per core (its latency)."""
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        from scgan.utils.runinfo import available_cores
+
+        if getattr(self, "_free", None) is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.intra_op_num_threads = 1
+            cores = available_cores()
+            self._free: queue.Queue = queue.Queue()
+            for _ in range(cores):
+                self._free.put(ort.InferenceSession(str(self.path), options, providers=self.session.get_providers()))
+            self._pool = ThreadPoolExecutor(cores, thread_name_prefix="onnx")
+
+        def one(i: int) -> list[np.ndarray]:
+            session = self._free.get()
+            try:
+                return session.run(list(OUTPUT_NAMES), {INPUT_NAME: x[i:i + 1]})
+            finally:
+                self._free.put(session)
+
+        return list(self._pool.map(one, range(x.shape[0])))
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.run(x)

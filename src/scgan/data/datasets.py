@@ -380,6 +380,15 @@ class _CategoryDataset(AnomalyDataset):
                                               split_seed, require_masks)
         super().__init__(samples, category, split, spec, skip_bad_images)
 
+    @classmethod
+    def list_samples(cls, root: PathLike, category: str = "", split: str = "train", val_fraction: float = 0.1,
+                     split_seed: int = 0, require_masks: bool = True) -> tuple[list[Sample], str]:
+        """The split's samples and the category's name, as the constructor finds them, with nothing decoded."""
+        _check_split(split)
+        finder = cls.__new__(cls)  # find_samples reads only the class's names, not a decoded dataset
+        return finder.find_samples(Path(root), cls.category_name(category), split, val_fraction, split_seed,
+                                   require_masks)
+
     @staticmethod
     def category_name(category: str | int) -> str:
         return str(category)
@@ -452,13 +461,19 @@ class FolderDataset(_CategoryDataset):
         return samples, category or root.resolve().name
 
 
+def images_under(folder: PathLike) -> list[Path]:
+    """The image files under ``folder``, recursively (hidden folders skipped), folder by folder in sorted order."""
+    folder = Path(folder)
+    folders = [folder, *sorted(d for d in folder.rglob("*") if d.is_dir() and not d.name.startswith("."))]
+    return [p for d in folders for p in list_images(d)]
+
+
 def normal_images(folder: PathLike, spec: InputSpec | int, skip_bad_images: bool = False) -> AnomalyDataset:
     """Every image under ``folder`` (recursively) as a normal validation set: what ``scgan calibrate`` fits on."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"folder of normal images not found: {folder}")
-    folders = [folder, *sorted(d for d in folder.rglob("*") if d.is_dir() and not d.name.startswith("."))]
-    files = [p for d in folders for p in list_images(d)]
+    files = images_under(folder)
     if not files:
         raise ValueError(f"no images found under {folder}")
     return AnomalyDataset([Sample(p, 0, None, "good") for p in files], folder.resolve().name, "val", spec,
@@ -466,6 +481,45 @@ def normal_images(folder: PathLike, spec: InputSpec | int, skip_bad_images: bool
 
 
 DATASETS: dict[str, type[AnomalyDataset]] = {"mvtec": MVTecAD, "btad": BTAD, "folder": FolderDataset}
+
+
+class ImageStream:
+    """One split's images decoded one at a time, never all held: what fitting on more images than memory holds
+    iterates (``AnomalyDataset`` decodes and caches every image at construction). ``read(i)`` is item ``i``'s
+    uint8 (H, W, C) at the spec, or None where it cannot be read and ``skip_bad_images`` is set (its path then joins
+    ``skipped``); without it an unreadable file raises :class:`ImageReadError`."""
+
+    def __init__(self, samples: list[Sample], category: str, split: str, spec: InputSpec | int,
+                 skip_bad_images: bool = False) -> None:
+        if not samples:
+            raise ValueError(f"no images in the {split} split")
+        self.samples = samples
+        self.category = category
+        self.kind = category_kind(category)
+        self.split = split
+        self.spec = InputSpec.of(spec)
+        self.skip_bad_images = skip_bad_images
+        self.skipped: list[Path] = []
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read(self, index: int) -> np.ndarray | None:
+        try:
+            return load_image_with_size(self.samples[index].path, self.spec)[0]
+        except ImageReadError:
+            if not self.skip_bad_images:
+                raise
+            self.skipped.append(self.samples[index].path)
+            return None
+
+
+def stream_for(data: DataConfig, split: str, spec: InputSpec | int) -> ImageStream:
+    """The ``split`` of the data a config's ``data`` section names, as an :class:`ImageStream`."""
+    check_dataset_name(data.dataset)
+    samples, category = DATASETS[data.dataset].list_samples(data.root, data.category, split, data.val_fraction,
+                                                            data.split_seed, data.require_masks)
+    return ImageStream(samples, category, split, spec, data.skip_bad_images)
 
 
 def check_dataset_name(dataset: str) -> None:

@@ -1,25 +1,26 @@
 """Fitting the PatchCore detector (kind patchcore) in one pass: the patch features of the normal training images,
-a greedy coreset of them as the memory bank, the calibration on the validation split. No gradient step, no epoch,
-no Lightning.
+streamed (each image decoded as it goes through the backbone, none held), a greedy coreset of them as the memory
+bank chosen by merge-reduce in bounded memory, the calibration on the validation split. No gradient step, no
+epoch, no Lightning.
 """
 from __future__ import annotations
 
 import dataclasses
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from scgan.artifacts.finite import NonFiniteModelError, nonfinite_cause
 from scgan.config import Config
-from scgan.data.datasets import AnomalyDataset, dataset_for, eval_loader, shape_batches
-from scgan.data.io import InputSpec, is_grey
+from scgan.data.datasets import ImageStream, dataset_for, eval_loader, stream_for
+from scgan.data.io import image_to_tensor, is_grey
 from scgan.inference.calibrate import calibrate
 from scgan.models.patchcore.backbone import EfficientNetLite, block_plan, load_backbone, weights_digest
-from scgan.models.patchcore.coreset import greedy_coreset, random_projection
+from scgan.models.patchcore.coreset import greedy_coreset, projection_matrix
 from scgan.models.patchcore.kind import PATCHCORE, layout
 from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whiten_, whitening_transform
 from scgan.training.result import TrainResult, write_run
@@ -28,19 +29,6 @@ from scgan.training.result import TrainResult, write_run
 def _say(progress: bool, text: str) -> None:
     if progress:
         print(text, file=sys.stderr, flush=True)
-
-
-def resolve_channels(cfg: Config, train_set: AnomalyDataset) -> InputSpec:
-    """The input spec with ``patchcore.channels = auto`` resolved: grey when every training image is grey."""
-    spec = train_set.spec
-    if cfg.patchcore.channels == "auto" and all(is_grey(im) for im in train_set.images):
-        spec = dataclasses.replace(spec, channels=1)
-    return spec
-
-
-def patch_count(dataset: AnomalyDataset, stride: int) -> int:
-    """Patches the dataset's images hold on a feature grid of ``stride`` pixels."""
-    return sum((h // stride) * (w // stride) for h, w in (dataset.shape(i) for i in range(len(dataset))))
 
 
 def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = None, progress: bool = True,
@@ -52,45 +40,34 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     start = time.perf_counter()
     p = cfg.patchcore
     spec = PATCHCORE.input_spec(cfg)
-    train_set = dataset_for(cfg.data, "train", dataclasses.replace(spec, channels=3))
-    spec = resolve_channels(cfg, train_set)
-    if spec.channels != train_set.spec.channels:
-        train_set.convert(spec.channels)
-    val_set = dataset_for(cfg.data, "val", spec)
-    plan = block_plan(p.backbone)
-    stride = plan[p.layers[0]].stride
+    stream = stream_for(cfg.data, "train", dataclasses.replace(spec, channels=3))
     # Said whatever ``progress``, on stdout with the command's other results: what the run will do, before its
     # first (possibly long) step.
     print(f"fitting a PatchCore detector (preset {cfg.preset}: backbone {p.backbone}, blocks "
-          f"{', '.join(map(str, p.layers))}) on {len(train_set)} normal images at {p.resolution} px on the short "
-          f"side, {'grey' if spec.channels == 1 else 'RGB'}: features, then a memory bank of {p.bank_size} by "
-          f"greedy coreset (no epochs); {len(val_set)} validation images calibrate it", flush=True)
+          f"{', '.join(map(str, p.layers))}) on {len(stream)} normal images at {p.resolution} px on the short "
+          f"side: features, then a memory bank of {p.bank_size} by streaming greedy coreset (no epochs); the "
+          "validation images calibrate it", flush=True)
     generator = torch.Generator().manual_seed(cfg.seed)
     backbone = load_backbone(p.backbone, max(p.layers))
-    batch = cfg.runtime.eval_batch_size
-    loader = DataLoader(train_set, batch_sampler=shape_batches(train_set, batch), num_workers=cfg.runtime.num_workers)
-    total = patch_count(train_set, stride)
-    step = max(1, len(train_set) // 10)
+    plan = block_plan(p.backbone)
+    step = max(1, len(stream) // 10)
     t0 = time.perf_counter()
-    patches = collect_patches(backbone, layout(cfg), (b["image"] for b in loader), total, p.max_patches, generator,
-                              progress=lambda n: (n % step < batch or n == len(train_set))
-                              and _say(progress, f"features: {n}/{len(train_set)} images"))
+    fitted = stream_bank(backbone, layout(cfg), stream, p, [plan[i].channels for i in p.layers], generator,
+                         progress=lambda n, what: (n % step == 0 or n == len(stream))
+                         and _say(progress, f"{what}: {n}/{len(stream)} images"))
+    bank, scale, whitening = fitted.bank, fitted.scale, fitted.whitening
+    total, size = fitted.patches, fitted.bank.shape[0]
     t1 = time.perf_counter()
-    scale = None
-    if p.balance == "equal":
-        scale = layer_scale(patches, [plan[i].channels for i in p.layers])
-        patches *= scale
-    whitening = None
-    if p.metric == "mahalanobis":
-        whitening = whitening_transform(patches, p.shrinkage)
-        whiten_(patches, *whitening)
-    size = min(p.bank_size, patches.shape[0])
-    _say(progress, f"memory bank: choosing {size} of {patches.shape[0]} patch features ({total} in all) by "
-                   "greedy coreset")
-    bank = choose_bank(patches, p.bank_size, p.projection, generator,
-                       progress=lambda k: k % 1024 == 0 and _say(progress, f"coreset: {k}/{size}"))
-    del patches
+    if stream.skipped:
+        warnings.warn(f"skipped {len(stream.skipped)} unreadable file(s) in the training images; first: "
+                      f"{stream.skipped[0]}", UserWarning, stacklevel=2)
+    if p.channels == "auto" and fitted.all_grey:  # a grey image's features are those of its grey in RGB
+        spec = dataclasses.replace(spec, channels=1)
+    val_set = dataset_for(cfg.data, "val", spec)
+    _say(progress, f"memory bank: {size} of {total} patch features, {'grey' if spec.channels == 1 else 'RGB'}; "
+                   f"{len(val_set)} validation images calibrate it")
     t2 = time.perf_counter()
+    batch = cfg.runtime.eval_batch_size
     parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale, whitening)}
     scorer = PATCHCORE.build_scorer(cfg, parts)
     calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg)
@@ -99,12 +76,127 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     if cause is not None:
         raise NonFiniteModelError(f"the fitted model is not finite ({cause}); nothing was written — check the data")
     wall = time.perf_counter() - start
-    model_path = write_run(output_dir, cfg, parts, calibration, train_set, len(val_set), wall, input_spec=spec,
-                           selection="the whole fit (no model selection)", n_patches=total, bank_size=size,
-                           features_s=round(t1 - t0, 2), coreset_s=round(t2 - t1, 2), calibration_s=round(t3 - t2, 2))
-    _say(progress, f"fitted in {wall:.0f} s (features {t1 - t0:.0f} s, coreset {t2 - t1:.0f} s, "
-                   f"calibration {t3 - t2:.0f} s)")
+    model_path = write_run(output_dir, cfg, parts, calibration, stream, len(val_set), wall, input_spec=spec,
+                           calibration_images=list(val_set.images), selection="the whole fit (no model selection)",
+                           n_patches=total, bank_size=size, features_s=round(t1 - t0 - fitted.coreset_s, 2),
+                           coreset_s=round(fitted.coreset_s, 2), calibration_s=round(t3 - t2, 2))
+    _say(progress, f"fitted in {wall:.0f} s (features {t1 - t0 - fitted.coreset_s:.0f} s, coreset "
+                   f"{fitted.coreset_s:.0f} s, calibration {t3 - t2:.0f} s)")
     return TrainResult(output_dir, model_path, None, 0, wall)
+
+
+def patch_features(backbone: EfficientNetLite, layout: FeatureLayout, x: torch.Tensor) -> torch.Tensor:
+    """The patch features (N, D) of an image batch (B, C, H, W), every patch of every image, float32."""
+    f = torch.cat([embed(backbone, one, layout) for one in x.split(1)])  # one at a time: see PatchCoreScorer.run
+    return f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).float()
+
+
+@dataclasses.dataclass
+class StreamedBank:
+    """What :func:`stream_bank` chose: the bank (M, D) in its space, the map into that space, and facts."""
+
+    bank: torch.Tensor
+    scale: torch.Tensor | None  # (D,) per-channel weights (balance = equal), else None
+    whitening: tuple[torch.Tensor, torch.Tensor] | None  # (mean (D,), W (D, D)) (metric = mahalanobis), else None
+    patches: int  # every patch the images held
+    sample_images: int  # the images whose patches estimated scale and whitening
+    all_grey: bool  # every image read was grey (R = G = B)
+    coreset_s: float  # seconds spent choosing (the merges), within the whole
+
+
+@torch.no_grad()
+def stream_bank(backbone: EfficientNetLite, layout: FeatureLayout, stream: ImageStream, p, channels: list[int],
+                generator: torch.Generator, progress: Callable[[int, str], None] | None = None) -> StreamedBank:
+    """The memory bank of every patch of ``stream``'s images, each decoded as it goes through the backbone
+    (:func:`merge_reduce`; ``p``: the patchcore section; ``channels``: each tapped layer's width)."""
+    grey = True
+    done = 0
+
+    def features(index: int) -> torch.Tensor | None:
+        nonlocal grey, done
+        image = stream.read(index)
+        done += 1
+        if progress is not None:
+            progress(done, "features")
+        if image is None:
+            return None
+        grey = grey and bool(is_grey(image))
+        return patch_features(backbone, layout, image_to_tensor(image)[None])
+
+    fitted = merge_reduce(features, len(stream), p, channels, generator)
+    return dataclasses.replace(fitted, all_grey=grey)
+
+
+@torch.no_grad()
+def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, channels: list[int],
+                 generator: torch.Generator) -> StreamedBank:
+    """The memory bank of the patches ``features(i)`` (n_i, D) gives for images i < ``count`` (None: unreadable,
+    skipped), in memory bounded by ``p.max_patches`` rows however many come.
+
+    1. A seeded random sample of whole images, in random order until their patches reach ``p.max_patches``, gives
+       the space distances are measured in: the per-layer ``scale`` (balance = equal) and the Mahalanobis
+       ``whitening`` (metric = mahalanobis), estimated from those patches as a fit of that many patches always
+       did. A sample of images, not of patches, so that the space is fixed before any patch is chosen and every
+       merge below chooses in the final space.
+    2. Every patch, the sample's first, then each other image's as it comes, is brought into that space and joins
+       a buffer; a full buffer (``p.max_patches`` rows) is merged into the bank by :func:`merge_bank` (the greedy
+       coreset of bank and buffer, at most ``p.bank_size`` rows): a streaming merge-reduce, so a patch far from
+       every kept one is kept wherever it comes. Where all patches fit in one buffer this is the greedy coreset of
+       all of them, as a fit in memory chooses.
+    """
+    order = torch.randperm(count, generator=generator).tolist()
+    coreset_s = 0.0
+    sample: list[torch.Tensor] = []
+    rows = 0
+    taken = 0
+    for index in order:  # 1. the sample of whole images
+        if rows >= p.max_patches:
+            break
+        taken += 1
+        f = features(index)
+        if f is not None:
+            sample.append(f)
+            rows += f.shape[0]
+    if not sample:
+        raise ValueError("fitting needs at least one readable normal training image")
+    buffer = torch.cat(sample)
+    del sample
+    scale = layer_scale(buffer, channels) if p.balance == "equal" else None
+    if scale is not None:
+        buffer *= scale
+    whitening = whitening_transform(buffer, p.shrinkage) if p.metric == "mahalanobis" else None
+    if whitening is not None:
+        whiten_(buffer, *whitening)
+    total = rows = buffer.shape[0]
+    bank = buffer.new_zeros((0, buffer.shape[1]))
+    pending = [buffer]
+    del buffer
+    rest = iter(order[taken:])
+
+    def merge() -> None:
+        nonlocal bank, pending, rows, coreset_s
+        t = time.perf_counter()
+        new = torch.cat(pending) if len(pending) > 1 else pending[0]
+        pending, rows = [], 0
+        bank = merge_bank(bank, new, p.bank_size, p.projection, generator)
+        coreset_s += time.perf_counter() - t
+
+    while True:  # 2. full buffers merged into the bank, each image's patches as they come
+        if rows >= p.max_patches:
+            merge()
+        f = next((f for f in map(features, rest) if f is not None), None)
+        if f is None:
+            break
+        if scale is not None:
+            f *= scale
+        if whitening is not None:
+            whiten_(f, *whitening)
+        pending.append(f)
+        rows += f.shape[0]
+        total += f.shape[0]
+    if pending:
+        merge()
+    return StreamedBank(bank, scale, whitening, total, taken, True, coreset_s)
 
 
 @torch.no_grad()  # not inference_mode: the patches are scaled in place afterwards
@@ -120,8 +212,7 @@ def collect_patches(backbone: EfficientNetLite, layout: FeatureLayout, batches: 
     kept: list[torch.Tensor] = []
     seen = 0
     for x in batches:
-        f = torch.cat([embed(backbone, one, layout) for one in x.split(1)])  # one at a time: see PatchCoreScorer.run
-        f = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+        f = patch_features(backbone, layout, x)
         if rate < 1.0:
             f = f[torch.rand(f.shape[0], generator=generator) < rate]
         kept.append(f.float())
@@ -150,17 +241,40 @@ def choose_bank(patches: torch.Tensor, size: int, projection: int, generator: to
                 progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """The memory bank: ``size`` rows of ``patches`` (N, D) by greedy coreset on a random projection of them
     (``projection`` dims; 0 = none), starting at a seeded random row. All rows when N <= size."""
-    if patches.shape[0] <= size:
-        return patches.clone()
-    start = int(torch.randint(patches.shape[0], (1,), generator=generator))
-    index = greedy_coreset(random_projection(patches, projection, generator), size, start=start, progress=progress)
-    return patches[index].clone()
+    return _coreset_rows([patches], size, projection, generator, progress)
 
 
 def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int, generator: torch.Generator,
                progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """A bank of at most ``size`` rows covering both ``bank`` (M, D) and ``new`` rows (N, D), both already in the
     bank's space (:meth:`MemoryBank.project`): the greedy coreset of their union (:func:`choose_bank`), so that a
-    new row far from every kept one is kept and memory stays bounded by ``size`` + N. The one merge behind a
-    bounded streaming fit and behind updating a fitted bank with new normal images."""
-    return choose_bank(torch.cat([bank.float(), new.float()]), size, projection, generator, progress=progress)
+    new row far from every kept one is kept and memory stays bounded by ``size`` + N (the union is never copied at
+    full width: only its projection is). The one merge behind the streaming fit (:func:`stream_bank`) and behind
+    updating a fitted bank with new normal images."""
+    return _coreset_rows([bank, new], size, projection, generator, progress)
+
+
+def _coreset_rows(parts: list[torch.Tensor], size: int, projection: int, generator: torch.Generator,
+                  progress: Callable[[int], None] | None) -> torch.Tensor:
+    """``size`` rows of the union of ``parts`` (each (n_i, D)) by greedy coreset on one random projection of them,
+    from a seeded random row; all rows, as a new tensor, when the union holds no more than ``size``."""
+    parts = [part.float() for part in parts if part.shape[0] > 0]
+    count = sum(part.shape[0] for part in parts)
+    if count <= size:
+        return torch.cat(parts).clone() if len(parts) == 1 else torch.cat(parts)
+    start = int(torch.randint(count, (1,), generator=generator))
+    dims = parts[0].shape[1]
+    if 0 < projection < dims:  # one projection for every part
+        matrix = projection_matrix(dims, projection, generator)
+        projected = torch.cat([part @ matrix for part in parts])
+    else:
+        projected = torch.cat(parts)
+    index = greedy_coreset(projected, size, start=start, progress=progress)
+    del projected
+    out = torch.empty(index.shape[0], dims)
+    offset = 0
+    for part in parts:
+        inside = (index >= offset) & (index < offset + part.shape[0])
+        out[inside] = part[index[inside] - offset]
+        offset += part.shape[0]
+    return out

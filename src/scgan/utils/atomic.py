@@ -154,7 +154,10 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[IO[bytes]]
 
 
 def save_png(path: str | os.PathLike[str], array: np.ndarray, text: dict[str, str] | None = None) -> None:
-    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically; ``text`` as its tEXt chunks (key: value)."""
+    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically; ``text`` as its tEXt chunks (key: value).
+
+    zlib level 1, not PIL's 6: an overlay of 256 x 296 px takes 3.5 ms instead of 11.5 ms for a file 10% larger,
+    which keeps ``scgan predict``'s overlays from costing it a third of its speed (docs/performance.md)."""
     arr = np.asarray(array)
     if arr.dtype != np.uint8:
         raise ValueError(f"save_png needs a uint8 array, got dtype {arr.dtype}")
@@ -168,6 +171,6 @@ def save_png(path: str | os.PathLike[str], array: np.ndarray, text: dict[str, st
             info.add_text(key, value)
 
     def write(f: IO[bytes]) -> None:
-        picture.save(f, format="PNG", pnginfo=info)
+        picture.save(f, format="PNG", pnginfo=info, compress_level=1)
 
     atomic_write_with(path, write)

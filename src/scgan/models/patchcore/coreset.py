@@ -11,8 +11,14 @@ def random_projection(features: torch.Tensor, dims: int, generator: torch.Genera
     n, d = features.shape
     if dims <= 0 or dims >= d:
         return features
-    matrix = torch.randn(d, dims, generator=generator, dtype=features.dtype) / dims**0.5
-    return features @ matrix.to(features.device)
+    return features @ projection_matrix(d, dims, generator, features.dtype).to(features.device)
+
+
+def projection_matrix(d: int, dims: int, generator: torch.Generator | None = None,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The (d, dims) Gaussian matrix of :func:`random_projection`, scaled by 1 / sqrt(dims): drawn once, it projects
+    several blocks of rows alike."""
+    return torch.randn(d, dims, generator=generator, dtype=dtype) / dims**0.5
 
 
 @torch.no_grad()

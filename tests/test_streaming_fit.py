@@ -1,0 +1,94 @@
+"""The streaming fit of the PatchCore detector: images decoded one at a time, the bank chosen by merge-reduce in
+memory bounded by max_patches rows, however many patches come."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+
+@pytest.mark.unit
+def test_merge_into_an_empty_bank_is_the_coreset_of_the_rows():
+    from scgan.training.patchcore import choose_bank, merge_bank
+
+    x = torch.randn(500, 12, generator=torch.Generator().manual_seed(0))
+    a = choose_bank(x, 40, 4, torch.Generator().manual_seed(1))
+    b = merge_bank(x[:0], x, 40, 4, torch.Generator().manual_seed(1))
+    assert a.shape == (40, 12) and torch.equal(a, b)
+    assert torch.equal(merge_bank(x[:10], x[10:30], 40, 4, torch.Generator()), x[:30])  # all fit: all kept
+
+
+@pytest.mark.unit
+def test_merging_chunk_by_chunk_keeps_rows_of_the_union_and_a_late_outlier():
+    from scgan.training.patchcore import merge_bank
+
+    g = torch.Generator().manual_seed(0)
+    chunks = [torch.randn(300, 8, generator=g) for _ in range(6)]
+    chunks[4][17] = 50.0  # one patch far from every other, late in the stream
+    bank = chunks[0][:0]
+    for chunk in chunks:
+        bank = merge_bank(bank, chunk, 64, 0, g)
+        assert bank.shape == (64, 8)
+    union = torch.cat(chunks)
+    exact = "donot_use_mm_for_euclid_dist"
+    assert (torch.cdist(bank, union, compute_mode=exact).amin(1) == 0).all()  # every bank row is a row that came
+    assert (bank == 50.0).all(1).any()
+    # the cover is close to the one-shot coreset's: its largest nearest-row distance is at most twice as far
+    from scgan.training.patchcore import choose_bank
+
+    once = choose_bank(union, 64, 0, torch.Generator().manual_seed(0))
+    assert torch.cdist(union, bank).amin(1).max() <= 2 * torch.cdist(union, once).amin(1).max()
+
+
+@pytest.mark.integration
+def test_a_fit_streams_every_patch_through_merges_bounded_by_max_patches(tmp_path, demo_root, demo_category,
+                                                                         monkeypatch):
+    from scgan.config import load_config
+    from scgan.data import datasets
+    from scgan.training import patchcore
+    from scgan.training.fit import train
+
+    merges = []
+    original = patchcore.merge_bank
+
+    def recording(bank, new, *args, **kwargs):
+        merges.append((bank.shape[0], new.shape[0]))
+        return original(bank, new, *args, **kwargs)
+
+    def no_cache(*args, **kwargs):
+        raise AssertionError("the training images were decoded into a cache")
+
+    monkeypatch.setattr(patchcore, "merge_bank", recording)
+    real = patchcore.dataset_for
+    monkeypatch.setattr(patchcore, "dataset_for",
+                        lambda data, split, spec: no_cache() if split == "train" else real(data, split, spec))
+    cfg = load_config("default", overrides={"patchcore.resolution": 64, "patchcore.bank_size": 96,
+                                            "patchcore.max_patches": 200, "eval_batch_size": 8,
+                                            "data.root": str(demo_root), "data.category": demo_category})
+    res = train(cfg, tmp_path / "fit", progress=False)
+    stream = datasets.stream_for(cfg.data, "train", 64)
+    per_image = (64 // 8) ** 2  # the first tapped block has stride 8
+    summary = json.loads((res.output_dir / "train_summary.json").read_text())
+    assert summary["n_patches"] == len(stream) * per_image  # every patch was seen, none sampled away
+    assert summary["bank_size"] == 96
+    assert len(merges) >= 4 and all(new <= 200 + per_image for _, new in merges)
+    assert all(bank <= 96 for bank, _ in merges)
+    from scgan.inference.detector import Detector
+
+    det = Detector.load(res.model_path, backend="torch")
+    assert det.threshold is not None and det.predict(stream.read(0)).score < 10 * det.threshold
+
+
+@pytest.mark.unit
+def test_an_image_stream_skips_an_unreadable_file_only_when_told(tmp_path):
+    from scgan.data.datasets import ImageStream, Sample
+    from scgan.data.io import ImageReadError
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    samples = [Sample(bad, 0, None, "good")]
+    with pytest.raises(ImageReadError):
+        ImageStream(samples, "x", "train", 32).read(0)
+    stream = ImageStream(samples, "x", "train", 32, skip_bad_images=True)
+    assert stream.read(0) is None and stream.skipped == [bad]
