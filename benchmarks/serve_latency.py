@@ -6,6 +6,9 @@ phase is bounded by ``--requests`` and ``--seconds``. Nothing leaves localhost.
 
     python benchmarks/serve_latency.py --checkpoint runs/demo/train/model.pt --image some.png
     (the ONNX model is exported next to a temporary copy unless --onnx is given)
+
+Its helpers (a free port, a multipart body, a percentile, starting ``scgan serve`` and waiting for it, fitting the
+default detector on the demo data) are shared with ``benchmarks/soak.py``.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -99,15 +103,20 @@ def concurrent(port: int, body: bytes, ctype: str, overlay: bool, clients: int, 
     return len(times) / wall, len(times), times
 
 
-def start_server(model: Path, port: int, workers: int) -> subprocess.Popen:
+def start_server(model: Path, port: int, workers: int, extra: Sequence[str] = ("--queue", "16"),
+                 log: Path | None = None, start_s: float = 180.0) -> subprocess.Popen:
+    """``scgan serve`` of ``model`` on 127.0.0.1:``port`` with ``workers`` scoring threads and ``extra`` options,
+    once it answers /health. Its stderr (an access line per request) goes to ``log``, or is dropped: a pipe nobody
+    reads would fill and stall the server."""
     flag = "--onnx" if model.suffix == ".onnx" else "--checkpoint"
+    err = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 — the server's whole life
     proc = subprocess.Popen([sys.executable, "-m", "scgan", "serve", flag, str(model), "--port", str(port),
-                             "--workers", str(workers), "--queue", "16"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
+                             "--workers", str(workers), *extra], stdout=subprocess.DEVNULL, stderr=err, text=True)
+    deadline = time.monotonic() + start_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"scgan serve exited: {proc.stderr.read()[-2000:]}")
+            said = Path(log).read_text()[-2000:] if log is not None else "(see its stderr)"
+            raise RuntimeError(f"scgan serve exited: {said}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/health")
@@ -116,7 +125,15 @@ def start_server(model: Path, port: int, workers: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.3)
     proc.kill()
-    raise RuntimeError("scgan serve did not answer /health within 180 s")
+    raise RuntimeError(f"scgan serve did not answer /health within {start_s:g} s")
+
+
+def fit_demo_model(folder: Path) -> Path:
+    """The default detector fitted on the demo data in ``folder`` (``scgan demo``, about 25 s on 2 cores): its
+    model.pt. The demo's images are in ``folder / "data"``."""
+    subprocess.run([sys.executable, "-m", "scgan", "demo", "--output", str(folder), "--no-progress"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return folder / "train" / "model.pt"
 
 
 def main() -> None:

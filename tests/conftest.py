@@ -4,9 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+import zlib
 from pathlib import Path
 
 import pytest
+
+from postgres import db_url, postgres_server, postgres_url  # noqa: F401  (a real PostgreSQL server, as fixtures)
 
 os.environ.setdefault("PL_DISABLE_FORK", "1")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -31,6 +34,33 @@ def pytest_collection_modifyitems(config, items):
                                 + ", ".join(unmarked[:10]) + (" ..." if len(unmarked) > 10 else ""))
 
 
+# SCGAN_TEST_SEED (default 0) shifts every seed the tests draw random input from: each test's global generators (below),
+# the helpers' images and the demo data set. Running the suite under several values shows that no test passes by one
+# lucky draw; under any one value every run draws the same.
+TEST_SEED = int(os.environ.get("SCGAN_TEST_SEED", "0"))
+
+
+def shifted_seed(seed: int) -> int:
+    """``seed`` shifted by SCGAN_TEST_SEED (itself when that is 0)."""
+    return seed + 1_000_003 * TEST_SEED
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_generators(request):
+    """Each test starts torch's, numpy's and Python's global generators from a seed of its own (its id, shifted by
+    SCGAN_TEST_SEED): a test drawing random input from them (``torch.rand(...)``) draws the same on every run and
+    whatever ran before it, and another SCGAN_TEST_SEED draws afresh."""
+    import random
+
+    import numpy as np
+    import torch
+
+    seed = shifted_seed(zlib.crc32(request.node.nodeid.encode())) % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -45,7 +75,7 @@ def demo_root(tmp_path_factory) -> Path:
     from scgan.data.demo import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(root, n_train=24, n_test=10, image_size=32, seed=0)
+    make_demo_dataset(root, n_train=24, n_test=10, image_size=32, seed=shifted_seed(0))
     return root
 
 

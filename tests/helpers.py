@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from conftest import shifted_seed  # SCGAN_TEST_SEED shifts the images' seeds too
+
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"  # real data, when present
 
 
 def random_image(size: int | tuple[int, int] = 24, seed: int = 0) -> np.ndarray:
     """A uint8 (H, W, 3) noise image; size is S or (H, W)."""
     h, w = (size, size) if isinstance(size, int) else size
-    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    return np.random.default_rng(shifted_seed(seed)).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
 
 def square_mask(size: int | tuple[int, int] = 24, frac: float = 0.25) -> np.ndarray:

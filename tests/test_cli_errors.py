@@ -250,3 +250,86 @@ def test_subprocess_nan_loss_is_one_line(tmp_path, demo_root, demo_category):
     line = _assert_one_error_line(p.returncode, p.stderr, "train", "loss ", "became", "epoch 0", "step ")
     assert "nan" in line or "inf" in line
     assert p.returncode == 1 and not (tmp_path / "o" / "model.pt").exists()
+
+
+# ---- option errors: one line naming the option, the value and what is allowed; --help still prints the usage --------
+OPTION_CASES = {
+    # name: (argv, the error line's command, fragments it must hold)
+    "tile zero": (["predict", "--checkpoint", "m.pt", "--output", "o", "--tile", "0", "x.png"], "predict",
+                  ["argument --tile", "positive integer", "got 0"]),
+    "tile not a number": (["predict", "--checkpoint", "m.pt", "--output", "o", "--tile", "abc", "x.png"], "predict",
+                          ["argument --tile", "positive integer", "'abc'"]),
+    "batch size too large": (["predict", "--checkpoint", "m.pt", "--output", "o", "--batch-size", "100000", "x.png"],
+                             "predict", ["argument --batch-size", "from 1 to 1024", "100000"]),
+    "port out of range": (["serve", "--checkpoint", "m.pt", "--port", "70000"], "serve",
+                          ["argument --port", "0 to 65535", "70000"]),
+    "no workers": (["serve", "--checkpoint", "m.pt", "--workers", "0"], "serve",
+                   ["argument --workers", "from 1 to 64", "got 0"]),
+    "queue too long": (["serve", "--checkpoint", "m.pt", "--queue", "5000"], "serve",
+                       ["argument --queue", "from 0 to 1024", "may hold its upload", "got 5000"]),
+    "upload too large": (["serve", "--checkpoint", "m.pt", "--max-upload-mb", "10000"], "serve",
+                         ["argument --max-upload-mb", "from 1 to 4096", "got 10000"]),
+    "pixels too many": (["serve", "--checkpoint", "m.pt", "--max-pixels", "2000000000"], "serve",
+                        ["argument --max-pixels", "from 1 to 1000000000", "3 bytes a pixel", "got 2000000000"]),
+    "connections too many": (["serve", "--checkpoint", "m.pt", "--max-connections", "100000"], "serve",
+                             ["argument --max-connections", "from 1 to 10000", "file descriptor", "got 100000"]),
+    "opset too old": (["export", "--checkpoint", "m.pt", "--output", "m.onnx", "--opset", "11"], "export",
+                      ["argument --opset", "from 18 to 23", "got 11"]),
+    "jobs not a number": (["benchmark", "--root", "r", "--jobs", "many"], "benchmark",
+                          ["argument --jobs", "from 1 to 256", "'many'"]),
+    "unknown option": (["test", "--checkpoint", "m.pt", "--output", "o", "--colour", "red"], "test",
+                       ["unrecognized arguments: --colour red"]),
+    "unknown option of train": (["train", "--root", "r", "--output", "o", "--colour", "red"], "train",
+                                ["unrecognized arguments: --colour;"]),
+    "missing value": (["calibrate", "--checkpoint"], "calibrate", ["argument --checkpoint: expected one argument"]),
+    "missing value at the end": (["test", "--output", "o", "--checkpoint"], "test",
+                                 ["argument --checkpoint: expected one argument", "model.pt"]),
+    "missing required option": (["export", "--checkpoint", "m.pt"], "export", ["required", "--output"]),
+    "bad choice": (["train", "--root", "r", "--preset", "fastest"], "train",
+                   ["argument --preset: invalid choice: 'fastest'", "cpu"]),
+    "unknown command": (["trian"], "", ["invalid choice: 'trian'", "train"]),
+}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("case", list(OPTION_CASES))
+def test_an_option_error_is_one_line(case, capsys):
+    argv, command, fragments = OPTION_CASES[case]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    captured = capsys.readouterr()
+    prog = f"scgan {command}".strip()
+    line = _assert_one_error_line(e.value.code, captured.err, command, *fragments) if command else \
+        captured.err.strip()
+    assert line.startswith(f"{prog}: error: ") and len(captured.err.strip().splitlines()) == 1, captured.err
+    assert e.value.code == 2 and captured.out == "" and "usage:" not in captured.err
+    assert line.endswith(f"see '{prog} --help'")
+
+
+@pytest.mark.unit
+def test_the_opset_range_is_what_the_installed_exporter_writes():
+    pytest.importorskip("onnxscript")
+    from torch.onnx import _constants
+    from torch.onnx._internal.exporter import _constants as exporter
+
+    from scgan.utils.limits import EXPORT_OPSET
+
+    assert (EXPORT_OPSET.low, EXPORT_OPSET.high) == (exporter.TORCHLIB_OPSET, _constants.ONNX_MAX_OPSET)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("argv", [["--help"], ["predict", "--help"], ["serve", "-h"]])
+def test_help_still_prints_the_usage(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: scgan") and "options:" in out
+
+
+@pytest.mark.system
+def test_subprocess_option_error_is_one_line(tmp_path):
+    p = _scgan(["predict", "--checkpoint", "m.pt", "--output", "o", "--tile", "abc", "x.png"], tmp_path)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == ["scgan predict: error: argument --tile: expected a positive integer, got 'abc'; "
+                                     "see 'scgan predict --help'"]

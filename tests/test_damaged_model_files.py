@@ -80,6 +80,27 @@ def test_model_file_with_nan_weights_or_threshold_is_refused_at_load(trained, tm
         assert not (tmp_path / "out" / "predictions.csv").exists()
 
 
+def test_a_feature_scale_that_is_zero_or_not_a_number_is_refused_at_load(feature_model, tmp_path, capsys,
+                                                                         demo_root, demo_category):
+    """A fitted scale is 1 / a layer's spread: positive and finite. Zero would blank the features (every image as
+    near the bank as any other), nan or inf would score nan: the file is damaged, and says so at load."""
+    obj = torch.load(feature_model[0].model_path, weights_only=True)
+    image = sorted((demo_root / demo_category / "test").rglob("*.png"))[0]
+    for what, value in (("zero", 0.0), ("negative", -1.0), ("nan", float("nan")), ("inf", float("inf"))):
+        broken = copy.deepcopy(obj)
+        scale = broken["parts"]["memory"]["scale"]
+        scale[:] = value if what == "zero" else scale
+        scale[0] = value
+        path = tmp_path / f"scale_{what}.pt"
+        torch.save(broken, path)
+        with pytest.raises(CheckpointError, match=f"{path} is damaged.*feature scale is {value:g} at"):
+            load_model(path)
+        capsys.readouterr()
+        assert main(["predict", "--checkpoint", str(path), "--output", str(tmp_path / "out"), str(image)]) == 1
+        assert "feature scale" in one_error_line(capsys.readouterr().err, "predict")
+    assert not (tmp_path / "out").exists()
+
+
 def test_score_that_is_not_a_number_is_never_called_normal(detector, tmp_path, demo_root, demo_category):
     cal = Calibration(quantile=0.99, n_images=20, scores={"s": ScoreStats(0.0, 1.0, 0.5, 0.1, threshold=1.0)})
     values = np.array([0.5, 1.5, np.nan, np.inf, -np.inf])
@@ -193,6 +214,76 @@ def test_an_onnx_file_whose_graph_was_replaced_is_refused_at_load(exported_onnx,
     onnx.save(old_replaced, str(tmp_path / "old_replaced.onnx"))
     with pytest.raises(OnnxModelError, match="number of scores"):
         OnnxScorer(tmp_path / "old_replaced.onnx")
+
+
+def _keep_aspect_graph(original, k: int, opset: int = 17):
+    """A graph taking sides in multiples of 16, as the export names them for a kind that keeps the aspect, that
+    outputs zeros: (B, k) scores and (B, H, W) maps; the original's metadata kept."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    sides = ["16*height_blocks", "16*width_blocks"]
+    nodes = [helper.make_node("ReduceMean", ["image"], ["pooled"], axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "w"], ["scores"]),
+             helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=0),
+             helper.make_node("Sub", ["mean", "mean"], ["anomaly_map"])]
+    graph = helper.make_graph(
+        nodes, "keep_aspect", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, *sides])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", k]),
+         helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["batch", *sides])],
+        [numpy_helper.from_array(np.zeros((3, k), np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    for p in original.metadata_props:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = p.key, p.value
+    return model
+
+
+def test_an_onnx_file_whose_metadata_disagrees_with_its_graph_is_refused_at_load(exported_onnx, detector, tmp_path,
+                                                                                  capsys):
+    """Before a first image: an edited image size, input side, side multiple or working shape is refused in our line
+    (not onnxruntime's at the first image, nor images brought to a shape the model was not exported for)."""
+    onnx = pytest.importorskip("onnx")
+    from scgan.artifacts.onnx_file import META_IMAGE_SIZE, META_INPUT, OnnxModelError
+
+    original = onnx.load(str(exported_onnx))
+    spec = json.loads(next(p.value for p in original.metadata_props if p.key == META_INPUT))
+    assert spec["size"] == 32 and not spec["keep_aspect"]
+    aspect = {**spec, "keep_aspect": True, "multiple": 16}
+
+    def edited(size: int, spec: dict | None = None):
+        def edit(model):
+            _set_meta(model, META_IMAGE_SIZE, str(size))
+            if spec is not None:
+                _set_meta(model, META_INPUT, json.dumps(spec))
+        return edit
+
+    k = len(detector.score_names)
+    cases = {
+        "image_size": (original, edited(64), "scgan.image_size says '64', scgan.input size 32"),
+        "input side": (original, edited(64, {**spec, "size": 64}), "input side is 32, its metadata says 64"),
+        "side multiple": (_keep_aspect_graph(original, k), edited(32, {**aspect, "multiple": 32}),
+                          "takes sides in multiples of 16, its metadata says 32"),
+        "working shape": (_keep_aspect_graph(original, k), edited(48, {**aspect, "size": 48}),
+                          r"makes a reference image of \(1, 3, 48, 48\), the model was exported with one of "
+                          r"\(1, 3, 32, 32\)"),
+    }
+    for name, (model, edit, words) in cases.items():
+        model = copy.deepcopy(model)
+        edit(model)
+        path = tmp_path / f"{name.replace(' ', '_')}.onnx"
+        onnx.save(model, str(path))
+        with pytest.raises(OnnxModelError, match=words):
+            Detector.load(path)
+        capsys.readouterr()
+        assert main(["predict", "--onnx", str(path), "--output", str(tmp_path / "out"), str(path)]) == 1
+        assert str(path) in one_error_line(capsys.readouterr().err, "predict"), name
+    # The graph alone, its metadata as the export wrote it for a kind that keeps the aspect: it loads.
+    model = _keep_aspect_graph(original, k)
+    _set_meta(model, META_INPUT, json.dumps(aspect))
+    _set_meta(model, "scgan.reference_scores", None)
+    onnx.save(model, str(tmp_path / "fits.onnx"))
+    Detector.load(tmp_path / "fits.onnx")
 
 
 # ---- calibrate on a handful of images ----------------------------------------------------------------------

@@ -192,3 +192,16 @@ def test_the_serve_command_passes_its_limits(monkeypatch, trained):
     assert seen["limits"] == Limits(max_upload_bytes=5 * 1024 * 1024, workers=2, queue=3, timeout_s=7.0,
                                     read_timeout_s=3.0, max_connections=20)
     assert seen["allowed"] == ["scanner.local"]
+
+
+def test_options_served_from_one_process_are_refused_with_processes(trained, tmp_path, capsys):
+    """Worker processes get the model and the limits only: the options they would drop are refused in one line."""
+    from helpers import one_error_line
+    from scgan.cli import main
+
+    model = str(trained[0].model_path)
+    for extra in (["--db", f"sqlite:///{tmp_path / 'r.db'}", "--overlay-dir", str(tmp_path / "o")],
+                  ["--feedback", str(tmp_path / "marks")]):
+        assert main(["serve", "--checkpoint", model, "--processes", "2", *extra]) == 1
+        assert "leave out --processes" in one_error_line(capsys.readouterr().err, "serve")
+    assert list(tmp_path.iterdir()) == []

@@ -28,6 +28,7 @@ from scgan.artifacts.onnx_file import (
 )
 from scgan.data.io import InputSpec
 from scgan.utils.atomic import atomic_write_bytes, same_file
+from scgan.utils.limits import EXPORT_OPSET
 
 __all__ = ["PARITY_ATOL", "OnnxScorer", "export_onnx"]
 
@@ -113,6 +114,8 @@ def export_onnx(checkpoint: str | Path | LoadedModel, output: str | Path, opset:
         import onnx
     except ImportError:
         raise ImportError(f"ONNX export needs the onnx package; {INSTALL_HINT}") from None
+    if opset is not None:
+        EXPORT_OPSET.check("opset", opset)
     output = Path(output)
     if output.is_dir():
         raise IsADirectoryError(f"ONNX output must be a file path (e.g. model.onnx), not a folder: {output}")

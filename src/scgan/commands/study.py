@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scgan.commands.common import LazyChoices, add_run_options, build_config
+from scgan.commands.common import LazyChoices, add_run_options, build_config, int_in
+from scgan.utils.limits import JOBS, THREADS
 
 BENCHMARK_HELP = "train + test categories x seeds; a table like the paper's Table 1/2"
 ABLATE_HELP = "one of the paper's ablation studies over categories x seeds"
@@ -34,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser, ablate: bool) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--name", help="sub-folder for the tables (default <study>_<dataset>)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--jobs", type=int_in(JOBS), default=1, help="runs at once (separate processes)")
+    p.add_argument("--threads", type=int_in(THREADS), default=None,
                    help="torch threads per run (default: cores / jobs); results depend on it, never on --jobs")
     p.add_argument("--no-progress", action="store_true")
     add_run_options(p)

@@ -17,6 +17,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from scgan.utils.limits import BATCH_SIZE, DATA_WORKERS, TRAIN_BATCH_SIZE, WORKING_SIDE
+
 
 def _check(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
@@ -57,6 +59,7 @@ class ModelConfig:
     beta: float = 0.8  # the anomaly score AS = beta * L_con + (1 - beta) * L_enc (eq. 11); changes scoring only
 
     def validate(self) -> None:
+        WORKING_SIDE.check("image_size", self.image_size)
         _check([
             (self.reduction >= 1, "reduction must be >= 1"),
             (1.0 <= self.output_scale <= 2.0, f"output_scale must be in [1, 2], got {self.output_scale!r}"),
@@ -151,12 +154,11 @@ class TrainConfig:
         return self.lr_gamma ** sum(epoch >= int(m * epochs) for m in self.lr_milestones)
 
     def validate(self) -> None:
+        TRAIN_BATCH_SIZE.check("batch_size", self.batch_size)  # BatchNorm and MS-CAM's global branch need two
         _check([
             (all(0 < m < 1 for m in self.lr_milestones),
              f"lr_milestones must be fractions of training in (0, 1), got {self.lr_milestones!r}"),
             (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
-            (self.batch_size >= 2,
-             "batch_size must be >= 2: BatchNorm (and MS-CAM's global branch) cannot train on one image"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
@@ -234,10 +236,10 @@ class PatchCoreConfig:
     channels: str = "auto"  # "auto": grey when every training image is grey, else RGB; or "1" / "3"
 
     def validate(self) -> None:
+        WORKING_SIDE.check("patchcore.resolution", self.resolution)
         _check([
             (len(self.layers) >= 1 and all(isinstance(i, int) and i >= 0 for i in self.layers),
              f"patchcore.layers must be one or more block indices >= 0, got {self.layers!r}"),
-            (32 <= self.resolution <= 4096, f"patchcore.resolution must be in [32, 4096], got {self.resolution}"),
             (self.neighbourhood >= 1 and self.neighbourhood % 2 == 1,
              f"patchcore.neighbourhood must be an odd number >= 1, got {self.neighbourhood}"),
             (self.bank_size >= 1, f"patchcore.bank_size must be >= 1, got {self.bank_size}"),
@@ -271,10 +273,8 @@ class RuntimeConfig:
 
     def validate(self) -> None:
         one_of(str(self.precision), PRECISIONS, "precision")
-        _check([
-            (self.num_workers >= 0, "num_workers must be >= 0"),
-            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
-        ])
+        DATA_WORKERS.check("num_workers", self.num_workers)
+        BATCH_SIZE.check("eval_batch_size", self.eval_batch_size)
 
 
 # Each kind of model's own sections, by name: nothing else of a kind's is in a config of another kind.

@@ -19,16 +19,18 @@ from scgan.data.datasets import build_dataset, calibration_warning, eval_loader
 from scgan.data.io import load_image_with_size, load_mask
 from scgan.inference.summary import metrics_for
 from scgan.models.scoring import ScoreResult, score_loader
-from scgan.utils.atomic import atomic_write_text, clean_stale_temps, writable_dir
-from scgan.utils.lock import folder_lock
-from scgan.utils.manifest import begin_outputs, file_identity, write_manifest
+from scgan.utils.atomic import atomic_write_text
+from scgan.utils.lock import locked_output
+from scgan.utils.manifest import file_identity, write_manifest
 from scgan.utils.names import csv_cell, printable
 from scgan.utils.runinfo import run_info
+from scgan.utils.staging import staged_outputs
 from scgan.utils.tables import DECISION_COLUMNS, csv_text, decision_cells, decision_label
 
 log = logging.getLogger("scgan")
 
 
+TEST_FILES = ("metrics.json", "scores.csv")  # beside the report's files (REPORT_FILES)
 REPORT_SIDE = 512  # report examples are shown at the file's resolution, reduced to at most this a side
 
 
@@ -76,14 +78,14 @@ def run_test(model: LoadedModel | str | Path, output_dir: str | Path, *, root: s
     """Score the test split of the model's dataset (or another root/category) and write metrics.json + report.
 
     The output folder is locked while the test runs; its ``manifest.json`` (written last) names the
-    model and lists the files of this run. ``report=False`` deletes an earlier run's report files.
+    model and lists the files of this run. The files are written into a temporary folder and swapped in at the end
+    (:func:`scgan.utils.staging.staged_outputs`): a run that fails leaves the previous run's set whole.
+    ``report=False`` deletes an earlier run's report files.
     ``warn=False``: the caller already said that the calibration rests on few images (metrics.json still says it).
     """
     start = time.time()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    out = writable_dir(output_dir)  # before the scoring, so an unwritable folder fails at once
-    with folder_lock(out, "testing"):
-        clean_stale_temps(out)
+    with locked_output(output_dir, "testing") as out:  # before the scoring: an unwritable folder fails at once
         return _run_test(loaded, out, start, root, category, dataset, require_masks, report, progress, n_examples,
                          warn)
 
@@ -132,22 +134,20 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
         calibration="normal validation images only" if loaded.calibration else "none (no validation data)",
     )
     metrics["config"] = cfg.to_dict()
-    begin_outputs(out)
-    atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=2))
-    atomic_write_text(out / "scores.csv", scores_csv(result, loaded.calibration, default))
-    files = ["metrics.json", "scores.csv"]
     from scgan.reporting.report import REPORT_FILES  # matplotlib: imported only when a report is wanted or removed
 
-    if report:
-        _write_test_report(out, ds, result, metrics, loaded, n_examples)
-        files += [f for f in REPORT_FILES if (out / f).exists()]
-    else:  # an earlier run's report would describe another model or other data
-        for f in REPORT_FILES:
-            (out / f).unlink(missing_ok=True)
-    model = file_identity(loaded.path) if loaded.path is not None and Path(loaded.path).is_file() else None
-    write_manifest(out, files, command="scgan test", model=model,
-                   data={"dataset": dataset or d.dataset, "root": printable(root or d.root),
-                         "category": printable(ds.category), "n_test": len(ds)})
+    # Without a report, an earlier run's report files go too: they would describe another model or other data.
+    with staged_outputs(out, [*TEST_FILES, *REPORT_FILES]) as stage:
+        atomic_write_text(stage / "metrics.json", json.dumps(_clean(metrics), indent=2))
+        atomic_write_text(stage / "scores.csv", scores_csv(result, loaded.calibration, default))
+        files = list(TEST_FILES)
+        if report:
+            _write_test_report(stage, ds, result, metrics, loaded, n_examples)
+            files += [f for f in REPORT_FILES if (stage / f).exists()]
+        model = file_identity(loaded.path) if loaded.path is not None and Path(loaded.path).is_file() else None
+        write_manifest(stage, files, command="scgan test", model=model,
+                       data={"dataset": dataset or d.dataset, "root": printable(root or d.root),
+                             "category": printable(ds.category), "n_test": len(ds)})
     return TestOutput(metrics=metrics, output_dir=out, result=result)
 
 

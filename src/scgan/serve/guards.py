@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scgan.serve.errors import ServeError, error_response
+from scgan.utils.limits import MAX_PIXELS, MAX_UPLOAD_MB, SERVE_CONNECTIONS, SERVE_QUEUE, WORKERS
 from scgan.utils.names import printable
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ class Limits:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= {0 if name == 'queue' else 1}, got "
                                  f"{getattr(self, name)!r}")
+        # the ranges `scgan serve` takes on its command line, for a server built from Python too
+        WORKERS.check("workers", self.workers)
+        SERVE_QUEUE.check("queue", self.queue)
+        MAX_PIXELS.check("max_pixels", self.max_pixels)
+        SERVE_CONNECTIONS.check("max_connections", self.max_connections)
+        if self.max_upload_bytes > MAX_UPLOAD_MB.high << 20:
+            raise ValueError(f"max_upload_bytes must be at most {MAX_UPLOAD_MB.high << 20} ({MAX_UPLOAD_MB.high} MiB: "
+                             f"{MAX_UPLOAD_MB.why}), got {self.max_upload_bytes}")
         for name in ("timeout_s", "read_timeout_s", "keep_alive_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
@@ -63,7 +72,9 @@ class Limits:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse a request body over ``limit`` bytes, by its Content-Length or as it streams in."""
+    """ASGI middleware: refuse a request body over ``limit`` bytes with 413, by its Content-Length or, chunked or
+    not, as it streams in (the routes read a form's parts up to the same limit, so no smaller limit of the form
+    parser answers first). A 413 closes the connection: the rest of the body is never read."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -75,9 +86,14 @@ class BodyLimit:
         too_big = (f"the upload is larger than the {self.limit // (1024 * 1024)} MiB this server accepts; send fewer "
                    "or smaller images")
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await error_response(413, too_big)(scope, receive, send)
+        if length is not None and length.strip().isdigit() and int(length) > self.limit:
+            return await error_response(413, too_big, {"connection": "close"})(scope, receive, send)
         seen = 0
+
+        async def closing(message) -> None:
+            if message["type"] == "http.response.start" and seen > self.limit:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
 
         async def counted():
             nonlocal seen
@@ -88,7 +104,7 @@ class BodyLimit:
                     raise ServeError(413, too_big)
             return message
 
-        await self.app(scope, counted, send)
+        await self.app(scope, counted, closing)
 
 
 def host_name(value: str) -> str:

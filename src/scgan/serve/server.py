@@ -19,7 +19,10 @@ import asyncio
 import errno
 import http
 import logging
+import os
+import signal
 import socket
+import threading
 from collections.abc import Callable, Sequence
 
 import h11
@@ -28,6 +31,8 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from scgan.serve.app import ANY_IP, LOCAL_HOSTS, Limits, create_app, error_response
+
+log = logging.getLogger("scgan.serve")
 
 MAX_HEAD_BYTES = 16 * 1024  # the request line and headers (h11's default, stated here)
 WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
@@ -176,26 +181,61 @@ def make_server(app, limits: Limits, log_level: str = "warning", log_config: dic
     return uvicorn.Server(config)
 
 
+def load_detector(path: str | os.PathLike, backend: str | None = None, tries: int = 3):
+    """``Detector.load(path)`` with the sha256 of the bytes it loaded in ``detector.info["sha256"]`` (GET /model
+    shows it): the file is hashed before and after loading, and loaded again when it was replaced meanwhile."""
+    from scgan.inference.detector import Detector
+    from scgan.utils.manifest import file_identity
+
+    for _ in range(tries):
+        before = file_identity(path)["sha256"]
+        detector = Detector.load(path, backend=backend)
+        if file_identity(path)["sha256"] == before:
+            detector.info["sha256"] = before
+            return detector
+    raise RuntimeError(f"{path} changed while it was being loaded, {tries} times; serve it once it is written")
+
+
+def log_to_stderr(prefix: str = "") -> None:
+    """The service's records on stderr, whatever the root logger's level: one access line per request
+    (``scgan.access``) and the supervisor's and workers' lines (``scgan.serve``), each after ``prefix``."""
+    for name in ("scgan.access", "scgan.serve"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
+def url_of(host: str, sock: socket.socket) -> str:
+    """The URL a server bound to ``host`` on ``sock`` is reached by."""
+    shown = f"[{host}]" if ":" in host else (host or "0.0.0.0")
+    return f"http://{shown}:{sock.getsockname()[1]}/"
+
+
 def serve(detector, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
           allowed: Sequence[str] = (), log_level: str = "warning",
-          announce: Callable[[str], None] | None = None) -> None:
+          announce: Callable[[str], None] | None = None, feedback=None, recent=None) -> None:
     """Serve ``detector`` until interrupted on ``host``:``port`` (localhost by default), answering to the host names
-    of :func:`allowed_hosts` plus ``allowed``. ``announce(url)`` is called once the port is bound; a port that
-    cannot be bound is one OSError line, before anything starts."""
+    of :func:`allowed_hosts` plus ``allowed``, from this one process. ``announce(url)`` is called once the port is
+    bound; a port that cannot be bound is one OSError line, before anything starts. SIGHUP is logged and ignored:
+    reloading the model takes worker processes (:mod:`scgan.serve.supervisor`) or a restart."""
     limits = limits or Limits()
-    app = create_app(detector, limits, allowed_hosts=allowed_hosts(host, allowed))
-    access = logging.getLogger("scgan.access")
-    if not access.handlers:  # one line per request on stderr, whatever the root logger's level
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
+    app = create_app(detector, limits, allowed_hosts=allowed_hosts(host, allowed), feedback=feedback, recent=recent)
+    log_to_stderr()
     sock = listen(host, port)
+    previous_hup = None
     try:
         if announce is not None:
-            shown = f"[{host}]" if ":" in host else (host or "0.0.0.0")
-            announce(f"http://{shown}:{sock.getsockname()[1]}/")
+            announce(url_of(host, sock))
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+            previous_hup = signal.signal(signal.SIGHUP, lambda *_: log.warning(
+                "SIGHUP ignored: this server is one process and keeps serving sha256 %s; to reload the model, "
+                "restart it, or serve with --processes N, where SIGHUP reloads", detector.info.get("sha256")))
         make_server(app, limits, log_level).run(sockets=[sock])
     finally:
         sock.close()
+        if previous_hup is not None:  # the handler there was before, for a caller that serves in-process
+            signal.signal(signal.SIGHUP, previous_hup)

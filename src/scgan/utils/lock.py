@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from scgan.utils.atomic import clean_stale_temps, writable_dir
 from scgan.utils.runinfo import command_line
 
 LOCK_NAME = ".scgan.lock"
@@ -114,3 +115,18 @@ def folder_lock(folder: str | os.PathLike[str], what: str) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # while still locked: nobody can have taken it
         os.close(fd)
+
+
+@contextlib.contextmanager
+def locked_output(folder: str | os.PathLike[str], what: str) -> Iterator[Path]:
+    """The output folder of a command, created and checked writable, held under its lock for the ``with`` block,
+    with the temporary files of writers killed mid-write cleared: what a command that writes its results into one
+    folder takes (test, predict), so that two runs never mix their files there (train and calibrate hold the same
+    lock through :func:`folder_lock`).
+
+    Raises the one-line error of :func:`scgan.utils.atomic.writable_dir`, or FolderLockedError naming the holder.
+    """
+    out = writable_dir(folder)
+    with folder_lock(out, what):
+        clean_stale_temps(out)
+        yield out
