@@ -15,6 +15,16 @@ from pathlib import Path
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
+def needs_chromium(what: str) -> list:
+    """The marks of a browser test of ``what``: a system test, skipped (saying why) where no Chromium is installed."""
+    import pytest
+
+    return [pytest.mark.system,
+            pytest.mark.skipif(find_chromium() is None,
+                               reason=f"no Chromium binary on PATH (apt-get install chromium); the browser test of "
+                                      f"{what} is skipped")]
+
+
 def find_chromium() -> str | None:
     """The path of a Chromium/Chrome binary on PATH (or $SCGAN_CHROMIUM), else None."""
     env = os.environ.get("SCGAN_CHROMIUM")

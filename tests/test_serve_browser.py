@@ -14,12 +14,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("websocket", reason="the browser test needs websocket-client (pip install 'scgan[test]')")
 
-from browser import Browser, find_chromium  # noqa: E402
+from browser import Browser, find_chromium, needs_chromium  # noqa: E402
 
 CHROMIUM = find_chromium()
-pytestmark = [pytest.mark.system,
-              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH (apt-get install chromium); "
-                                                          "the browser test of the serve page is skipped")]
+pytestmark = needs_chromium("the serve page")
 
 
 @pytest.fixture(scope="module")

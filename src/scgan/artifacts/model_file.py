@@ -10,6 +10,10 @@ learned head's weights and left runtime settings out; 3 stores any kind's parts 
 and the input the model takes (``input``); 4 stores a config of the model's own kind only (``kind`` and ``seed`` at its
 top, ``scgan.config.migrations`` reads the older layout). Older files are read as version 4 (:func:`_upgrade`), and a
 scgan that reads at most version 3 says to upgrade instead of failing on a config key it does not know.
+
+Two optional entries need no new version (a reader without them ignores them, a file without them loads):
+``calibration_images``, the normal images the calibration was fitted on (uint8, as the model took them: what an update
+re-fits it on), and ``lineage``, the steps that made the file from earlier ones (:mod:`scgan.artifacts.lineage`).
 """
 from __future__ import annotations
 
@@ -54,6 +58,11 @@ class LoadedModel:
     path: Path | None = None
     input: InputSpec | None = None  # what the fitted model takes (None: what its config gives)
     training_checkpoint: bool = False  # read from a Lightning checkpoint (optimiser states, loop counters)
+    # The normal images the calibration was fitted on, uint8 (H, W, C) as the model took them: what re-fitting it
+    # after an update rests on (None: a file written before they were kept).
+    calibration_images: list[torch.Tensor] | None = None
+    # How this file came to be, oldest step first (``scgan.artifacts.lineage``); empty for a freshly fitted model.
+    lineage: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def kind(self) -> ModelKind:
@@ -83,8 +92,12 @@ class LoadedModel:
 
 
 def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], calibration: Calibration | None,
-               augmentation: str = "", meta: dict[str, Any] | None = None, input_spec: InputSpec | None = None) -> Path:
+               augmentation: str = "", meta: dict[str, Any] | None = None, input_spec: InputSpec | None = None,
+               calibration_images: list | None = None, lineage: list[dict[str, Any]] | None = None) -> Path:
     """Write the slim model file atomically (a crash mid-write leaves any previous file intact).
+
+    ``calibration_images``: the normal images (uint8 (H, W, C) arrays or tensors) the calibration was fitted on,
+    kept so that an update can re-fit it; ``lineage``: the steps that made this file from earlier ones.
 
     A model whose weights or calibration hold nan or infinite values is refused (NonFiniteModelError) before a
     byte is written: it would score nan and decide nothing.
@@ -106,6 +119,10 @@ def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], ca
         "calibration": calibration.to_dict() if calibration else None,
         "meta": dict(meta or {}),
     }
+    if calibration_images is not None:  # optional entries: a reader that predates them ignores them
+        obj["calibration_images"] = [torch.as_tensor(im, dtype=torch.uint8).contiguous() for im in calibration_images]
+    if lineage:
+        obj["lineage"] = [dict(step) for step in lineage]
     path = Path(path)
     atomic_write_with(path, lambda f: torch.save(obj, f))
     return path
@@ -113,9 +130,11 @@ def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], ca
 
 def save_loaded(path: str | Path, loaded: LoadedModel, calibration: Calibration | None = None,
                 meta: dict[str, Any] | None = None) -> Path:
-    """Write ``loaded`` as a model file, with another calibration and meta where given."""
+    """Write ``loaded`` as a model file, with another calibration and meta where given (its calibration images and
+    lineage kept)."""
     return save_model(path, loaded.config, loaded.parts, calibration if calibration is not None else loaded.calibration,
-                      loaded.augmentation, loaded.meta if meta is None else meta, input_spec=loaded.input_spec)
+                      loaded.augmentation, loaded.meta if meta is None else meta, input_spec=loaded.input_spec,
+                      calibration_images=loaded.calibration_images, lineage=loaded.lineage)
 
 
 def read_torch_file(path: str | Path, mmap: bool = False) -> dict:
@@ -227,6 +246,11 @@ def _parse_model(obj: dict, path: Path) -> LoadedModel:
         raise CheckpointError(f"{path} holds values that are not numbers ({cause}), so it cannot score or decide; "
                               "use the model file its training wrote, or train again")
     spec = InputSpec.from_dict(obj["input"]) if obj.get("input") else None
+    images = obj.get("calibration_images")
+    if images is not None and not all(isinstance(im, torch.Tensor) and im.dtype == torch.uint8 and im.ndim == 3
+                                      for im in images):
+        raise CheckpointError(f"{path}: its calibration images are not uint8 (H, W, C) arrays; the file was edited")
     return LoadedModel(config=cfg, parts=parts, calibration=cal, augmentation=str(obj.get("augmentation", "")),
                        meta=dict(obj.get("meta") or {}), path=path, input=spec,
-                       training_checkpoint=training_checkpoint)
+                       training_checkpoint=training_checkpoint, calibration_images=images,
+                       lineage=[dict(step) for step in obj.get("lineage") or []])

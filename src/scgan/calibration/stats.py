@@ -72,6 +72,110 @@ def false_alarm_estimate(n: int, quantile: float) -> FalseAlarmEstimate:
     return FalseAlarmEstimate(float(expected), float(low), float(high), int(above), n)
 
 
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) central ``level`` interval of a rate seen k times in n trials: (0, 1) for n = 0."""
+    from scipy.stats import beta
+
+    if n < 1:
+        return 0.0, 1.0
+    a = (1.0 - level) / 2
+    low = 0.0 if k <= 0 else float(beta.ppf(a, k, n - k + 1))
+    high = 1.0 if k >= n else float(beta.ppf(1.0 - a, k + 1, n - k))
+    return low, high
+
+
+def threshold_false_alarms(normal: np.ndarray, threshold: float) -> FalseAlarmEstimate:
+    """The false-alarm rate of ``threshold`` on new normal images, from the normal scores it was set with: as
+    :func:`false_alarm_estimate` for a threshold at the order statistic just below it (distribution-free)."""
+    normal = np.asarray(normal, dtype=np.float64)
+    n = normal.size
+    above = int(exceeds(normal, threshold).sum())
+    if n < 2:
+        return false_alarm_estimate(n, 1.0 - above)
+    return false_alarm_estimate(n, (n - 1 - above) / (n - 1)) if above < n else FalseAlarmEstimate(
+        1.0 - 1.0 / (n + 1), *clopper_pearson(n, n), above, n)
+
+
+@dataclass(frozen=True)
+class TargetThreshold:
+    """A threshold set from normal and defective images' scores for a target catch rate or false-alarm rate, and the
+    rates it implies: ``caught`` of ``n_defects`` defects above it (Clopper-Pearson 95% interval ``catch_low`` -
+    ``catch_high``), and the false alarms on new normal images (:func:`threshold_false_alarms`). ``refusal``: the
+    target is not met even on these images (which one, and why); ``warning``: met on them, but too few images to
+    show it."""
+
+    threshold: float
+    target: str  # "catch" or "false_alarms"
+    goal: float
+    caught: int
+    n_defects: int
+    catch_low: float
+    catch_high: float
+    false_alarms: FalseAlarmEstimate
+    refusal: str | None = None
+    warning: str | None = None
+
+    def lines(self) -> list[str]:
+        """What the threshold implies, for a person: the catch rate and the false-alarm rate with their intervals."""
+        n = self.n_defects
+        catch = (f"catch rate {100 * self.caught / max(n, 1):.0f}% ({self.caught} of {n} defective images above "
+                 f"it; 95% interval {100 * self.catch_low:.0f}-{100 * self.catch_high:.0f}%, Clopper-Pearson)")
+        return [f"threshold {self.threshold:.6g} for a {self.target.replace('_', '-')} target of "
+                f"{100 * self.goal:g}%", catch, self.false_alarms.sentence()]
+
+    def record(self) -> dict:
+        """The rule as the calibration stores it."""
+        return {"target": self.target, "goal": self.goal, "caught": self.caught, "n_defects": self.n_defects,
+                "above": self.false_alarms.above, "n_normal": self.false_alarms.n}
+
+
+def _images_to_show(goal: float) -> int:
+    """Defective images, all caught, whose 95% interval's lower end reaches ``goal``."""
+    return int(np.ceil(np.log(0.025) / np.log(goal))) if goal < 1 else 10**9
+
+
+def target_threshold(normal: np.ndarray, defects: np.ndarray, catch: float | None = None,
+                     false_alarms: float | None = None) -> TargetThreshold:
+    """The threshold on one score that catches the share ``catch`` of ``defects`` (as high as it can be: halfway
+    between the defect it must catch and the next lower score), or that leaves the share ``false_alarms`` of the
+    ``normal`` scores above it (on average over new normal images: at the highest normal score that at most
+    (n + 1) false_alarms - 1 normal scores exceed, by :func:`threshold_false_alarms`); one of the two."""
+    normal, defects = np.asarray(normal, np.float64).ravel(), np.asarray(defects, np.float64).ravel()
+    if (catch is None) == (false_alarms is None):
+        raise ValueError("give one target: --catch RATE or --false-alarms RATE")
+    goal = float(catch if catch is not None else false_alarms)
+    if not 0.0 < goal < 1.0 if false_alarms is not None else not 0.0 < goal <= 1.0:
+        raise ValueError(f"the target rate must be in (0, 1), got {goal}")
+    if normal.size == 0 or defects.size == 0:
+        raise ValueError("a threshold from defects needs normal and defective images' scores")
+    if catch is not None:
+        k = max(1, int(np.ceil(catch * defects.size - 1e-9)))
+        must = np.sort(defects)[::-1][k - 1]
+        lower = np.concatenate([normal, defects])
+        lower = lower[lower < must]
+        threshold = float((must + lower.max()) / 2) if lower.size else float(np.nextafter(must, -np.inf))
+    else:
+        above = int(np.floor(false_alarms * (normal.size + 1) + 1e-9)) - 1  # the expected rate is (above + 1) / (n + 1)
+        threshold = float(np.sort(normal)[normal.size - 1 - max(above, 0)])
+    caught = int(exceeds(defects, threshold).sum())
+    low, high = clopper_pearson(caught, defects.size)
+    fa = threshold_false_alarms(normal, threshold)
+    refusal = warning = None
+    if catch is not None and low < catch:
+        warning = (f"the catch-rate target {100 * catch:g}% is met on these {defects.size} defective images but "
+                   f"they cannot show it (95% interval {100 * low:.0f}-{100 * high:.0f}%): about "
+                   f"{_images_to_show(catch)} defective images, all caught, would")
+    if false_alarms is not None and fa.expected > false_alarms + 1e-12:
+        refusal = (f"the false-alarm target {100 * false_alarms:g}% cannot be met with {normal.size} normal images "
+                   f"(even above all of them {100 * fa.expected:.1f}% of new normal images are expected above the "
+                   f"threshold): give at least {int(np.ceil(1 / false_alarms - 1 - 1e-9))} normal images")
+    elif false_alarms is not None and fa.high > false_alarms:
+        warning = (f"the false-alarm target {100 * false_alarms:g}% is expected but not shown by {normal.size} "
+                   f"normal images (95% interval up to {100 * fa.high:.1f}%)")
+    return TargetThreshold(threshold, "catch" if catch is not None else "false_alarms", goal, caught, defects.size,
+                           low, high, fa, refusal, warning)
+
+
 def preference_order(names: Sequence[str], preference: Sequence[str] = ()) -> list[str]:
     """``names`` in ``preference`` order (a model kind's ``score_preference``; unlisted names last, in their given
     order)."""
@@ -116,6 +220,9 @@ class Calibration:
     # clip(map / map_high, 0, 1), as those models always showed it.
     heat_low: float | None = None
     heat_threshold: float | None = None
+    # Set when the default score's threshold came from defective images for a target rate (TargetThreshold.record),
+    # not from the quantile; empty otherwise.
+    threshold_rule: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,6 +243,7 @@ class Calibration:
             sigma_selection={str(k): float(v) for k, v in (d.get("sigma_selection") or {}).items()},
             heat_low=None if d.get("heat_low") is None else float(d["heat_low"]),
             heat_threshold=None if d.get("heat_threshold") is None else float(d["heat_threshold"]),
+            threshold_rule=dict(d.get("threshold_rule") or {}),
         )
 
     def resolve(self, default_score: str, preference: Sequence[str] = ()) -> str:
@@ -151,12 +259,17 @@ class Calibration:
         return (np.asarray(values, dtype=np.float64) - s.min) / max(s.max - s.min, 1e-12)
 
     def threshold_normalized(self, name: str) -> float:
-        """The score's threshold on the normalised scale (at most 1: the threshold is a quantile of the same
-        validation scores the normalisation spans)."""
+        """The score's threshold on the normalised scale (at most 1 where the threshold is a quantile of the same
+        validation scores the normalisation spans; above 1 where it was set from defects above every one of them)."""
         return float(self.normalize(name, np.array([self.scores[name].threshold]))[0])
 
     def false_alarms(self) -> FalseAlarmEstimate:
-        """The false-alarm rate the thresholds promise on new normal images, with what it rests on."""
+        """The false-alarm rate the thresholds promise on new normal images, with what it rests on (for a threshold
+        set from defects, the number of normal validation images above it)."""
+        rule = self.threshold_rule
+        if rule.get("n_normal"):
+            n, above = int(rule["n_normal"]), int(rule["above"])
+            return threshold_false_alarms(np.arange(n, dtype=np.float64), n - above - 0.5)  # ``above`` of n above it
         return false_alarm_estimate(self.n_images, self.quantile)
 
     def decide(self, name: str, values: np.ndarray) -> np.ndarray:

@@ -34,14 +34,16 @@ class TrainResult:
 
 def write_run(output_dir: Path, cfg: Config, parts: dict[str, nn.Module], calibration: Calibration | None,
               train_set: AnomalyDataset, n_val: int, wall_time_s: float, augmentation: str = "",
-              input_spec: InputSpec | None = None, **facts: Any) -> Path:
+              input_spec: InputSpec | None = None, calibration_images: list | None = None, **facts: Any) -> Path:
     """Write model.pt, config.yaml and train_summary.json (provenance, data, ``facts``); warn once when the
-    calibration rests on few images. Returns the model file's path."""
+    calibration rests on few images. ``calibration_images``: the validation images as the model took them, kept in
+    the model file for re-fitting its calibration after an update. Returns the model file's path."""
     small_val = calibration_warning(n_val)
     meta = run_info(category=train_set.category, kind=train_set.kind, dataset=cfg.data.dataset, seed=cfg.seed,
                     n_train=len(train_set), n_val=n_val, train_wall_time_s=round(wall_time_s, 2), **facts,
                     **({"calibration_warning": small_val} if small_val else {}))
-    path = save_model(output_dir / MODEL_FILE, cfg, parts, calibration, augmentation, meta, input_spec=input_spec)
+    path = save_model(output_dir / MODEL_FILE, cfg, parts, calibration, augmentation, meta, input_spec=input_spec,
+                      calibration_images=calibration_images)
     atomic_write_text(output_dir / "config.yaml", to_yaml(cfg))
     atomic_write_text(output_dir / "train_summary.json", json.dumps(meta, indent=2))
     if small_val:

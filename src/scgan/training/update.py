@@ -1,0 +1,290 @@
+"""Updating a fitted model with new normal images, without fitting it again (``scgan update``).
+
+The new images' parts join the model by its kind's updater (:data:`UPDATERS`; a kind says whether it has one with
+``ModelKind.updatable``): a PatchCore detector's new patch features are computed with the model's own backbone,
+layout and input, mapped into its bank's space (the bank's scale and whitening stay as fitted) and merged into the
+bank by :func:`scgan.training.patchcore.merge_bank`, bounded by the configured bank size. A held-out share of the
+new images joins the normal images the calibration was fitted on (the model file keeps them), and the calibration is
+fitted again by :func:`scgan.inference.calibrate.calibrate`, as fitting does. The new file records its lineage; the
+input file is never written to.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from scgan.artifacts.lineage import file_sha256, lineage_step
+from scgan.artifacts.model_file import LoadedModel, load_model, save_model
+from scgan.calibration.stats import Calibration
+from scgan.config import Config
+from scgan.data.datasets import images_under, normal_images, shape_batches
+from scgan.data.feedback import read_feedback
+from scgan.data.io import (
+    ImageReadError,
+    InputSpec,
+    image_to_tensor,
+    is_grey,
+    is_image_file,
+    load_image,
+    to_channels,
+)
+from scgan.inference.calibrate import calibrate
+from scgan.models.patchcore.backbone import block_plan, load_backbone
+from scgan.models.patchcore.kind import layout
+from scgan.models.patchcore.model import MemoryBank
+from scgan.training.patchcore import collect_patches, merge_bank
+from scgan.utils.atomic import same_file, writable_dir
+from scgan.utils.lock import folder_lock
+from scgan.utils.runinfo import run_info
+
+log = logging.getLogger("scgan")
+
+# A kind's updater: (config, parts, new normal images uint8 (H, W, C) as the model takes them, generator) -> parts.
+Updater = Callable[[Config, dict[str, nn.Module], list[np.ndarray], torch.Generator], dict[str, nn.Module]]
+
+HOLDOUT = 0.2  # share of the new images kept out of the model, added to the calibration's normal images
+
+
+class NotUpdatableError(ValueError):
+    """A model of a kind whose fitted parts cannot take new images: it must be fitted again."""
+
+
+def update_patchcore(cfg: Config, parts: dict[str, nn.Module], images: list[np.ndarray],
+                     generator: torch.Generator) -> dict[str, nn.Module]:
+    """A PatchCore detector's memory bank with the patch features of ``images`` merged in (at most
+    ``patchcore.bank_size`` rows); its scale, whitening and backbone digest unchanged."""
+    p = cfg.patchcore
+    memory: MemoryBank = parts["memory"]
+    stride = block_plan(p.backbone)[p.layers[0]].stride
+    total = sum((im.shape[0] // stride) * (im.shape[1] // stride) for im in images)
+    backbone = load_backbone(p.backbone, max(p.layers))
+    patches = collect_patches(backbone, layout(cfg), (image_to_tensor(im)[None] for im in images), total,
+                              p.max_patches, generator)
+    with torch.no_grad():
+        bank = merge_bank(memory.bank, memory.project(patches), p.bank_size, p.projection, generator)
+    whitening = (memory.mean, memory.whitening) if memory.whitened else None
+    return {**parts, "memory": MemoryBank(bank, memory.digest, memory.scale, whitening).eval()}
+
+
+UPDATERS: dict[str, Updater] = {"patchcore": update_patchcore}
+
+
+def register_updater(kind: str, updater: Updater) -> None:
+    """Make models of ``kind`` updatable by ``updater`` (its ModelKind says ``updatable=True``)."""
+    UPDATERS[kind] = updater
+
+
+@dataclass
+class AddedImage:
+    """One new image: its name, sha256, where it went ("bank" or "validation"), its score before and after."""
+
+    name: str
+    sha256: str
+    role: str
+    before: float = float("nan")
+    after: float = float("nan")
+
+
+@dataclass
+class UpdateResult:
+    """What an update did: the file it wrote (and its sha256), the default score's threshold before and after,
+    every added image with its scores, the parts' and the calibration's sizes before and after."""
+
+    path: Path
+    sha256: str
+    parent_sha256: str
+    score: str
+    score_after: str
+    threshold_before: float
+    threshold_after: float
+    images: list[AddedImage]
+    calibration_images: tuple[int, int]
+    bank_rows: tuple[int, int]
+    skipped: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+class _Images(Dataset):
+    """uint8 (H, W, C) images as scoring items (``image`` float (C, H, W) in [-1, 1]), batched by shape."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def shape(self, index: int) -> tuple[int, int]:
+        return tuple(self.images[index].shape[:2])
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": image_to_tensor(self.images[index]), "index": index}
+
+
+def image_loader(images: list[np.ndarray], batch_size: int) -> DataLoader:
+    """A loader over in-memory images, in batches of one shape (what :func:`calibrate` takes)."""
+    ds = _Images(images)
+    return DataLoader(ds, batch_sampler=shape_batches(ds, batch_size))
+
+
+@torch.no_grad()
+def score_images(scorer: nn.Module, images: list[np.ndarray], score: str) -> list[float]:
+    """The ``score`` of each image, one at a time."""
+    col = scorer.names.index(score)
+    return [float(scorer.run(image_to_tensor(im)[None])[0][0, col]) for im in images]
+
+
+def expand_sources(sources: list[str | Path]) -> list[Path]:
+    """The image files named or under the named folders (recursively); FileNotFoundError for a missing one."""
+    files: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            files += images_under(source)
+        elif source.is_file():
+            if not is_image_file(source):
+                raise ValueError(f"{source} is not an image file (png, jpg, bmp or tif)")
+            files.append(source)
+        else:
+            raise FileNotFoundError(f"image or folder not found: {source}")
+    return files
+
+
+def read_new_images(files: list[Path], spec: InputSpec, skip_bad_images: bool = False
+                    ) -> tuple[list[tuple[Path, str, np.ndarray]], list[str]]:
+    """(path, sha256, image as the model takes it) of each file, duplicates (by content) once; and the files
+    skipped. A colour image for a grey model is refused (its colour would be lost); a grey one for a colour model is
+    used as grey RGB, with one counted warning. An unreadable file is an error (skipped, counted, with
+    ``skip_bad_images``)."""
+    rgb = InputSpec(spec.size, spec.keep_aspect, spec.multiple, 3, spec.min_side)
+    out: dict[str, tuple[Path, str, np.ndarray]] = {}
+    skipped: list[str] = []
+    grey_for_colour = 0
+    for path in files:
+        try:
+            digest = file_sha256(path)
+            image = load_image(path, rgb)
+        except (ImageReadError, OSError) as e:
+            if not skip_bad_images:
+                raise ImageReadError(f"{e}; nothing was written (skip_bad_images: --skip-bad-images)") from None
+            skipped.append(str(path))
+            continue
+        grey = is_grey(image)
+        if spec.channels == 1 and not grey:
+            raise ValueError(f"{path} is a colour image but the model takes grey images (it was fitted on grey "
+                             "ones): update it with images from the same camera; nothing was written")
+        grey_for_colour += spec.channels == 3 and grey
+        out.setdefault(digest, (path, digest, to_channels(image, spec.channels)))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s); first: {skipped[0]}", UserWarning, stacklevel=2)
+    if grey_for_colour:
+        log.warning("%d of %d new image(s) are grey but the model takes colour images; they are used as grey RGB",
+                    grey_for_colour, len(files))
+    return list(out.values()), skipped
+
+
+def holdout_split(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """(indices into the model, held-out indices) of n new images: a seeded ``share`` held out, at least one each
+    way when n >= 2 and share > 0; none held out when n < 2."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"--holdout must be in [0, 1), got {share}")
+    k = 0 if share == 0 or n < 2 else min(n - 1, max(1, round(share * n)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[k:]), sorted(order[:k])
+
+
+def calibration_set(loaded: LoadedModel, normal_dir: str | Path | None) -> list[np.ndarray]:
+    """The normal images the model's calibration rests on: ``normal_dir``'s when given, else those its file keeps."""
+    if normal_dir is not None:
+        return list(normal_images(normal_dir, loaded.input_spec).images)
+    if loaded.calibration_images is None:
+        raise ValueError(f"{loaded.path} keeps no calibration images (it was written before model files kept them): "
+                         "give --normal DIR, normal images to fit the calibration on")
+    return [im.numpy() for im in loaded.calibration_images]
+
+
+def check_updatable(loaded: LoadedModel) -> None:
+    """NotUpdatableError, one line saying to train again, for a model whose kind takes no new images."""
+    kind = loaded.kind
+    if not kind.updatable or kind.name not in UPDATERS:
+        raise NotUpdatableError(f"{loaded.path} is a {kind.name} model ({kind.description}): its fitted parts cannot "
+                                "take new images; train it again with 'scgan train' on the normal images with the "
+                                "new ones added. Nothing was written")
+
+
+def update_model(checkpoint: str | Path, sources: list[str | Path], output: str | Path, *,
+                 feedback: str | Path | None = None, normal_dir: str | Path | None = None, holdout: float = HOLDOUT,
+                 parent: str | None = None, overwrite: bool = False, skip_bad_images: bool = False,
+                 batch_size: int = 8) -> UpdateResult:
+    """Update the model file ``checkpoint`` with the new normal images under ``sources`` (and those marked false
+    alarms in the feedback folder ``feedback``) into the new file ``output``; :class:`UpdateResult`.
+
+    ``holdout``: the share of new images added to the calibration's normal images instead of the model; ``parent``:
+    the sha256 (or its first digits) ``checkpoint`` must have; ``normal_dir``: calibrate on these normal images
+    instead of those the model file keeps. The input is never written to; ``output`` is refused when it exists
+    (unless ``overwrite``) and while another process holds its folder's lock.
+    """
+    start = time.perf_counter()
+    checkpoint, output = Path(checkpoint), Path(output)
+    loaded = load_model(checkpoint)
+    check_updatable(loaded)
+    own = file_sha256(checkpoint)
+    if parent is not None and not own.startswith(parent.strip().lower()):
+        raise ValueError(f"--checkpoint {checkpoint} is version {own[:12]}, not the parent {parent} this update "
+                         "names ('scgan history' lists the versions); nothing was written")
+    if output.exists() and same_file(output, checkpoint):
+        raise ValueError(f"--output {output} is the model being updated: an update never overwrites its input; "
+                         "choose a new file")
+    with folder_lock(writable_dir(output.parent), "updating"):
+        if output.exists() and not overwrite:
+            raise ValueError(f"--output {output} exists; choose a new file or pass --overwrite")
+        files = expand_sources(list(sources))
+        marked = read_feedback(feedback, "false_alarm") if feedback is not None else []
+        other_model = sum(m.record.get("model") not in (None, own) for m in marked)
+        if other_model:
+            log.warning("%d of %d false alarm(s) in %s were marked on another model version; they are normal "
+                        "images all the same", other_model, len(marked), feedback)
+        new, skipped = read_new_images(files + [m.path for m in marked], loaded.input_spec, skip_bad_images)
+        if not new:
+            raise ValueError("no new images to update with: name image files or folders, or --feedback DIR")
+        cfg = loaded.config
+        into, held = holdout_split(len(new), holdout, cfg.seed)
+        validation = calibration_set(loaded, normal_dir)
+        score = loaded.default_score
+        images = [im for _, _, im in new]
+        before = score_images(loaded.scorer(), images, score)
+        parts = UPDATERS[cfg.kind](cfg, loaded.parts, [images[i] for i in into],
+                                   torch.Generator().manual_seed(cfg.seed))
+        scorer = loaded.kind.build_scorer(cfg, parts)
+        validation += [images[i] for i in held]
+        cal: Calibration = calibrate(scorer, image_loader(validation, batch_size), cfg)
+        score_after = cal.resolve(cfg.score.default_score, loaded.kind.score_preference)
+        after = score_images(scorer, images, score_after)
+        added = [AddedImage(str(path), digest, "validation" if i in held else "bank", before[i], after[i])
+                 for i, (path, digest, _) in enumerate(new)]
+        threshold_before = loaded.calibration.scores[score].threshold if loaded.calibration else float("nan")
+        threshold_after = cal.scores[score_after].threshold
+        rows = (_rows(loaded.parts), _rows(parts))
+        n_cal = (loaded.calibration.n_images if loaded.calibration else 0, cal.n_images)
+        changed = {"default_score": [score, score_after], "threshold": [threshold_before, threshold_after],
+                   "parts_rows": list(rows), "calibration_images": list(n_cal)}
+        step = lineage_step("update", checkpoint, own, changed,
+                            [{"name": Path(a.name).name, "sha256": a.sha256, "role": a.role} for a in added])
+        meta = {**loaded.meta, "update": run_info(updated_from=str(checkpoint), n_added=len(added),
+                                                  n_bank=len(into), n_validation=len(held))}
+        path = save_model(output, cfg, parts, cal, loaded.augmentation, meta, input_spec=loaded.input_spec,
+                          calibration_images=validation, lineage=[*loaded.lineage, step])
+    return UpdateResult(path, file_sha256(path), own, score, score_after, threshold_before, threshold_after, added,
+                        n_cal, rows, skipped, time.perf_counter() - start)
+
+
+def _rows(parts: dict[str, nn.Module]) -> int:
+    """Rows of stored normal features (a memory bank's), 0 for parts without."""
+    return sum(int(b.shape[0]) for m in parts.values() for n, b in m.named_buffers() if n == "bank")
