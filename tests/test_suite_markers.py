@@ -12,7 +12,8 @@ pytestmark = pytest.mark.system
 
 
 def test_an_unclassified_test_fails_collection_whatever_m_selects(tmp_path):
-    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    for name in ("conftest.py", "postgres.py"):  # the conftest and the fixture module it imports
+        shutil.copy(Path(__file__).with_name(name), tmp_path / name)
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    unit: u\n    integration: i\n    system: s\n")
     (tmp_path / "test_a.py").write_text("import pytest\n\n\n@pytest.mark.unit\ndef test_ok():\n    pass\n\n\n"
                                         "def test_unclassified():\n    pass\n")
