@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("scgan.data", "scgan.models"),  # the library: images and tensors, the kinds of model
     ("scgan.artifacts", "scgan.reporting"),  # file formats (model, ONNX) and report files
     ("scgan.training", "scgan.inference"),  # fitting (Lightning lives here only) and scoring (never Lightning)
-    ("scgan.serve", "scgan.experiments"),  # the service and the paper's studies
+    ("scgan.serve", "scgan.experiments", "scgan.record"),  # the service, the paper's studies, the inspection record
     ("scgan.commands",),  # one module per CLI command
     ("scgan.cli", "scgan.__main__"),  # parsing and dispatch
 ]

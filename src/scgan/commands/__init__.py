@@ -10,7 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from scgan.commands import calibrate, config, demo, export, predict, serve, study, test, train
+from scgan.commands import (
+    calibrate,
+    config,
+    demo,
+    export,
+    history,
+    predict,
+    results,
+    serve,
+    study,
+    test,
+    train,
+    update,
+    watch,
+)
 
 
 @dataclass(frozen=True)
@@ -34,4 +48,8 @@ COMMANDS: dict[str, Command] = {
     "ablate": Command(study.ABLATE_HELP, partial(study.add_arguments, ablate=True), study.run),
     "calibrate": Command(calibrate.HELP, calibrate.add_arguments, calibrate.run),
     "export": Command(export.HELP, export.add_arguments, export.run, takes_settings=False),
+    "update": Command(update.HELP, update.add_arguments, update.run, takes_settings=False),
+    "history": Command(history.HELP, history.add_arguments, history.run, takes_settings=False),
+    "watch": Command(watch.HELP, watch.add_arguments, watch.run, takes_settings=False),
+    "results": Command(results.HELP, results.add_arguments, results.run, takes_settings=False),
 }

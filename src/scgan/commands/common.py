@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from scgan.utils.limits import Range
+
 
 class LazyChoices:
     """argparse ``choices`` read from a registry only when first needed (``scgan --version`` imports no torch)."""
@@ -59,6 +61,18 @@ def positive_float(text: str) -> float:
     return _parse_number(text, float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
 
 
+def int_in(allowed: Range) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``allowed`` (a :class:`scgan.utils.limits.Range`), else an argument error
+    stating the range and why it is bounded."""
+    why = f" ({allowed.why})" if allowed.why else ""
+
+    def parse(text: str) -> int:
+        return _parse_number(text, int, allowed.words() + why, lambda v: v in allowed)
+
+    parse.__name__ = "whole number"  # argparse names the type in some messages
+    return parse
+
+
 def port_number(text: str) -> int:
     """A TCP port, 0 to 65535 (0: any free port)."""
     return _parse_number(text, int, "a port from 0 to 65535 (0: any free one)", lambda v: 0 <= v <= 65535)
@@ -71,6 +85,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="config_file", help="YAML file of config overrides (nested by section or flat)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. seed=1 patchcore.resolution=320 (see 'scgan config')")
+
+
+def add_backend_option(p: argparse.ArgumentParser) -> None:
+    """``--backend auto|torch|onnx``: the runtime a model file is scored on (``scgan.inference.backend``)."""
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="the runtime of a model file: auto (default: ONNX Runtime on the model's graph, exported once "
+                        "and cached beside the model file, where that is faster for the model's kind; else torch), "
+                        "torch, or onnx")
 
 
 def add_data_options(p: argparse.ArgumentParser, required: bool) -> None:

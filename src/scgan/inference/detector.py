@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -38,7 +39,9 @@ from scgan.data.io import (
     reduce_image,
     resize_map,
 )
+from scgan.inference.tiling import check_tile, check_tile_count, tile_origins
 from scgan.utils.errors import one_line
+from scgan.utils.limits import BATCH_SIZE, MAX_SIDE_RANGE
 from scgan.utils.tables import decision_label, is_missing
 
 # What predict() takes per image: a file path, encoded file bytes, a PIL image, or an (H, W) / (H, W, C) array.
@@ -171,16 +174,6 @@ class Outcome:
 ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, C, H, W) -> ((B, K), (B, H, W))
 
 
-def tile_origins(length: int, tile: int) -> list[int]:
-    """Start offsets of tiles of ``tile`` pixels covering ``length`` with about a quarter overlap (one tile of the
-    whole length when it is no longer than a tile)."""
-    if length <= tile:
-        return [0]
-    step = max(1, tile - tile // 4)
-    starts = list(range(0, length - tile, step))
-    return starts + [length - tile]
-
-
 class Detector:
     """A trained model ready to score images; build it with :meth:`load` (``.pt``/``.ckpt`` or ``.onnx``)."""
 
@@ -190,9 +183,6 @@ class Detector:
                  max_side: int = MAX_SIDE, tile: int | None = None) -> None:
         if default_score not in score_names:
             raise ValueError(f"default score {default_score!r} is not one of the model's scores {list(score_names)}")
-        if batch_size < 1 or max_side < 1 or (tile is not None and tile < 16):
-            raise ValueError(f"batch_size and max_side must be >= 1 and tile >= 16 pixels, got {batch_size}, "
-                             f"{max_side} and {tile}")
         self._score = score_fn
         self.spec = InputSpec.of(spec)
         self.score_names = tuple(score_names)
@@ -201,9 +191,11 @@ class Detector:
         self.backend = backend
         self.path = path
         self.info = dict(info or {})  # version, preset, config, training facts: what GET /model shows
-        self.batch_size = int(batch_size)
-        self.max_side = int(max_side)
-        self.tile = None if tile is None else int(tile)
+        self.batch_size = BATCH_SIZE.check("batch_size", batch_size)
+        self.max_side = MAX_SIDE_RANGE.check("max_side", max_side)
+        self.tile = None if tile is None else check_tile(tile, self.spec.size)
+        # Called (tiles done, tiles of the image, seconds so far) after each batch of tiles; see TileProgress.
+        self.tile_progress: Callable[[int, int, float], None] | None = None
 
     @property
     def image_size(self) -> int:
@@ -213,20 +205,22 @@ class Detector:
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, *, backend: str | None = None, **kwargs: Any) -> Detector:
-        """A detector from a model file: ``.onnx`` runs on onnxruntime (no torch), anything else on torch.
+        """A detector from a model file or an ``.onnx`` file (onnxruntime, no torch).
 
-        ``backend`` ("torch" or "onnx") overrides the choice by suffix; ``kwargs`` go to the constructor
+        ``backend``: "auto" (None; ONNX Runtime on the model's cached exported graph where its kind scores faster
+        there, else torch), "torch" or "onnx" (:mod:`scgan.inference.backend`); ``kwargs`` go to the constructor
         (``batch_size``, ``max_side``, ``tile``).
         """
-        path = Path(path)
-        backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
-        if backend == "onnx":
-            return cls.from_onnx(path, **kwargs)
-        if backend == "torch":
-            from scgan.artifacts.model_file import load_model
+        from scgan.inference.backend import choose_backend
 
-            return cls.from_model(load_model(path), **kwargs)
-        raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx")
+        choice = choose_backend(path, backend or "auto")
+        if choice.backend == "onnx":
+            detector = cls.from_onnx(choice.path, **kwargs)
+            detector.path = choice.model_path  # what the user named, not the cache file
+            return detector
+        from scgan.artifacts.model_file import load_model
+
+        return cls.from_model(choice.loaded or load_model(choice.path), **kwargs)
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, providers: list[str] | None = None, **kwargs: Any) -> Detector:
@@ -309,6 +303,8 @@ class Detector:
                 else:
                     yield outcome
                 continue
+            if self.tile is not None:  # before any scoring: an image of too many tiles stops the run at once
+                check_tile_count(*rgb.shape[:2], self.tile)
             batch.append((i, rgb, orig, source))
             if len(batch) == size:
                 yield from sorted(self._score_batch(batch) + failed, key=lambda o: o.index)
@@ -342,6 +338,7 @@ class Detector:
         total = np.zeros((h, w), dtype=np.float32)
         count = np.zeros((h, w), dtype=np.float32)
         best = None
+        start = time.monotonic()
         for k in range(0, len(boxes), self.batch_size):
             part = boxes[k:k + self.batch_size]
             scores, maps = self._score_arrays([rgb[y:y + t, x:x + t] for y, x in part])
@@ -350,6 +347,8 @@ class Detector:
                 th, tw = min(t, h - y), min(t, w - x)
                 total[y:y + th, x:x + tw] += resize_map(m, (th, tw))
                 count[y:y + th, x:x + tw] += 1.0
+            if self.tile_progress is not None:
+                self.tile_progress(k + len(part), len(boxes), time.monotonic() - start)
         return best, total / count
 
     def _score_batch(self, batch: list[tuple[int, np.ndarray, tuple[int, int], str | None]]) -> list[Outcome]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scgan.data.io import is_image_file
-from scgan.utils.atomic import atomic_write_text, writable_dir
+from scgan.utils.atomic import atomic_write_text
+from scgan.utils.lock import locked_output
 from scgan.utils.manifest import begin_outputs, read_manifest_files, write_manifest
 from scgan.utils.names import printable, safe_stem
 from scgan.utils.tables import DECISION_COLUMNS, csv_text, decision_cells
@@ -102,29 +104,48 @@ def _remove_stale(out: Path, previous: list[str], kept: set[str]) -> None:
             pass
 
 
+def make_detector(model=None, onnx_path: str | None = None, *, backend: str | None = None, batch_size: int = 16,
+                  tile: int | None = None):
+    """The Detector of ``onnx_path`` (onnxruntime, no torch), else of ``model`` (a LoadedModel, or a path scored on
+    ``backend``), with ``batch_size`` and ``tile``."""
+    from scgan.inference.detector import Detector
+
+    options = {"batch_size": batch_size, "tile": tile}
+    if onnx_path is not None:
+        return Detector.from_onnx(onnx_path, **options)
+    if isinstance(model, (str, os.PathLike)):
+        return Detector.load(model, backend=backend, **options)
+    return Detector.from_model(model, **options)
+
+
 def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=None, onnx_path: str | None = None,
                 detector=None, batch_size: int = 16, tile: int | None = None, overlays: bool = True,
-                captions: bool = True, progress: bool = True) -> PredictOutput:
+                captions: bool = True, progress: bool = True, backend: str | None = None,
+                on_result: Callable[[Path, Any, str | None], None] | None = None) -> PredictOutput:
     """Score every readable image with a Detector; unreadable files are reported and skipped, never fatal.
 
     The detector is ``detector``, else built from ``onnx_path`` (onnxruntime, no torch) or ``model``
-    (a LoadedModel or a path), with ``batch_size`` and ``tile``. Each overlay PNG carries its score, threshold
-    and decision as PNG text (:func:`overlay_text`) and, with ``captions``, in a band below the picture.
+    (a LoadedModel, or a path scored on ``backend``: :mod:`scgan.inference.backend`), with ``batch_size`` and
+    ``tile``. Each overlay PNG carries its score, threshold and decision as PNG text (:func:`overlay_text`) and,
+    with ``captions``, in a band below the picture.
+    ``on_result(path, result, overlay_path)`` is called for each scored image as it is scored (recording it
+    elsewhere, say).
     """
-    from scgan.inference.detector import Detector
-    from scgan.reporting.visualize import caption_band, overlay
-    from scgan.utils.atomic import save_png
-
     if detector is None:
-        options = {"batch_size": batch_size, "tile": tile}
-        if onnx_path is not None:
-            detector = Detector.from_onnx(onnx_path, **options)
-        elif isinstance(model, (str, os.PathLike)):
-            detector = Detector.load(model, **options)
-        else:
-            detector = Detector.from_model(model, **options)
+        detector = make_detector(model, onnx_path, backend=backend, batch_size=batch_size, tile=tile)
     files = expand_inputs(inputs)
-    out = writable_dir(output_dir)
+    if progress and detector.tile is not None:
+        from scgan.inference.tiling import TileProgress
+
+        detector.tile_progress = TileProgress()  # a line with the time left when an image's tiles take long
+    with locked_output(output_dir, "predicting") as out:  # a second run into this folder is refused at once
+        return _predict_into(out, files, detector, batch_size=batch_size, overlays=overlays, captions=captions,
+                             progress=progress, on_result=on_result)
+
+
+def _predict_into(out: Path, files: list[InputFile], detector, *, batch_size: int | None, overlays: bool,
+                  captions: bool, progress: bool, on_result) -> PredictOutput:
+    """:func:`run_predict`'s work in its locked output folder ``out``."""
     previous = read_manifest_files(out)
     begin_outputs(out)
     names = detector.score_names
@@ -150,18 +171,12 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
             ov_path = None
             if overlays:
                 name = overlay_name(f.relative, taken)
-                try:
-                    target = out / OVERLAYS / name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    picture = overlay(r.image, r.heat)
-                    if captions:
-                        picture = caption_band(picture, caption_lines(r), r.decision)
-                    save_png(target, picture, overlay_text(r, f.path.name))
+                ov_path = write_overlay(out / OVERLAYS / name, r, f.path, captions=captions)
+                if ov_path is not None:
                     written.append(f"{OVERLAYS}/{name}")
-                    ov_path = str(target)
-                except OSError as e:  # the score stands; only its picture is missing
-                    log.warning("no overlay for %s: %s", printable(f.path), e.strerror or e)
             preds.append(Prediction(str(f.path), r.scores, r.normalized, r.anomalous, ov_path))
+            if on_result is not None:
+                on_result(f.path, r, ov_path)
     finally:  # what was scored is written, even when a later step failed
         if bar:
             bar.close()
@@ -174,6 +189,24 @@ def run_predict(inputs: Iterable[str | Path], output_dir: str | Path, *, model=N
                        model=printable(detector.path) if detector.path else None,
                        scored=len(preds), skipped=len(skipped))
     return PredictOutput(preds, skipped, csv_path)
+
+
+def write_overlay(target: Path, r, source: Path, *, captions: bool = True) -> str | None:
+    """Save ``r``'s overlay PNG at ``target`` (its folder made); its path, or None with a warning where it could not
+    be written (the score stands; only its picture is missing)."""
+    from scgan.reporting.visualize import caption_band, overlay
+    from scgan.utils.atomic import save_png
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        picture = overlay(r.image, r.heat)
+        if captions:
+            picture = caption_band(picture, caption_lines(r), r.decision)
+        save_png(target, picture, overlay_text(r, source.name))
+    except OSError as e:
+        log.warning("no overlay for %s: %s", printable(source), e.strerror or e)
+        return None
+    return str(target)
 
 
 def caption_lines(r) -> list[str]:
@@ -202,9 +235,21 @@ def _csv(preds: list[Prediction], skipped: list[tuple[str, str]], names: tuple[s
     Every row holds the threshold beside the score, raw and normalised: an image is anomalous when its score
     exceeds the threshold (equally, its normalised score exceeds the normalised threshold, which is at most 1).
     """
-    rows = [[p.path, *decision_cells(p.scores[default], threshold, p.normalized, threshold_norm, p.anomalous),
-             *(p.scores[n] for n in names), p.overlay] for p in preds]
+    rows = [prediction_row(p, names, default, threshold, threshold_norm) for p in preds]
     rows += [[path, *decision_cells(None, threshold, None, threshold_norm, None,
                                     note="error: " + reason.replace("\n", " ")), *([None] * len(names)), None]
              for path, reason in skipped]
-    return csv_text(["path", *DECISION_COLUMNS, *names, "overlay"], rows)
+    return csv_text(prediction_header(names), rows)
+
+
+def prediction_header(names: tuple[str, ...]) -> list[str]:
+    """predictions.csv's columns: the path, :data:`DECISION_COLUMNS`, every named score, the overlay."""
+    return ["path", *DECISION_COLUMNS, *names, "overlay"]
+
+
+def prediction_row(p: Prediction, names: tuple[str, ...], default: str, threshold: float | None,
+                   threshold_norm: float | None) -> list[Any]:
+    """One scored image's predictions.csv row (cells for :func:`scgan.utils.tables.csv_text`); a score the
+    prediction lacks (a row of another model's) is empty."""
+    return [p.path, *decision_cells(p.scores.get(default), threshold, p.normalized, threshold_norm, p.anomalous),
+            *(p.scores.get(n) for n in names), p.overlay]

@@ -64,6 +64,10 @@ class ModelKind:
       so that ``scgan calibrate`` may change them without fitting again (beside the shared score settings);
     - ``resumable``: whether an interrupted fit continues (``train --resume``); ``multi_device``: whether it fits
       on accelerators, several devices and strategies (else on one CPU process);
+    - ``scoring_backend``: the runtime ``--backend auto`` scores it on: "onnx" where its exported graph runs faster on
+      ONNX Runtime than torch does (``scgan.inference.backend``), else "torch";
+    - ``updatable``: whether new normal images can join a fitted model without fitting it again (``scgan update``;
+      its updater is registered in ``scgan.training.update``);
     - ``describe(cfg)``: a few words on the model a config makes ("head seg"), for messages.
     """
 
@@ -80,4 +84,6 @@ class ModelKind:
     recalibration_keys: tuple[str, ...] = ()
     resumable: bool = False
     multi_device: bool = False
+    scoring_backend: str = "torch"
+    updatable: bool = False
     describe: Callable[[Config], str] = lambda cfg: ""

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - depends on the installation
                       "pip install 'scgan[serve]'") from None
 
 from scgan.serve.errors import EXCEPTION_HANDLERS, ServeError, error_response
+from scgan.serve.feedback import Feedback, build_feedback_router
 from scgan.serve.guards import ANY_HOST, ANY_IP, LOCAL_HOSTS, AccessLog, BodyLimit, HostGuard, Limits, UnexpectedErrors
 from scgan.serve.routes import FIELD, Scoring, build_router
 
@@ -32,9 +33,11 @@ __all__ = ["ANY_HOST", "ANY_IP", "FIELD", "LOCAL_HOSTS", "Limits", "ServeError",
 
 
 def create_app(detector: Detector, limits: Limits | None = None,
-               allowed_hosts: Sequence[str] = LOCAL_HOSTS) -> FastAPI:
+               allowed_hosts: Sequence[str] = LOCAL_HOSTS, feedback: Feedback | None = None,
+               recent=None) -> FastAPI:
     """The FastAPI application serving ``detector`` (a :class:`scgan.inference.detector.Detector`) within ``limits``,
-    to requests whose Host header names one of ``allowed_hosts``."""
+    to requests whose Host header names one of ``allowed_hosts``; with ``feedback``, the page's feedback endpoints
+    (:mod:`scgan.serve.feedback`)."""
     limits = limits or Limits()
     app = FastAPI(title="scgan", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)  # added last is outermost
@@ -45,6 +48,13 @@ def create_app(detector: Detector, limits: Limits | None = None,
     for kind, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(kind, handler)
     app.include_router(build_router(detector, limits, scoring))
+    if feedback is not None:
+        app.include_router(build_feedback_router(detector, limits, feedback, scoring, recent))
+    if recent is not None:  # a scgan.serve.recent.DecisionLog: /predict's decisions recorded, /recent shows them
+        from scgan.serve.recent import build_recent_router
+
+        scoring.on_result = recent.record
+        app.include_router(build_recent_router(recent))
     app.state.detector = detector
     app.state.limits = limits
     app.state.allowed_hosts = tuple(allowed_hosts)

@@ -61,7 +61,7 @@ def check_header(data: bytes, name: str, max_pixels: int) -> None:
 def _png_data_url(image: Image.Image) -> str:
     """``image`` as a ``data:image/png;base64,...`` URL (the page shows it as it is)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", compress_level=1)  # as save_png: 3.8 ms instead of 12 ms, the file ~10% larger
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -73,7 +73,9 @@ async def read_uploads(request: Request, limits: Limits) -> list[Upload]:
         raise ServeError(415, f"send images as multipart/form-data in the field '{FIELD}' "
                               f"(got {kind or 'no content type'})")
     try:
-        form = await request.form(max_files=limits.max_files, max_fields=limits.max_files)
+        # a part may be as large as the whole body: an upload over the limit is BodyLimit's 413, never the parser's 400
+        form = await request.form(max_files=limits.max_files, max_fields=limits.max_files,
+                                  max_part_size=limits.max_upload_bytes)
     except StarletteHTTPException as e:
         raise ServeError(400 if e.status_code != 413 else 413,
                          f"the form was refused: {str(e.detail).rstrip('.')}; send at most {limits.max_files} "
@@ -106,8 +108,10 @@ class Scoring:
         self.pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="scgan-score")
         self.admitted = threading.BoundedSemaphore(limits.workers + limits.queue)
         self.threshold_normalized = detector.threshold_normalized
+        # (name, bytes, Result) of each image /predict scored -> its decision's id or None (scgan.serve.recent)
+        self.on_result = None
 
-    def score(self, files: list[Upload], overlays: bool) -> list[dict[str, Any]]:
+    def score(self, files: list[Upload], overlays: bool, record: bool = False) -> list[dict[str, Any]]:
         """Per file a result, or {"filename", "error", "status"} for one that cannot be scored (the others are
         scored: one policy with ``scgan predict``); ServeError only when no file could be scored."""
         readable = [(i, data) for i, (_, data) in enumerate(files) if not isinstance(data, ServeError)]
@@ -125,12 +129,16 @@ class Scoring:
                 continue
             o = outcomes[i]
             entry = {"filename": name, **o.result.to_dict(), "threshold_normalized": self.threshold_normalized}
+            if record and self.on_result is not None:  # its id in the store, for a mark on it (scgan.serve.feedback)
+                decision_id = self.on_result(name, data, o.result)
+                if decision_id is not None:
+                    entry["decision_id"] = decision_id
             if overlays:
                 entry["overlay"] = _png_data_url(o.result.overlay())
             out.append(entry)
         return out
 
-    async def __call__(self, files: list[Upload], overlays: bool) -> list[dict[str, Any]]:
+    async def __call__(self, files: list[Upload], overlays: bool, record: bool = False) -> list[dict[str, Any]]:
         """:meth:`score` on a worker thread, or ServeError 503 when workers and queue are full or it takes longer
         than ``limits.timeout_s``."""
         limits = self.limits
@@ -138,7 +146,7 @@ class Scoring:
             raise ServeError(503, f"the server is busy ({limits.workers + limits.queue} requests in progress); "
                                   "retry in a moment")
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, self.score, files, overlays)
+        future = loop.run_in_executor(self.pool, self.score, files, overlays, record)
         future.add_done_callback(lambda _: self.admitted.release())  # released when the work ends, not at the timeout
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout=limits.timeout_s)
@@ -150,7 +158,8 @@ class Scoring:
 def build_router(detector: Detector, limits: Limits, scoring: Scoring | None = None) -> APIRouter:
     """The endpoints serving ``detector`` within ``limits``; ``scoring`` (made here when None) runs /predict's work."""
     scoring = scoring or Scoring(detector, limits)
-    model_info = detector.describe()
+    # which file is served: its sha256 as loaded (scgan.serve.server.load_detector), whatever is on disk now
+    model_info = {**detector.describe(), "sha256": detector.info.get("sha256")}
     page = resources.files("scgan.serve").joinpath("page.html").read_text(encoding="utf-8")
     router = APIRouter()
 
@@ -169,7 +178,7 @@ def build_router(detector: Detector, limits: Limits, scoring: Scoring | None = N
     @router.post("/predict")
     async def predict(request: Request, overlay: bool = True) -> dict[str, Any]:
         files = await read_uploads(request, limits)
-        results = await scoring(files, overlay)
+        results = await scoring(files, overlay, record=True)
         return {"score_name": detector.default_score, "results": results}
 
     return router

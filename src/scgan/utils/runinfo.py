@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -62,12 +63,21 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+# The password of a URL ("postgresql://user:secret@host/db"): never written to a record or a log.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)[^@/\s]*(?=@)")
+
+
+def mask_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\g<head>***", text)
+
+
 def command_line() -> str:
-    """How this process was invoked, shell-quoted."""
+    """How this process was invoked, shell-quoted (a password in a URL argument masked)."""
     argv = list(sys.argv)
     if argv and argv[0].endswith(("scgan", "__main__.py")):
         argv[0] = "scgan"
-    return " ".join(shlex.quote(a) for a in argv)
+    return mask_passwords(" ".join(shlex.quote(a) for a in argv))
 
 
 def _version(package: str) -> str | None:

@@ -85,8 +85,13 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
-    w.writerows([csv_value(v) for v in row] for row in rows)
+    w.writerows(csv_cells(row) for row in rows)
     return buf.getvalue()
+
+
+def csv_cells(row: Sequence[Any]) -> list[str]:
+    """One row's cells as :func:`csv_text` writes them (for a ``csv.writer`` that appends row by row)."""
+    return [csv_value(v) for v in row]
 
 
 def decision_label(anomalous: bool | None) -> str:

@@ -49,6 +49,10 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
     if bank.ndim != 2 or bank.shape[1] != feature_dims(cfg) or bank.shape[0] == 0:
         raise RuntimeError(f"its memory bank has shape {tuple(bank.shape)}, not (M, {feature_dims(cfg)}) as the "
                            f"config's backbone and layers give")
+    bad = ~(torch.isfinite(memory.scale) & (memory.scale > 0))
+    if bad.any():  # a fitted scale is 1 / a layer's spread: positive; 0 would blank features, nan/inf every score
+        raise ValueError(f"its memory bank's feature scale is {memory.scale[bad][0].item():g} at {int(bad.sum())} of "
+                         f"{bad.numel()} features; a fitted scale is positive and finite")
     installed = weights_digest(cfg.patchcore.backbone)
     if memory.digest != installed:
         raise RuntimeError(f"it was fitted with other {cfg.patchcore.backbone} weights (sha256 "
@@ -90,4 +94,6 @@ PATCHCORE = ModelKind(
     build_parts=_build_parts,
     build_scorer=_build_scorer,
     check_config=_check_config,
+    updatable=True,  # new normal patches join the memory bank
+    scoring_backend="onnx",  # its exported graph scores about 3x faster than torch on 2 CPU cores (performance.md)
 )
