@@ -33,30 +33,40 @@ class FalseAlarmEstimate:
 
     Distribution-free (order statistics): a threshold at the k-th largest of n normal scores is exceeded by a new
     normal image's score with a chance that is Beta(k, n + 1 - k) distributed, whatever the scores' distribution;
-    a threshold interpolated between two of them, by the mixture of the two. ``expected`` is the mean, (``low``,
-    ``high``) the central 95% interval; ``above``: how many of the n normal scores lie above the threshold."""
+    a threshold interpolated between two of them, by the mixture of the two. A threshold from a tail model
+    (:mod:`scgan.calibration.tail`): the rate the fit gives, and the interval of its refits. ``expected`` is the mean,
+    (``low``, ``high``) the central 95% interval; ``above``: how many of the n normal scores lie above the threshold;
+    ``basis``: what else the estimate rests on, for a person ("" for the validation images alone)."""
 
     expected: float
     low: float
     high: float
     above: int
     n: int
+    basis: str = ""
 
     def sentence(self) -> str:
         """One line for a person: the rate, its interval and what it rests on."""
+        basis = f" ({self.basis})" if self.basis else ""
         return (f"false alarms expected on {100 * self.expected:.1f}% of normal images (95% interval "
-                f"{100 * self.low:.1f}-{100 * self.high:.1f}%), from {self.n} normal image(s), {self.above} of them "
-                "above the threshold")
+                f"{100 * self.low:.1f}-{100 * self.high:.1f}%), from {self.n} normal image(s){basis}, {self.above} of "
+                "them above the threshold")
 
 
-def false_alarm_estimate(n: int, quantile: float) -> FalseAlarmEstimate:
+def false_alarm_estimate(n: int, quantile: float, tail: dict | None = None, basis: str = "") -> FalseAlarmEstimate:
     """The false-alarm rate of a threshold at the ``quantile`` of ``n`` normal scores, as numpy interpolates it
-    linearly between two of them (ties aside): :class:`FalseAlarmEstimate`."""
+    linearly between two of them (ties aside): :class:`FalseAlarmEstimate`. ``tail``: the threshold's record from
+    :func:`scgan.calibration.tail.tail_threshold`; where it holds a fit, the fit's rate and interval instead."""
     from scipy.optimize import brentq  # scipy only here: the rest of this module is numpy alone
     from scipy.stats import beta
 
     if n < 1:
         return FalseAlarmEstimate(float("nan"), float("nan"), float("nan"), 0, 0)
+    if tail and tail.get("fit"):
+        fit = tail["fit"]
+        basis = ", ".join(filter(None, [basis, f"a generalised Pareto tail of the {fit['exceedances']} largest"]))
+        return FalseAlarmEstimate(float(1.0 - quantile), float(tail["low"]), float(tail["high"]), int(tail["above"]),
+                                  n, basis)
     pos = (n - 1) * quantile
     j = min(int(np.floor(pos + 1e-9)), n - 1)  # the threshold lies between the j-th and (j+1)-th smallest (0-based)
     frac = max(pos - j, 0.0)
@@ -69,7 +79,7 @@ def false_alarm_estimate(n: int, quantile: float) -> FalseAlarmEstimate:
 
     expected = sum(w * d.mean() for w, d in parts)
     low, high = (brentq(lambda p, a=a: cdf(p) - a, 0.0, 1.0) for a in (0.025, 0.975))
-    return FalseAlarmEstimate(float(expected), float(low), float(high), int(above), n)
+    return FalseAlarmEstimate(float(expected), float(low), float(high), int(above), n, basis)
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -191,12 +201,13 @@ class ScoreStats:
     max: float
     mean: float
     std: float
-    threshold: float  # the calibration quantile of the validation scores
+    threshold: float  # the calibration quantile of the normal scores (validation, plus cross-fitted ones if any)
 
 
 @dataclass
 class Calibration:
-    """Normalisation and thresholds fitted on normal validation images only."""
+    """Normalisation and thresholds fitted on normal images only: the validation images (and, for the thresholds
+    where score.threshold_source = crossfit, the training images each scored by a model fitted without it)."""
 
     quantile: float
     n_images: int
@@ -223,6 +234,15 @@ class Calibration:
     # Set when the default score's threshold came from defective images for a target rate (TargetThreshold.record),
     # not from the quantile; empty otherwise.
     threshold_rule: dict = field(default_factory=dict)
+    # score.threshold_source = crossfit: how many normal training images, each scored by a bank fitted without it,
+    # the thresholds rest on beside the n_images validation ones (0: the validation images alone).
+    n_crossfit: int = 0
+    # The normal scores the thresholds rest on, by source ("validation", "crossfit") and score, kept where they are more
+    # than the validation quantile (cross-fitted scores or a tail model) so that recalibrating need not score them
+    # again; empty otherwise (the model file keeps the validation images themselves).
+    normal_scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # score.tail = gpd: each score's threshold record (scgan.calibration.tail.TailThreshold.record); empty otherwise.
+    tails: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -244,6 +264,10 @@ class Calibration:
             heat_low=None if d.get("heat_low") is None else float(d["heat_low"]),
             heat_threshold=None if d.get("heat_threshold") is None else float(d["heat_threshold"]),
             threshold_rule=dict(d.get("threshold_rule") or {}),
+            n_crossfit=int(d.get("n_crossfit") or 0),
+            normal_scores={str(src): {str(k): [float(x) for x in v] for k, v in row.items()}
+                           for src, row in (d.get("normal_scores") or {}).items()},
+            tails={str(k): dict(v) for k, v in (d.get("tails") or {}).items()},
         )
 
     def resolve(self, default_score: str, preference: Sequence[str] = ()) -> str:
@@ -263,14 +287,32 @@ class Calibration:
         validation scores the normalisation spans; above 1 where it was set from defects above every one of them)."""
         return float(self.normalize(name, np.array([self.scores[name].threshold]))[0])
 
-    def false_alarms(self) -> FalseAlarmEstimate:
+    def normal_values(self, name: str) -> np.ndarray | None:
+        """Every normal score of ``name`` the thresholds rest on (validation, then cross-fitted), where the calibration
+        keeps them; else None (score the kept validation images again)."""
+        kept = [row[name] for row in self.normal_scores.values() if name in row]
+        return np.concatenate([np.asarray(v, dtype=np.float64) for v in kept]) if kept else None
+
+    @property
+    def n_normal(self) -> int:
+        """Every normal image the thresholds rest on: the validation ones and the cross-fitted training ones."""
+        return self.n_images + self.n_crossfit
+
+    def basis(self) -> str:
+        """What the thresholds rest on beside the validation images, for a person ("" for those alone)."""
+        return (f"{self.n_images} validation, {self.n_crossfit} training images scored cross-fitted"
+                if self.n_crossfit else "")
+
+    def false_alarms(self, score: str | None = None) -> FalseAlarmEstimate:
         """The false-alarm rate the thresholds promise on new normal images, with what it rests on (for a threshold
-        set from defects, the number of normal validation images above it)."""
+        set from defects, the number of normal validation images above it; for ``score``'s threshold from a tail
+        model, the fit's rate and interval)."""
         rule = self.threshold_rule
         if rule.get("n_normal"):
             n, above = int(rule["n_normal"]), int(rule["above"])
             return threshold_false_alarms(np.arange(n, dtype=np.float64), n - above - 0.5)  # ``above`` of n above it
-        return false_alarm_estimate(self.n_images, self.quantile)
+        tail = self.tails.get(score or self.selected_score or "")
+        return false_alarm_estimate(self.n_normal, self.quantile, tail, self.basis())
 
     def decide(self, name: str, values: np.ndarray) -> np.ndarray:
         """True where the score exceeds the validation threshold (anomalous), or is not finite (see :func:`exceeds`)."""
@@ -342,7 +384,8 @@ def heat_scale(pixels: Sequence[np.ndarray], maxima: np.ndarray, quantile: float
 def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
                     synthetic: np.ndarray | dict[float, np.ndarray] | None = None,
                     map_high: float | None = None, heat: tuple[float, float] | None = None,
-                    preference: Sequence[str] = ()) -> Calibration:
+                    preference: Sequence[str] = (), crossfit: np.ndarray | None = None,
+                    tail: str = "none") -> Calibration:
     """Calibration from validation scores (N, K), columns named ``names`` (normal images only).
 
     ``map_high`` is the largest anomaly-map value on these images (default: the largest map_max); ``heat`` is
@@ -353,6 +396,11 @@ def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
     them best from the normal ones (mean AUROC over the strengths) becomes ``selected_score``. No real
     anomaly and no test image is involved. Where scores separate them equally well, the earlier in
     ``preference`` (the model kind's) wins.
+
+    ``crossfit`` (C, K): normal training images' scores, each from a model fitted without it; the thresholds are then
+    the quantile of both sets together (the normalisation and the heat scale stay the validation images'). ``tail``
+    = "gpd": each threshold by :func:`scgan.calibration.tail.tail_threshold` where the quantile lies beyond what the
+    normal scores resolve. Either keeps the normal scores in ``normal_scores``.
     """
     scores = np.asarray(scores, dtype=np.float64)
     names = tuple(names)
@@ -360,16 +408,30 @@ def fit_calibration(scores: np.ndarray, names: Sequence[str], quantile: float,
         raise ValueError("calibration needs at least one normal validation image")
     if scores.shape[1] != len(names):
         raise ValueError(f"{scores.shape[1]} score columns but {len(names)} names")
+    extra = np.zeros((0, len(names))) if crossfit is None else np.asarray(crossfit, dtype=np.float64)
+    if extra.ndim != 2 or extra.shape[1] != len(names):
+        raise ValueError(f"cross-fitted scores of shape {extra.shape}, not (C, {len(names)})")
+    tails = {}
+    if tail == "gpd":  # imported here: the tail needs scipy, as false_alarm_estimate does
+        from scgan.calibration.tail import tail_threshold
+
+        tails = {name: tail_threshold(np.concatenate([col, ext]), quantile).record()
+                 for name, col, ext in zip(names, scores.T, extra.T)}
     stats = {
         name: ScoreStats(
             min=float(col.min()), max=float(col.max()), mean=float(col.mean()), std=float(col.std()),
-            threshold=float(np.quantile(col, quantile)),
+            threshold=float(tails[name]["threshold"] if tails else np.quantile(np.concatenate([col, ext]), quantile)),
         )
-        for name, col in zip(names, scores.T)
+        for name, col, ext in zip(names, scores.T, extra.T)
     }
     if map_high is None:
         map_high = stats["map_max"].max if "map_max" in stats else 1.0
-    cal = Calibration(quantile=quantile, n_images=scores.shape[0], scores=stats, map_high=float(map_high))
+    cal = Calibration(quantile=quantile, n_images=scores.shape[0], scores=stats, map_high=float(map_high),
+                      n_crossfit=int(extra.shape[0]), tails=tails)
+    if crossfit is not None or tails:
+        cal.normal_scores = {"validation": {n: col.tolist() for n, col in zip(names, scores.T)}}
+        if crossfit is not None:
+            cal.normal_scores["crossfit"] = {n: col.tolist() for n, col in zip(names, extra.T)}
     if heat is not None:
         cal.heat_low, cal.heat_threshold = float(heat[0]), float(heat[1])
     levels = synthetic if isinstance(synthetic, dict) else {1.0: synthetic}

@@ -185,9 +185,21 @@ class ScoreConfig:
     # saturating at AUROC 1, where every local score ties. [1.0]: the full-strength defects only.
     selection_strengths: list[float] = field(default_factory=lambda: [1.0])
     threshold_quantile: float = 0.99  # threshold = this quantile of normal validation scores
+    # The normal images the thresholds rest on: "validation" = the validation split alone (often 20-40 images, so the
+    # 0.99 quantile is their largest score); "crossfit" = those and every normal training image, each scored by a
+    # model fitted on the other `crossfit_folds` folds of them (kinds that offer it: patchcore). Not yet measured on
+    # the shared test sets (docs/detection.md).
+    threshold_source: str = "validation"
+    crossfit_folds: int = 5  # folds for "crossfit" (as many as there are training images where fewer)
+    # "gpd": a threshold beyond what the normal scores resolve (fewer than 5 expected above it) comes from a
+    # generalised Pareto fit to their largest ones; "none": the empirical quantile. Not yet measured either.
+    tail: str = "none"
 
     def validate(self) -> None:
+        one_of(self.threshold_source, ("validation", "crossfit"), "score.threshold_source")
+        one_of(self.tail, ("none", "gpd"), "score.tail")
         _check([
+            (self.crossfit_folds >= 2, f"score.crossfit_folds must be >= 2, got {self.crossfit_folds}"),
             (0.0 < self.threshold_quantile <= 1.0,
              f"threshold_quantile must be in (0, 1], got {self.threshold_quantile}"),
             (self.sigma is None or self.sigma == "auto"

@@ -8,7 +8,10 @@ SCGAN), or once after fitting (a PatchCore detector).
 from __future__ import annotations
 
 import copy
+import logging
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,6 +24,13 @@ from scgan.models.checks import check_config
 from scgan.models.registry import get_kind
 from scgan.models.scoring import GaussianBlur, default_sigma, scorer_sigma
 from scgan.utils.seed import seeded_generator
+
+log = logging.getLogger("scgan")
+
+# Normal scores (C, K) the thresholds rest on beside the validation images', given the sigma the calibration chose
+# (map_max depends on it) and the K score names in column order; None where there are none for that sigma. See
+# :func:`calibrate`.
+NormalScores = Callable[[float, tuple[str, ...]], "np.ndarray | None"]
 
 # score.sigma = auto tries these multiples of S / 64: none, half, default, double, quadruple.
 SIGMA_FACTORS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -121,9 +131,9 @@ class CalibrationFitter:
                 if self.auto_sigma:
                     self._masks.append((x_defect != x).any(dim=1, keepdim=True).cpu())
 
-    def fit(self, broadcast=None) -> Calibration | None:
+    def fit(self, broadcast=None, crossfit: NormalScores | None = None) -> Calibration | None:
         """The calibration of everything added (None if nothing was). ``broadcast(obj)`` (DDP) gives every
-        rank rank 0's sigma choice."""
+        rank rank 0's sigma choice; ``crossfit``: see :func:`calibrate`."""
         if not self._normal:
             return None
         names = self.scorer.names
@@ -154,32 +164,58 @@ class CalibrationFitter:
         quantile = self.cfg.score.threshold_quantile
         heat = heat_scale(self._map_pixels, self._map_max, quantile) if self._map_max else None
         cal = fit_calibration(scores, names, quantile, levels, map_high=map_high, heat=heat,
-                              preference=self.kind.score_preference)
+                              preference=self.kind.score_preference, tail=self.cfg.score.tail,
+                              crossfit=None if crossfit is None else crossfit(float(sigma), tuple(names)))
         cal.sigma, cal.sigma_selection = float(sigma), sigma_selection
         return cal
 
 
-def calibrate(scorer: nn.Module, normal_loader, cfg: Config, device: torch.device | str = "cpu") -> Calibration:
+def calibrate(scorer: nn.Module, normal_loader, cfg: Config, device: torch.device | str = "cpu",
+              crossfit: NormalScores | None = None) -> Calibration:
     """Fit ``scorer``'s calibration on a loader of normal images (dataset items with an "image" key).
 
-    ``cfg`` supplies the quantile, the score and sigma choices and the split seed. The scorer is put in
-    eval mode; a sigma chosen here (score.sigma = auto) is set on it.
+    ``cfg`` supplies the quantile, the tail model, the score and sigma choices and the split seed. The scorer is put
+    in eval mode; a sigma chosen here (score.sigma = auto) is set on it. ``crossfit(sigma, names)``: the cross-fitted
+    scores (C, K) of normal training images at the chosen sigma, columns in ``names`` order (a fit's, or those a model
+    file keeps: :func:`kept_crossfit`); the thresholds then rest on them and the validation images' together.
     """
     scorer.eval()
     scorer.set_sigma(scorer_sigma(cfg.score.sigma, get_kind(cfg.kind).input_spec(cfg).size))
     fitter = CalibrationFitter(scorer, cfg)
     for i, batch in enumerate(normal_loader):
         fitter.add(batch["image"].to(device), i)
-    cal = fitter.fit()
+    cal = fitter.fit(crossfit=crossfit)
     if cal is None:
         raise ValueError("calibration needs at least one normal image; the folder or split holds none")
     return cal
 
 
+def kept_crossfit(calibration: Calibration | None) -> NormalScores | None:
+    """The cross-fitted normal scores a model file's calibration keeps, for :func:`calibrate` to rest the thresholds
+    on again without scoring them again (None where it keeps none). They were scored at that calibration's sigma: at
+    another one (score.sigma changed, or auto choosing anew) they are dropped, with a warning."""
+    kept = (calibration.normal_scores.get("crossfit") if calibration is not None else None) or {}
+    if not kept:
+        return None
+
+    def scores(sigma: float, names: tuple[str, ...]) -> np.ndarray | None:
+        if calibration.sigma is not None and not np.isclose(sigma, calibration.sigma):
+            log.warning("the %d cross-fitted normal scores the model keeps were computed at sigma %g, not %g: the "
+                        "thresholds rest on the validation images alone (fit the model again to cross-fit anew)",
+                        calibration.n_crossfit, calibration.sigma, sigma)
+            return None
+        missing = [n for n in names if n not in kept]
+        if missing:
+            raise ValueError(f"the model keeps no cross-fitted {', '.join(missing)} scores; fit it again")
+        return np.stack([np.asarray(kept[n], dtype=np.float64) for n in names], axis=1)
+
+    return scores
+
+
 # Shared settings a model's calibration depends on; with its kind's recalibration_keys, only these may change when
 # it is re-fitted without training.
 RECALIBRATION_KEYS = ("score.threshold_quantile", "score.default_score", "score.sigma", "score.selection_patches",
-                      "score.selection_patch_area", "score.selection_strengths")
+                      "score.selection_patch_area", "score.selection_strengths", "score.tail")
 
 
 def recalibration_config(config: Config, overrides: dict | None = None) -> Config:

@@ -91,7 +91,7 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
         top["threshold_normalized"] = calibration.threshold_normalized(default_score)
         top["at_threshold"] = decisions_by_defect(result.score(default_score), result.labels, result.defects,
                                                   threshold, top["threshold_normalized"])
-        expected = calibration.false_alarms()
+        expected = calibration.false_alarms(default_score)
         top["at_threshold"].update(quantile=calibration.quantile, calibration_images=calibration.n_images,
                                    expected_false_alarm_rate=expected.expected,
                                    expected_false_alarm_interval=[expected.low, expected.high])

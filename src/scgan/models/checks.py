@@ -14,6 +14,9 @@ def check_config(cfg: Config) -> Config:
     kind = get_kind(cfg.kind)
     cfg.validate()
     kind.check_config(cfg)
+    if cfg.score.threshold_source == "crossfit" and not kind.crossfit:
+        raise ValueError(f"score.threshold_source = crossfit needs a kind whose fit scores its training images "
+                         f"cross-fitted; a {cfg.kind} model's does not: use validation")
     names = kind.score_names(cfg)
     if cfg.score.default_score not in ("auto", *names):
         about = kind.describe(cfg)

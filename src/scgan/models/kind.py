@@ -68,6 +68,8 @@ class ModelKind:
       ONNX Runtime than torch does (``scgan.inference.backend``), else "torch";
     - ``updatable``: whether new normal images can join a fitted model without fitting it again (``scgan update``;
       its updater is registered in ``scgan.training.update``);
+    - ``crossfit``: whether its fit can score every normal training image with a model fitted without it
+      (``score.threshold_source = crossfit``; its fit calls ``scgan.training.crossfit``);
     - ``describe(cfg)``: a few words on the model a config makes ("head seg"), for messages.
     """
 
@@ -86,4 +88,5 @@ class ModelKind:
     multi_device: bool = False
     scoring_backend: str = "torch"
     updatable: bool = False
+    crossfit: bool = False
     describe: Callable[[Config], str] = lambda cfg: ""

@@ -95,5 +95,6 @@ PATCHCORE = ModelKind(
     build_scorer=_build_scorer,
     check_config=_check_config,
     updatable=True,  # new normal patches join the memory bank
+    crossfit=True,  # per-fold banks by the same streaming merge (scgan.training.crossfit)
     scoring_backend="onnx",  # its exported graph scores about 3x faster than torch on 2 CPU cores (performance.md)
 )

@@ -1,0 +1,136 @@
+"""Thresholds that rest on every normal score: the generalised Pareto tail against known distributions, cross-fitted
+scores pooled with the validation ones (kept, stated in the false-alarm estimate, read from files that predate them),
+and the folds they are scored in."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scgan.calibration.stats import Calibration, false_alarm_estimate, fit_calibration
+from scgan.calibration.tail import MIN_EXCEEDANCES, exceedance_count, fit_tail, needs_tail, tail_threshold
+from scgan.config import load_config
+from scgan.models.checks import check_config
+
+pytestmark = pytest.mark.unit
+
+NAMES = ("map_max", "patch_max")
+
+
+def _quantile_tolerance(n: int, quantile: float) -> float:
+    """Two standard errors of the tail's quantile estimate for unit-exponential scores: with k excesses and
+    L = log(k / (n (1 - q))), the delta method at shape 0 gives se^2 = (1 + L^2 + L^4 / 4) / k (the threshold u,
+    the scale and the shape, each estimated from k excesses, taken as independent: 0.75 at n = 4000, q = 0.9995,
+    where 60 seeded samples spread by 0.51)."""
+    k = exceedance_count(n)
+    lever = np.log(k / (n * (1 - quantile)))
+    return 2 * np.sqrt((1 + lever**2 + lever**4 / 4) / k)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_tail_finds_an_exponential_quantile_beyond_the_data(seed):
+    n, q = 4000, 0.9995  # two normal scores expected above the quantile: the data alone do not resolve it
+    values = np.random.default_rng(seed).exponential(size=n)
+    truth = -np.log(1 - q)
+    found = tail_threshold(values, q, seed=seed)
+    assert found.fit is not None and found.fit.exceedances == exceedance_count(n) == 400
+    assert abs(found.threshold - truth) <= _quantile_tolerance(n, q)
+    assert abs(found.fit.shape) < 0.2  # an exponential tail has shape 0
+    assert found.above == int((values > found.threshold).sum())
+    assert found.low <= 1 - q <= found.high  # the refits' interval holds the true rate
+
+
+def test_the_tail_recovers_a_pareto_shape_and_its_own_quantile():
+    from scipy.stats import genpareto
+
+    values = genpareto.rvs(0.25, scale=2.0, size=5000, random_state=np.random.default_rng(3))
+    fit = fit_tail(values)
+    assert fit is not None and abs(fit.shape - 0.25) < 3 / np.sqrt(fit.exceedances)
+    q = 1 - 0.5 / fit.n  # half a score expected above it
+    assert fit.exceedance(fit.quantile(q)) == pytest.approx(1 - q, rel=1e-6)  # quantile and exceedance agree
+
+
+def test_the_tail_stays_empirical_where_the_data_resolve_it_or_too_few_excesses_would_carry_it():
+    values = np.random.default_rng(0).exponential(size=1000)
+    resolved = tail_threshold(values, 0.99)  # ten expected above: resolved
+    assert not needs_tail(1000, 0.99) and resolved.fit is None and "resolve" in resolved.note
+    assert resolved.threshold == np.quantile(values, 0.99)
+    few = tail_threshold(values[:MIN_EXCEEDANCES], 0.99)  # too few excesses for a fit: said so
+    assert few.fit is None and "too few" in few.note and few.threshold == np.quantile(values[:MIN_EXCEEDANCES], 0.99)
+    assert tail_threshold(values, 1.0).threshold == values.max()  # no tail has a finite 1 quantile
+
+
+def test_crossfitted_scores_join_the_threshold_and_the_false_alarm_estimate_says_so():
+    rng = np.random.default_rng(0)
+    val, cross = rng.normal(size=(20, 2)), rng.normal(size=(180, 2)) + 0.5
+    cal = fit_calibration(val, NAMES, 0.99, crossfit=cross)
+    pooled = np.concatenate([val, cross])
+    assert cal.scores["map_max"].threshold == pytest.approx(np.quantile(pooled[:, 0], 0.99))
+    assert cal.scores["map_max"].max == val[:, 0].max()  # the normalisation stays the validation images'
+    assert cal.n_images == 20 and cal.n_crossfit == 180 and cal.n_normal == 200
+    fa = cal.false_alarms("map_max")
+    assert (fa.n, fa.above) == (200, 2) and fa == false_alarm_estimate(200, 0.99, basis=cal.basis())
+    assert "from 200 normal image(s) (20 validation, 180 training images scored cross-fitted)" in fa.sentence()
+    np.testing.assert_array_equal(cal.normal_values("patch_max"), pooled[:, 1])
+    again = Calibration.from_dict(cal.to_dict())
+    assert again == cal  # the kept scores survive the model file
+
+
+def test_a_tail_threshold_reports_the_fits_rate_and_interval():
+    rng = np.random.default_rng(1)
+    val, cross = rng.exponential(size=(30, 2)), rng.exponential(size=(370, 2))
+    cal = fit_calibration(val, NAMES, 0.999, crossfit=cross, tail="gpd")
+    assert cal.tails["map_max"]["fit"] is not None
+    assert cal.scores["map_max"].threshold == cal.tails["map_max"]["threshold"] > np.concatenate([val, cross]).max()
+    fa = cal.false_alarms("map_max")
+    assert fa.expected == pytest.approx(0.001) and fa.n == 400 and fa.low <= fa.expected <= fa.high
+    assert "generalised Pareto tail of the 40 largest" in fa.sentence()
+    alone = fit_calibration(val, NAMES, 0.999, tail="gpd")  # 30 validation scores: too few excesses, said so
+    assert alone.tails["map_max"]["fit"] is None and "too few" in alone.tails["map_max"]["note"]
+    assert alone.scores["map_max"].threshold == np.quantile(val[:, 0], 0.999)
+
+
+def test_a_calibration_from_before_the_option_reads_and_decides_as_it_did():
+    rng = np.random.default_rng(2)
+    cal = fit_calibration(rng.normal(size=(25, 2)), NAMES, 0.99)
+    old = {k: v for k, v in cal.to_dict().items() if k not in ("n_crossfit", "normal_scores", "tails")}
+    read = Calibration.from_dict(old)
+    assert read == cal and read.normal_scores == {} and read.normal_values("map_max") is None
+    assert read.false_alarms() == false_alarm_estimate(25, 0.99)  # the same estimate, the same sentence
+    assert "from 25 normal image(s), 1 of them above" in read.false_alarms().sentence()
+
+
+def test_folds_are_balanced_seeded_and_cover_every_image():
+    from scgan.training.crossfit import fold_assignment
+
+    folds = fold_assignment(23, 5, seed=7)
+    assert sorted(np.bincount(folds).tolist()) == [4, 4, 5, 5, 5]
+    assert folds == fold_assignment(23, 5, seed=7) and folds != fold_assignment(23, 5, seed=8)
+    assert sorted(set(fold_assignment(3, 5, seed=0))) == [0, 1, 2]  # fewer images than folds: one each
+
+
+def test_crossfit_is_refused_for_a_kind_that_does_not_offer_it_and_bad_values_are_named():
+    with pytest.raises(ValueError, match="threshold_source = crossfit needs a kind"):
+        check_config(load_config("paper", overrides={"score.threshold_source": "crossfit"}))
+    with pytest.raises(ValueError, match="score.tail must be one of none, gpd"):
+        load_config("default", overrides={"score.tail": "pareto"}).validate()
+    with pytest.raises(ValueError, match="crossfit_folds must be >= 2"):
+        load_config("default", overrides={"score.crossfit_folds": 1}).validate()
+    cfg = check_config(load_config("default", overrides={"score.threshold_source": "crossfit", "score.tail": "gpd"}))
+    assert (cfg.score.threshold_source, cfg.score.tail, cfg.score.crossfit_folds) == ("crossfit", "gpd", 5)
+
+
+def test_kept_crossfit_scores_come_back_in_the_scorers_order_and_only_at_their_sigma(caplog):
+    from scgan.inference.calibrate import kept_crossfit
+
+    rng = np.random.default_rng(4)
+    cal = fit_calibration(rng.normal(size=(10, 2)), NAMES, 0.99, crossfit=rng.normal(size=(40, 2)))
+    cal.sigma = 5.0
+    kept = kept_crossfit(cal)
+    np.testing.assert_array_equal(kept(5.0, ("patch_max", "map_max")),
+                                  np.stack([cal.normal_scores["crossfit"][n] for n in ("patch_max", "map_max")], 1))
+    with caplog.at_level("WARNING", logger="scgan"):
+        assert kept(2.5, NAMES) is None  # map_max was smoothed at another sigma: dropped, and said
+    assert "computed at sigma 5, not 2.5" in caplog.text
+    with pytest.raises(ValueError, match="no cross-fitted seg_max"):
+        kept(5.0, ("seg_max",))
+    assert kept_crossfit(fit_calibration(rng.normal(size=(10, 2)), NAMES, 0.99)) is None and kept_crossfit(None) is None
