@@ -163,3 +163,14 @@ def detector(trained):
     from scgan.inference.detector import Detector
 
     return Detector.load(trained[0].model_path)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray cluster of 2 worker CPUs for one test module (skips where the cluster extra is not installed)."""
+    pytest.importorskip("ray")
+    from scgan.inference.cluster import connect
+
+    ray = connect(None, 2)
+    yield ray
+    ray.shutdown()

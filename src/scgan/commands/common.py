@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from scgan.utils.limits import Range
+from scgan.utils.limits import WORKERS, Range
 
 
 class LazyChoices:
@@ -110,6 +110,14 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed (GPU)")
 
 
+def add_cluster_options(p: argparse.ArgumentParser, actors: str) -> None:
+    """--address and --workers of a command's --engine ray (``actors``: what its actors do, e.g. "scoring")."""
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="with --engine ray: the cluster to join (auto: the one this machine is part of); without it "
+                        "a local Ray of --workers processes")
+    p.add_argument("--workers", type=int_in(WORKERS), default=2, help=f"with --engine ray: {actors} actors at most")
+
+
 def build_config(args: argparse.Namespace, extra: dict | None = None, base: dict | None = None):
     """Preset, YAML, then ``base`` defaults, the user's key=value overrides, then ``extra`` (from flags); checked."""
     from scgan.config import load_config, parse_overrides
@@ -140,8 +148,11 @@ def print_calibration(model_path: Path, warn: bool = True) -> None:
     else:
         why = "set by default_score"
     print(f"score {name} ({why})")
-    print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on "
-          f"{cal.n_images} normal validation image(s); {cal.false_alarms().sentence()}")
+    normal = (f"{cal.n_normal} normal images ({cal.basis()})" if cal.n_crossfit
+              else f"{cal.n_images} normal validation image(s)")
+    tail = f"; {cal.tails[name]['note']}" if name in cal.tails else ""
+    print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on {normal}{tail}; "
+          f"{cal.false_alarms(name).sentence()}")
     small = calibration_warning(cal.n_images)  # the one rule, shared with training and test
     if small and warn:
         print(f"warning: {small}", file=sys.stderr)

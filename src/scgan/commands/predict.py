@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from scgan.commands.common import add_backend_option, int_in, positive_int
+from scgan.commands.common import add_backend_option, add_cluster_options, int_in, positive_int
 from scgan.utils.limits import BATCH_SIZE, MAX_TILES
 
 HELP = "score image files or folders; CSV of scores and decisions + overlays"
@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_option(p)
     p.add_argument("--tile", type=positive_int, default=None, metavar="PIXELS",
                    help="score large images in overlapping tiles of this many pixels, not reduced (a small defect "
-                        "keeps its pixels; memory stays bounded by the tile); at least the model's working resolution, "
-                        f"and at most {MAX_TILES} tiles per image")
+                        "keeps its pixels; memory stays bounded by the tile); at least half the model's working "
+                        f"resolution, and at most {MAX_TILES} tiles per image")
     p.add_argument("--no-overlays", action="store_true")
     p.add_argument("--no-captions", action="store_true",
                    help="overlays without the band below them that states the decision, score and threshold (the "
@@ -30,10 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="local (default): this process; ray: a Ray cluster scores the files (pip install "
                         "'scgan[cluster]'; the model, the images and --output must be reachable from every node by "
                         "these paths), resuming where an interrupted run into --output stopped")
-    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
-                   help="with --engine ray: the cluster to join (auto: the one this machine is part of); without it "
-                        "a local Ray of --workers processes")
-    p.add_argument("--workers", type=positive_int, default=2, help="with --engine ray: scoring actors at most")
+    add_cluster_options(p, "scoring")
     p.add_argument("--db", default=None, metavar="URL",
                    help="also record each decision in a results store: a SQLAlchemy URL (the password from "
                         "SCGAN_DB_PASSWORD), a SQLite file, or a folder holding results.db (see scgan results)")

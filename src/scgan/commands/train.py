@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from scgan.commands.common import (
+    add_cluster_options,
     add_data_options,
     add_device_options,
     add_run_options,
@@ -25,6 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="delete the training run OUTPUT holds, then train anew (without it such a folder is refused)")
     p.add_argument("--test", action="store_true", help="run 'scgan test' on the test split after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): this process; ray: a PatchCore detector's training features are extracted "
+                        "on a Ray cluster (pip install 'scgan[cluster]'; the training images must be reachable from "
+                        "every node by these paths), the same bank as a local fit (an SCGAN: --strategy ddp)")
+    add_cluster_options(p, "feature-extracting")
     add_device_options(p)
     add_run_options(p)
 
@@ -41,7 +47,15 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             extra[f"runtime.{key}"] = getattr(args, key)
     cfg = build_config(args, extra)
-    res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    engine = None
+    if args.engine == "ray":
+        from scgan.training.cluster import RayEngine
+
+        engine = RayEngine(args.address, args.workers)
+    elif args.address is not None:
+        raise ValueError("--address names the Ray cluster of --engine ray: add --engine ray, or leave it out")
+    res = train(cfg, args.output, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite,
+                engine=engine)
     if res.model_path is None:
         return 0
     fitted = f"{res.epochs} epochs, " if res.epochs else ""

@@ -23,6 +23,7 @@ from scgan.models.patchcore.backbone import EfficientNetLite, block_plan, load_b
 from scgan.models.patchcore.coreset import greedy_coreset, projection_matrix
 from scgan.models.patchcore.kind import PATCHCORE, layout
 from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whiten_, whitening_transform
+from scgan.training.crossfit import crossfit_scores
 from scgan.training.result import TrainResult, write_run
 
 
@@ -31,10 +32,18 @@ def _say(progress: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def _time_left(start: float, done: int, total: int) -> str:
+    """", about N s left" at the pace since ``start`` (perf_counter), or nothing once all ``total`` are done."""
+    if done >= total or done <= 0:
+        return ""
+    return f", about {(time.perf_counter() - start) / done * (total - done):.0f} s left"
+
+
 def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = None, progress: bool = True,
-                  callbacks: list | None = None) -> TrainResult:
+                  callbacks: list | None = None, bank_from: Callable[..., StreamedBank] | None = None) -> TrainResult:
     """Fit a PatchCore detector into ``output_dir`` (claimed by :func:`scgan.training.fit.train`); it has no epoch
-    to resume and no Lightning callback to call."""
+    to resume and no Lightning callback to call. ``bank_from``: what chooses the bank from the training stream, with
+    :func:`stream_bank`'s arguments (:func:`stream_bank` itself by default; the Ray engine extracts on a cluster)."""
     if callbacks:
         raise ValueError("a patchcore model is fitted in one pass, without Lightning: there is no callback to call")
     start = time.perf_counter()
@@ -52,9 +61,10 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     plan = block_plan(p.backbone)
     step = max(1, len(stream) // 10)
     t0 = time.perf_counter()
-    fitted = stream_bank(backbone, layout(cfg), stream, p, [plan[i].channels for i in p.layers], generator,
-                         progress=lambda n, what: (n % step == 0 or n == len(stream))
-                         and _say(progress, f"{what}: {n}/{len(stream)} images"))
+    fitted = (bank_from or stream_bank)(
+        backbone, layout(cfg), stream, p, [plan[i].channels for i in p.layers], generator,
+        progress=lambda n, what: (n % step == 0 or n == len(stream))
+        and _say(progress, f"{what}: {n}/{len(stream)} images{_time_left(t0, n, len(stream))}"))
     bank, scale, whitening = fitted.bank, fitted.scale, fitted.whitening
     total, size = fitted.patches, fitted.bank.shape[0]
     t1 = time.perf_counter()
@@ -70,7 +80,23 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     batch = cfg.runtime.eval_batch_size
     parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale, whitening)}
     scorer = PATCHCORE.build_scorer(cfg, parts)
-    calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg)
+    crossfit, crossfit_cost = None, {}
+    if cfg.score.threshold_source == "crossfit":  # every training image scored by a bank of the folds without it
+
+        def crossfit(sigma: float, names: tuple[str, ...]):
+            lay = layout(cfg)
+            done = crossfit_scores(cfg, stream, parts["memory"], sigma, spec.channels,
+                                   lambda image: patch_features(backbone, lay, image_to_tensor(image)[None]),
+                                   lambda old, new: merge_bank(old, new, p.bank_size, p.projection, generator),
+                                   lambda n, what: (n % step == 0 or n == len(stream))
+                                   and _say(progress, f"{what}: {n}/{len(stream)} images"))
+            _say(progress, f"cross-fitted {done.scores.shape[0]} training images in {done.folds} folds: banks "
+                           f"{done.features_s:.0f} s, scores {done.scoring_s:.0f} s")
+            crossfit_cost.update(crossfit_folds=done.folds, crossfit_banks_s=done.features_s,
+                                 crossfit_scores_s=done.scoring_s)
+            return done.scores[:, [done.names.index(n) for n in names]]
+
+    calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg, crossfit=crossfit)
     t3 = time.perf_counter()
     cause = nonfinite_cause(calibration, parts)
     if cause is not None:
@@ -79,7 +105,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     model_path = write_run(output_dir, cfg, parts, calibration, stream, len(val_set), wall, input_spec=spec,
                            calibration_images=list(val_set.images), selection="the whole fit (no model selection)",
                            n_patches=total, bank_size=size, features_s=round(t1 - t0 - fitted.coreset_s, 2),
-                           coreset_s=round(fitted.coreset_s, 2), calibration_s=round(t3 - t2, 2))
+                           coreset_s=round(fitted.coreset_s, 2), calibration_s=round(t3 - t2, 2), **crossfit_cost)
     _say(progress, f"fitted in {wall:.0f} s (features {t1 - t0 - fitted.coreset_s:.0f} s, coreset "
                    f"{fitted.coreset_s:.0f} s, calibration {t3 - t2:.0f} s)")
     return TrainResult(output_dir, model_path, None, 0, wall)
@@ -144,7 +170,7 @@ def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, 
        every kept one is kept wherever it comes. Where all patches fit in one buffer this is the greedy coreset of
        all of them, as a fit in memory chooses.
     """
-    order = torch.randperm(count, generator=generator).tolist()
+    order = feed_order(count, generator)
     coreset_s = 0.0
     sample: list[torch.Tensor] = []
     rows = 0
@@ -197,6 +223,11 @@ def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, 
     if pending:
         merge()
     return StreamedBank(bank, scale, whitening, total, taken, True, coreset_s)
+
+
+def feed_order(count: int, generator: torch.Generator) -> list[int]:
+    """The seeded order in which :func:`merge_reduce` takes ``count`` images (its first draw from ``generator``)."""
+    return torch.randperm(count, generator=generator).tolist()
 
 
 @torch.no_grad()  # not inference_mode: the patches are scaled in place afterwards
