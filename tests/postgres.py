@@ -90,7 +90,10 @@ class PostgresServer:
 @pytest.fixture(scope="session")
 def postgres_server():
     """A running :class:`PostgresServer` for the session (skipped without the binaries, except where CI=1)."""
-    pytest.importorskip("psycopg")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("no psycopg (pip install 'scgan[record]')")
     bin_dir = _bin_dir()
     if bin_dir is None:
         _unavailable("no /usr/lib/postgresql/*/bin/pg_ctl (Debian's package 'postgresql')")

@@ -190,3 +190,35 @@ def test_scgan_predict_takes_a_backend_and_both_write_the_same_rows(model_copy, 
     for path, row in rows["auto"].items():
         assert abs(float(row["map_max"]) - float(rows["torch"][path]["map_max"])) < 1e-3  # as the CSV rounds
         assert row["decision"] == rows["torch"][path]["decision"]
+
+
+@pytest.mark.unit
+def test_a_model_file_replaced_while_it_is_read_never_gets_the_old_models_graph(tmp_path, monkeypatch):
+    """The graph is cached under the hash of the bytes that were loaded: a file replaced between the load and the
+    hash would otherwise serve the old model's graph, under the new file's key, to every later start."""
+    from types import SimpleNamespace
+
+    from scgan.inference.backend import cache_key, choose_backend
+
+    model = tmp_path / "model.pt"
+    keys = {}
+    for content in ("A", "B"):
+        model.write_text(content)
+        keys[content] = cache_key(model)
+    model.write_text("A")
+    exported = []
+
+    def load_then_replaced(path):  # the file read as it was, then replaced by a newer version
+        loaded = SimpleNamespace(kind=SimpleNamespace(scoring_backend="onnx"), content=Path(path).read_text())
+        Path(path).write_text("B")
+        return loaded
+
+    def export(loaded, output, *args, **kwargs):
+        exported.append((loaded.content, Path(output).name))
+        Path(output).write_bytes(b"graph")
+
+    monkeypatch.setattr("scgan.inference.backend.onnx_available", lambda: True)
+    monkeypatch.setattr("scgan.artifacts.model_file.load_model", load_then_replaced)
+    monkeypatch.setattr("scgan.artifacts.export.export_onnx", export)
+    choose_backend(model, "auto")
+    assert all(keys[content] in name for content, name in exported), exported

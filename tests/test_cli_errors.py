@@ -263,6 +263,8 @@ OPTION_CASES = {
                              "predict", ["argument --batch-size", "from 1 to 1024", "100000"]),
     "port out of range": (["serve", "--checkpoint", "m.pt", "--port", "70000"], "serve",
                           ["argument --port", "0 to 65535", "70000"]),
+    "ray workers too many": (["predict", "--checkpoint", "m.pt", "--output", "o", "--engine", "ray", "--workers",
+                              "100000", "x.png"], "predict", ["argument --workers", "from 1 to 64", "got 100000"]),
     "no workers": (["serve", "--checkpoint", "m.pt", "--workers", "0"], "serve",
                    ["argument --workers", "from 1 to 64", "got 0"]),
     "queue too long": (["serve", "--checkpoint", "m.pt", "--queue", "5000"], "serve",

@@ -18,16 +18,6 @@ def _rows(folder: Path) -> dict[str, dict]:
         return {r["path"]: r for r in csv.DictReader(f)}
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    pytest.importorskip("ray")
-    from scgan.inference.cluster import connect
-
-    ray = connect(None, 2)
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_scores_as_the_local_run_and_resumes_without_scoring_twice(trained, demo_root, demo_category, tmp_path,
                                                                       local_ray, capsys):
     from scgan.cli import main
@@ -57,15 +47,17 @@ def test_ray_scores_as_the_local_run_and_resumes_without_scoring_twice(trained, 
             assert Path(other["overlay"]).read_bytes() == Path(row["overlay"]).read_bytes()
     assert "skipped 1 unreadable" in capsys.readouterr().out
 
-    # A restarted driver: the journal lost its last rows; only those files are scored again (their overlays
-    # rewritten, the others' untouched), and none is recorded twice.
+    # A restarted driver: the journal lost its last rows, the last one it kept cut mid-line by the crash; only
+    # those files are scored again (their overlays rewritten, the others' untouched), none is recorded twice, and
+    # the first row after the cut starts a line of its own.
     journal = tmp_path / "ray" / cluster.JOURNAL
     lines = journal.read_text().splitlines()
-    journal.write_text("\n".join(lines[:-3]) + "\n")
+    journal.write_text("\n".join(lines[:-3]) + "\n" + lines[-3][:20])
     overlays = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray" / "overlays").rglob("*.png")}
     assert main(["predict", "--checkpoint", model, "--output", str(tmp_path / "ray"), "--no-progress",
                  "--engine", "ray", str(images)]) == 0
-    assert len(journal.read_text().splitlines()) == len(lines)
+    after = journal.read_text().splitlines()
+    assert len(after) == len(lines) + 1 and after[len(lines) - 3] == lines[-3][:20]  # the cut line, alone
     assert _rows(tmp_path / "ray").keys() == local.keys()
     rewritten = [p for p, t in overlays.items() if p.stat().st_mtime_ns != t]
     assert 1 <= len(rewritten) <= 3
@@ -97,7 +89,9 @@ def test_a_worker_that_dies_halfway_loses_no_image_and_scores_none_twice(trained
     res = run_predict_ray([images], tmp_path / "out", model=str(trained[0].model_path), batch_size=4,
                           progress=False, actor=Dying)
     assert (tmp_path / "out" / "died").exists()  # a worker did die
-    paths = [json.loads(line)["path"] for line in (tmp_path / "out" / JOURNAL).read_text().splitlines()]
+    head, *rows = (tmp_path / "out" / JOURNAL).read_text().splitlines()
+    assert json.loads(head)["model_sha256"]  # the rows are that model's
+    paths = [json.loads(line)["path"] for line in rows]
     assert len(paths) == len(set(paths)) == len(res.predictions) == len(list(images.rglob("*.png")))
 
 
@@ -112,3 +106,13 @@ def test_without_ray_the_engine_names_the_extra_in_one_line(trained, tmp_path, c
                "--engine", "ray", str(demo_root / demo_category / "test")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "pip install 'scgan[cluster]'" in err[0]
+
+
+def test_a_journal_of_another_model_gives_no_row_to_reuse(tmp_path):
+    from scgan.inference.cluster import _read_journal
+
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text(json.dumps({"model_sha256": "a" * 64}) + "\n" + json.dumps({"path": "/x.png", "index": 0})
+                       + "\n")
+    assert set(_read_journal(journal, "a" * 64)) == {"/x.png"}
+    assert _read_journal(journal, "b" * 64) == {}  # another model's scores are not this one's

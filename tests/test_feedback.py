@@ -38,6 +38,16 @@ def test_marks_are_appended_and_an_image_is_stored_once(tmp_path):
 
 
 @pytest.mark.unit
+def test_a_mark_after_one_cut_by_a_crash_is_kept_whole(tmp_path):
+    record_feedback(tmp_path, "a.png", png_bytes(seed=1), {"label": "false_alarm"})
+    with open(tmp_path / LOG_NAME, "a") as f:
+        f.write('{"label": "false_al')  # the server stopped mid-write
+    record_feedback(tmp_path, "b.png", png_bytes(seed=2), {"label": "missed_defect"})
+    last = (tmp_path / LOG_NAME).read_text().splitlines()[-1]
+    assert json.loads(last)["file"] == "b.png"
+
+
+@pytest.mark.unit
 def test_the_token_comes_from_a_file_the_environment_or_is_generated(tmp_path, monkeypatch):
     from scgan.serve.feedback import TOKEN_ENV, feedback_folder, feedback_token
 

@@ -155,6 +155,20 @@ def test_prune_removes_old_rows_and_their_overlays(tmp_path, capsys):
 
 
 @pytest.mark.unit
+def test_prune_keeps_an_overlay_that_a_newer_decision_still_names(tmp_path):
+    # a rerun into one output folder (or the same upload served again) writes its overlay under the same name
+    shared = tmp_path / "overlays" / "a.png"
+    shared.parent.mkdir()
+    shared.write_bytes(b"png")
+    now = dt.datetime.now(dt.timezone.utc)
+    with Store.open(str(tmp_path / "results.db")) as store:
+        store.add(decision(1, time=now - dt.timedelta(days=40), overlay=str(shared), watch=None), V1)
+        store.add(decision(1, time=now - dt.timedelta(days=1), overlay=str(shared), watch=None), V1)
+        assert store.prune(30) == (1, 0)
+        assert shared.is_file() and [r["overlay"] for r in latest(store)] == [str(shared)]
+
+
+@pytest.mark.unit
 def test_a_password_is_taken_from_the_environment_and_never_shown(monkeypatch, capsys, tmp_path):
     from scgan.utils.runinfo import command_line
 
@@ -168,6 +182,20 @@ def test_a_password_is_taken_from_the_environment_and_never_shown(monkeypatch, c
     assert main(["results", "--db", "postgresql://line:s3cret@localhost:1/plant"]) == 1
     err = capsys.readouterr().err
     assert "s3cret" not in err and "cannot open the results store" in err and err.count("\n") == 1
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("url", ["postgresql://line:pa/ss@db.plant/line", "postgresql://line@x:s3c/ret@db.plant/line",
+                                 "postgresql://line:s3cret@db.plant:5432/line?sslmode=require"])
+def test_every_password_the_database_driver_would_read_is_masked(url, monkeypatch):
+    from sqlalchemy.engine import make_url
+
+    from scgan.utils.runinfo import command_line, mask_passwords
+
+    password = make_url(url).password
+    assert password and password not in mask_passwords(url)
+    monkeypatch.setattr(sys, "argv", ["scgan", "watch", "in", "--db", url])
+    assert password not in command_line()
 
 
 @pytest.mark.unit
@@ -220,6 +248,8 @@ def test_the_spool_keeps_decisions_and_leaves_out_a_torn_line(tmp_path):
     assert [(d.path, d.decision, v.sha256) for d, v in items] == [("/line/001.png", "normal", V1.sha256),
                                                                   ("/line/002.png", "anomalous", V2.sha256)]
     assert items[0][0].time == T0
+    spool.append(decision(4), V1)  # the next start's first decision: never swallowed by the torn line
+    assert [d.path for d, _ in spool.read()] == ["/line/001.png", "/line/002.png", "/line/004.png"]
     spool.clear()
     assert spool.read() == []
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import os
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +45,19 @@ def test_predict_refuses_an_unreachable_store_before_scoring(tmp_path, trained, 
     assert main(args) == 1
     assert "no folder for the results store" in capsys.readouterr().err
     assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+def test_predict_records_absolute_paths_whatever_the_working_folder(tmp_path, trained, demo_root, demo_category,
+                                                                   monkeypatch):
+    # A store is read and pruned from other folders (scgan results prune, watch --keep-days): a relative overlay
+    # path would name, and delete, another folder's file there.
+    monkeypatch.chdir(tmp_path)
+    images = demo_root / demo_category / "test"
+    assert main(["predict", "--checkpoint", str(trained[0].model_path), "--output", "out", "--db", "results.db",
+                 "--no-progress", os.path.relpath(images, tmp_path)]) == 0
+    with Store.open(str(tmp_path / "results.db")) as store:
+        rows = latest(store, limit=1000)
+    assert rows and any(r["overlay"] for r in rows)
+    for r in rows:
+        assert Path(r["path"]).is_absolute() and Path(r["path"]).is_file()
+        assert r["overlay"] is None or (Path(r["overlay"]).is_absolute() and Path(r["overlay"]).is_file())

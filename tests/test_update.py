@@ -187,3 +187,17 @@ def test_update_learns_the_false_alarms_of_a_feedback_folder(fitted, new_images,
     assert main(["update", "--checkpoint", str(fitted), "--output", str(out), "--feedback", str(fb)]) == 0
     added = {a["sha256"] for a in load_model(out).lineage[-1]["added"]}
     assert added == {_sha(p) for p in files[:2]}  # the false alarms, not the missed defect
+
+
+def test_an_update_of_a_threshold_set_from_defects_says_that_it_is_fitted_on_normal_images_again(
+        fitted, new_images, tmp_path, caplog):
+    import logging
+
+    loaded = load_model(fitted)
+    loaded.calibration.threshold_rule = {"target": "catch", "rate": 0.95, "defects": "defects/"}
+    chosen = save_loaded(tmp_path / "chosen.pt", loaded)
+    with caplog.at_level(logging.WARNING, logger="scgan"):
+        assert main(["update", "--checkpoint", str(chosen), "--output", str(tmp_path / "m2.pt"),
+                     str(next(new_images.glob("*.png")))]) == 0
+    assert "set from defective images" in caplog.text and "calibrate --defects" in caplog.text
+    assert not load_model(tmp_path / "m2.pt").calibration.threshold_rule

@@ -160,6 +160,25 @@ def test_what_cannot_or_must_not_be_scored_is_skipped_with_a_line(tmp_path, out,
 
 
 @pytest.mark.integration
+def test_a_file_under_a_linked_folder_outside_is_neither_read_nor_moved(tmp_path, out, store, detector, sources,
+                                                                         caplog):
+    # Polling (and a scan of a new folder) lists a linked folder's files under the watched folder's own path.
+    caplog.set_level(logging.INFO, logger="scgan.record")
+    in_dir, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    in_dir.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(sources[0], elsewhere / "private.png")
+    (in_dir / "linked").symlink_to(elsewhere, target_is_directory=True)
+    w = Watcher(in_dir, out, detector, store, WatchOptions(**FAST, move=True))
+    w._scan(in_dir / "linked")
+    path = in_dir / "linked" / "private.png"
+    assert path in w._pending
+    w._handle(path)
+    assert "outside the watched folder" in caplog.text and sum(w.summary.skipped.values()) == 1
+    assert store_paths(store, in_dir) == [] and (elsewhere / "private.png").is_file()
+
+
+@pytest.mark.integration
 def test_a_watch_folder_that_disappears_and_comes_back(tmp_path, out, store, detector, sources, caplog):
     caplog.set_level(logging.WARNING, logger="scgan.record")
     in_dir, away = tmp_path / "in", tmp_path / "away"
@@ -251,6 +270,17 @@ def test_a_second_watcher_on_the_same_output_is_refused(tmp_path, out, trained, 
                      "--output", str(out)]) == 1
     assert "is in use by" in capsys.readouterr().err
     assert not (out / "results.db").exists()
+
+
+@pytest.mark.integration
+def test_pruning_without_moving_is_refused_since_a_pruned_file_would_be_scored_again(tmp_path, trained, capsys):
+    (tmp_path / "in").mkdir()
+    out = tmp_path / "out"
+    assert main(["watch", str(tmp_path / "in"), "--checkpoint", str(trained[0].model_path), "--output", str(out),
+                 "--keep-days", "30"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--keep-days needs --move" in err[0]
+    assert not out.exists()
 
 
 @pytest.mark.integration

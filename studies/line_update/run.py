@@ -121,11 +121,25 @@ def main() -> None:
                 result[f"kept_out_false_alarms_{name}"] = list(k)
                 result[f"unused_false_alarms_{name}"] = list(u)
                 result[f"test_image_auroc_{name}"] = round(test_auroc(m, cfg), 2)
+            # Where the kept-out false alarms stand: their scores over each model's threshold (a ratio above 1 is
+            # a false alarm), and whether an update can absorb them at all (the same update with them added too).
+            kept_images = list(normal_images(kept_dir, loaded.input_spec).images) if kept else []
+            for name, m in (("before", model), ("after", upd.path)):
+                lm = load_model(m)
+                t = lm.calibration.scores[lm.default_score].threshold
+                result[f"kept_out_score_over_threshold_{name}"] = [
+                    round(v / t, 3) for v in score_images(lm.scorer(), kept_images, lm.default_score)]
+            if kept:
+                both = update_model(model, used + kept, tmp / "with_kept.pt", holdout=0.0)
+                result["kept_out_false_alarms_after_update_with_them"] = list(false_alarm_rate(both.path, kept_dir))
             for name in ("before", "after"):
                 k, u = result[f"kept_out_false_alarms_{name}"], result[f"unused_false_alarms_{name}"]
                 print(f"{name:6}: kept-out false alarms {k[0]}/{k[1]} ({100 * k[0] / max(k[1], 1):.0f}%); all unused "
                       f"normal images {u[0]}/{u[1]} ({100 * u[0] / max(u[1], 1):.1f}%); test image AUROC "
                       f"{result[f'test_image_auroc_{name}']:.2f}")
+            print(f"kept-out scores / threshold: before {result['kept_out_score_over_threshold_before']}, after "
+                  f"{result['kept_out_score_over_threshold_after']}; still false alarms after an update with them "
+                  f"too: {result.get('kept_out_false_alarms_after_update_with_them')}")
             print(f"update with {len(used)} images: {result['update_s']} s; with 10 images: "
                   f"{result['update_10_images_s']} s (threads {torch.get_num_threads()}, OMP_NUM_THREADS="
                   f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); threshold {upd.threshold_before:.4g} -> "

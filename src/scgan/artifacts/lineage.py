@@ -7,7 +7,6 @@ disk (beside the file, or in folders named) and :func:`restore` copies one back 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -17,21 +16,13 @@ from typing import Any
 
 from scgan import __version__
 from scgan.utils.atomic import atomic_write_with
+from scgan.utils.manifest import file_sha256
 
 MODEL_SUFFIXES = (".pt",)  # what history searches for earlier versions
 
 
 class LineageError(ValueError):
     """A version that cannot be found or restored."""
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file's bytes (hex): a model version's identity."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def lineage_step(action: str, parent: str | os.PathLike[str] | None, parent_hash: str | None,

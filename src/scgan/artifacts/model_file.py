@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -120,7 +121,8 @@ def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], ca
         "meta": dict(meta or {}),
     }
     if calibration_images is not None:  # optional entries: a reader that predates them ignores them
-        obj["calibration_images"] = [torch.as_tensor(im, dtype=torch.uint8).contiguous() for im in calibration_images]
+        # torch.tensor copies: read-only arrays (a memory-mapped image) are taken without torch's warning
+        obj["calibration_images"] = [torch.tensor(np.asarray(im), dtype=torch.uint8) for im in calibration_images]
     if lineage:
         obj["lineage"] = [dict(step) for step in lineage]
     path = Path(path)

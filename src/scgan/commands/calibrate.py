@@ -61,7 +61,7 @@ def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, b
     from scgan.artifacts.model_file import LoadedModel, load_model, save_model
     from scgan.config import set_value
     from scgan.data.datasets import MIN_VAL_IMAGES, calibration_warning, normal_images
-    from scgan.inference.calibrate import calibrate, recalibration_config
+    from scgan.inference.calibrate import calibrate, kept_crossfit, recalibration_config
     from scgan.training.update import calibration_set, image_loader
     from scgan.utils.lock import folder_lock
     from scgan.utils.runinfo import run_info
@@ -81,7 +81,7 @@ def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, b
         images = calibration_set(loaded, None) if ds is None else list(ds.images)
         small = calibration_warning(len(images), minimum=MIN_VAL_IMAGES)
         scorer = loaded.kind.build_scorer(cfg, loaded.parts)
-        cal = calibrate(scorer, image_loader(images, batch_size), cfg)
+        cal = calibrate(scorer, image_loader(images, batch_size), cfg, crossfit=kept_crossfit(loaded.calibration))
         target = None
         if defects is not None:
             target = defect_threshold(loaded, cfg, scorer, cal, images, defects, catch, false_alarms)
@@ -113,8 +113,10 @@ def defect_threshold(loaded, cfg, scorer, cal, normal: list, defects, catch: flo
     if not found:
         raise ValueError(f"no defective images in {defects}")
     name = cal.resolve(cfg.score.default_score, loaded.kind.score_preference)
-    result = target_threshold(score_images(scorer, normal, name), score_images(scorer, [im for *_, im in found], name),
-                              catch=catch, false_alarms=false_alarms)
+    kept = cal.normal_values(name)  # every normal score the calibration rests on, where it keeps them
+    result = target_threshold(score_images(scorer, normal, name) if kept is None else kept,
+                              score_images(scorer, [im for *_, im in found], name), catch=catch,
+                              false_alarms=false_alarms)
     if result.refusal:
         raise ValueError(f"{result.refusal}; nothing was written")
     cal.scores[name].threshold = result.threshold

@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a file without a close-after-write event is read once its size and time stayed the same "
                         "this long (default 1)")
     p.add_argument("--keep-days", type=positive_float, default=None, metavar="DAYS",
-                   help="prune decisions (and their overlays) older than this from the store, at start and hourly")
+                   help="prune decisions (and their overlays) older than this from the store, at start and hourly; "
+                        "needs --move (a pruned file left in IN_DIR would be scored again)")
     p.add_argument("--batch-size", type=positive_int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--no-overlays", action="store_true", help="no overlay PNGs of anomalous images")
     p.add_argument("--no-captions", action="store_true", help="overlays without the band stating the decision")
@@ -49,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from scgan.utils.atomic import writable_dir
     from scgan.utils.lock import folder_lock
 
+    if args.keep_days and not args.move:  # the store is the record of done files: a pruned one would come back
+        raise ValueError("--keep-days needs --move: a file left in the watched folder whose decision was pruned "
+                         "would be scored again at the next start")
     logging.getLogger("scgan.record").setLevel(logging.INFO)
     out = writable_dir(args.output)
     options = WatchOptions(existing=not args.no_existing, move=args.move, overlays=not args.no_overlays,

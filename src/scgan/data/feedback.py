@@ -62,10 +62,12 @@ def record_feedback(folder: str | os.PathLike[str], name: str, data: bytes, reco
             f.flush()
             os.fsync(f.fileno())
     line = {**record, "file": name, "sha256": digest, "image": stored.as_posix()}
-    fd = os.open(folder / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    fd = os.open(folder / LOG_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "a", encoding="utf-8") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # two marks at once: whole lines, one after the other
-        f.write(json.dumps(line, sort_keys=True) + "\n")
+        end = os.fstat(fd).st_size  # a line cut by a crash must not swallow this one: it starts a new line
+        torn = end > 0 and os.pread(fd, 1, end - 1) != b"\n"
+        f.write(("\n" if torn else "") + json.dumps(line, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
     return line

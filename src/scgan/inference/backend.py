@@ -81,15 +81,18 @@ def _remove_stale(model_path: Path, keep: Path) -> None:
                 pass
 
 
-def cached_graph(model_path: Path, loaded=None) -> Path:
+def cached_graph(model_path: Path, loaded=None, key: str | None = None) -> Path:
     """The model file's exported graph: found in the cache, else exported there (see the module's docstring).
 
     ``loaded`` is the model already read (a :class:`scgan.artifacts.model_file.LoadedModel`), else it is read on a
-    cache miss. Raises OSError where no cache folder can be written, and what the export raises where it fails.
+    cache miss; ``key`` its :func:`cache_key`, taken before it was read. A graph is cached only when the file still
+    has that key after the read: one replaced meanwhile would leave the old model's graph under the new file's key.
+    Raises OSError where no cache folder can be written, RuntimeError for a file replaced while it was read, and
+    what the export raises where it fails.
     """
     from scgan.artifacts.onnx_file import OnnxModelError, OnnxScorer
 
-    key = cache_key(model_path)
+    key = key or cache_key(model_path)
     candidates = cache_candidates(model_path, key)
     for path in candidates:
         if path.is_file():
@@ -102,6 +105,8 @@ def cached_graph(model_path: Path, loaded=None) -> Path:
     from scgan.artifacts.model_file import load_model
 
     loaded = loaded if loaded is not None else load_model(model_path)
+    if cache_key(model_path) != key:
+        raise RuntimeError(f"{model_path} was replaced while it was read; its graph is not cached")
     errors = []
     for path in candidates:
         try:
@@ -136,11 +141,13 @@ def choose_backend(path: str | os.PathLike, backend: str = "auto") -> BackendCho
         return BackendChoice("torch", path, path)
     from scgan.artifacts.model_file import load_model
 
+    # Before the read: the graph cached is the one of the bytes read (cached_graph); load_model names a missing file.
+    key = cache_key(path) if path.is_file() else None
     loaded = load_model(path)  # the model file's own checks, and its kind
     if backend == "auto" and loaded.kind.scoring_backend != "onnx":
         return BackendChoice("torch", path, path, loaded=loaded)
     try:
-        return BackendChoice("onnx", cached_graph(path, loaded), path)
+        return BackendChoice("onnx", cached_graph(path, loaded, key), path)
     except (OSError, RuntimeError, ImportError, ValueError) as e:
         if backend == "onnx":
             raise

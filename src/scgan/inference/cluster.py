@@ -31,7 +31,7 @@ from scgan.inference.predict import (
     write_overlay,
 )
 from scgan.utils.lock import locked_output
-from scgan.utils.manifest import write_manifest
+from scgan.utils.manifest import file_sha256, write_manifest
 from scgan.utils.names import printable
 
 log = logging.getLogger(__name__)
@@ -111,17 +111,46 @@ class ScoreFiles:
         return rows
 
 
-def _read_journal(path: Path) -> dict[int, dict]:
-    """The rows an earlier driver recorded, by input index (a last line cut by a crash is ignored)."""
-    rows: dict[int, dict] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-                rows[int(entry["index"])] = entry
-            except (ValueError, KeyError, TypeError):
-                continue
+def _read_journal(path: Path, model_sha256: str) -> dict[str, dict]:
+    """The rows an earlier driver recorded for the model ``model_sha256``, by resolved input path. A journal of
+    another model (or none) gives nothing, and so does a line cut by a crash (the next append starts a new line)."""
+    rows: dict[str, dict] = {}
+    if not path.is_file():
+        return rows
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        head = json.loads(lines[0]) if lines else {}
+    except ValueError:
+        head = {}
+    if head.get("model_sha256") != model_sha256:
+        if lines:
+            log.warning("%s was written for another model: its rows are not reused", printable(path))
+        return rows
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+            rows[str(entry["path"])] = entry
+        except (ValueError, KeyError, TypeError):
+            continue
     return rows
+
+
+def _open_journal(path: Path, model_sha256: str, fresh: bool):
+    """The journal opened for appending: started anew (its head naming the model) when ``fresh``; else on a line
+    of its own after a last line a crash may have cut."""
+    if fresh or not path.is_file():
+        f = open(path, "w", encoding="utf-8")
+        f.write(json.dumps({"model_sha256": model_sha256}) + "\n")
+        return f
+    with open(path, "rb") as r:
+        size = r.seek(0, os.SEEK_END)
+        if size:
+            r.seek(size - 1)
+        torn = size > 0 and r.read(1) != b"\n"
+    f = open(path, "a", encoding="utf-8")
+    if torn:
+        f.write("\n")
+    return f
 
 
 def run_predict_ray(inputs: Iterable[str | Path], output_dir: str | Path, *, model: str, backend: str = "auto",
@@ -134,15 +163,17 @@ def run_predict_ray(inputs: Iterable[str | Path], output_dir: str | Path, *, mod
 
     files = expand_inputs(inputs)
     model = os.path.abspath(model)
+    model_sha256 = file_sha256(model)  # the journal's rows are this model's only
     head = Detector.load(model, backend=backend)  # the model's own errors here, in one line, before any cluster
     ray = connect(address, workers)
     with locked_output(output_dir, "predicting") as out:
         journal = out / JOURNAL
-        done = _read_journal(journal)
+        by_path = _read_journal(journal, model_sha256)
         taken: set[str] = set()
         names = [overlay_name(f.relative, taken) for f in files]  # as the local run names them
-        todo = [{"index": i, "path": str(Path(f.path).resolve()), "overlay": names[i]}
-                for i, f in enumerate(files) if i not in done]
+        resolved = [str(Path(f.path).resolve()) for f in files]
+        done = {i: by_path[p] for i, p in enumerate(resolved) if p in by_path}
+        todo = [{"index": i, "path": resolved[i], "overlay": names[i]} for i in range(len(files)) if i not in done]
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -155,7 +186,7 @@ def run_predict_ray(inputs: Iterable[str | Path], output_dir: str | Path, *, mod
                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)),
                     fn_constructor_kwargs={"model": model, "backend": backend, "batch_size": batch_size,
                                            "out": str(out), "overlays": overlays, "captions": captions})
-                with open(journal, "a", encoding="utf-8") as f:
+                with _open_journal(journal, model_sha256, fresh=not by_path) as f:
                     for batch in ds.iter_batches(batch_size=None):
                         for index, row in zip(batch["index"], batch["row"]):
                             index = int(index)

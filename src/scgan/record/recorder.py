@@ -38,13 +38,14 @@ class Recorder:
 
     def add(self, path: str | os.PathLike[str], result, overlay: str | None = None) -> None:
         """Record the decision on the file at ``path`` (its content hashed as it is now; a file gone since it was
-        scored is left out with a warning: its content cannot be named)."""
+        scored is left out with a warning: its content cannot be named). The file's and the overlay's paths are
+        recorded absolute: the store is read, and its overlays pruned, from other working folders."""
         try:
             data = Path(path).read_bytes()
         except OSError as e:
             log.warning("not recorded: %s could not be read again to hash it (%s)", printable(path), e.strerror or e)
             return
-        self.add_bytes(data, str(path), result, overlay)
+        self.add_bytes(data, str(Path(path).absolute()), result, overlay and str(Path(overlay).absolute()))
 
     def add_bytes(self, data: bytes, name: str, result, overlay: str | None = None) -> None:
         """Record the decision on ``data``, an image known as ``name`` (a file name, an upload's name)."""

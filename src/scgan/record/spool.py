@@ -29,8 +29,12 @@ class Spool:
     def append(self, decision: Decision, version: ModelVersion) -> None:
         """Add one decision and its model's version, on disk (fsynced) before this returns; OSError (a full disk)
         leaves the file as it was apart from a torn last line."""
-        line = json.dumps({"decision": decision.to_json(), "model": asdict(version)}, allow_nan=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
+        line = (json.dumps({"decision": decision.to_json(), "model": asdict(version)}, allow_nan=False)
+                + "\n").encode("utf-8")
+        with open(self.path, "a+b") as f:
+            end = f.seek(0, os.SEEK_END)
+            if end and os.pread(f.fileno(), 1, end - 1) != b"\n":  # a torn last line: this one starts a new line
+                line = b"\n" + line
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

@@ -354,7 +354,8 @@ class Store:
         """Delete decisions older than ``keep_days`` days and the overlay files they name: (rows, files) removed.
 
         Rows go in transactions of ``batch``; an overlay goes only after its row (a crash leaves a file, never a row
-        naming a missing file), and only a ``.png`` file. A mark on a pruned decision stays, unlinked.
+        naming a missing file), only a ``.png`` file, and only one no remaining decision names. A mark on a pruned
+        decision stays, unlinked.
         """
         if not keep_days > 0:
             raise ValueError(f"keep_days must be > 0, got {keep_days}")
@@ -368,9 +369,13 @@ class Store:
                 if not found:
                     break
                 conn.execute(decisions.delete().where(c.id.in_([r.id for r in found])))
+                # a newer decision may name the same file (a rerun into one folder, an upload served again): kept
+                named = {r.overlay for r in found if r.overlay}
+                kept = set(conn.execute(sa.select(c.overlay).where(c.overlay.in_(named)).distinct()).scalars()) \
+                    if named else set()
             rows += len(found)
             for r in found:
-                if r.overlay and r.overlay.endswith(".png"):
+                if r.overlay and r.overlay.endswith(".png") and r.overlay not in kept:
                     try:
                         os.unlink(r.overlay)
                         files += 1

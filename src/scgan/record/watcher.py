@@ -298,11 +298,10 @@ class Watcher:
     def _handle(self, path: Path) -> None:
         p = self._pending.pop(path)
         ident = (p.size, p.mtime_ns)
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(self.root):
-                return self._skip(path, f"a symbolic link to {printable(target)}, outside the watched folder "
-                                        "(not followed)", ident)
+        target = path.resolve()  # the file itself a link, or a folder above it (polling lists a linked folder's)
+        if not target.is_relative_to(self.root):
+            return self._skip(path, f"a symbolic link to {printable(target)}, outside the watched folder "
+                                    "(not followed)", ident)
         if not is_image_file(path):
             return self._skip(path, "not an image file", ident)
         try:

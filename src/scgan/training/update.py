@@ -37,7 +37,7 @@ from scgan.data.io import (
     load_image,
     to_channels,
 )
-from scgan.inference.calibrate import calibrate
+from scgan.inference.calibrate import calibrate, kept_crossfit
 from scgan.models.patchcore.backbone import block_plan, load_backbone
 from scgan.models.patchcore.kind import layout
 from scgan.models.patchcore.model import MemoryBank
@@ -264,13 +264,22 @@ def update_model(checkpoint: str | Path, sources: list[str | Path], output: str 
                                    torch.Generator().manual_seed(cfg.seed))
         scorer = loaded.kind.build_scorer(cfg, parts)
         validation += [images[i] for i in held]
-        cal: Calibration = calibrate(scorer, image_loader(validation, batch_size), cfg)
+        # The kept cross-fitted scores stay: each came from a bank that never saw its image, as new images meet the
+        # updated bank; only the validation images are scored again.
+        cal: Calibration = calibrate(scorer, image_loader(validation, batch_size), cfg,
+                                     crossfit=kept_crossfit(loaded.calibration))
         score_after = cal.resolve(cfg.score.default_score, loaded.kind.score_preference)
         after = score_images(scorer, images, score_after)
         added = [AddedImage(str(path), digest, "validation" if i in held else "bank", before[i], after[i])
                  for i, (path, digest, _) in enumerate(new)]
         threshold_before = loaded.calibration.scores[score].threshold if loaded.calibration else float("nan")
         threshold_after = cal.scores[score_after].threshold
+        rule = loaded.calibration.threshold_rule if loaded.calibration else {}
+        if rule:  # the defects it rested on are not in the file: the new threshold is the normal images' alone
+            log.warning("the threshold of %s was set from defective images (%s); the update fits it on normal "
+                        "images again (%.6g -> %.6g): run 'scgan calibrate --defects' on the new file to set it "
+                        "from defects again", checkpoint, rule.get("defects", "calibrate --defects"),
+                        threshold_before, threshold_after)
         rows = (_rows(loaded.parts), _rows(parts))
         n_cal = (loaded.calibration.n_images if loaded.calibration else 0, cal.n_images)
         changed = {"default_score": [score, score_after], "threshold": [threshold_before, threshold_after],

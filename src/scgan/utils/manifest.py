@@ -20,14 +20,19 @@ from scgan.utils.runinfo import run_info
 MANIFEST = "manifest.json"
 
 
-def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A file's resolved path, size and sha256: which model (or data file) a result came from."""
-    path = Path(path)
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB blocks: a model version's identity."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return {"path": printable(path.resolve()), "size": path.stat().st_size, "sha256": h.hexdigest()}
+    return h.hexdigest()
+
+
+def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A file's resolved path, size and sha256: which model (or data file) a result came from."""
+    path = Path(path)
+    return {"path": printable(path.resolve()), "size": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def begin_outputs(folder: Path) -> None:

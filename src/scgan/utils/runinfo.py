@@ -63,8 +63,9 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-# The password of a URL ("postgresql://user:secret@host/db"): never written to a record or a log.
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)[^@/\s]*(?=@)")
+# The password of a URL ("postgresql://user:secret@host/db"): never written to a record or a log. As SQLAlchemy
+# reads it: the user is up to the first ":" (it may hold "@"), the password up to the next "@" (it may hold "/").
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/:\s]*:)[^@\s]*(?=@)")
 
 
 def mask_passwords(text: str) -> str:
