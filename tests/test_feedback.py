@@ -48,6 +48,16 @@ def test_a_mark_after_one_cut_by_a_crash_is_kept_whole(tmp_path):
 
 
 @pytest.mark.unit
+def test_an_image_a_crash_cut_short_is_stored_whole_by_the_next_mark_of_it(tmp_path):
+    data = png_bytes(seed=3)
+    line = record_feedback(tmp_path, "a.png", data, {"label": "false_alarm"})
+    stored = tmp_path / line["image"]
+    stored.write_bytes(data[:10])  # the server stopped mid-write
+    record_feedback(tmp_path, "a.png", data, {"label": "false_alarm"})
+    assert stored.read_bytes() == data and [p.name for p in (tmp_path / "images").iterdir()] == [stored.name]
+
+
+@pytest.mark.unit
 def test_the_token_comes_from_a_file_the_environment_or_is_generated(tmp_path, monkeypatch):
     from scgan.serve.feedback import TOKEN_ENV, feedback_folder, feedback_token
 

@@ -2,21 +2,25 @@
 
 ``DIR/feedback.jsonl`` holds one JSON line per mark (the file's name and sha256, the label, the score and threshold
 the server computed, the model's sha256, the time); ``DIR/images/<sha256><suffix>`` holds each image once, named by
-its hash. Nothing is ever overwritten: a line is appended, an image already stored is not written again.
+its hash. Nothing is ever overwritten: a line is appended, an image already stored whole is not written again (one
+a crash cut short is replaced by the whole one, renamed into place).
 ``scgan update --feedback DIR`` learns the false alarms as normal images; ``scgan calibrate --defects DIR`` takes
 the missed defects.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scgan.data.io import IMAGE_EXTENSIONS, is_image_file
+from scgan.utils.manifest import file_sha256
 
 LOG_NAME = "feedback.jsonl"
 IMAGES = "images"
@@ -52,15 +56,20 @@ def record_feedback(folder: str | os.PathLike[str], name: str, data: bytes, reco
         raise ValueError(f"{folder} holds a symbolic link where the feedback is stored; nothing is written outside it")
     digest = hashlib.sha256(data).hexdigest()
     stored = Path(IMAGES) / f"{digest}{Path(name).suffix.lower()}"
-    try:  # O_EXCL: an image already there (the same bytes, by its name) is kept as it is
-        fd = os.open(folder / stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    target = folder / stored
+    whole = target.is_file() and not target.is_symlink() and file_sha256(target) == digest
+    if not whole:  # new, or cut short by a crash: written beside it and renamed over it, whole or not at all
+        fd, tmp = tempfile.mkstemp(dir=folder / IMAGES, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     line = {**record, "file": name, "sha256": digest, "image": stored.as_posix()}
     fd = os.open(folder / LOG_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "a", encoding="utf-8") as f:
