@@ -92,3 +92,23 @@ def test_an_image_stream_skips_an_unreadable_file_only_when_told(tmp_path):
         ImageStream(samples, "x", "train", 32).read(0)
     stream = ImageStream(samples, "x", "train", 32, skip_bad_images=True)
     assert stream.read(0) is None and stream.skipped == [bad]
+
+
+@pytest.mark.unit
+def test_a_full_bank_takes_only_rows_beyond_its_radius():
+    from scgan.training.patchcore import merge_bank
+
+    g = torch.Generator().manual_seed(3)
+    bank = merge_bank(torch.zeros(0, 6), torch.randn(400, 6, generator=g), 32, 0, g)
+    # rows each within a hair of a bank row: covered at the bank's resolution, so the bank stays as it was
+    near = bank.repeat(5, 1) + 1e-4 * torch.randn(160, 6, generator=g)
+    assert torch.equal(merge_bank(bank, near, 32, 0, g), bank)
+    # two rows far from everything: both kept, in a bank still of 32 rows, each row one that came
+    far = torch.cat([near, torch.full((1, 6), 40.0), torch.full((1, 6), -40.0)])
+    merged = merge_bank(bank, far, 32, 0, g)
+    assert merged.shape == (32, 6)
+    assert (merged == 40.0).all(1).any() and (merged == -40.0).all(1).any()
+    came = torch.cat([bank, far])
+    assert (torch.cdist(merged, came, compute_mode="donot_use_mm_for_euclid_dist").amin(1) == 0).all()
+    again = merge_bank(bank, far, 32, 0, torch.Generator().manual_seed(9))
+    assert torch.equal(again, merge_bank(bank, far, 32, 0, torch.Generator().manual_seed(9)))  # seeded

@@ -6,6 +6,7 @@ epoch, no Lightning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 import warnings
@@ -278,11 +279,82 @@ def choose_bank(patches: torch.Tensor, size: int, projection: int, generator: to
 def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int, generator: torch.Generator,
                progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """A bank of at most ``size`` rows covering both ``bank`` (M, D) and ``new`` rows (N, D), both already in the
-    bank's space (:meth:`MemoryBank.project`): the greedy coreset of their union (:func:`choose_bank`), so that a
-    new row far from every kept one is kept and memory stays bounded by ``size`` + N (the union is never copied at
-    full width: only its projection is). The one merge behind the streaming fit (:func:`stream_bank`) and behind
-    updating a fitted bank with new normal images."""
-    return _coreset_rows([bank, new], size, projection, generator, progress)
+    bank's space (:meth:`MemoryBank.project`). The one merge behind the streaming fit (:func:`stream_bank`), the
+    cross-fitted folds and updating a fitted bank with new normal images.
+
+    While the bank has room (fewer than ``size`` rows, as at the first merge) it is the greedy coreset of the union
+    (:func:`choose_bank`). A full bank merges as streaming k-center does (Charikar et al., STOC 1997): its radius r
+    is the smallest distance between two of its rows (for a greedy coreset, the distance at which its last row was
+    chosen, so every row it was chosen from lies within r of it). New rows within r of the bank are covered at the
+    bank's own resolution and are not candidates; of the others, greedy takes the farthest from the bank and the
+    rows taken so far while that distance exceeds r (at most ``size``); the bank is then the greedy coreset of the
+    old bank and those rows. A new row far from every kept one is therefore always a candidate, and the cost is
+    one distance product of the new rows with the bank (N x M x ``projection``), not a greedy pass over all N
+    rows per chosen row. Distances are measured on one random projection of all rows (``projection`` dims;
+    0 = none); memory stays bounded by ``size`` + N (the union is never copied at full width).
+    """
+    if bank.shape[0] < size or bank.shape[0] + new.shape[0] <= size:
+        return _coreset_rows([bank, new], size, projection, generator, progress)
+    bank, new = bank.float(), new.float()
+    dims = bank.shape[1]
+    matrix = coreset_projection(dims, projection)
+    start = int(torch.randint(bank.shape[0], (1,), generator=generator))
+    kept = bank @ matrix if matrix is not None else bank
+    kept_sq = kept.pow(2).sum(1)
+    within = torch.addmm(kept_sq.unsqueeze(0), kept, kept.t(), alpha=-2.0).add_(kept_sq.unsqueeze(1))
+    within.fill_diagonal_(float("inf"))
+    radius_sq = float(within.amin().clamp_min(0.0))
+    del within
+    nearest, rows = [], []
+    for part in new.split(_MERGE_CHUNK):  # the new rows' squared distance to the bank, chunk by chunk
+        part_p = part @ matrix if matrix is not None else part
+        d = torch.addmm(kept_sq.unsqueeze(0), part_p, kept.t(), alpha=-2.0).amin(1).add_(part_p.pow(2).sum(1))
+        outside = d > radius_sq
+        nearest.append(d[outside])
+        rows.append(outside.nonzero().squeeze(1) + len(rows) * _MERGE_CHUNK)
+    nearest, rows = torch.cat(nearest), torch.cat(rows)
+    if rows.numel() == 0:
+        return bank.clone()
+    candidates = new[rows] @ matrix if matrix is not None else new[rows]
+    picks = _farthest_first(candidates, nearest, radius_sq, size)
+    union = torch.cat([kept, candidates[picks]])
+    index = greedy_coreset(union, size, start=start, progress=progress)
+    out = torch.empty(index.shape[0], dims)
+    old = index < bank.shape[0]
+    out[old] = bank[index[old]]
+    out[~old] = new[rows[picks[index[~old] - bank.shape[0]]]]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def coreset_projection(dims: int, projection: int) -> torch.Tensor | None:
+    """The random projection (dims, projection) every coreset and merge measures distances on: one fixed seeded
+    matrix, the same for every merge of a stream, so that a bank's radius means the same in each (a radius measured
+    on another projection is off by that projection's distortion, and the smallest distance most of all); the
+    fit's seed varies the coreset by its starting row. None where ``projection`` is 0 or >= ``dims`` (none)."""
+    if not 0 < projection < dims:
+        return None
+    return projection_matrix(dims, projection, torch.Generator().manual_seed(_PROJECTION_SEED))
+
+
+_PROJECTION_SEED = 20_220_619  # any fixed number: the projection is a part of the method, not of the fit's seed
+_MERGE_CHUNK = 16_384  # new rows per distance product in merge_bank: 16,384 x a 4,096-row bank is 256 MB of float32
+
+
+def _farthest_first(x: torch.Tensor, nearest_sq: torch.Tensor, radius_sq: float, limit: int) -> torch.Tensor:
+    """Indices of rows of ``x`` (N, D) taken greedily, each the farthest from what was there (``nearest_sq``: each
+    row's squared distance to it) and from the rows taken before, while that distance exceeds ``radius_sq``; at
+    most ``limit``. Ties go to the lowest index."""
+    nearest = nearest_sq.clone()
+    x_sq = x.pow(2).sum(1)
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        i = int(torch.argmax(nearest))
+        if float(nearest[i]) <= radius_sq:
+            break
+        chosen.append(i)
+        torch.minimum(nearest, torch.addmv(x_sq, x, x[i], alpha=-2.0).add_(x_sq[i]), out=nearest)
+    return torch.tensor(chosen, dtype=torch.int64)
 
 
 def _coreset_rows(parts: list[torch.Tensor], size: int, projection: int, generator: torch.Generator,
@@ -294,12 +366,9 @@ def _coreset_rows(parts: list[torch.Tensor], size: int, projection: int, generat
     if count <= size:
         return torch.cat(parts).clone() if len(parts) == 1 else torch.cat(parts)
     start = int(torch.randint(count, (1,), generator=generator))
+    matrix = coreset_projection(parts[0].shape[1], projection)  # one projection for every part
+    projected = torch.cat([part @ matrix for part in parts]) if matrix is not None else torch.cat(parts)
     dims = parts[0].shape[1]
-    if 0 < projection < dims:  # one projection for every part
-        matrix = projection_matrix(dims, projection, generator)
-        projected = torch.cat([part @ matrix for part in parts])
-    else:
-        projected = torch.cat(parts)
     index = greedy_coreset(projected, size, start=start, progress=progress)
     del projected
     out = torch.empty(index.shape[0], dims)
