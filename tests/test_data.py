@@ -176,6 +176,26 @@ def test_image_extensions_case_insensitive_and_hidden_files_skipped():
     assert set(io.IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
+def test_inputs_expand_folders_by_one_rule_for_hidden_names(tmp_path):
+    """What predict scores and update adds: a folder's own images before its subfolders', hidden files and folders
+    left out at any depth; a named file as given; a missing path refused; nothing found refused unless allowed."""
+    for rel in ("a/z.png", "a/b/y.png", "a/.cache/sub/x.png", "a/b/.x.png", "a/notes.txt", "c/w.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    files = io.expand_inputs([tmp_path / "a", tmp_path / "a" / "notes.txt"])
+    assert [str(f.relative) for f in files] == ["z.png", "b/y.png", "notes.txt"]
+    assert files[0].path == tmp_path / "a" / "z.png"
+    assert io.images_under(tmp_path) == [tmp_path / "a" / "z.png", tmp_path / "a" / "b" / "y.png",
+                                         tmp_path / "c" / "w.jpg"]
+    assert io.is_hidden("a/.cache/x.png") and io.is_hidden("._x.png") and not io.is_hidden("a/b.png")
+    (tmp_path / "empty").mkdir()
+    assert io.expand_inputs([tmp_path / "empty"], allow_empty=True) == []
+    with pytest.raises(ValueError, match="no images"):
+        io.expand_inputs([tmp_path / "empty"])
+    with pytest.raises(FileNotFoundError, match="input not found: .*gone.png"):
+        io.expand_inputs([tmp_path / "gone.png"])
+
+
 # ---------------------------------------------------------------- MVTec layout
 
 

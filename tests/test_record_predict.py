@@ -61,3 +61,50 @@ def test_predict_records_absolute_paths_whatever_the_working_folder(tmp_path, tr
     for r in rows:
         assert Path(r["path"]).is_absolute() and Path(r["path"]).is_file()
         assert r["overlay"] is None or (Path(r["overlay"]).is_absolute() and Path(r["overlay"]).is_file())
+
+
+def test_the_model_version_recorded_is_that_of_the_bytes_loaded(tmp_path, trained, feature_model, demo_root,
+                                                                 demo_category, monkeypatch):
+    """A model file replaced after predict loaded it: the store names the version that scored, not the new file."""
+    import shutil
+
+    from scgan.record.recorder import Recorder
+
+    model = tmp_path / "model.pt"
+    shutil.copyfile(trained[0].model_path, model)
+    loaded_sha = sha256_bytes(model.read_bytes())
+    opened = Recorder.open.__func__
+
+    def replace_then_open(cls, *args, **kwargs):
+        shutil.copyfile(feature_model[0].model_path, model)  # a new version lands between the load and the record
+        return opened(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Recorder, "open", classmethod(replace_then_open))
+    db = tmp_path / "results.db"
+    assert main(["predict", "--checkpoint", str(model), "--output", str(tmp_path / "out"), "--db", str(db),
+                 "--no-progress", str(next((demo_root / demo_category / "test" / "good").glob("*.png")))]) == 0
+    assert sha256_bytes(model.read_bytes()) != loaded_sha
+    with Store.open(str(db)) as store:
+        assert [r["model_sha256"] for r in latest(store, limit=10)] == [loaded_sha]
+
+
+def test_a_model_replaced_while_it_loads_is_loaded_again(tmp_path, trained, feature_model, monkeypatch):
+    import shutil
+
+    from scgan.inference.detector import Detector, load_detector
+
+    model = tmp_path / "model.pt"
+    shutil.copyfile(trained[0].model_path, model)
+    load, calls = Detector.load.__func__, []
+
+    def load_then_replace(cls, path, **kwargs):
+        detector = load(cls, path, **kwargs)
+        if not calls:
+            shutil.copyfile(feature_model[0].model_path, model)  # replaced during the first load
+        calls.append(path)
+        return detector
+
+    monkeypatch.setattr(Detector, "load", classmethod(load_then_replace))
+    detector = load_detector(model, backend="torch")
+    assert len(calls) == 2 and detector.info["kind"] == "patchcore"
+    assert detector.info["sha256"] == sha256_bytes(feature_model[0].model_path.read_bytes())

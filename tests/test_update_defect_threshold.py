@@ -94,3 +94,42 @@ def test_defects_from_feedback_are_called_a_biased_sample(feature_model, defects
                      "--defects", str(fb), "--catch", "0.8"]) == 0
     assert "biased sample" in caplog.text and "collected at random" in caplog.text
     assert load_model(out).calibration.threshold_rule["feedback"] is True
+
+
+@pytest.mark.unit
+def test_the_warnings_name_too_few_images_and_a_biased_sample():
+    from scgan.calibration.stats import Calibration
+    from scgan.inference.recalibrate import BIASED_SAMPLE, threshold_warnings
+
+    shown = target_threshold(np.linspace(0.0, 1.0, 50), np.full(200, 2.0), catch=0.95)  # 200 caught show 95%
+    few = target_threshold(np.linspace(0.0, 1.0, 50), np.array([0.5, 2.0, 3.0, 4.0, 5.0]), catch=0.8)
+    cal = Calibration(quantile=0.99, n_images=50)
+    assert threshold_warnings(shown, cal) == [] and threshold_warnings(few, cal) == [few.warning]
+    cal.threshold_rule = {"feedback": True}
+    assert threshold_warnings(few, cal) == [few.warning, BIASED_SAMPLE]
+
+
+@pytest.mark.integration
+def test_a_threshold_from_defects_is_set_in_the_calibration_from_python(feature_model, defects_dir, tmp_path):
+    """defect_threshold without the command: the default score's threshold is the target's, the rule is recorded,
+    and a target the images cannot meet is refused with the calibration left as it was."""
+    import copy
+
+    from scgan.inference.recalibrate import defect_threshold
+
+    folder = tmp_path / "defects"
+    folder.mkdir()
+    for p in defects_dir:
+        (folder / f"{p.parent.name}_{p.name}").write_bytes(p.read_bytes())
+    loaded = load_model(feature_model[0].model_path)
+    cfg, scorer = loaded.config, loaded.scorer()
+    normal = [im.numpy() for im in loaded.calibration_images]
+    cal = copy.deepcopy(loaded.calibration)
+    target = defect_threshold(loaded, cfg, scorer, cal, normal, folder, 0.8, None)
+    name = cal.resolve(cfg.score.default_score, loaded.kind.score_preference)
+    assert cal.scores[name].threshold == target.threshold and target.n_defects == 5 and target.caught >= 4
+    assert cal.threshold_rule == {**target.record(), "score": name, "defects": str(folder), "feedback": False}
+    kept = copy.deepcopy(loaded.calibration)
+    with pytest.raises(ValueError, match="false-alarm target 1% cannot be met.*nothing was written"):
+        defect_threshold(loaded, cfg, scorer, kept, normal, folder, None, 0.01)
+    assert kept.scores[name].threshold == loaded.calibration.scores[name].threshold and not kept.threshold_rule

@@ -54,8 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from scgan.inference.detector import load_detector
     from scgan.serve import Limits, serve
-    from scgan.serve.server import allowed_hosts, load_detector
+    from scgan.serve.server import allowed_hosts
 
     limits = Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
                     workers=args.workers, queue=args.queue, timeout_s=args.timeout,

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from scgan.record import require
 
     require()
-    from scgan.inference.detector import Detector
+    from scgan.inference.detector import load_detector
     from scgan.record.store import Store
     from scgan.record.watcher import Watcher, WatchOptions
     from scgan.utils.atomic import writable_dir
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                            captions=not args.no_captions, poll=args.poll, settle_s=args.settle,
                            keep_days=args.keep_days)
     with folder_lock(out, "watching"):
-        detector = Detector.load(args.onnx or args.checkpoint, backend="onnx" if args.onnx else None,
+        detector = load_detector(args.onnx or args.checkpoint, backend="onnx" if args.onnx else None,
                                  batch_size=args.batch_size)
         with Store.open(args.db, out) as store:
             watcher = Watcher(args.in_dir, out, detector, store, options)

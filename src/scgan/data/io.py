@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from scgan.utils.names import printable
 
 if TYPE_CHECKING:
     import torch
@@ -52,11 +55,17 @@ class ImageReadError(ValueError):
     """An image or mask file that cannot be decoded; the message names the file."""
 
 
+def is_hidden(relative: str | os.PathLike[str]) -> bool:
+    """True where a part of ``relative`` (a name, or a path below a folder searched) starts with a dot: hidden files
+    and folders (".thumbs/", ".git/", macOS "._x.png" resource forks, which carry an image extension but no image)
+    are never taken for images."""
+    return any(part.startswith(".") for part in Path(relative).parts)
+
+
 def is_image_file(path: str | os.PathLike[str]) -> bool:
     """True for a non-hidden file name with one of IMAGE_EXTENSIONS (any case)."""
     p = Path(path)
-    # Hidden names include macOS "._x.png" resource forks, which carry an image extension but no image.
-    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(p.name)
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
@@ -65,6 +74,44 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+
+
+def images_under(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files under ``folder``, recursively, folder by folder in sorted order (a folder's own files before
+    its subfolders'); hidden files and folders, at any depth, left out."""
+    folder = Path(folder)
+    folders = [folder, *sorted(d for d in folder.rglob("*") if d.is_dir() and not is_hidden(d.relative_to(folder)))]
+    return [p for d in folders for p in list_images(d)]
+
+
+@dataclass
+class InputFile:
+    """A file named on the command line or found in a folder named there, and its path relative to that folder (the
+    name its outputs keep)."""
+
+    path: Path
+    relative: Path
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike[str]], *, allow_empty: bool = False) -> list[InputFile]:
+    """Files as given; folders searched recursively for image files (:func:`images_under`).
+
+    A named file is taken whatever it is (a FIFO, a broken link or a non-image is refused when read, per file). A path
+    that does not exist raises FileNotFoundError: it is a mistyped argument, not a bad file. No file at all raises
+    ValueError, unless ``allow_empty`` (the caller has images from elsewhere too).
+    """
+    out: list[InputFile] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += [InputFile(q, q.relative_to(p)) for q in images_under(p)]
+        elif p.exists() or p.is_symlink():
+            out.append(InputFile(p, Path(p.name)))
+        else:
+            raise FileNotFoundError(f"input not found: {printable(p)}")
+    if not out and not allow_empty:
+        raise ValueError("no images to score: the inputs hold no image files")
+    return out
 
 
 def open_image(fp: str | os.PathLike[str] | IO[bytes]) -> Image.Image:

@@ -21,12 +21,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from scgan.data.io import expand_inputs
 from scgan.inference.predict import (
     OVERLAYS,
     Prediction,
     PredictOutput,
     _csv,
-    expand_inputs,
     overlay_name,
     write_overlay,
 )

@@ -383,6 +383,23 @@ class Detector:
                 "model_file": None if self.path is None else self.path.name}
 
 
+def load_detector(path: str | os.PathLike, backend: str | None = None, tries: int = 3, **kwargs: Any) -> Detector:
+    """``Detector.load(path, backend=backend, **kwargs)`` with the sha256 of the bytes it loaded in
+    ``detector.info["sha256"]`` (what GET /model shows and the results store records as the model's version): the
+    file is hashed before and after loading, and loaded again when it was replaced meanwhile."""
+    from scgan.utils.manifest import file_sha256
+
+    if not Path(path).is_file():  # missing, a folder, a FIFO: the loader's own error, never a hash that waits
+        return Detector.load(path, backend=backend, **kwargs)
+    for _ in range(tries):
+        before = file_sha256(path)
+        detector = Detector.load(path, backend=backend, **kwargs)
+        if file_sha256(path) == before:
+            detector.info["sha256"] = before
+            return detector
+    raise RuntimeError(f"{path} changed while it was being loaded, {tries} times; use it once it is written")
+
+
 def _finite_or_none(x: float | None) -> float | None:
     """``x``, or None where it is None, nan or infinite."""
     return None if is_missing(x) else float(x)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scgan.data.io import is_image_file
+from scgan.data.io import InputFile, expand_inputs
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.lock import locked_output
 from scgan.utils.manifest import begin_outputs, read_manifest_files, write_manifest
@@ -42,35 +42,6 @@ class PredictOutput:
     predictions: list[Prediction]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     csv_path: Path | None = None
-
-
-@dataclass
-class InputFile:
-    """A file to score and the name its overlay keeps: its path relative to the folder it was found in."""
-
-    path: Path
-    relative: Path
-
-
-def expand_inputs(inputs: Iterable[str | Path]) -> list[InputFile]:
-    """Files as given; folders searched recursively for images (sorted, hidden files and folders left out).
-
-    A path that does not exist raises: it is a mistyped argument, not a bad file.
-    """
-    out: list[InputFile] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if is_image_file(q) and q.is_file()
-                           and not any(part.startswith(".") for part in q.relative_to(p).parts))
-            out += [InputFile(q, q.relative_to(p)) for q in found]
-        elif p.exists() or p.is_symlink():
-            out.append(InputFile(p, Path(p.name)))  # a FIFO or a broken link is refused when read, per file
-        else:
-            raise FileNotFoundError(f"input not found: {printable(p)}")
-    if not out:
-        raise ValueError("no images to score: the inputs hold no image files")
-    return out
 
 
 def overlay_name(relative: Path, taken: set[str]) -> str:
@@ -107,14 +78,15 @@ def _remove_stale(out: Path, previous: list[str], kept: set[str]) -> None:
 def make_detector(model=None, onnx_path: str | None = None, *, backend: str | None = None, batch_size: int = 16,
                   tile: int | None = None):
     """The Detector of ``onnx_path`` (onnxruntime, no torch), else of ``model`` (a LoadedModel, or a path scored on
-    ``backend``), with ``batch_size`` and ``tile``."""
-    from scgan.inference.detector import Detector
+    ``backend``), with ``batch_size`` and ``tile``; one read from a file knows the sha256 of the bytes it loaded
+    (:func:`scgan.inference.detector.load_detector`)."""
+    from scgan.inference.detector import Detector, load_detector
 
     options = {"batch_size": batch_size, "tile": tile}
     if onnx_path is not None:
-        return Detector.from_onnx(onnx_path, **options)
+        return load_detector(onnx_path, backend="onnx", **options)
     if isinstance(model, (str, os.PathLike)):
-        return Detector.load(model, backend=backend, **options)
+        return load_detector(model, backend=backend, **options)
     return Detector.from_model(model, **options)
 
 

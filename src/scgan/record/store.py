@@ -64,13 +64,15 @@ class ModelVersion:
 
     @classmethod
     def of_detector(cls, detector) -> ModelVersion:
-        """The version of a :class:`scgan.inference.detector.Detector`'s model file."""
-        from scgan.utils.manifest import file_identity
+        """The version of a :class:`scgan.inference.detector.Detector`'s model file: the sha256 of the bytes it loaded
+        (``info["sha256"]``, set by :func:`scgan.inference.detector.load_detector`), else of the file as it is now."""
+        from scgan.utils.manifest import file_sha256
+        from scgan.utils.names import printable
 
-        ident = file_identity(detector.path)
-        return cls(sha256=ident["sha256"], preset=detector.info.get("preset"), kind=detector.info.get("kind"),
-                   path=ident["path"], score_name=detector.default_score, threshold=_finite(detector.threshold),
-                   scgan_version=detector.info.get("version"))
+        sha256 = detector.info.get("sha256") or file_sha256(detector.path)
+        return cls(sha256=sha256, preset=detector.info.get("preset"), kind=detector.info.get("kind"),
+                   path=printable(Path(detector.path).resolve()), score_name=detector.default_score,
+                   threshold=_finite(detector.threshold), scgan_version=detector.info.get("version"))
 
 
 @dataclass

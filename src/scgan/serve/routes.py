@@ -158,7 +158,7 @@ class Scoring:
 def build_router(detector: Detector, limits: Limits, scoring: Scoring | None = None) -> APIRouter:
     """The endpoints serving ``detector`` within ``limits``; ``scoring`` (made here when None) runs /predict's work."""
     scoring = scoring or Scoring(detector, limits)
-    # which file is served: its sha256 as loaded (scgan.serve.server.load_detector), whatever is on disk now
+    # which file is served: its sha256 as loaded (scgan.inference.detector.load_detector), whatever is on disk now
     model_info = {**detector.describe(), "sha256": detector.info.get("sha256")}
     page = resources.files("scgan.serve").joinpath("page.html").read_text(encoding="utf-8")
     router = APIRouter()

@@ -19,7 +19,6 @@ import asyncio
 import errno
 import http
 import logging
-import os
 import signal
 import socket
 import threading
@@ -179,21 +178,6 @@ def make_server(app, limits: Limits, log_level: str = "warning", log_config: dic
                             log_config=log_config, timeout_keep_alive=limits.keep_alive_s, limit_concurrency=None,
                             h11_max_incomplete_event_size=MAX_HEAD_BYTES, server_header=False)
     return uvicorn.Server(config)
-
-
-def load_detector(path: str | os.PathLike, backend: str | None = None, tries: int = 3):
-    """``Detector.load(path)`` with the sha256 of the bytes it loaded in ``detector.info["sha256"]`` (GET /model
-    shows it): the file is hashed before and after loading, and loaded again when it was replaced meanwhile."""
-    from scgan.inference.detector import Detector
-    from scgan.utils.manifest import file_identity
-
-    for _ in range(tries):
-        before = file_identity(path)["sha256"]
-        detector = Detector.load(path, backend=backend)
-        if file_identity(path)["sha256"] == before:
-            detector.info["sha256"] = before
-            return detector
-    raise RuntimeError(f"{path} changed while it was being loaded, {tries} times; serve it once it is written")
 
 
 def log_to_stderr(prefix: str = "") -> None:

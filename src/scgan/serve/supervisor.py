@@ -308,8 +308,9 @@ def _stop_with(parent: int) -> None:
 def worker_main(payload: str) -> int:
     """A worker: load the snapshot, serve it on the inherited socket, report ``{"pid", "sha256"}`` (or
     ``{"error"}``) on the status pipe."""
+    from scgan.inference.detector import load_detector
     from scgan.serve.app import create_app
-    from scgan.serve.server import load_detector, log_to_stderr, make_server
+    from scgan.serve.server import log_to_stderr, make_server
 
     spec = json.loads(payload)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloading is the supervisor's

@@ -5,14 +5,14 @@ The new images' parts join the model by its kind's updater (:data:`UPDATERS`; a 
 layout and input, mapped into its bank's space (the bank's scale and whitening stay as fitted) and merged into the
 bank by :func:`scgan.training.patchcore.merge_bank`, bounded by the configured bank size. A held-out share of the
 new images joins the normal images the calibration was fitted on (the model file keeps them), and the calibration is
-fitted again by :func:`scgan.inference.calibrate.calibrate`, as fitting does. The new file records its lineage; the
-input file is never written to.
+fitted again by :func:`scgan.inference.calibrate.calibrate`, as fitting does. The new images are read and scored as
+``scgan calibrate --defects`` reads its images (:mod:`scgan.inference.recalibrate`). The new file records its lineage;
+the input file is never written to.
 """
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,28 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from scgan.artifacts.lineage import file_sha256, lineage_step
 from scgan.artifacts.model_file import LoadedModel, load_model, save_model
 from scgan.calibration.stats import Calibration
 from scgan.config import Config
-from scgan.data.datasets import images_under, normal_images, shape_batches
 from scgan.data.feedback import read_feedback
-from scgan.data.io import (
-    ImageReadError,
-    InputSpec,
-    image_to_tensor,
-    is_grey,
-    is_image_file,
-    load_image,
-    to_channels,
-)
+from scgan.data.io import expand_inputs, image_to_tensor
 from scgan.inference.calibrate import calibrate, kept_crossfit
-from scgan.models.patchcore.backbone import block_plan, load_backbone
+from scgan.inference.recalibrate import calibration_set, image_loader, read_new_images, score_images
+from scgan.models.patchcore.backbone import load_backbone
 from scgan.models.patchcore.kind import layout
 from scgan.models.patchcore.model import MemoryBank
-from scgan.training.patchcore import collect_patches, merge_bank
+from scgan.training.patchcore import merge_bank, patch_features
 from scgan.utils.atomic import same_file, writable_dir
 from scgan.utils.lock import folder_lock
 from scgan.utils.runinfo import run_info
@@ -61,16 +52,20 @@ class NotUpdatableError(ValueError):
 def update_patchcore(cfg: Config, parts: dict[str, nn.Module], images: list[np.ndarray],
                      generator: torch.Generator) -> dict[str, nn.Module]:
     """A PatchCore detector's memory bank with the patch features of ``images`` merged in (at most
-    ``patchcore.bank_size`` rows); its scale, whitening and backbone digest unchanged."""
+    ``patchcore.bank_size`` rows): every patch of every image, in buffers of at most ``patchcore.max_patches`` rows,
+    each merged by the fit's own merge; its scale, whitening and backbone digest unchanged."""
     p = cfg.patchcore
     memory: MemoryBank = parts["memory"]
-    stride = block_plan(p.backbone)[p.layers[0]].stride
-    total = sum((im.shape[0] // stride) * (im.shape[1] // stride) for im in images)
     backbone = load_backbone(p.backbone, max(p.layers))
-    patches = collect_patches(backbone, layout(cfg), (image_to_tensor(im)[None] for im in images), total,
-                              p.max_patches, generator)
+    bank, pending, rows = memory.bank, [], 0
     with torch.no_grad():
-        bank = merge_bank(memory.bank, memory.project(patches), p.bank_size, p.projection, generator)
+        for im in images:
+            pending.append(memory.project(patch_features(backbone, layout(cfg), image_to_tensor(im)[None])))
+            rows += pending[-1].shape[0]
+            if rows >= p.max_patches:
+                bank, pending, rows = merge_bank(bank, torch.cat(pending), p.bank_size, p.projection, generator), [], 0
+        if pending:
+            bank = merge_bank(bank, torch.cat(pending), p.bank_size, p.projection, generator)
     whitening = (memory.mean, memory.whitening) if memory.whitened else None
     return {**parts, "memory": MemoryBank(bank, memory.digest, memory.scale, whitening).eval()}
 
@@ -113,83 +108,6 @@ class UpdateResult:
     wall_s: float = 0.0
 
 
-class _Images(Dataset):
-    """uint8 (H, W, C) images as scoring items (``image`` float (C, H, W) in [-1, 1]), batched by shape."""
-
-    def __init__(self, images: list[np.ndarray]) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def shape(self, index: int) -> tuple[int, int]:
-        return tuple(self.images[index].shape[:2])
-
-    def __getitem__(self, index: int) -> dict:
-        return {"image": image_to_tensor(self.images[index]), "index": index}
-
-
-def image_loader(images: list[np.ndarray], batch_size: int) -> DataLoader:
-    """A loader over in-memory images, in batches of one shape (what :func:`calibrate` takes)."""
-    ds = _Images(images)
-    return DataLoader(ds, batch_sampler=shape_batches(ds, batch_size))
-
-
-@torch.no_grad()
-def score_images(scorer: nn.Module, images: list[np.ndarray], score: str) -> list[float]:
-    """The ``score`` of each image, one at a time."""
-    col = scorer.names.index(score)
-    return [float(scorer.run(image_to_tensor(im)[None])[0][0, col]) for im in images]
-
-
-def expand_sources(sources: list[str | Path]) -> list[Path]:
-    """The image files named or under the named folders (recursively); FileNotFoundError for a missing one."""
-    files: list[Path] = []
-    for source in map(Path, sources):
-        if source.is_dir():
-            files += images_under(source)
-        elif source.is_file():
-            if not is_image_file(source):
-                raise ValueError(f"{source} is not an image file (png, jpg, bmp or tif)")
-            files.append(source)
-        else:
-            raise FileNotFoundError(f"image or folder not found: {source}")
-    return files
-
-
-def read_new_images(files: list[Path], spec: InputSpec, skip_bad_images: bool = False
-                    ) -> tuple[list[tuple[Path, str, np.ndarray]], list[str]]:
-    """(path, sha256, image as the model takes it) of each file, duplicates (by content) once; and the files
-    skipped. A colour image for a grey model is refused (its colour would be lost); a grey one for a colour model is
-    used as grey RGB, with one counted warning. An unreadable file is an error (skipped, counted, with
-    ``skip_bad_images``)."""
-    rgb = InputSpec(spec.size, spec.keep_aspect, spec.multiple, 3, spec.min_side)
-    out: dict[str, tuple[Path, str, np.ndarray]] = {}
-    skipped: list[str] = []
-    grey_for_colour = 0
-    for path in files:
-        try:
-            digest = file_sha256(path)
-            image = load_image(path, rgb)
-        except (ImageReadError, OSError) as e:
-            if not skip_bad_images:
-                raise ImageReadError(f"{e}; nothing was written (skip_bad_images: --skip-bad-images)") from None
-            skipped.append(str(path))
-            continue
-        grey = is_grey(image)
-        if spec.channels == 1 and not grey:
-            raise ValueError(f"{path} is a colour image but the model takes grey images (it was fitted on grey "
-                             "ones): update it with images from the same camera; nothing was written")
-        grey_for_colour += spec.channels == 3 and grey
-        out.setdefault(digest, (path, digest, to_channels(image, spec.channels)))
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable file(s); first: {skipped[0]}", UserWarning, stacklevel=2)
-    if grey_for_colour:
-        log.warning("%d of %d new image(s) are grey but the model takes colour images; they are used as grey RGB",
-                    grey_for_colour, len(files))
-    return list(out.values()), skipped
-
-
 def holdout_split(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
     """(indices into the model, held-out indices) of n new images: a seeded ``share`` held out, at least one each
     way when n >= 2 and share > 0; none held out when n < 2."""
@@ -198,16 +116,6 @@ def holdout_split(n: int, share: float, seed: int) -> tuple[list[int], list[int]
     k = 0 if share == 0 or n < 2 else min(n - 1, max(1, round(share * n)))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return sorted(order[k:]), sorted(order[:k])
-
-
-def calibration_set(loaded: LoadedModel, normal_dir: str | Path | None) -> list[np.ndarray]:
-    """The normal images the model's calibration rests on: ``normal_dir``'s when given, else those its file keeps."""
-    if normal_dir is not None:
-        return list(normal_images(normal_dir, loaded.input_spec).images)
-    if loaded.calibration_images is None:
-        raise ValueError(f"{loaded.path} keeps no calibration images (it was written before model files kept them): "
-                         "give --normal DIR, normal images to fit the calibration on")
-    return [im.numpy() for im in loaded.calibration_images]
 
 
 def check_updatable(loaded: LoadedModel) -> None:
@@ -245,7 +153,7 @@ def update_model(checkpoint: str | Path, sources: list[str | Path], output: str 
     with folder_lock(writable_dir(output.parent), "updating"):
         if output.exists() and not overwrite:
             raise ValueError(f"--output {output} exists; choose a new file or pass --overwrite")
-        files = expand_sources(list(sources))
+        files = [f.path for f in expand_inputs(sources, allow_empty=True)]
         marked = read_feedback(feedback, "false_alarm") if feedback is not None else []
         other_model = sum(m.record.get("model") not in (None, own) for m in marked)
         if other_model:
