@@ -112,3 +112,16 @@ def test_a_full_bank_takes_only_rows_beyond_its_radius():
     assert (torch.cdist(merged, came, compute_mode="donot_use_mm_for_euclid_dist").amin(1) == 0).all()
     again = merge_bank(bank, far, 32, 0, torch.Generator().manual_seed(9))
     assert torch.equal(again, merge_bank(bank, far, 32, 0, torch.Generator().manual_seed(9)))  # seeded
+
+
+@pytest.mark.unit
+def test_validation_split_and_kept_calibration_images_are_bounded():
+    from scgan.artifacts.model_file import MAX_KEPT_CALIBRATION_IMAGES, kept_calibration_images
+    from scgan.data.datasets import MAX_VAL_IMAGES, validation_size
+
+    assert validation_size(1000, 0.1) == 100 and validation_size(10**6, 0.1) == MAX_VAL_IMAGES
+    few = list(range(MAX_KEPT_CALIBRATION_IMAGES))
+    assert kept_calibration_images(few) == few
+    many = list(range(3 * MAX_KEPT_CALIBRATION_IMAGES + 7))
+    kept = kept_calibration_images(many)
+    assert len(kept) == MAX_KEPT_CALIBRATION_IMAGES == len(set(kept)) and kept[0] == 0 and kept[-1] == many[-1]

@@ -13,7 +13,8 @@ scgan that reads at most version 3 says to upgrade instead of failing on a confi
 
 Two optional entries need no new version (a reader without them ignores them, a file without them loads):
 ``calibration_images``, the normal images the calibration was fitted on (uint8, as the model took them: what an update
-re-fits it on), and ``lineage``, the steps that made the file from earlier ones (:mod:`scgan.artifacts.lineage`).
+re-fits it on; at most MAX_KEPT_CALIBRATION_IMAGES), and ``lineage``, the steps that made the file from earlier ones
+(:mod:`scgan.artifacts.lineage`).
 """
 from __future__ import annotations
 
@@ -92,13 +93,28 @@ class LoadedModel:
                                       channels_last=channels_last).eval()
 
 
+# Calibration images a model file keeps for an update to recalibrate on: about 75 MB at 320 px. A fit on more keeps
+# an evenly spread share of them (the split's order is already a seeded shuffle's sorted draw).
+MAX_KEPT_CALIBRATION_IMAGES = 250
+
+
+def kept_calibration_images(images: list) -> list:
+    """The calibration images a model file keeps: all of them up to MAX_KEPT_CALIBRATION_IMAGES, else that many
+    evenly spread over the list (the same ones every time)."""
+    n = len(images)
+    if n <= MAX_KEPT_CALIBRATION_IMAGES:
+        return list(images)
+    return [images[i] for i in np.linspace(0, n - 1, MAX_KEPT_CALIBRATION_IMAGES).round().astype(int)]
+
+
 def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], calibration: Calibration | None,
                augmentation: str = "", meta: dict[str, Any] | None = None, input_spec: InputSpec | None = None,
                calibration_images: list | None = None, lineage: list[dict[str, Any]] | None = None) -> Path:
     """Write the slim model file atomically (a crash mid-write leaves any previous file intact).
 
     ``calibration_images``: the normal images (uint8 (H, W, C) arrays or tensors) the calibration was fitted on,
-    kept so that an update can re-fit it; ``lineage``: the steps that made this file from earlier ones.
+    kept so that an update can re-fit it (at most MAX_KEPT_CALIBRATION_IMAGES of them:
+    :func:`kept_calibration_images`); ``lineage``: the steps that made this file from earlier ones.
 
     A model whose weights or calibration hold nan or infinite values is refused (NonFiniteModelError) before a
     byte is written: it would score nan and decide nothing.
@@ -122,7 +138,8 @@ def save_model(path: str | Path, config: Config, parts: dict[str, nn.Module], ca
     }
     if calibration_images is not None:  # optional entries: a reader that predates them ignores them
         # torch.tensor copies: read-only arrays (a memory-mapped image) are taken without torch's warning
-        obj["calibration_images"] = [torch.tensor(np.asarray(im), dtype=torch.uint8) for im in calibration_images]
+        obj["calibration_images"] = [torch.tensor(np.asarray(im), dtype=torch.uint8)
+                                     for im in kept_calibration_images(calibration_images)]
     if lineage:
         obj["lineage"] = [dict(step) for step in lineage]
     path = Path(path)
