@@ -338,7 +338,7 @@ def coreset_projection(dims: int, projection: int) -> torch.Tensor | None:
 
 
 _PROJECTION_SEED = 20_220_619  # any fixed number: the projection is a part of the method, not of the fit's seed
-_MERGE_CHUNK = 16_384  # new rows per distance product in merge_bank: 16,384 x a 4,096-row bank is 256 MB of float32
+_MERGE_CHUNK = 2048  # new rows per distance product in merge_bank: 2,048 x a 4,096-row bank is 32 MB of float32
 
 
 def _farthest_first(x: torch.Tensor, nearest_sq: torch.Tensor, radius_sq: float, limit: int) -> torch.Tensor:
