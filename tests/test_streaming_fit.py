@@ -125,3 +125,17 @@ def test_validation_split_and_kept_calibration_images_are_bounded():
     many = list(range(3 * MAX_KEPT_CALIBRATION_IMAGES + 7))
     kept = kept_calibration_images(many)
     assert len(kept) == MAX_KEPT_CALIBRATION_IMAGES == len(set(kept)) and kept[0] == 0 and kept[-1] == many[-1]
+
+
+@pytest.mark.unit
+def test_a_merge_in_small_blocks_is_the_merge_in_one(monkeypatch):
+    from scgan.training import patchcore
+
+    g = torch.Generator().manual_seed(5)
+    bank = patchcore.merge_bank(torch.zeros(0, 6), torch.randn(300, 6, generator=g), 24, 4, g)
+    new = torch.cat([torch.randn(200, 6, generator=g), 30 * torch.randn(5, 6, generator=g)])
+    whole = patchcore.merge_bank(bank, new, 24, 4, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(patchcore, "_MERGE_CHUNK", 7)  # blocks that split the bank and the new rows unevenly
+    assert torch.equal(patchcore.merge_bank(bank, new, 24, 4, torch.Generator().manual_seed(1)), whole)
+    # a bank larger than the size asked for comes back at that size, even with nothing new beyond its radius
+    assert patchcore.merge_bank(bank, bank[:3], 16, 4, g).shape == (16, 6)

@@ -28,9 +28,10 @@ from scgan.config import load_config
 from scgan.data.datasets import dataset_for, eval_loader, normal_images
 from scgan.data.io import list_images
 from scgan.evaluation.metrics import image_auroc
+from scgan.inference.recalibrate import score_images
 from scgan.models.scoring import score_loader
 from scgan.training.fit import train
-from scgan.training.update import score_images, update_model
+from scgan.training.update import update_model
 from scgan.utils.runinfo import run_info
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

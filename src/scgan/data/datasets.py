@@ -24,6 +24,7 @@ from scgan.data.io import (
     InputSpec,
     image_to_tensor,
     images_under,
+    is_hidden,
     list_images,
     load_image_with_size,
     load_mask,
@@ -155,7 +156,7 @@ def _test_samples(test_dir: Path, mask_root: Path, require_masks: bool) -> list[
         raise FileNotFoundError(f"no test folder {test_dir}: expected {test_dir}/<defect>/ folders of test images")
     samples: list[Sample] = []
     missing: list[Path] = []
-    for sub in sorted(d for d in test_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
+    for sub in sorted(d for d in test_dir.iterdir() if d.is_dir() and not is_hidden(d.name)):
         if sub.name.lower() in NORMAL_NAMES:
             samples += [Sample(p, 0, None, "good") for p in list_images(sub)]
             continue

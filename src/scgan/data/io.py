@@ -78,9 +78,11 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 
 def images_under(folder: str | os.PathLike[str]) -> list[Path]:
     """The image files under ``folder``, recursively, folder by folder in sorted order (a folder's own files before
-    its subfolders'); hidden files and folders, at any depth, left out."""
+    its subfolders'); hidden files and folders, at any depth, left out, and so are linked folders below it (a link
+    may lead outside it or back into it, as ``scgan watch`` never follows one either; linked files are read)."""
     folder = Path(folder)
-    folders = [folder, *sorted(d for d in folder.rglob("*") if d.is_dir() and not is_hidden(d.relative_to(folder)))]
+    folders = [folder, *sorted(d for d in folder.rglob("*") if d.is_dir() and not d.is_symlink()
+                               and not is_hidden(d.relative_to(folder)))]
     return [p for d in folders for p in list_images(d)]
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from scgan.config import Config, config_from_dict, legacy_layout
 from scgan.data.datasets import DATASETS
+from scgan.data.io import is_hidden
 from scgan.models.registry import get_kind
 from scgan.utils.atomic import atomic_write_text
 from scgan.utils.runinfo import run_info
@@ -64,8 +65,8 @@ def data_identity(cfg: Config) -> dict[str, Any]:
     h = hashlib.sha256()
     n = 0
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(f for f in filenames if not f.startswith(".")):
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        for name in sorted(f for f in filenames if not is_hidden(f)):
             path = Path(dirpath) / name
             try:
                 size = path.stat().st_size

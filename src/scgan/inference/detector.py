@@ -383,17 +383,22 @@ class Detector:
                 "model_file": None if self.path is None else self.path.name}
 
 
-def load_detector(path: str | os.PathLike, backend: str | None = None, tries: int = 3, **kwargs: Any) -> Detector:
-    """``Detector.load(path, backend=backend, **kwargs)`` with the sha256 of the bytes it loaded in
-    ``detector.info["sha256"]`` (what GET /model shows and the results store records as the model's version): the
-    file is hashed before and after loading, and loaded again when it was replaced meanwhile."""
+def load_detector(path: str | os.PathLike, backend: str | None = None, tries: int = 3, onnx: bool = False,
+                  **kwargs: Any) -> Detector:
+    """``Detector.load(path, backend=backend, **kwargs)`` (``onnx``: ``Detector.from_onnx(path, **kwargs)``, an
+    ONNX file whatever its name) with the sha256 of the bytes it loaded in ``detector.info["sha256"]`` (what GET
+    /model shows and the results store records as the model's version): the file is hashed before and after
+    loading, and loaded again when it was replaced meanwhile."""
     from scgan.utils.manifest import file_sha256
 
+    def load() -> Detector:
+        return Detector.from_onnx(path, **kwargs) if onnx else Detector.load(path, backend=backend, **kwargs)
+
     if not Path(path).is_file():  # missing, a folder, a FIFO: the loader's own error, never a hash that waits
-        return Detector.load(path, backend=backend, **kwargs)
+        return load()
     for _ in range(tries):
         before = file_sha256(path)
-        detector = Detector.load(path, backend=backend, **kwargs)
+        detector = load()
         if file_sha256(path) == before:
             detector.info["sha256"] = before
             return detector

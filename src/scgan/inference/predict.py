@@ -84,7 +84,7 @@ def make_detector(model=None, onnx_path: str | None = None, *, backend: str | No
 
     options = {"batch_size": batch_size, "tile": tile}
     if onnx_path is not None:
-        return load_detector(onnx_path, backend="onnx", **options)
+        return load_detector(onnx_path, onnx=True, **options)
     if isinstance(model, (str, os.PathLike)):
         return load_detector(model, backend=backend, **options)
     return Detector.from_model(model, **options)

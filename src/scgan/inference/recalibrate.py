@@ -109,6 +109,11 @@ def calibration_set(loaded: LoadedModel, normal_dir: str | Path | None) -> list[
     if loaded.calibration_images is None:
         raise ValueError(f"{loaded.path} keeps no calibration images (it was written before model files kept them): "
                          "give --normal DIR, normal images to fit the calibration on")
+    rested = loaded.calibration.n_images if loaded.calibration is not None else 0
+    if len(loaded.calibration_images) < rested:  # a fit on more than a model file keeps (MAX_KEPT_CALIBRATION_IMAGES)
+        log.warning("the model file keeps %d of the %d normal images its calibration rested on: the new calibration "
+                    "rests on those %d; give --normal DIR to fit it on all of them", len(loaded.calibration_images),
+                    rested, len(loaded.calibration_images))
     return [im.numpy() for im in loaded.calibration_images]
 
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scgan.data.io import is_image_file
+from scgan.data.io import is_hidden, is_image_file
 from scgan.inference.predict import OVERLAYS, Prediction, overlay_name, prediction_header, prediction_row, write_overlay
 from scgan.record.spool import Spool
 from scgan.record.store import UNAVAILABLE, Decision, ModelVersion, Store, error_line, sha256_bytes
@@ -217,9 +217,9 @@ class Watcher:
         """Every file under ``folder`` (hidden ones left out) becomes a candidate; at the first start without
         ``existing`` they are marked as known instead, and only a later change makes them candidates."""
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
             for name in sorted(filenames):
-                if name.startswith("."):
+                if is_hidden(name):
                     continue
                 path = Path(dirpath) / name
                 if initial and not self.options.existing:
@@ -230,7 +230,7 @@ class Watcher:
                 self._candidate(path, complete=False)
 
     def _candidate(self, path: Path, complete: bool, changed: bool = False) -> None:
-        if any(part.startswith(".") for part in path.relative_to(self.in_dir).parts):
+        if is_hidden(path.relative_to(self.in_dir)):
             return  # hidden: a writer's temporary file, renamed into place when complete
         st = _stat(path)
         if st is None:

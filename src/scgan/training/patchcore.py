@@ -290,10 +290,11 @@ def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int
     rows taken so far while that distance exceeds r (at most ``size``); the bank is then the greedy coreset of the
     old bank and those rows. A new row far from every kept one is therefore always a candidate, and the cost is
     one distance product of the new rows with the bank (N x M x ``projection``), not a greedy pass over all N
-    rows per chosen row. Distances are measured on one random projection of all rows (``projection`` dims;
-    0 = none); memory stays bounded by ``size`` + N (the union is never copied at full width).
+    rows per chosen row. Distances are measured on one fixed random projection of all rows
+    (:func:`coreset_projection`; ``projection`` dims, 0 = none); beyond the inputs, memory holds the projected
+    bank and candidates and blocks of 2,048 rows' distances to the bank.
     """
-    if bank.shape[0] < size or bank.shape[0] + new.shape[0] <= size:
+    if bank.shape[0] != size or bank.shape[0] + new.shape[0] <= size:  # room left (or a bank over size: reduced)
         return _coreset_rows([bank, new], size, projection, generator, progress)
     bank, new = bank.float(), new.float()
     dims = bank.shape[1]
@@ -301,21 +302,27 @@ def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int
     start = int(torch.randint(bank.shape[0], (1,), generator=generator))
     kept = bank @ matrix if matrix is not None else bank
     kept_sq = kept.pow(2).sum(1)
-    within = torch.addmm(kept_sq.unsqueeze(0), kept, kept.t(), alpha=-2.0).add_(kept_sq.unsqueeze(1))
-    within.fill_diagonal_(float("inf"))
-    radius_sq = float(within.amin().clamp_min(0.0))
-    del within
-    nearest, rows = [], []
-    for part in new.split(_MERGE_CHUNK):  # the new rows' squared distance to the bank, chunk by chunk
-        part_p = part @ matrix if matrix is not None else part
-        d = torch.addmm(kept_sq.unsqueeze(0), part_p, kept.t(), alpha=-2.0).amin(1).add_(part_p.pow(2).sum(1))
+    # the bank's radius: its smallest distance between two rows, a block of rows at a time; distances within float
+    # rounding of it (|a|^2 + |b|^2 - 2 a.b loses about 1e-6 of |a|^2) count as inside, so a copy is never new
+    radius_sq = float("inf")
+    for first in range(0, kept.shape[0], _MERGE_CHUNK):
+        block = torch.addmm(kept_sq.unsqueeze(0), kept[first:first + _MERGE_CHUNK], kept.t(), alpha=-2.0)
+        block.add_(kept_sq[first:first + _MERGE_CHUNK].unsqueeze(1))
+        block[torch.arange(block.shape[0]), torch.arange(first, first + block.shape[0])] = float("inf")
+        radius_sq = min(radius_sq, float(block.amin()))
+    radius_sq = max(radius_sq, 0.0) + 1e-5 * float(kept_sq.max())
+    nearest, rows, candidates = [], [], []
+    for first in range(0, new.shape[0], _MERGE_CHUNK):  # the new rows' squared distance to the bank, by blocks
+        part = new[first:first + _MERGE_CHUNK]
+        part = part @ matrix if matrix is not None else part
+        d = torch.addmm(kept_sq.unsqueeze(0), part, kept.t(), alpha=-2.0).amin(1).add_(part.pow(2).sum(1))
         outside = d > radius_sq
         nearest.append(d[outside])
-        rows.append(outside.nonzero().squeeze(1) + len(rows) * _MERGE_CHUNK)
-    nearest, rows = torch.cat(nearest), torch.cat(rows)
+        rows.append(outside.nonzero().squeeze(1) + first)
+        candidates.append(part[outside])
+    nearest, rows, candidates = torch.cat(nearest), torch.cat(rows), torch.cat(candidates)
     if rows.numel() == 0:
         return bank.clone()
-    candidates = new[rows] @ matrix if matrix is not None else new[rows]
     picks = _farthest_first(candidates, nearest, radius_sq, size)
     union = torch.cat([kept, candidates[picks]])
     index = greedy_coreset(union, size, start=start, progress=progress)
@@ -324,6 +331,9 @@ def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int
     out[old] = bank[index[old]]
     out[~old] = new[rows[picks[index[~old] - bank.shape[0]]]]
     return out
+
+
+_MERGE_CHUNK = 2048  # rows per distance product in merge_bank: 2,048 x a 4,096-row bank is 32 MB of float32
 
 
 @functools.lru_cache(maxsize=8)
@@ -338,7 +348,6 @@ def coreset_projection(dims: int, projection: int) -> torch.Tensor | None:
 
 
 _PROJECTION_SEED = 20_220_619  # any fixed number: the projection is a part of the method, not of the fit's seed
-_MERGE_CHUNK = 2048  # new rows per distance product in merge_bank: 2,048 x a 4,096-row bank is 32 MB of float32
 
 
 def _farthest_first(x: torch.Tensor, nearest_sq: torch.Tensor, radius_sq: float, limit: int) -> torch.Tensor:

@@ -4,10 +4,10 @@ The new images' parts join the model by its kind's updater (:data:`UPDATERS`; a 
 ``ModelKind.updatable``): a PatchCore detector's new patch features are computed with the model's own backbone,
 layout and input, mapped into its bank's space (the bank's scale and whitening stay as fitted) and merged into the
 bank by :func:`scgan.training.patchcore.merge_bank`, bounded by the configured bank size. A held-out share of the
-new images joins the normal images the calibration was fitted on (the model file keeps them), and the calibration is
-fitted again by :func:`scgan.inference.calibrate.calibrate`, as fitting does. The new images are read and scored as
-``scgan calibrate --defects`` reads its images (:mod:`scgan.inference.recalibrate`). The new file records its lineage;
-the input file is never written to.
+new images joins the normal images the calibration was fitted on (the model file keeps them, at most 250), and the
+calibration is fitted again by :func:`scgan.inference.calibrate.calibrate`, as fitting does. The new images are read
+and scored as ``scgan calibrate --defects`` reads its images (:mod:`scgan.inference.recalibrate`). The new file
+records its lineage; the input file is never written to.
 """
 from __future__ import annotations
 
