@@ -174,7 +174,7 @@ def target_threshold(normal: np.ndarray, defects: np.ndarray, catch: float | Non
     if catch is not None and low < catch:
         warning = (f"the catch-rate target {100 * catch:g}% is met on these {defects.size} defective images but "
                    f"they cannot show it (95% interval {100 * low:.0f}-{100 * high:.0f}%): about "
-                   f"{_images_to_show(catch)} defective images, all caught, would")
+                   f"{_images_to_show(catch)} defective images, all caught, would show it")
     if false_alarms is not None and fa.expected > false_alarms + 1e-12:
         refusal = (f"the false-alarm target {100 * false_alarms:g}% cannot be met with {normal.size} normal images "
                    f"(even above all of them {100 * fa.expected:.1f}% of new normal images are expected above the "
