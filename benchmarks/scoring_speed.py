@@ -115,6 +115,26 @@ def serve_rate(model: str, files: list[Path], workers: int, requests: int) -> fl
         proc.wait(30)
 
 
+def ort_session(graph: str, threads: int = 0, spin: str = "1"):
+    """An ONNX Runtime CPU session on ``graph``: ``threads`` intra-op threads (0: one per core), idle threads
+    spinning or not (``spin`` "1" / "0"; the product's sessions sleep: ``OnnxScorer``)."""
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.log_severity_level = 3
+    o.intra_op_num_threads = threads
+    o.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    return ort.InferenceSession(graph, o, providers=["CPUExecutionProvider"])
+
+
+def parallel_rate(pair: list, pool, xs: list[np.ndarray]) -> float:
+    """Images/s of two sessions (``pair``) in ``pool``'s two threads, each taking every other image one at a time:
+    how the product spreads a batch over one-thread sessions."""
+    start = time.perf_counter()
+    list(pool.map(lambda i: [pair[i].run(None, {"image": x}) for x in xs[i::2]], (0, 1)))
+    return len(xs) / (time.perf_counter() - start)
+
+
 def runtime_candidates(model: str, images: list[np.ndarray], rounds: int) -> dict[str, list[float]]:
     """The choices behind the ONNX backend, side by side on the model's cached graph: images/s of one ONNX Runtime
     session (a thread per core) fed batches of 1, 4 and 16 images, of two one-thread sessions in parallel threads,
@@ -122,7 +142,6 @@ def runtime_candidates(model: str, images: list[np.ndarray], rounds: int) -> dic
     import io
     from concurrent.futures import ThreadPoolExecutor
 
-    import onnxruntime as ort
     from PIL import Image
 
     from scgan.data.io import image_to_array, prepare_image
@@ -132,26 +151,17 @@ def runtime_candidates(model: str, images: list[np.ndarray], rounds: int) -> dic
     spec = Detector.load(graph).spec
     xs = [image_to_array(prepare_image(im, spec)[None]).astype(np.float32) for im in images]
 
-    def session(threads: int = 0, spin: str = "1"):
-        o = ort.SessionOptions()
-        o.log_severity_level = 3
-        o.intra_op_num_threads = threads
-        o.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        return ort.InferenceSession(graph, o, providers=["CPUExecutionProvider"])
-
     def batches(s, size: int) -> float:
         start = time.perf_counter()
         for k in range(0, len(xs), size):
             s.run(None, {"image": np.concatenate(xs[k:k + size])})
         return len(xs) / (time.perf_counter() - start)
 
-    one, pair, still = session(), [session(1), session(1)], session(spin="0")
+    one, pair, still = ort_session(graph), [ort_session(graph, 1), ort_session(graph, 1)], ort_session(graph, spin="0")
     pool = ThreadPoolExecutor(2)
 
     def parallel() -> float:
-        start = time.perf_counter()
-        list(pool.map(lambda i: [pair[i].run(None, {"image": x}) for x in xs[i::2]], (0, 1)))
-        return len(xs) / (time.perf_counter() - start)
+        return parallel_rate(pair, pool, xs)
 
     def png_ms(level: int) -> float:
         picture = Image.fromarray(np.concatenate([images[0], np.full((40, *images[0].shape[1:]), 255, np.uint8)]))
@@ -211,14 +221,15 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def test_files(model: str) -> list[Path]:
-    """The test image files of the model's own data."""
+def test_files(model: str, with_labels: bool = False):
+    """The test image files of the model's own data (and, ``with_labels``, their labels: 0 normal, 1 anomalous)."""
     from scgan.artifacts.model_file import load_model
     from scgan.data.datasets import build_dataset
 
     d = load_model(model).config.data
     ds = build_dataset(d.dataset, d.root, d.category, "test", 256, require_masks=False)
-    return [Path(s.path) for s in ds.samples]
+    files = [Path(s.path) for s in ds.samples]
+    return (files, ds.labels) if with_labels else files
 
 
 def measure(key: str, path: str, args: argparse.Namespace, peak: float, work: Path, rounds: int,

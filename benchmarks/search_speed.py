@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +42,9 @@ import numpy as np
 import torch
 
 from scgan.utils.runinfo import run_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scoring_speed import ort_session, parallel_rate, test_files  # noqa: E402 (a sibling script)
 
 THREADS = (1, 2)
 
@@ -58,15 +62,11 @@ def optional(name: str):
 def test_set(model: str) -> tuple[list[np.ndarray], np.ndarray]:
     """The model's test images decoded, (1, C, H, W) float32 in [-1, 1] at the working resolution, and their labels."""
     from scgan.artifacts.model_file import load_model
-    from scgan.data.datasets import build_dataset
     from scgan.data.io import image_to_array, load_image, prepare_image
 
-    loaded = load_model(model)
-    d = loaded.config.data
-    ds = build_dataset(d.dataset, d.root, d.category, "test", 256, require_masks=False)
-    xs = [image_to_array(prepare_image(load_image(s.path, None), loaded.input_spec)[None]).astype(np.float32)
-          for s in ds.samples]
-    return xs, ds.labels
+    spec = load_model(model).input_spec
+    files, labels = test_files(model, with_labels=True)
+    return [image_to_array(prepare_image(load_image(f, None), spec)[None]).astype(np.float32) for f in files], labels
 
 
 def rates(cands: dict, rounds: int) -> dict[str, list[float]]:
@@ -85,19 +85,13 @@ def runtime_candidates(model: str, xs: list[np.ndarray], rounds: int) -> tuple[d
     and the candidates' functions (one image -> [scores, map])."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import onnxruntime as ort
-
     from scgan.inference.backend import choose_backend
 
     ov = optional("openvino")
     graph = str(choose_backend(model, "onnx").path)
 
-    def session(threads: int):
-        o = ort.SessionOptions()  # as OnnxScorer configures it
-        o.log_severity_level = 3
-        o.intra_op_num_threads = threads
-        o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(graph, o, providers=["CPUExecutionProvider"])
+    def session(threads: int):  # idle threads sleep, as in the product's OnnxScorer
+        return ort_session(graph, threads, spin="0")
 
     def timed(run) -> float:
         start = time.perf_counter()
@@ -112,9 +106,7 @@ def runtime_candidates(model: str, xs: list[np.ndarray], rounds: int) -> tuple[d
     pair, pool = [session(1), session(1)], ThreadPoolExecutor(2)
 
     def ort_pair() -> float:
-        start = time.perf_counter()
-        list(pool.map(lambda i: [pair[i].run(None, {"image": x}) for x in xs[i::2]], (0, 1)))
-        return len(xs) / (time.perf_counter() - start)
+        return parallel_rate(pair, pool, xs)
 
     cands = {name: (lambda r=r: timed(r)) for name, r in runs.items()}
     cands["ORT, 2 one-thread sessions in parallel"] = ort_pair
