@@ -47,7 +47,7 @@ def _export_graph(scorer: torch.nn.Module, spec: InputSpec, opset: int | None):
     axes = {0: torch.export.Dim("batch")}
     if spec.keep_aspect:  # sides are multiples of the backbone's stride, at least twice it (and min_side)
         m = spec.multiple
-        least = max(2, -(-spec.min_side // m))
+        least = spec.least_side // m
         axes.update({2: m * torch.export.Dim("height_blocks", min=least, max=4096 // m),
                      3: m * torch.export.Dim("width_blocks", min=least, max=4096 // m)})
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"

@@ -249,6 +249,9 @@ class PatchCoreConfig:
     # passes a merge; memory is bounded by this, however many images), and the patches that fix the feature space.
     max_patches: int = 200_000
     channels: str = "auto"  # "auto": grey when every training image is grey, else RGB; or "1" / "3"
+    # Where > 0, the model also computes the score map_top: the mean of the largest values of the smoothed map, this
+    # share of the working area (resolution^2 pixels), a score less set by one peak than map_max. 0 = not computed.
+    top_share: float = 0.0
 
     def validate(self) -> None:
         WORKING_SIDE.check("patchcore.resolution", self.resolution)
@@ -260,6 +263,7 @@ class PatchCoreConfig:
             (self.bank_size >= 1, f"patchcore.bank_size must be >= 1, got {self.bank_size}"),
             (0 <= self.pad <= self.resolution // 2, f"patchcore.pad must be in [0, resolution / 2], got {self.pad}"),
             (self.projection >= 0, f"patchcore.projection must be >= 0, got {self.projection}"),
+            (0.0 <= self.top_share <= 0.5, f"patchcore.top_share must be in [0, 0.5], got {self.top_share}"),
             (self.max_patches >= self.bank_size,
              f"patchcore.max_patches ({self.max_patches}) must be >= bank_size ({self.bank_size})"),
         ])

@@ -236,13 +236,18 @@ class InputSpec:
         """``spec`` itself, or the square spec of side ``spec``."""
         return spec if isinstance(spec, InputSpec) else cls(int(spec))
 
+    @property
+    def least_side(self) -> int:
+        """The shortest side an image of a model that keeps the aspect is brought to: two multiples, and min_side."""
+        m = self.multiple
+        return max(2 * m, -(-self.min_side // m) * m)
+
     def shape(self, h: int, w: int) -> tuple[int, int]:
         """The (H, W) an (h, w) image is resized to."""
         if not self.keep_aspect:
             return self.size, self.size
         scale = min(self.size / min(h, w), self.MAX_ASPECT * self.size / max(h, w))
-        m = self.multiple
-        least = max(2 * m, -(-self.min_side // m) * m)
+        m, least = self.multiple, self.least_side
         return max(least, round(h * scale / m) * m), max(least, round(w * scale / m) * m)
 
     def to_dict(self) -> dict[str, int | bool]:

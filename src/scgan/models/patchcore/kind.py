@@ -10,7 +10,7 @@ from scgan.config import Config, PatchCoreConfig, one_of
 from scgan.data.io import InputSpec
 from scgan.models.kind import ModelKind
 from scgan.models.patchcore.backbone import VARIANTS, block_plan, load_backbone, weights_digest
-from scgan.models.patchcore.model import SCORES, FeatureLayout, MemoryBank, PatchCoreScorer
+from scgan.models.patchcore.model import BASE_SCORES, SCORES, FeatureLayout, MemoryBank, PatchCoreScorer, top_count
 from scgan.models.scoring import autocast_dtype, scorer_sigma
 
 
@@ -61,13 +61,21 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
     return {"memory": memory.eval()}
 
 
+def _score_names(cfg: Config) -> tuple[str, ...]:
+    return BASE_SCORES + (("map_top",) if cfg.patchcore.top_share > 0 else ())
+
+
+def _top_count(cfg: Config) -> int:
+    return top_count(cfg.patchcore.top_share, cfg.patchcore.resolution, _input_spec(cfg).least_side)
+
+
 def _build_scorer(cfg: Config, parts: dict[str, nn.Module], calibration=None, precision: str | None = None,
                   channels_last: bool | None = None) -> PatchCoreScorer:
     sigma = scorer_sigma(cfg.score.sigma, cfg.patchcore.resolution, calibration)
     backbone = load_backbone(cfg.patchcore.backbone, max(cfg.patchcore.layers))
     cl = cfg.runtime.channels_last if channels_last is None else channels_last
     return PatchCoreScorer(backbone, parts["memory"], layout(cfg), sigma=float(sigma),
-                           autocast_dtype=autocast_dtype(precision), channels_last=cl).eval()
+                           autocast_dtype=autocast_dtype(precision), channels_last=cl, top=_top_count(cfg)).eval()
 
 
 def _check_config(cfg: Config) -> None:
@@ -89,11 +97,12 @@ PATCHCORE = ModelKind(
     sections={"patchcore": PatchCoreConfig},
     scores=dict(SCORES),
     score_preference=("map_max", "patch_max"),
-    score_names=lambda cfg: tuple(SCORES),
+    score_names=_score_names,
     input_spec=_input_spec,
     build_parts=_build_parts,
     build_scorer=_build_scorer,
     check_config=_check_config,
+    recalibration_keys=("patchcore.top_share",),  # map_top is computed from the map: no new fit
     updatable=True,  # new normal patches join the memory bank
     crossfit=True,  # per-fold banks by the same streaming merge (scgan.training.crossfit)
     scoring_backend="onnx",  # its exported graph scores about 3x faster than torch on 2 CPU cores (performance.md)

@@ -22,7 +22,17 @@ from scgan.models.scoring import GaussianBlur
 SCORES: dict[str, str] = {
     "map_max": "maximum of the Gaussian-smoothed map of nearest-neighbour distances, up-sampled to the image",
     "patch_max": "largest nearest-neighbour distance of a patch feature (PatchCore's image score, unsmoothed)",
+    "map_top": "mean of the largest values of the smoothed map, a fixed share of the working image's area "
+               "(patchcore.top_share; computed only where that is set)",
 }
+# The scores every model computes; map_top only where its share is set (older files hold none).
+BASE_SCORES = ("map_max", "patch_max")
+
+
+def top_count(share: float, resolution: int, least_side: int) -> int:
+    """How many map pixels ``map_top`` averages: ``share`` of the working area resolution^2, at least 1 and at most
+    the smallest map the model takes (least_side^2), so that one count serves every image size and aspect."""
+    return max(1, min(round(share * resolution * resolution), least_side * least_side)) if share > 0 else 0
 
 
 class MemoryBank(nn.Module):
@@ -123,7 +133,7 @@ class PatchCoreScorer(nn.Module):
     probability_map = False
 
     def __init__(self, backbone: EfficientNetLite, memory: MemoryBank, layout: FeatureLayout, sigma: float = 4.0,
-                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
+                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False, top: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.memory = memory
@@ -132,7 +142,8 @@ class PatchCoreScorer(nn.Module):
         self.register_buffer("bank_sq", memory.bank.pow(2).sum(1), persistent=False)
         self.autocast_dtype = autocast_dtype
         self.channels_last = bool(channels_last)
-        self.names: tuple[str, ...] = tuple(SCORES)
+        self.top = int(top)  # map_top averages this many pixels of the smoothed map (0: no map_top)
+        self.names: tuple[str, ...] = BASE_SCORES + (("map_top",) if self.top else ())
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """Nearest-bank distance of every patch: (B, D, h, w) -> (B, 1, h, w)."""
@@ -168,7 +179,11 @@ class PatchCoreScorer(nn.Module):
         unsmoothed)."""
         full = F.interpolate(patch, size=x.shape[-2:], mode="bilinear", align_corners=False)
         smooth = self.blur(full)
-        scores = torch.stack([smooth.flatten(1).amax(1), patch.flatten(1).amax(1)], dim=1)
+        flat = smooth.flatten(1)
+        columns = [flat.amax(1), patch.flatten(1).amax(1)]
+        if self.top:
+            columns.append(flat.topk(self.top, dim=1).values.mean(1))
+        scores = torch.stack(columns, dim=1)
         return scores, (full if raw else smooth)[:, 0]
 
     @property
