@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Every setting of settings.txt on every category: two streams of one thread each (bottle + metal_nut |
-# magnetic_tile), side by side.   [SETTINGS=settings2.txt] bash studies/surface_proxy/run.sh
+# magnetic_tile), side by side.   [SETTINGS=settings2.txt] [BASE_SETTINGS=...] bash studies/surface_proxy/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 # The settings are over the default preset as it was when the study ran (neighbourhood 1, Euclidean distance): pinned
-# here, so that the study runs the same after the default took its stage-2 winner.
-BASE=(patchcore.neighbourhood=1 patchcore.metric=euclidean)
+# here, so that the study runs the same after the default took its stage-2 winner. Stage 3 runs over the default as
+# it is (BASE_SETTINGS="").
+read -r -a BASE <<< "${BASE_SETTINGS-patchcore.neighbourhood=1 patchcore.metric=euclidean}"
 run() {  # $1 = categories
   while IFS=: read -r name settings; do
     [ -z "$name" ] && continue
     read -r -a extra <<< "$settings"
-    "$PY" studies/surface_proxy/proxy.py --name "$name" --categories "$1" --threads 1 "${BASE[@]}" \
+    "$PY" studies/surface_proxy/proxy.py --name "$name" --categories "$1" --threads 1 ${BASE[@]+"${BASE[@]}"} \
       ${extra[@]+"${extra[@]}"}
   done < "studies/surface_proxy/${SETTINGS:-settings.txt}"
 }
