@@ -3,6 +3,7 @@ numbers, and Spearman's rank correlation between each proxy and the real defects
 
     python studies/surface_proxy/summarize.py --only s > stage1_report.md     # the settings named s* (stage 1)
     python studies/surface_proxy/summarize.py --only m > stage2_report.md     # the candidates named m* (stage 2)
+    python studies/surface_proxy/summarize.py --only c > stage3_report.md     # the candidates named c* (stage 3)
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="studies/surface_proxy/results")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--only", default="", help="only the settings whose name starts with this (s: stage 1, m: stage 2)")
+    ap.add_argument("--only", default="", help="only the settings whose name starts with this (s: stage 1, m: stage 2, c: stage 3)")
     args = ap.parse_args()
     runs = load(Path(args.results), args.only)
     cats = [c for c in ("bottle", "metal_nut", "magnetic_tile") if c in runs]
@@ -70,6 +71,13 @@ def main() -> None:
             cells.append(f"{fq:.4f} / {sq:.4f} / {100 * r['test']['image_auroc']:.1f} / "
                          f"{100 * r['test']['pixel_auroc']:.1f}")
         print(f"| {n} | {np.mean(overall[n]):.2f} ({max(overall[n]):.0f}) | " + " | ".join(cells) + " |")
+    if "magnetic_tile" in runs:  # the rule's cost: fit + test on magnetic_tile, one thread; the peak while fitting
+        print("\n| setting | faint mean rank | fit + test CPU min on magnetic_tile | peak MB while fitting |")
+        print("|---|---|---|---|")
+        for n in sorted(names, key=lambda n: np.mean(overall[n])):
+            r = runs["magnetic_tile"][n]
+            print(f"| {n} | {np.mean(overall[n]):.2f} | {(r['fit']['cpu_s'] + r['test']['cpu_s']) / 60:.2f} | "
+                  f"{r['fit']['peak_rss_mb']:.0f} |")
     print("\nSpearman's rho over the settings, against the real defects' image / pixel AUROC:\n")
     print("| category | proxy | rho image | rho pixel |")
     print("|---|---|---|---|")
