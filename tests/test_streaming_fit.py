@@ -41,6 +41,27 @@ def test_merging_chunk_by_chunk_keeps_rows_of_the_union_and_a_late_outlier():
     assert torch.cdist(union, bank).amin(1).max() <= 2 * torch.cdist(union, once).amin(1).max()
 
 
+@pytest.mark.unit
+def test_the_merge_buffer_merges_when_full_and_at_close_and_nothing_else():
+    from scgan.models.patchcore.coreset import MergeBuffer
+
+    calls = []
+
+    def merge(bank, new):
+        calls.append(new.shape[0])
+        return torch.cat([bank, new])[-5:]  # keep the last five rows
+
+    buf = MergeBuffer(torch.zeros(0, 2), 10, merge)
+    blocks = [torch.full((n, 2), float(i)) for i, n in enumerate((4, 4, 3, 12, 2))]
+    for b in blocks:
+        buf.add(b)
+    assert calls == [11, 12]  # 4 + 4 + 3 reached the cap; 12 alone did
+    bank = buf.close()
+    assert calls == [11, 12, 2] and torch.equal(bank, torch.cat(blocks)[-5:])
+    assert buf.close() is bank and calls == [11, 12, 2]  # nothing waits: no merge
+    assert buf.merge_s >= 0
+
+
 @pytest.mark.integration
 def test_a_fit_streams_every_patch_through_merges_bounded_by_max_patches(tmp_path, demo_root, demo_category,
                                                                          monkeypatch):

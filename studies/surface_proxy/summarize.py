@@ -50,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="studies/surface_proxy/results")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--only", default="", help="only the settings whose name starts with this (s: stage 1, m: stage 2, c: stage 3)")
+    ap.add_argument("--only", default="", help="only the settings named with this prefix (s, m, c: stages 1, 2, 3)")
     args = ap.parse_args()
     runs = load(Path(args.results), args.only)
     cats = [c for c in ("bottle", "metal_nut", "magnetic_tile") if c in runs]

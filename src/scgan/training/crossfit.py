@@ -23,6 +23,7 @@ import torch
 from scgan.config import Config
 from scgan.data.datasets import ImageStream
 from scgan.data.io import image_to_tensor, to_channels
+from scgan.models.patchcore.coreset import MergeBuffer
 from scgan.models.patchcore.kind import PATCHCORE
 from scgan.models.patchcore.model import MemoryBank
 
@@ -62,14 +63,7 @@ def fold_banks(cfg: Config, stream: ImageStream, space: MemoryBank, folds: list[
     outside the fold."""
     k = max(folds) + 1
     cap = max(cfg.patchcore.bank_size, cfg.patchcore.max_patches // k)
-    banks = [space.bank.new_zeros((0, space.bank.shape[1])) for _ in range(k)]
-    pending: list[list[torch.Tensor]] = [[] for _ in range(k)]
-    rows = [0] * k
-
-    def merge(j: int) -> None:
-        banks[j] = merge_into(banks[j], torch.cat(pending[j]))
-        pending[j], rows[j] = [], 0
-
+    banks = [MergeBuffer(space.bank.new_zeros((0, space.bank.shape[1])), cap, merge_into) for _ in range(k)]
     for done, index in enumerate(range(len(stream)), 1):
         image = stream.read(index)
         if progress is not None:
@@ -79,14 +73,8 @@ def fold_banks(cfg: Config, stream: ImageStream, space: MemoryBank, folds: list[
         f = space.project(features(image))
         for j in range(k):
             if j != folds[index]:
-                pending[j].append(f)
-                rows[j] += f.shape[0]
-                if rows[j] >= cap:
-                    merge(j)
-    for j in range(k):
-        if pending[j]:
-            merge(j)
-    return banks
+                banks[j].add(f)
+    return [b.close() for b in banks]
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from scgan.data.datasets import ImageStream, dataset_for, eval_loader, stream_fo
 from scgan.data.io import image_to_tensor, is_grey
 from scgan.inference.calibrate import calibrate
 from scgan.models.patchcore.backbone import EfficientNetLite, block_plan, load_backbone, weights_digest
-from scgan.models.patchcore.coreset import greedy_coreset, projection_matrix
+from scgan.models.patchcore.coreset import MergeBuffer, greedy_coreset, projection_matrix
 from scgan.models.patchcore.kind import PATCHCORE, layout
 from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whiten_, whitening_transform
 from scgan.training.crossfit import crossfit_scores
@@ -172,7 +172,6 @@ def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, 
        all of them, as a fit in memory chooses.
     """
     order = feed_order(count, generator)
-    coreset_s = 0.0
     sample: list[torch.Tensor] = []
     rows = 0
     taken = 0
@@ -194,36 +193,22 @@ def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, 
     whitening = whitening_transform(buffer, p.shrinkage) if p.metric == "mahalanobis" else None
     if whitening is not None:
         whiten_(buffer, *whitening)
-    total = rows = buffer.shape[0]
-    bank = buffer.new_zeros((0, buffer.shape[1]))
-    pending = [buffer]
+    total = buffer.shape[0]
+    merged = MergeBuffer(buffer.new_zeros((0, buffer.shape[1])), p.max_patches,
+                         lambda bank, new: merge_bank(bank, new, p.bank_size, p.projection, generator))
+    merged.add(buffer)  # 2. full buffers merged into the bank, each image's patches as they come
     del buffer
-    rest = iter(order[taken:])
-
-    def merge() -> None:
-        nonlocal bank, pending, rows, coreset_s
-        t = time.perf_counter()
-        new = torch.cat(pending) if len(pending) > 1 else pending[0]
-        pending, rows = [], 0
-        bank = merge_bank(bank, new, p.bank_size, p.projection, generator)
-        coreset_s += time.perf_counter() - t
-
-    while True:  # 2. full buffers merged into the bank, each image's patches as they come
-        if rows >= p.max_patches:
-            merge()
-        f = next((f for f in map(features, rest) if f is not None), None)
+    for f in map(features, order[taken:]):
         if f is None:
-            break
+            continue
         if scale is not None:
             f *= scale
         if whitening is not None:
             whiten_(f, *whitening)
-        pending.append(f)
-        rows += f.shape[0]
+        merged.add(f)
         total += f.shape[0]
-    if pending:
-        merge()
-    return StreamedBank(bank, scale, whitening, total, taken, True, coreset_s)
+    bank = merged.close()
+    return StreamedBank(bank, scale, whitening, total, taken, True, merged.merge_s)
 
 
 def feed_order(count: int, generator: torch.Generator) -> list[int]:

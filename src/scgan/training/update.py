@@ -30,6 +30,7 @@ from scgan.data.io import expand_inputs, image_to_tensor
 from scgan.inference.calibrate import calibrate, kept_crossfit
 from scgan.inference.recalibrate import calibration_set, image_loader, read_new_images, score_images
 from scgan.models.patchcore.backbone import load_backbone
+from scgan.models.patchcore.coreset import MergeBuffer
 from scgan.models.patchcore.kind import layout
 from scgan.models.patchcore.model import MemoryBank
 from scgan.training.patchcore import merge_bank, patch_features
@@ -57,15 +58,12 @@ def update_patchcore(cfg: Config, parts: dict[str, nn.Module], images: list[np.n
     p = cfg.patchcore
     memory: MemoryBank = parts["memory"]
     backbone = load_backbone(p.backbone, max(p.layers))
-    bank, pending, rows = memory.bank, [], 0
+    merged = MergeBuffer(memory.bank, p.max_patches,
+                         lambda bank, new: merge_bank(bank, new, p.bank_size, p.projection, generator))
     with torch.no_grad():
         for im in images:
-            pending.append(memory.project(patch_features(backbone, layout(cfg), image_to_tensor(im)[None])))
-            rows += pending[-1].shape[0]
-            if rows >= p.max_patches:
-                bank, pending, rows = merge_bank(bank, torch.cat(pending), p.bank_size, p.projection, generator), [], 0
-        if pending:
-            bank = merge_bank(bank, torch.cat(pending), p.bank_size, p.projection, generator)
+            merged.add(memory.project(patch_features(backbone, layout(cfg), image_to_tensor(im)[None])))
+        bank = merged.close()
     whitening = (memory.mean, memory.whitening) if memory.whitened else None
     return {**parts, "memory": MemoryBank(bank, memory.digest, memory.scale, whitening).eval()}
 

@@ -2,6 +2,9 @@
 nearest-neighbour distances a bank gives."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import torch
 
 
@@ -62,3 +65,37 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.T
                            alpha=-2.0).amin(dim=1)
         best = part if best is None else torch.minimum(best, part)
     return (best + queries.pow(2).sum(1)).clamp_min(0.0).sqrt()
+
+
+class MergeBuffer:
+    """A bank and the rows waiting to join it. Rows come in blocks (:meth:`add`) and are merged in by ``merge(bank,
+    rows)`` whenever ``cap`` or more wait, and at :meth:`close`: memory holds the bank and at most ``cap`` rows plus
+    one block. The one buffer of the streaming fit, the cross-fitted folds and an update; ``merge_s`` is the time
+    spent merging (the cat of the waiting blocks included)."""
+
+    def __init__(self, bank: torch.Tensor, cap: int, merge: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        self.bank, self.cap, self._merge = bank, int(cap), merge
+        self._waiting: list[torch.Tensor] = []
+        self._rows = 0
+        self.merge_s = 0.0
+
+    def add(self, rows: torch.Tensor) -> None:
+        self._waiting.append(rows)
+        self._rows += rows.shape[0]
+        if self._rows >= self.cap:
+            self.flush()
+
+    def flush(self) -> None:
+        """Merge the waiting rows into the bank now (nothing where none wait)."""
+        if not self._waiting:
+            return
+        t = time.perf_counter()
+        new = torch.cat(self._waiting) if len(self._waiting) > 1 else self._waiting[0]  # one block: no copy
+        self._waiting, self._rows = [], 0
+        self.bank = self._merge(self.bank, new)
+        self.merge_s += time.perf_counter() - t
+
+    def close(self) -> torch.Tensor:
+        """The bank with every row added merged in."""
+        self.flush()
+        return self.bank
