@@ -30,7 +30,8 @@ ADDED_LATER: dict[tuple[str, str], Any] = {
 # Settings whose default changed, with the defaults they had before: a YAML file copied from an earlier preset file
 # holds those in the sections of another kind, and they are as much "left at the default" as today's.
 FORMER_DEFAULTS: dict[tuple[str, str], tuple[Any, ...]] = {("patchcore", "neighbourhood"): (1,),
-                                                          ("patchcore", "metric"): ("euclidean",)}
+                                                          ("patchcore", "metric"): ("euclidean",),
+                                                          ("patchcore", "pad"): (0,)}
 # What a stored config without a kind is, and the synthetic defects' size calibration used before the score
 # section had its own (the SCGAN's augment.patch_area, whose default is this).
 _OLD_KIND = "scgan"

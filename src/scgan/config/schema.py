@@ -232,7 +232,8 @@ class PatchCoreConfig:
     neighbourhood: int = 3  # each patch feature is averaged over its p x p neighbours (PatchCore's aggregation: 3)
     # Pixels of mirrored image the backbone sees beyond each border (a multiple of the deepest block's stride), the
     # features cropped back to the image: border patches amid their own texture, not beside zero padding. 0 = none.
-    pad: int = 0
+    # (32: chosen on faint synthetic defects, studies/surface_proxy/README.md stage 3.)
+    pad: int = 32
     # "equal": each layer's features are scaled so that every layer weighs the same in the distance (by its spread
     # on the training patches); "none": as the backbone gives them (the deeper, wider layers then dominate).
     balance: str = "none"
