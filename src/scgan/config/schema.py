@@ -252,6 +252,9 @@ class PatchCoreConfig:
     channels: str = "auto"  # "auto": grey when every training image is grey, else RGB; or "1" / "3"
     # Where > 0, the model also computes the score map_top: the mean of the largest values of the smoothed map, this
     # share of the working area (resolution^2 pixels), a score less set by one peak than map_max. 0 = not computed.
+    # At most the smallest map the model takes (0.0225 at 320 px with pad 32). Scored in tiles (tile=N), each tile
+    # is brought to the working size, so the same count covers less of the image: map_top reads higher than on the
+    # whole images its threshold came from (more alarms, never fewer).
     top_share: float = 0.0
 
     def validate(self) -> None:
@@ -262,7 +265,9 @@ class PatchCoreConfig:
             (self.neighbourhood >= 1 and self.neighbourhood % 2 == 1,
              f"patchcore.neighbourhood must be an odd number >= 1, got {self.neighbourhood}"),
             (self.bank_size >= 1, f"patchcore.bank_size must be >= 1, got {self.bank_size}"),
-            (0 <= self.pad <= self.resolution // 2, f"patchcore.pad must be in [0, resolution / 2], got {self.pad}"),
+            (0 <= self.pad <= self.resolution // 2,
+             f"patchcore.pad must be in [0, resolution / 2] (0-{self.resolution // 2} at resolution "
+             f"{self.resolution}), got {self.pad}: lower it (0 = no mirror padding) or raise patchcore.resolution"),
             (self.projection >= 0, f"patchcore.projection must be >= 0, got {self.projection}"),
             (0.0 <= self.top_share <= 0.5, f"patchcore.top_share must be in [0, 0.5], got {self.top_share}"),
             (self.max_patches >= self.bank_size,

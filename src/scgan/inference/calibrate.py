@@ -148,15 +148,16 @@ class CalibrationFitter:
             if broadcast is not None:  # rank 0's choice for all, even if kernels differ in the last bit
                 sigma, sigma_selection = broadcast((sigma, sigma_selection))
             self.scorer.set_sigma(sigma)
-            # map_max is the only score that depends on sigma: recompute it with the chosen one.
-            col = names.index("map_max")
+            # the scores of the smoothed map depend on sigma: computed again with the chosen one
             blur = GaussianBlur(sigma)
             shown = blur(normal_res)
-            scores[:, col] = shown.flatten(1).amax(1).numpy()
+            for name, values in self.scorer.map_scores(shown).items():
+                scores[:, names.index(name)] = values.numpy()
             if not self.scorer.probability_map:
                 self._add_shown(shown[:, 0])
             for a, res in synth_res.items():
-                synthetic[a][:, col] = blur(res).flatten(1).amax(1).numpy()
+                for name, values in self.scorer.map_scores(blur(res)).items():
+                    synthetic[a][:, names.index(name)] = values.numpy()
         # Heat maps are shown relative to the largest map value seen on normal images; a probability map (an
         # SCGAN's head) as it is.
         map_high = 1.0 if self.scorer.probability_map else float(scores[:, names.index("map_max")].max())
@@ -190,12 +191,28 @@ def calibrate(scorer: nn.Module, normal_loader, cfg: Config, device: torch.devic
     return cal
 
 
-def kept_crossfit(calibration: Calibration | None) -> NormalScores | None:
+def scoring_changes(before: Config, after: Config) -> list[str]:
+    """The kind's scoring settings (its ``recalibration_keys``) that differ between two configs of one model: scores
+    computed under ``before`` are not those ``after`` computes."""
+    def value(cfg: Config, key: str):
+        section, name = key.split(".", 1)
+        return getattr(getattr(cfg, section), name)
+
+    return [k for k in get_kind(after.kind).recalibration_keys if value(before, k) != value(after, k)]
+
+
+def kept_crossfit(calibration: Calibration | None, changed: list[str] | tuple[str, ...] = ()) -> NormalScores | None:
     """The cross-fitted normal scores a model file's calibration keeps, for :func:`calibrate` to rest the thresholds
-    on again without scoring them again (None where it keeps none). They were scored at that calibration's sigma: at
-    another one (score.sigma changed, or auto choosing anew) they are dropped, with a warning."""
+    on again without scoring them again (None where it keeps none). They were scored at that calibration's sigma and
+    scoring settings: at another sigma (score.sigma changed, or auto choosing anew), or with the scoring settings
+    ``changed`` (:func:`scoring_changes`), they are dropped, with a warning."""
     kept = (calibration.normal_scores.get("crossfit") if calibration is not None else None) or {}
     if not kept:
+        return None
+    if changed:
+        log.warning("the %d cross-fitted normal scores the model keeps were computed before %s changed: the thresholds "
+                    "rest on the validation images alone (fit the model again to cross-fit anew)",
+                    calibration.n_crossfit, ", ".join(changed))
         return None
 
     def scores(sigma: float, names: tuple[str, ...]) -> np.ndarray | None:

@@ -26,7 +26,7 @@ from scgan.config import Config, set_value
 from scgan.data.datasets import MIN_VAL_IMAGES, calibration_warning, normal_images, shape_batches
 from scgan.data.feedback import is_feedback_dir, read_feedback
 from scgan.data.io import ImageReadError, InputSpec, expand_inputs, image_to_tensor, is_grey, load_image, to_channels
-from scgan.inference.calibrate import calibrate, kept_crossfit, recalibration_config
+from scgan.inference.calibrate import calibrate, kept_crossfit, recalibration_config, scoring_changes
 from scgan.utils.atomic import same_file, writable_dir
 from scgan.utils.lock import folder_lock
 from scgan.utils.runinfo import run_info
@@ -157,7 +157,8 @@ def recalibrate(checkpoint, normal_dir, output, overrides: dict | None = None, b
         images = calibration_set(loaded, None) if ds is None else list(ds.images)
         small = calibration_warning(len(images), minimum=MIN_VAL_IMAGES)
         scorer = loaded.kind.build_scorer(cfg, loaded.parts)
-        cal = calibrate(scorer, image_loader(images, batch_size), cfg, crossfit=kept_crossfit(loaded.calibration))
+        kept = kept_crossfit(loaded.calibration, scoring_changes(loaded.config, cfg))
+        cal = calibrate(scorer, image_loader(images, batch_size), cfg, crossfit=kept)
         target = None
         if defects is not None:
             target = defect_threshold(loaded, cfg, scorer, cal, images, defects, catch, false_alarms)

@@ -24,9 +24,9 @@ class Scorer(Protocol):
     """A kind's scoring graph: an ``nn.Module`` whose ``forward`` maps images (B, C, H, W) in [-1, 1] to (scores
     (B, K) in ``names`` order, anomaly map (B, H, W)) in fp32; ``forward`` is what ONNX export takes.
 
-    ``names`` includes ``map_max``, the largest value of the smoothed map (calibration re-computes it when it
-    chooses the smoothing). ``probability_map``: the map is a probability in [0, 1], shown as it is, not a
-    distance scaled by what normal images reach.
+    ``names`` includes ``map_max``, the largest value of the smoothed map (calibration re-computes it, and every
+    other score of ``map_scores``, when it chooses the smoothing). ``probability_map``: the map is a probability in
+    [0, 1], shown as it is, not a distance scaled by what normal images reach.
     """
 
     names: tuple[str, ...]
@@ -43,6 +43,11 @@ class Scorer(Protocol):
 
     def set_sigma(self, sigma: float) -> None:
         """Smooth anomaly maps (and so ``map_max``) with ``sigma`` pixels from now on."""
+        ...
+
+    def map_scores(self, smooth: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The scores computed from the smoothed map (B, 1, H, W), by name (at least ``map_max``): calibration
+        computes them again from the raw maps when it chooses the smoothing."""
         ...
 
 

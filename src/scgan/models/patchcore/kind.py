@@ -86,6 +86,11 @@ def _check_config(cfg: Config) -> None:
         raise ValueError(f"patchcore.layers must be increasing block indices of {p.backbone} (0-{n - 1}), "
                          f"got {p.layers!r}")
     stride = block_plan(p.backbone)[max(p.layers)].stride
+    least = _input_spec(cfg).least_side
+    if round(p.top_share * p.resolution ** 2) > least * least:
+        raise ValueError(f"patchcore.top_share {p.top_share:g} asks for more pixels than the smallest map the model "
+                         f"takes ({least} x {least} px); at resolution {p.resolution} it may be at most "
+                         f"{least * least / p.resolution ** 2:.4g}")
     if p.pad % stride:
         raise ValueError(f"patchcore.pad must be a multiple of {stride} (the stride of block {max(p.layers)} of "
                          f"{p.backbone}), got {p.pad}")

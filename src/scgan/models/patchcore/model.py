@@ -31,7 +31,8 @@ BASE_SCORES = ("map_max", "patch_max")
 
 def top_count(share: float, resolution: int, least_side: int) -> int:
     """How many map pixels ``map_top`` averages: ``share`` of the working area resolution^2, at least 1 and at most
-    the smallest map the model takes (least_side^2), so that one count serves every image size and aspect."""
+    the smallest map the model takes (least_side^2; a larger share is refused when the config is checked), so that
+    one count serves every image size and aspect."""
     return max(1, min(round(share * resolution * resolution), least_side * least_side)) if share > 0 else 0
 
 
@@ -179,12 +180,17 @@ class PatchCoreScorer(nn.Module):
         unsmoothed)."""
         full = F.interpolate(patch, size=x.shape[-2:], mode="bilinear", align_corners=False)
         smooth = self.blur(full)
-        flat = smooth.flatten(1)
-        columns = [flat.amax(1), patch.flatten(1).amax(1)]
-        if self.top:
-            columns.append(flat.topk(self.top, dim=1).values.mean(1))
-        scores = torch.stack(columns, dim=1)
+        named = {**self.map_scores(smooth), "patch_max": patch.flatten(1).amax(1)}
+        scores = torch.stack([named[n] for n in self.names], dim=1)
         return scores, (full if raw else smooth)[:, 0]
+
+    def map_scores(self, smooth: torch.Tensor) -> dict[str, torch.Tensor]:
+        """map_max, and map_top where its count is set, of smoothed maps (B, 1, H, W)."""
+        flat = smooth.flatten(1)
+        out = {"map_max": flat.amax(1)}
+        if self.top:
+            out["map_top"] = flat.topk(self.top, dim=1).values.mean(1)
+        return out
 
     @property
     def sigma(self) -> float:

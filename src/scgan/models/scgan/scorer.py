@@ -166,6 +166,10 @@ class Scorer(nn.Module):
         """Smooth anomaly maps (and so map_max) with ``sigma`` pixels from now on."""
         self.blur = GaussianBlur(sigma).to(self.blur.kernel.device)
 
+    def map_scores(self, smooth: torch.Tensor) -> dict[str, torch.Tensor]:
+        """map_max of a smoothed residual map (B, 1, H, W)."""
+        return {"map_max": _peak(smooth)}
+
 
 def build_scorer(cfg, generator: Generator, precision: str | None = None, channels_last: bool | None = None,
                  calibration=None, seg_head: nn.Module | None = None) -> Scorer:
