@@ -62,14 +62,17 @@ class MeanImageScorer(nn.Module):
 
         self.blur = GaussianBlur(sigma)
 
+    def map_scores(self, smooth: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"map_max": smooth.flatten(1).amax(1), "map_mean": smooth.flatten(1).mean(1)}
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.run(x)
 
     def run(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         residual = (x - self.part.mean).abs().mean(dim=1, keepdim=True) * self.shrink
         smooth = self.blur(residual)
-        scores = torch.stack([smooth.flatten(1).amax(1), smooth.flatten(1).mean(1)], dim=1)
-        return scores, (residual if raw else smooth)[:, 0]
+        named = self.map_scores(smooth)
+        return torch.stack([named[n] for n in self.names], dim=1), (residual if raw else smooth)[:, 0]
 
 
 def _kind():
@@ -166,8 +169,9 @@ def test_a_new_kind_fits_saves_loads_calibrates_exports_and_serves(meanimage_kin
 
     normal = sorted((demo_root / "washer" / "train" / "good").glob("*.png"))
     assert main(["calibrate", "--checkpoint", str(res.model_path), "--normal", str(normal[0].parent),
-                 "--output", str(tmp_path / "recalibrated.pt"), "threshold_quantile=0.9"]) == 0
-    assert load_model(tmp_path / "recalibrated.pt").calibration.quantile == 0.9
+                 "--output", str(tmp_path / "recalibrated.pt"), "threshold_quantile=0.9", "sigma=auto"]) == 0
+    again = load_model(tmp_path / "recalibrated.pt")  # choosing the smoothing computes its map_scores again
+    assert again.calibration.quantile == 0.9 and again.scorer().sigma == again.calibration.sigma
 
     onnx_path = export_onnx(res.model_path, tmp_path / "model.onnx")
     image = np.asarray(Image.open(normal[0]).convert("RGB"))
