@@ -109,6 +109,32 @@ def test_sigma_auto_ties_and_degenerate_masks_keep_the_default():
     assert select_sigma(flat, flat, torch.zeros_like(masks), sigma_candidates(128)) == (2.0, {})
 
 
+def test_sigma_auto_keeps_every_smoothed_score_at_the_chosen_sigma():
+    """Choosing sigma changes every score of a smoothed map, the SCGAN's ssim_max and msgms_max beside map_max: the
+    calibration's largest normal score of each equals a fresh scoring's at the chosen sigma (an untrained generator:
+    what it restores does not matter here)."""
+    import torch
+
+    from scgan.config import load_config
+    from scgan.inference.calibrate import calibrate
+    from scgan.models.scgan.networks import build_generator
+    from scgan.models.scgan.scorer import build_scorer
+
+    torch.manual_seed(0)
+    cfg = load_config("cpu", overrides=["score.sigma=auto"])
+    scorer = build_scorer(cfg, build_generator(cfg.model).eval())
+    x = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 0.6 - 0.3
+    x = x + torch.linspace(-0.5, 0.5, 64)[None, None, None, :]
+    start = scorer.sigma
+    cal = calibrate(scorer, [{"image": x[i:i + 8]} for i in (0, 8)], cfg)
+    assert cal.sigma == scorer.sigma != start  # another sigma than the one it started from
+    with torch.no_grad():
+        scores = scorer.run(x)[0]
+    for name in ("map_max", "ssim_max", "msgms_max"):
+        assert float(scores[:, scorer.names.index(name)].max()) == pytest.approx(cal.scores[name].max, abs=1e-6)
+
+
+
 def test_auto_over_several_strengths_averages_their_aurocs():
     """With defects at several strengths, each score's separation is its mean AUROC (and mean margin) over
     them; one strength given as a dict is the same as the plain array."""

@@ -170,7 +170,7 @@ def test_a_new_kind_fits_saves_loads_calibrates_exports_and_serves(meanimage_kin
     normal = sorted((demo_root / "washer" / "train" / "good").glob("*.png"))
     assert main(["calibrate", "--checkpoint", str(res.model_path), "--normal", str(normal[0].parent),
                  "--output", str(tmp_path / "recalibrated.pt"), "threshold_quantile=0.9", "sigma=auto"]) == 0
-    again = load_model(tmp_path / "recalibrated.pt")  # choosing the smoothing computes its map_scores again
+    again = load_model(tmp_path / "recalibrated.pt")  # choosing the smoothing calls its map_scores
     assert again.calibration.quantile == 0.9 and again.scorer().sigma == again.calibration.sigma
 
     onnx_path = export_onnx(res.model_path, tmp_path / "model.onnx")

@@ -82,7 +82,6 @@ def test_a_fitted_model_takes_map_top_by_recalibrating_and_exports_it(feature_mo
     assert a.scores["map_top"] <= a.scores["map_max"]
 
 
-
 @pytest.mark.integration
 def test_choosing_the_smoothing_computes_map_top_again_at_the_chosen_sigma(feature_model, tmp_path):
     """score.sigma=auto scores at one sigma and then chooses another: map_top's threshold must rest on its values at

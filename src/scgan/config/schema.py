@@ -253,8 +253,8 @@ class PatchCoreConfig:
     # Where > 0, the model also computes the score map_top: the mean of the largest values of the smoothed map, this
     # share of the working area (resolution^2 pixels), a score less set by one peak than map_max. 0 = not computed.
     # At most the smallest map the model takes (0.0225 at 320 px with pad 32). Scored in tiles (tile=N), each tile
-    # is brought to the working size, so the same count covers less of the image: map_top reads higher than on the
-    # whole images its threshold came from (more alarms, never fewer).
+    # is brought to the working size, so the same count covers less of the image: map_top likely reads higher than
+    # on the whole images its threshold came from (not measured).
     top_share: float = 0.0
 
     def validate(self) -> None:

@@ -170,6 +170,10 @@ class Scorer(nn.Module):
         """map_max of a smoothed residual map (B, 1, H, W)."""
         return {"map_max": _peak(smooth)}
 
+    # Scores smoothed with sigma that come from other maps than the residual (calibration scores them at each
+    # candidate sigma when it chooses one).
+    other_map_scores = ("ssim_max", "msgms_max")
+
 
 def build_scorer(cfg, generator: Generator, precision: str | None = None, channels_last: bool | None = None,
                  calibration=None, seg_head: nn.Module | None = None) -> Scorer:
