@@ -32,13 +32,12 @@ def test_map_top_is_the_mean_of_the_largest_values_of_a_hand_made_map():
 
 
 @pytest.mark.unit
-def test_the_top_count_follows_the_share_and_never_exceeds_the_smallest_map():
+def test_the_top_count_follows_the_share():
     from scgan.models.patchcore.model import top_count
 
-    assert top_count(0.0, 320, 64) == 0
-    assert top_count(0.01, 320, 64) == 1024
-    assert top_count(1e-9, 320, 64) == 1
-    assert top_count(0.5, 320, 64) == 64 * 64  # larger than the smallest image the model takes: capped to it
+    assert top_count(0.0, 320) == 0
+    assert top_count(0.01, 320) == 1024
+    assert top_count(1e-9, 320) == 1  # never an empty mean
 
 
 @pytest.mark.unit

@@ -208,14 +208,14 @@ def test_an_update_larger_than_one_buffer_merges_every_patch_buffer_by_buffer(fi
 
     from scgan.config.overrides import apply_mapping
     from scgan.data.io import load_image
-    from scgan.training import update
+    from scgan.training import patchcore, update
 
     loaded = load_model(fitted)
     cfg = apply_mapping(loaded.config, {"patchcore.max_patches": 50})  # fewer than one image's 64 patches
     images = [load_image(p, loaded.input_spec) for p in sorted(new_images.glob("*.png"))[:3]]
     merges = []
-    real = update.merge_bank
-    monkeypatch.setattr(update, "merge_bank",
+    real = patchcore.merge_bank  # what the update's merger calls
+    monkeypatch.setattr(patchcore, "merge_bank",
                         lambda bank, new, *a: (merges.append(new.shape[0]), real(bank, new, *a))[1])
     parts = update.update_patchcore(cfg, dict(loaded.parts), images, torch.Generator().manual_seed(0))
     assert merges == [64] * len(images)  # each full buffer merged as it fills, every patch of every image

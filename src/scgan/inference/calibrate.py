@@ -96,12 +96,10 @@ class CalibrationFitter:
         self._res: list[torch.Tensor] = []
         self._res_synthetic: dict[float, list[torch.Tensor]] = {}
         self._masks: list[torch.Tensor] = []
-        # Scores smoothed with sigma but not computed from the map sigma is chosen on (the SCGAN's ssim_max and
-        # msgms_max: the scorer's ``other_map_scores``): scored at every candidate sigma, the chosen one's kept.
-        others = getattr(scorer, "other_map_scores", ())
-        self._others = [n for n in scorer.names if n in others] if self.auto_sigma else []
-        self._candidates = sigma_candidates(self.kind.input_spec(cfg).size) if self._others else []
-        self._by_sigma: dict[tuple[float, float | None], list[torch.Tensor]] = {}
+        # Scores that are the smoothed peak of a map of their own (the scorer's ``other_raw_maps``, e.g. the SCGAN's
+        # ssim_max): their unsmoothed maps by (defect strength, None = clean) and score, smoothed once sigma is chosen.
+        self._others = self.auto_sigma and hasattr(scorer, "other_raw_maps")
+        self._other_raw: dict[float | None, dict[str, list[torch.Tensor]]] = {}
         # The heat scale: each shown map's largest value and a sample of its pixels.
         self._map_max: list[float] = []
         self._map_pixels: list = []
@@ -137,20 +135,10 @@ class CalibrationFitter:
                 if self.auto_sigma:
                     self._masks.append((x_defect != x).any(dim=1, keepdim=True).cpu())
             if self._others:
-                self._score_other_maps(x, x_defect)
-
-    def _score_other_maps(self, x: torch.Tensor, x_defect: torch.Tensor) -> None:
-        """The scores of other maps at every candidate sigma, clean (level None) and at each defect strength."""
-        start = self.scorer.sigma
-        cols = [self.scorer.names.index(n) for n in self._others]
-        try:
-            for sigma in self._candidates:
-                self.scorer.set_sigma(sigma)
                 for a in [None, *self._levels]:
                     x_a = x if a is None else x_defect if a == 1.0 else x + a * (x_defect - x)
-                    self._by_sigma.setdefault((sigma, a), []).append(self.scorer.run(x_a)[0][:, cols].float().cpu())
-        finally:
-            self.scorer.set_sigma(start)
+                    for name, m in self.scorer.other_raw_maps(x_a).items():
+                        self._other_raw.setdefault(a, {}).setdefault(name, []).append(m.float().cpu())
 
     def fit(self, broadcast=None, crossfit: NormalScores | None = None) -> Calibration | None:
         """The calibration of everything added (None if nothing was). ``broadcast(obj)`` (DDP) gives every
@@ -179,12 +167,10 @@ class CalibrationFitter:
             for a, res in synth_res.items():
                 for name, values in self.scorer.map_scores(blur(res)).items():
                     synthetic[a][:, names.index(name)] = values.numpy()
-            if self._others:
-                cols = [names.index(n) for n in self._others]
-                chosen = min(self._candidates, key=lambda c: abs(c - sigma))  # sigma is one of them
-                scores[:, cols] = torch.cat(self._by_sigma[(chosen, None)]).numpy()
-                for a in synthetic:
-                    synthetic[a][:, cols] = torch.cat(self._by_sigma[(chosen, a)]).numpy()
+            for a, maps in self._other_raw.items():  # their maps' smoothed peaks at the chosen sigma
+                for name, parts in maps.items():
+                    values = blur(torch.cat(parts)).flatten(1).amax(1).numpy()
+                    (scores if a is None else synthetic[a])[:, names.index(name)] = values
         # Heat maps are shown relative to the largest map value seen on normal images; a probability map (an
         # SCGAN's head) as it is.
         map_high = 1.0 if self.scorer.probability_map else float(scores[:, names.index("map_max")].max())

@@ -25,8 +25,8 @@ class Scorer(Protocol):
     (B, K) in ``names`` order, anomaly map (B, H, W)) in fp32; ``forward`` is what ONNX export takes.
 
     ``names`` includes ``map_max``, the largest value of the smoothed map (calibration re-computes it, and every
-    other score of ``map_scores``, when it chooses the smoothing; a scorer whose other scores are smoothed maps of
-    their own lists them in ``other_map_scores``, and calibration scores them at each candidate smoothing).
+    other score of ``map_scores``, when it chooses the smoothing; a scorer with scores that are the smoothed peak of
+    a map of their own gives those maps unsmoothed by ``other_raw_maps(x)``, and calibration smooths them too).
     ``probability_map``: the map is a probability in [0, 1], shown as it is, not a distance scaled by what normal
     images reach.
     """

@@ -88,7 +88,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
             lay = layout(cfg)
             done = crossfit_scores(cfg, stream, parts["memory"], sigma, spec.channels,
                                    lambda image: patch_features(backbone, lay, image_to_tensor(image)[None]),
-                                   lambda old, new: merge_bank(old, new, p.bank_size, p.projection, generator),
+                                   bank_merger(p, generator),
                                    lambda n, what: (n % step == 0 or n == len(stream))
                                    and _say(progress, f"{what}: {n}/{len(stream)} images"))
             _say(progress, f"cross-fitted {done.scores.shape[0]} training images in {done.folds} folds: banks "
@@ -194,8 +194,7 @@ def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, 
     if whitening is not None:
         whiten_(buffer, *whitening)
     total = buffer.shape[0]
-    merged = MergeBuffer(buffer.new_zeros((0, buffer.shape[1])), p.max_patches,
-                         lambda bank, new: merge_bank(bank, new, p.bank_size, p.projection, generator))
+    merged = MergeBuffer(buffer.new_zeros((0, buffer.shape[1])), p.max_patches, bank_merger(p, generator))
     merged.add(buffer)  # 2. full buffers merged into the bank, each image's patches as they come
     del buffer
     for f in map(features, order[taken:]):
@@ -259,6 +258,11 @@ def choose_bank(patches: torch.Tensor, size: int, projection: int, generator: to
     """The memory bank: ``size`` rows of ``patches`` (N, D) by greedy coreset on a random projection of them
     (``projection`` dims; 0 = none), starting at a seeded random row. All rows when N <= size."""
     return _coreset_rows([patches], size, projection, generator, progress)
+
+
+def bank_merger(p, generator: torch.Generator) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``merge(bank, new)``: :func:`merge_bank` with the patchcore section ``p``'s bank size and projection."""
+    return lambda bank, new: merge_bank(bank, new, p.bank_size, p.projection, generator)
 
 
 def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int, generator: torch.Generator,

@@ -33,7 +33,7 @@ from scgan.models.patchcore.backbone import load_backbone
 from scgan.models.patchcore.coreset import MergeBuffer
 from scgan.models.patchcore.kind import layout
 from scgan.models.patchcore.model import MemoryBank
-from scgan.training.patchcore import merge_bank, patch_features
+from scgan.training.patchcore import bank_merger, patch_features
 from scgan.utils.atomic import same_file, writable_dir
 from scgan.utils.lock import folder_lock
 from scgan.utils.runinfo import run_info
@@ -58,8 +58,7 @@ def update_patchcore(cfg: Config, parts: dict[str, nn.Module], images: list[np.n
     p = cfg.patchcore
     memory: MemoryBank = parts["memory"]
     backbone = load_backbone(p.backbone, max(p.layers))
-    merged = MergeBuffer(memory.bank, p.max_patches,
-                         lambda bank, new: merge_bank(bank, new, p.bank_size, p.projection, generator))
+    merged = MergeBuffer(memory.bank, p.max_patches, bank_merger(p, generator))
     with torch.no_grad():
         for im in images:
             merged.add(memory.project(patch_features(backbone, layout(cfg), image_to_tensor(im)[None])))

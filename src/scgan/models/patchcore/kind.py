@@ -65,17 +65,14 @@ def _score_names(cfg: Config) -> tuple[str, ...]:
     return BASE_SCORES + (("map_top",) if cfg.patchcore.top_share > 0 else ())
 
 
-def _top_count(cfg: Config) -> int:
-    return top_count(cfg.patchcore.top_share, cfg.patchcore.resolution, _input_spec(cfg).least_side)
-
-
 def _build_scorer(cfg: Config, parts: dict[str, nn.Module], calibration=None, precision: str | None = None,
                   channels_last: bool | None = None) -> PatchCoreScorer:
     sigma = scorer_sigma(cfg.score.sigma, cfg.patchcore.resolution, calibration)
     backbone = load_backbone(cfg.patchcore.backbone, max(cfg.patchcore.layers))
     cl = cfg.runtime.channels_last if channels_last is None else channels_last
     return PatchCoreScorer(backbone, parts["memory"], layout(cfg), sigma=float(sigma),
-                           autocast_dtype=autocast_dtype(precision), channels_last=cl, top=_top_count(cfg)).eval()
+                           autocast_dtype=autocast_dtype(precision), channels_last=cl,
+                           top=top_count(cfg.patchcore.top_share, cfg.patchcore.resolution)).eval()
 
 
 def _check_config(cfg: Config) -> None:
@@ -87,7 +84,7 @@ def _check_config(cfg: Config) -> None:
                          f"got {p.layers!r}")
     stride = block_plan(p.backbone)[max(p.layers)].stride
     least = _input_spec(cfg).least_side
-    if round(p.top_share * p.resolution ** 2) > least * least:
+    if top_count(p.top_share, p.resolution) > least * least:
         raise ValueError(f"patchcore.top_share {p.top_share:g} asks for more pixels than the smallest map the model "
                          f"takes ({least} x {least} px); at resolution {p.resolution} it may be at most "
                          f"{least * least / p.resolution ** 2:.4g}")

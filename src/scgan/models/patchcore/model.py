@@ -29,11 +29,11 @@ SCORES: dict[str, str] = {
 BASE_SCORES = ("map_max", "patch_max")
 
 
-def top_count(share: float, resolution: int, least_side: int) -> int:
-    """How many map pixels ``map_top`` averages: ``share`` of the working area resolution^2, at least 1 and at most
-    the smallest map the model takes (least_side^2; a larger share is refused when the config is checked), so that
-    one count serves every image size and aspect."""
-    return max(1, min(round(share * resolution * resolution), least_side * least_side)) if share > 0 else 0
+def top_count(share: float, resolution: int) -> int:
+    """How many map pixels ``map_top`` averages: ``share`` of the working area resolution^2, at least 1 (0 where the
+    share is 0); one count for every image size and aspect, so the config check refuses a count larger than the
+    smallest map the model takes."""
+    return max(1, round(share * resolution * resolution)) if share > 0 else 0
 
 
 class MemoryBank(nn.Module):

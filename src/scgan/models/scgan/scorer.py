@@ -48,6 +48,11 @@ def _peak(m: torch.Tensor) -> torch.Tensor:
     return m.flatten(1).amax(1)
 
 
+# The scores that are the smoothed peak of a map of their own (not the residual), by name: its map of x and G(x).
+OTHER_MAPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ssim_max": ssim_anomaly_map, "msgms_max": msgms_map}
+
+
 def _l_con(s: ScoreInputs) -> torch.Tensor:
     return s.residual.flatten(1).mean(1)
 
@@ -70,9 +75,9 @@ SCORES: dict[str, ScoreDef] = {
     "map_max": ScoreDef("maximum of the Gaussian-smoothed residual map", lambda s: _peak(s.residual_map)),
     # RIAD's recipe for a restoration model: structure-aware maps instead of the plain residual.
     "ssim_max": ScoreDef("maximum of the Gaussian-smoothed 1 - SSIM map of x and G(x)",
-                         lambda s: _peak(s.blur(ssim_anomaly_map(s.x, s.out.x_hat)))),
+                         lambda s: _peak(s.blur(OTHER_MAPS["ssim_max"](s.x, s.out.x_hat)))),
     "msgms_max": ScoreDef("maximum of the Gaussian-smoothed multi-scale gradient-magnitude dissimilarity map",
-                          lambda s: _peak(s.blur(msgms_map(s.x, s.out.x_hat)))),
+                          lambda s: _peak(s.blur(OTHER_MAPS["msgms_max"](s.x, s.out.x_hat)))),
     # DRAEM: the head's map mean-filtered (21 px at 256), then its maximum.
     "seg_max": ScoreDef("maximum of the mean-filtered map of the learned anomaly head",
                         lambda s: _peak(mean_filter(s.seg, s.seg_pool)), needs_head=True),
@@ -170,9 +175,16 @@ class Scorer(nn.Module):
         """map_max of a smoothed residual map (B, 1, H, W)."""
         return {"map_max": _peak(smooth)}
 
-    # Scores smoothed with sigma that come from other maps than the residual (calibration scores them at each
-    # candidate sigma when it chooses one).
-    other_map_scores = ("ssim_max", "msgms_max")
+    def other_raw_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The unsmoothed maps (B, 1, S, S) of this model's scores that are the smoothed peak of a map of their own
+        (OTHER_MAPS), by score name: calibration smooths them with the sigma it chooses."""
+        wanted = [n for n in self.names if n in OTHER_MAPS]
+        if not wanted:
+            return {}
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            x_hat = self.generator(x).x_hat
+        return {n: OTHER_MAPS[n](x, x_hat.float()) for n in wanted}
 
 
 def build_scorer(cfg, generator: Generator, precision: str | None = None, channels_last: bool | None = None,
