@@ -21,6 +21,7 @@ import http
 import logging
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 
@@ -180,13 +181,26 @@ def make_server(app, limits: Limits, log_level: str = "warning", log_config: dic
     return uvicorn.Server(config)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a record is written, not the one there was when it was made (an
+    in-process caller that swaps stderr, such as a test's capture, leaves no handler writing to a closed file)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def log_to_stderr(prefix: str = "") -> None:
     """The service's records on stderr, whatever the root logger's level: one access line per request
     (``scgan.access``) and the supervisor's and workers' lines (``scgan.serve``), each after ``prefix``."""
     for name in ("scgan.access", "scgan.serve"):
         logger = logging.getLogger(name)
         if not logger.handlers:
-            handler = logging.StreamHandler()
+            handler = _StderrHandler()
             handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(message)s"))
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
