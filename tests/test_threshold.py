@@ -108,6 +108,44 @@ def test_folds_are_balanced_seeded_and_cover_every_image():
     assert sorted(set(fold_assignment(3, 5, seed=0))) == [0, 1, 2]  # fewer images than folds: one each
 
 
+def test_a_fold_bank_holds_no_patch_of_its_own_fold_and_covers_the_others():
+    """Each image's patches are its own rows (image i: rows near i * 10 along one axis); fold j's bank, merged from
+    the other folds' banks, holds rows of every image outside fold j and none of fold j's, whether or not the
+    merges had to reduce."""
+    import torch
+
+    from scgan.models.patchcore.model import MemoryBank
+    from scgan.training.crossfit import fold_assignment, fold_banks
+    from scgan.training.patchcore import bank_merger
+
+    class Stream:
+        def __len__(self):
+            return 12
+
+        def read(self, index):
+            return None if index == 5 else index  # one unreadable image: it joins no bank
+
+    def features(index):
+        rows = torch.zeros(6, 4)
+        rows[:, 0] = index * 10.0
+        rows[:, 1] = torch.arange(6) * 0.01  # near-copies: a reducing merge keeps about one per image
+        return rows
+
+    folds = fold_assignment(12, 3, seed=0)
+    for bank_size in (200, 12):  # room for every row; and a bank that has to choose (12 images, 12 rows)
+        cfg = load_config("default", overrides={"patchcore.bank_size": bank_size,
+                                                "patchcore.max_patches": max(24, bank_size),
+                                                "patchcore.projection": 0})
+        space = MemoryBank(torch.zeros(1, 4))
+        merge = bank_merger(cfg.patchcore, torch.Generator().manual_seed(0))
+        banks = fold_banks(cfg, Stream(), space, folds, features, merge)
+        assert len(banks) == 3
+        for j, bank in enumerate(banks):
+            images = set((bank[:, 0] / 10).round().long().tolist())
+            assert images == {i for i in range(12) if folds[i] != j and i != 5}, (bank_size, j)
+            assert bank.shape[0] <= bank_size
+
+
 def test_crossfit_is_refused_for_a_kind_that_does_not_offer_it_and_bad_values_are_named():
     with pytest.raises(ValueError, match="threshold_source = crossfit needs a kind"):
         check_config(load_config("paper", overrides={"score.threshold_source": "crossfit"}))

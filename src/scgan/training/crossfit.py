@@ -4,9 +4,10 @@ images alone.
 
 The training images are split into k seeded folds. One pass through the backbone feeds k streaming coresets at once:
 each image's patches, brought into the fitted bank's space (its scale and whitening, estimated on a sample of all
-the images as the fit's are), join every fold's buffer but their own, and a full buffer is merged into that fold's
-bank by :func:`scgan.training.patchcore.merge_bank`, as the fit's one bank is. The buffers together hold at most
-``patchcore.max_patches`` rows (each fold ``max_patches / k``, at least ``bank_size``). A second pass scores each
+the images as the fit's are), join their own fold's buffer, and a full buffer is merged into that fold's bank by
+:func:`scgan.training.patchcore.merge_bank`, as the fit's one bank is. The buffers together hold at most
+``patchcore.max_patches`` rows (each fold ``max_patches / k``, at least ``bank_size``). The bank that scores fold j is
+then the same merge of the other folds' banks together (:func:`fold_banks`). A second pass scores each
 image with its fold's bank through the model's own scorer (the calibration's sigma), so its scores are those a new
 image would get from a bank of (k - 1) / k of the training images: a little higher than from the full bank, which
 errs towards fewer false alarms.
@@ -60,21 +61,23 @@ class CrossFit:
 def fold_banks(cfg: Config, stream: ImageStream, space: MemoryBank, folds: list[int], features: Features,
                merge_into: Merge, progress: Callable[[int, str], None] | None = None) -> list[torch.Tensor]:
     """Each fold's memory bank (M_j, D), in the space of the fitted bank ``space``, of the patches of every image
-    outside the fold."""
+    outside the fold.
+
+    Merge and reduce: each image's patches are merged once, into a bank of its own fold's images (the fit's streaming
+    merge, ``merge_into``); fold j's bank is then the same merge of the other folds' banks together (a coreset of
+    coresets, as the fit's bank is one of its buffers'). Each patch thus passes one merge, not k - 1."""
     k = max(folds) + 1
     cap = max(cfg.patchcore.bank_size, cfg.patchcore.max_patches // k)
-    banks = [MergeBuffer(space.bank.new_zeros((0, space.bank.shape[1])), cap, merge_into) for _ in range(k)]
+    empty = space.bank.new_zeros((0, space.bank.shape[1]))
+    own = [MergeBuffer(empty, cap, merge_into) for _ in range(k)]
     for done, index in enumerate(range(len(stream)), 1):
         image = stream.read(index)
         if progress is not None:
             progress(done, "cross-fit banks")
-        if image is None:
-            continue
-        f = space.project(features(image))
-        for j in range(k):
-            if j != folds[index]:
-                banks[j].add(f)
-    return [b.close() for b in banks]
+        if image is not None:
+            own[folds[index]].add(space.project(features(image)))
+    own_banks = [b.close() for b in own]
+    return [merge_into(empty, torch.cat([own_banks[i] for i in range(k) if i != j])) for j in range(k)]
 
 
 @torch.no_grad()
