@@ -10,13 +10,23 @@ import torch
 
 @pytest.mark.unit
 def test_merge_into_an_empty_bank_is_the_coreset_of_the_rows():
+    """Up to 4 x the bank's size, the greedy coreset of all rows; beyond, one filled from a sample and the rest merged
+    in: rows that came, covering them about as closely (k-center's bound: within twice the greedy cover)."""
     from scgan.training.patchcore import choose_bank, merge_bank
 
-    x = torch.randn(500, 12, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(160, 12, generator=torch.Generator().manual_seed(0))
     a = choose_bank(x, 40, 4, torch.Generator().manual_seed(1))
     b = merge_bank(x[:0], x, 40, 4, torch.Generator().manual_seed(1))
     assert a.shape == (40, 12) and torch.equal(a, b)
     assert torch.equal(merge_bank(x[:10], x[10:30], 40, 4, torch.Generator()), x[:30])  # all fit: all kept
+    g = torch.Generator().manual_seed(2)
+    many = torch.cat([torch.randn(2000, 12, generator=g), torch.full((1, 12), 30.0)])  # one outlier, last
+    once = choose_bank(many, 40, 0, torch.Generator().manual_seed(1))
+    merged = merge_bank(many[:0], many, 40, 0, torch.Generator().manual_seed(1))
+    assert merged.shape == (40, 12) and (merged == 30.0).all(1).any()
+    assert (torch.cdist(merged, many, compute_mode="donot_use_mm_for_euclid_dist").amin(1) == 0).all()
+    assert torch.cdist(many, merged).amin(1).max() <= 2 * torch.cdist(many, once).amin(1).max()
+    assert torch.equal(merged, merge_bank(many[:0], many, 40, 0, torch.Generator().manual_seed(1)))  # seeded
 
 
 @pytest.mark.unit

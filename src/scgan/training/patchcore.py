@@ -272,7 +272,9 @@ def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int
     cross-fitted folds and updating a fitted bank with new normal images.
 
     While the bank has room (fewer than ``size`` rows, as at the first merge) it is the greedy coreset of the union
-    (:func:`choose_bank`). A full bank merges as streaming k-center does (Charikar et al., STOC 1997): its radius r
+    (:func:`choose_bank`); where the union holds more than 4 x ``size`` rows, the greedy coreset of the bank and a
+    seeded random sample of the new rows making 4 x ``size`` fills it, and every new row is then merged into it as
+    below (one greedy pass per chosen row over 4 x ``size`` rows, not over a whole first buffer). A full bank merges as streaming k-center does (Charikar et al., STOC 1997): its radius r
     is the smallest distance between two of its rows (for a greedy coreset, the distance at which its last row was
     chosen, so every row it was chosen from lies within r of it). New rows within r of the bank are covered at the
     bank's own resolution and are not candidates; of the others, greedy takes the farthest from the bank and the
@@ -284,7 +286,13 @@ def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int
     bank and candidates and blocks of 2,048 rows' distances to the bank.
     """
     if bank.shape[0] != size or bank.shape[0] + new.shape[0] <= size:  # room left (or a bank over size: reduced)
-        return _coreset_rows([bank, new], size, projection, generator, progress)
+        take = _FIRST_SAMPLE * size - bank.shape[0]
+        if bank.shape[0] > size or new.shape[0] <= take:
+            return _coreset_rows([bank, new], size, projection, generator, progress)
+        # a large first merge: the greedy coreset of the bank and a seeded sample of the new rows fills the bank, and
+        # all new rows are then merged into it as into any full bank (the sample's rows lie within its radius)
+        sample = torch.randperm(new.shape[0], generator=generator)[:take].sort().values
+        bank = _coreset_rows([bank, new[sample]], size, projection, generator, progress)
     bank, new = bank.float(), new.float()
     dims = bank.shape[1]
     matrix = coreset_projection(dims, projection)
@@ -322,6 +330,9 @@ def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int
     return out
 
 
+# A bank with room filled from more than this many times its size of new rows is filled from a sample of that many
+# (see merge_bank): a greedy pass over every row of a first buffer cost a pass per chosen row.
+_FIRST_SAMPLE = 4
 _MERGE_CHUNK = 2048  # rows per distance product in merge_bank: 2,048 x a 4,096-row bank is 32 MB of float32
 
 
