@@ -274,16 +274,18 @@ def merge_bank(bank: torch.Tensor, new: torch.Tensor, size: int, projection: int
     While the bank has room (fewer than ``size`` rows, as at the first merge) it is the greedy coreset of the union
     (:func:`choose_bank`); where the union holds more than 4 x ``size`` rows, the greedy coreset of the bank and a
     seeded random sample of the new rows making 4 x ``size`` fills it, and every new row is then merged into it as
-    below (one greedy pass per chosen row over 4 x ``size`` rows, not over a whole first buffer). A full bank merges as streaming k-center does (Charikar et al., STOC 1997): its radius r
-    is the smallest distance between two of its rows (for a greedy coreset, the distance at which its last row was
-    chosen, so every row it was chosen from lies within r of it). New rows within r of the bank are covered at the
-    bank's own resolution and are not candidates; of the others, greedy takes the farthest from the bank and the
-    rows taken so far while that distance exceeds r (at most ``size``); the bank is then the greedy coreset of the
-    old bank and those rows. A new row far from every kept one is therefore always a candidate, and the cost is
-    one distance product of the new rows with the bank (N x M x ``projection``), not a greedy pass over all N
-    rows per chosen row. Distances are measured on one fixed random projection of all rows
-    (:func:`coreset_projection`; ``projection`` dims, 0 = none); beyond the inputs, memory holds the projected
-    bank and candidates and blocks of 2,048 rows' distances to the bank.
+    below (one greedy pass per chosen row over 4 x ``size`` rows, not over a whole first buffer).
+
+    A full bank merges as streaming k-center does (Charikar et al., STOC 1997): its radius r is the smallest
+    distance between two of its rows (for a greedy coreset, the distance at which its last row was chosen, so every
+    row it was chosen from lies within r of it). New rows within r of the bank are covered at the bank's own
+    resolution and are not candidates; of the others, greedy takes the farthest from the bank and the rows taken so
+    far while that distance exceeds r (at most ``size``); the bank is then the greedy coreset of the old bank and
+    those rows. A new row far from every kept one is therefore always a candidate, and the cost is one distance
+    product of the new rows with the bank (N x M x ``projection``), not a greedy pass over all N rows per chosen
+    row. Distances are measured on one fixed random projection of all rows (:func:`coreset_projection`;
+    ``projection`` dims, 0 = none); beyond the inputs, memory holds the projected bank and candidates and blocks of
+    2,048 rows' distances to the bank.
     """
     if bank.shape[0] != size or bank.shape[0] + new.shape[0] <= size:  # room left (or a bank over size: reduced)
         take = _FIRST_SAMPLE * size - bank.shape[0]
