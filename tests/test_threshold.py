@@ -144,6 +144,15 @@ def test_a_fold_bank_holds_no_patch_of_its_own_fold_and_covers_the_others():
             images = set((bank[:, 0] / 10).round().long().tolist())
             assert images == {i for i in range(12) if folds[i] != j and i != 5}, (bank_size, j)
             assert bank.shape[0] <= bank_size
+    # every readable image in fold 0: fold 0's bank is empty (crossfit_scores refuses it with its message)
+    only = [i for i in range(12) if folds[i] == 0]
+
+    class OneFold(Stream):
+        def read(self, index):
+            return index if index in only else None
+
+    banks = fold_banks(cfg, OneFold(), space, folds, features, merge)
+    assert banks[0].shape[0] == 0 and all(b.shape[0] > 0 for b in banks[1:])
 
 
 def test_crossfit_is_refused_for_a_kind_that_does_not_offer_it_and_bad_values_are_named():

@@ -77,7 +77,11 @@ def fold_banks(cfg: Config, stream: ImageStream, space: MemoryBank, folds: list[
         if image is not None:
             own[folds[index]].add(space.project(features(image)))
     own_banks = [b.close() for b in own]
-    return [merge_into(empty, torch.cat([own_banks[i] for i in range(k) if i != j])) for j in range(k)]
+    out = []
+    for j in range(k):
+        others = [own_banks[i] for i in range(k) if i != j and own_banks[i].shape[0]]
+        out.append(merge_into(empty, torch.cat(others)) if others else empty)  # empty: crossfit_scores says so
+    return out
 
 
 @torch.no_grad()

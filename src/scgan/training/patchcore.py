@@ -168,8 +168,8 @@ def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, 
     2. Every patch, the sample's first, then each other image's as it comes, is brought into that space and joins
        a buffer; a full buffer (``p.max_patches`` rows) is merged into the bank by :func:`merge_bank` (the greedy
        coreset of bank and buffer, at most ``p.bank_size`` rows): a streaming merge-reduce, so a patch far from
-       every kept one is kept wherever it comes. Where all patches fit in one buffer this is the greedy coreset of
-       all of them, as a fit in memory chooses.
+       every kept one is kept wherever it comes. Where all patches fit in one buffer and are at most 4 x
+       ``p.bank_size``, this is the greedy coreset of all of them, as a fit in memory chooses.
     """
     order = feed_order(count, generator)
     sample: list[torch.Tensor] = []
