@@ -181,3 +181,16 @@ def test_kept_crossfit_scores_come_back_in_the_scorers_order_and_only_at_their_s
     with pytest.raises(ValueError, match="no cross-fitted seg_max"):
         kept(5.0, ("seg_max",))
     assert kept_crossfit(fit_calibration(rng.normal(size=(10, 2)), NAMES, 0.99)) is None and kept_crossfit(None) is None
+
+
+def test_the_test_says_what_the_threshold_rests_on_cross_fitted_images_included():
+    from scgan.commands.common import decision_lines
+
+    d = {"threshold": 2.0, "caught": 3, "defective": 4, "false_alarms": 0, "normal": 5, "catch_rate": 0.75,
+         "false_alarm_rate": 0.0, "by_defect": {}, "quantile": 0.99, "calibration_images": 10,
+         "expected_false_alarm_rate": 0.02, "expected_false_alarm_interval": [0.002, 0.054]}
+    m = {"default_score": "map_max", "at_threshold": d}
+    assert "expected from 10 normal validation images: 2.0%" in decision_lines(m)[0]
+    d["crossfit_images"] = 90
+    assert ("expected from 100 normal images (10 validation, 90 training images scored cross-fitted): 2.0%"
+            in decision_lines(m)[0])

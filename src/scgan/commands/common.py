@@ -160,7 +160,7 @@ def print_calibration(model_path: Path, warn: bool = True) -> None:
 
 def decision_lines(m: dict) -> list[str]:
     """What the model's own threshold does on the test set: catch and false-alarm rates, per defect type."""
-    from scgan.utils.tables import pct
+    from scgan.utils.tables import normal_images_phrase, pct
 
     d = m.get("at_threshold")
     if not d:
@@ -171,7 +171,7 @@ def decision_lines(m: dict) -> list[str]:
              f"false alarms on {d['false_alarms']} of {d['normal']} normal images "
              f"({pct(d['false_alarm_rate'], unit='%')}"
              + ("" if d.get("expected_false_alarm_rate") is None else
-                f"; expected from {d['calibration_images']} normal validation images: "
+                f"; expected from {normal_images_phrase(d)}: "
                 f"{pct(d['expected_false_alarm_rate'], unit='%')}, 95% interval "
                 f"{pct(d['expected_false_alarm_interval'][0], unit='%')}-"
                 f"{pct(d['expected_false_alarm_interval'][1], unit='%')}") + ")"]

@@ -93,6 +93,7 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
                                                   threshold, top["threshold_normalized"])
         expected = calibration.false_alarms(default_score)
         top["at_threshold"].update(quantile=calibration.quantile, calibration_images=calibration.n_images,
+                                   crossfit_images=calibration.n_crossfit,
                                    expected_false_alarm_rate=expected.expected,
                                    expected_false_alarm_interval=[expected.low, expected.high])
     return top

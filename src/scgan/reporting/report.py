@@ -30,7 +30,7 @@ from scgan.reporting.document import (
 from scgan.reporting.figures import ReportExample, examples_png, hist_png, roc_png
 from scgan.utils.atomic import atomic_write_bytes, atomic_write_text
 from scgan.utils.names import printable
-from scgan.utils.tables import is_missing, pct
+from scgan.utils.tables import is_missing, normal_images_phrase, pct
 
 # Metric keys shown as table columns, in order, with their headers; values are fractions shown as %.
 METRIC_COLUMNS: dict[str, str] = {
@@ -142,7 +142,7 @@ def _decision_sentence(d: dict, score_name: str) -> str:
     """The decisions at the threshold in one sentence: how many defects caught, how many false alarms."""
     cal_info = ""
     if d.get("quantile") is not None and d.get("calibration_images") is not None:
-        cal_info = f": the {d['quantile']:g} quantile of {d['calibration_images']} normal validation images"
+        cal_info = f": the {d['quantile']:g} quantile of {normal_images_phrase(d)}"
     norm = "" if d.get("threshold_normalized") is None else f", normalised {d['threshold_normalized']:.3g}"
     return (f"At its own threshold ({score_name} > {d['threshold']:.4g}{norm}{cal_info}) the model catches "
             f"{d['caught']} of {d['defective']} defective test images ({pct(d['catch_rate'], unit='%')}) and raises "
