@@ -190,7 +190,7 @@ def test_the_test_says_what_the_threshold_rests_on_cross_fitted_images_included(
          "false_alarm_rate": 0.0, "by_defect": {}, "quantile": 0.99, "calibration_images": 10,
          "expected_false_alarm_rate": 0.02, "expected_false_alarm_interval": [0.002, 0.054]}
     m = {"default_score": "map_max", "at_threshold": d}
-    assert "expected from 10 normal validation images: 2.0%" in decision_lines(m)[0]
+    assert "expected from 10 normal validation image(s): 2.0%" in decision_lines(m)[0]
     d["crossfit_images"] = 90
     assert ("expected from 100 normal images (10 validation, 90 training images scored cross-fitted): 2.0%"
             in decision_lines(m)[0])

@@ -53,6 +53,20 @@ class FalseAlarmEstimate:
                 "them above the threshold")
 
 
+def crossfit_basis(validation: int, crossfit: int) -> str:
+    """What thresholds rest on beside ``validation`` normal validation images, for a person: "V validation, C training
+    images scored cross-fitted" ("" where no training image was scored cross-fitted)."""
+    return f"{validation} validation, {crossfit} training images scored cross-fitted" if crossfit else ""
+
+
+def normal_images(validation: int, crossfit: int = 0) -> str:
+    """The normal images thresholds rest on, for a person: "N normal validation image(s)", or with cross-fitted
+    training images beside them "N normal images (V validation, C training images scored cross-fitted)"."""
+    if not crossfit:
+        return f"{validation} normal validation image(s)"
+    return f"{validation + crossfit} normal images ({crossfit_basis(validation, crossfit)})"
+
+
 def false_alarm_estimate(n: int, quantile: float, tail: dict | None = None, basis: str = "") -> FalseAlarmEstimate:
     """The false-alarm rate of a threshold at the ``quantile`` of ``n`` normal scores, as numpy interpolates it
     linearly between two of them (ties aside): :class:`FalseAlarmEstimate`. ``tail``: the threshold's record from
@@ -300,8 +314,7 @@ class Calibration:
 
     def basis(self) -> str:
         """What the thresholds rest on beside the validation images, for a person ("" for those alone)."""
-        return (f"{self.n_images} validation, {self.n_crossfit} training images scored cross-fitted"
-                if self.n_crossfit else "")
+        return crossfit_basis(self.n_images, self.n_crossfit)
 
     def false_alarms(self, score: str | None = None) -> FalseAlarmEstimate:
         """The false-alarm rate the thresholds promise on new normal images, with what it rests on (for a threshold

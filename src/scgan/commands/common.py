@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from scgan.calibration.stats import normal_images
 from scgan.utils.limits import WORKERS, Range
 
 
@@ -148,8 +149,7 @@ def print_calibration(model_path: Path, warn: bool = True) -> None:
     else:
         why = "set by default_score"
     print(f"score {name} ({why})")
-    normal = (f"{cal.n_normal} normal images ({cal.basis()})" if cal.n_crossfit
-              else f"{cal.n_images} normal validation image(s)")
+    normal = normal_images(cal.n_images, cal.n_crossfit)
     tail = f"; {cal.tails[name]['note']}" if name in cal.tails else ""
     print(f"threshold {cal.scores[name].threshold:.4g}: the {cal.quantile:g} quantile of {name} on {normal}{tail}; "
           f"{cal.false_alarms(name).sentence()}")
@@ -160,7 +160,7 @@ def print_calibration(model_path: Path, warn: bool = True) -> None:
 
 def decision_lines(m: dict) -> list[str]:
     """What the model's own threshold does on the test set: catch and false-alarm rates, per defect type."""
-    from scgan.utils.tables import normal_images_phrase, pct
+    from scgan.utils.tables import pct
 
     d = m.get("at_threshold")
     if not d:
@@ -171,7 +171,7 @@ def decision_lines(m: dict) -> list[str]:
              f"false alarms on {d['false_alarms']} of {d['normal']} normal images "
              f"({pct(d['false_alarm_rate'], unit='%')}"
              + ("" if d.get("expected_false_alarm_rate") is None else
-                f"; expected from {normal_images_phrase(d)}: "
+                f"; expected from {normal_images(d['calibration_images'], d.get('crossfit_images', 0))}: "
                 f"{pct(d['expected_false_alarm_rate'], unit='%')}, 95% interval "
                 f"{pct(d['expected_false_alarm_interval'][0], unit='%')}-"
                 f"{pct(d['expected_false_alarm_interval'][1], unit='%')}") + ")"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scgan.calibration.stats import normal_images
 from scgan.reporting.document import (
     Block,
     BulletList,
@@ -30,7 +31,7 @@ from scgan.reporting.document import (
 from scgan.reporting.figures import ReportExample, examples_png, hist_png, roc_png
 from scgan.utils.atomic import atomic_write_bytes, atomic_write_text
 from scgan.utils.names import printable
-from scgan.utils.tables import is_missing, normal_images_phrase, pct
+from scgan.utils.tables import is_missing, pct
 
 # Metric keys shown as table columns, in order, with their headers; values are fractions shown as %.
 METRIC_COLUMNS: dict[str, str] = {
@@ -142,7 +143,8 @@ def _decision_sentence(d: dict, score_name: str) -> str:
     """The decisions at the threshold in one sentence: how many defects caught, how many false alarms."""
     cal_info = ""
     if d.get("quantile") is not None and d.get("calibration_images") is not None:
-        cal_info = f": the {d['quantile']:g} quantile of {normal_images_phrase(d)}"
+        normal = normal_images(d["calibration_images"], d.get("crossfit_images", 0))
+        cal_info = f": the {d['quantile']:g} quantile of {normal}"
     norm = "" if d.get("threshold_normalized") is None else f", normalised {d['threshold_normalized']:.3g}"
     return (f"At its own threshold ({score_name} > {d['threshold']:.4g}{norm}{cal_info}) the model catches "
             f"{d['caught']} of {d['defective']} defective test images ({pct(d['catch_rate'], unit='%')}) and raises "

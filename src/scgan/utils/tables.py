@@ -52,16 +52,6 @@ def fmt_mean_std(values: Iterable[Any], digits: int = 1, *, scale: float = 100.0
     return f"{num(mean, digits)} ± {num(scale * float(np.std(vals, ddof=1)), digits)}"
 
 
-def normal_images_phrase(d: dict[str, Any]) -> str:
-    """What a test's ``at_threshold`` entry says its threshold rests on: "N normal validation images", or with
-    cross-fitted training images beside them "N normal images (V validation, C training images scored cross-fitted)"."""
-    validation, crossfit = int(d["calibration_images"]), int(d.get("crossfit_images") or 0)
-    if not crossfit:
-        return f"{validation} normal validation images"
-    return (f"{validation + crossfit} normal images ({validation} validation, {crossfit} training images scored "
-            "cross-fitted)")
-
-
 def _md_cell(value: Any) -> str:
     """A table cell on one line; a '|' inside it escaped so that it cannot split the cell."""
     return str(value).replace("|", "\\|").replace("\n", " ")
