@@ -251,7 +251,7 @@ def search_auroc(scorer, bank: torch.Tensor, queries, labels: np.ndarray, faiss,
     out = {}
     with torch.inference_mode():
         for name, fn in searches(bank, faiss).items():
-            scores = [float(scorer.map_outputs(torch.empty(1, 1, *size), fn(q).reshape(1, 1, *hw))[0][0, col])
+            scores = [float(scorer.map_outputs(size, fn(q).reshape(1, 1, *hw))[0][0, col])
                       for q, hw, size in queries]
             out[name] = image_auroc(np.array(scores), labels)
     return out

@@ -21,13 +21,13 @@ def test_map_top_is_the_mean_of_the_largest_values_of_a_hand_made_map():
                           [0.0, 0.0, 0.0, 3.0],
                           [0.0, 2.0, 0.0, 0.0],
                           [6.0, 0.0, 0.0, 0.0]]).view(1, 1, 4, 4)
-    x = torch.zeros(1, 3, 4, 4)  # the map's size: the patch grid itself, no smoothing (sigma 0)
-    scores, smooth = _scorer(3).map_outputs(x, patch)
+    size = (4, 4)  # the map's size: the patch grid itself, no smoothing (sigma 0)
+    scores, smooth = _scorer(3).map_outputs(size, patch)
     assert _scorer(3).names == ("map_max", "patch_max", "map_top")
     torch.testing.assert_close(scores[0], torch.tensor([6.0, 6.0, (6.0 + 3.0 + 2.0) / 3]))
-    scores, _ = _scorer(0).map_outputs(x, patch)
+    scores, _ = _scorer(0).map_outputs(size, patch)
     assert scores.shape == (1, 2) and _scorer(0).names == ("map_max", "patch_max")  # unset: as models always were
-    one, _ = _scorer(1).map_outputs(x, patch)
+    one, _ = _scorer(1).map_outputs(size, patch)
     assert float(one[0, 2]) == float(one[0, 0])  # one pixel: the map's maximum
 
 

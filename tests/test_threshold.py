@@ -108,22 +108,14 @@ def test_folds_are_balanced_seeded_and_cover_every_image():
     assert sorted(set(fold_assignment(3, 5, seed=0))) == [0, 1, 2]  # fewer images than folds: one each
 
 
-def test_a_fold_bank_holds_no_patch_of_its_own_fold_and_covers_the_others():
-    """Each image's patches are its own rows (image i: rows near i * 10 along one axis); fold j's bank, merged from
-    the other folds' banks, holds rows of every image outside fold j and none of fold j's, whether or not the
-    merges had to reduce."""
+def test_a_fold_bank_holds_no_patch_of_its_own_fold_and_covers_the_others(tmp_path):
+    """Each image's patches are its own rows (image i: rows near i * 10 along one axis), fed as the fit's pass feeds
+    them; fold j's bank, merged from the other folds' banks, holds rows of every image outside fold j and none of
+    fold j's, whether or not the merges had to reduce; each image's patches come back as fed (to float16)."""
     import torch
 
-    from scgan.models.patchcore.model import MemoryBank
-    from scgan.training.crossfit import fold_assignment, fold_banks
+    from scgan.training.crossfit import FoldFeed
     from scgan.training.patchcore import bank_merger
-
-    class Stream:
-        def __len__(self):
-            return 12
-
-        def read(self, index):
-            return None if index == 5 else index  # one unreadable image: it joins no bank
 
     def features(index):
         rows = torch.zeros(6, 4)
@@ -131,28 +123,46 @@ def test_a_fold_bank_holds_no_patch_of_its_own_fold_and_covers_the_others():
         rows[:, 1] = torch.arange(6) * 0.01  # near-copies: a reducing merge keeps about one per image
         return rows
 
-    folds = fold_assignment(12, 3, seed=0)
+    readable = [i for i in range(12) if i != 5]  # one unreadable image: it joins no bank
     for bank_size in (200, 12):  # room for every row; and a bank that has to choose (12 images, 12 rows)
         cfg = load_config("default", overrides={"patchcore.bank_size": bank_size,
                                                 "patchcore.max_patches": max(24, bank_size),
-                                                "patchcore.projection": 0})
-        space = MemoryBank(torch.zeros(1, 4))
-        merge = bank_merger(cfg.patchcore, torch.Generator().manual_seed(0))
-        banks = fold_banks(cfg, Stream(), space, folds, features, merge)
-        assert len(banks) == 3
-        for j, bank in enumerate(banks):
-            images = set((bank[:, 0] / 10).round().long().tolist())
-            assert images == {i for i in range(12) if folds[i] != j and i != 5}, (bank_size, j)
-            assert bank.shape[0] <= bank_size
+                                                "patchcore.projection": 0, "score.crossfit_folds": 3})
+        with FoldFeed(cfg, 12, bank_merger(cfg.patchcore, torch.Generator().manual_seed(0)), tmp_path) as feed:
+            for i in readable:
+                feed(i, features(i))
+            banks = feed.banks()
+            assert len(banks) == 3 and feed.merge_s > 0
+            for j, bank in enumerate(banks):
+                images = set((bank[:, 0] / 10).round().long().tolist())
+                assert images == {i for i in readable if feed.folds[i] != j}, (bank_size, j)
+                assert bank.shape[0] <= bank_size
+            assert feed.patches(5) is None
+            for i in readable:
+                torch.testing.assert_close(feed.patches(i), features(i).half().float(), rtol=0, atol=0)
     # every readable image in fold 0: fold 0's bank is empty (crossfit_scores refuses it with its message)
-    only = [i for i in range(12) if folds[i] == 0]
-
-    class OneFold(Stream):
-        def read(self, index):
-            return index if index in only else None
-
-    banks = fold_banks(cfg, OneFold(), space, folds, features, merge)
+    with FoldFeed(cfg, 12, bank_merger(cfg.patchcore, torch.Generator().manual_seed(0)), tmp_path) as feed:
+        for i in range(12):
+            if feed.folds[i] == 0:
+                feed(i, features(i))
+        banks = feed.banks()
     assert banks[0].shape[0] == 0 and all(b.shape[0] > 0 for b in banks[1:])
+
+
+def test_kept_patches_beyond_float16_keep_their_values(tmp_path):
+    import torch
+
+    from scgan.training.crossfit import FoldFeed
+    from scgan.training.patchcore import bank_merger
+
+    cfg = load_config("default", overrides={"patchcore.bank_size": 8, "patchcore.max_patches": 16})
+    with FoldFeed(cfg, 4, bank_merger(cfg.patchcore, torch.Generator().manual_seed(0)), tmp_path) as feed:
+        big = torch.tensor([[1e6, 0.1], [3.0, -7e5]])
+        feed(0, big)
+        feed(1, torch.ones(2, 2))
+        assert torch.equal(feed.patches(0), big) and torch.equal(feed.patches(1), torch.ones(2, 2))
+    with pytest.raises(ValueError, match="at least 2 normal training images"):
+        FoldFeed(cfg, 1, bank_merger(cfg.patchcore, torch.Generator()), tmp_path)
 
 
 def test_crossfit_is_refused_for_a_kind_that_does_not_offer_it_and_bad_values_are_named():

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import TINY_FEATURES
 from scgan.artifacts.model_file import load_model
@@ -79,3 +80,37 @@ def test_calibrate_and_update_reuse_the_kept_scores(crossfitted, demo_root, demo
     out = capsys.readouterr().out
     assert f"on {N_TRAIN} normal images ({old.n_images} validation, {old.n_crossfit} training images scored " \
            "cross-fitted)" in out
+
+
+def test_each_out_of_fold_score_is_the_image_scored_by_a_bank_of_the_other_folds(tmp_path, demo_root, demo_category):
+    """With room in every bank (nothing reduced), fold j's bank is every patch of the images outside fold j: each
+    training image's kept score is then what the model's own scorer gives it with that bank, from its pixels
+    (to float16's precision: the cross-fit scores the patches the fit's pass kept, not a second backbone pass)."""
+    from scgan.data.datasets import stream_for
+    from scgan.data.io import image_to_tensor
+    from scgan.models.patchcore.kind import PATCHCORE, layout
+    from scgan.models.patchcore.model import MemoryBank
+    from scgan.training.crossfit import fold_assignment
+    from scgan.training.fit import train
+    from scgan.training.patchcore import patch_features
+
+    cfg = load_config("default", overrides={**TINY_FEATURES, "data.root": str(demo_root),
+                                            "data.category": demo_category, "score.threshold_source": "crossfit",
+                                            "score.crossfit_folds": 3, "patchcore.bank_size": 20_000})
+    loaded = load_model(train(cfg, tmp_path, progress=False).model_path)
+    cal, space = loaded.calibration, loaded.parts["memory"]
+    cfg = loaded.config
+    stream = stream_for(cfg.data, "train", dataclasses.replace(PATCHCORE.input_spec(cfg), channels=3))
+    backbone = loaded.scorer().backbone
+    feats = [space.project(patch_features(backbone, layout(cfg), image_to_tensor(stream.read(i))[None]))
+             for i in range(len(stream))]
+    assert space.bank.shape[0] == sum(f.shape[0] for f in feats)  # the bank kept every patch: no merge reduced
+    folds = fold_assignment(len(stream), 3, cfg.seed)
+    whitening = (space.mean, space.whitening) if space.whitened else None
+    for i in range(len(stream)):
+        rows = torch.cat([f for j, f in enumerate(feats) if folds[j] != folds[i]])
+        scorer = PATCHCORE.build_scorer(cfg, {"memory": MemoryBank(rows, space.digest, space.scale, whitening)})
+        scorer.set_sigma(cal.sigma)
+        got = scorer.eval().run(image_to_tensor(stream.read(i))[None])[0][0]
+        kept = [cal.normal_scores["crossfit"][name][i] for name in scorer.names]
+        np.testing.assert_allclose(kept, got.numpy(), rtol=2e-3, err_msg=f"image {i}")

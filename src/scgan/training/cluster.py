@@ -66,7 +66,8 @@ class ExtractFeatures:
 
 
 def ray_stream_bank(backbone: EfficientNetLite, layout: FeatureLayout, stream: ImageStream, p, channels: list[int],
-                    generator: torch.Generator, progress: Callable[[int, str], None] | None = None, *,
+                    generator: torch.Generator, progress: Callable[[int, str], None] | None = None,
+                    each: Callable[[int, torch.Tensor], None] | None = None, *,
                     engine: RayEngine, actor: type = ExtractFeatures) -> StreamedBank:
     """:func:`scgan.training.patchcore.stream_bank` with the features extracted on ``engine``'s cluster: the same
     images in the same seeded order into the same merge-reduce, so the same bank. ``actor``: the extracting actor's
@@ -104,7 +105,7 @@ def ray_stream_bank(backbone: EfficientNetLite, layout: FeatureLayout, stream: I
             grey = grey and is_grey_image
             return torch.frombuffer(bytearray(data), dtype=torch.float32).reshape(rows, -1)
 
-        fitted = merge_reduce(features, len(stream), p, channels, generator)
+        fitted = merge_reduce(features, len(stream), p, channels, generator, each)
     finally:
         context.execution_options.preserve_order = preserved
     return dataclasses.replace(fitted, all_grey=grey)

@@ -2,18 +2,21 @@
 image scored by a memory bank that never saw it, so that the threshold rests on all of them, not on the validation
 images alone.
 
-The training images are split into k seeded folds. One pass through the backbone feeds k streaming coresets at once:
-each image's patches, brought into the fitted bank's space (its scale and whitening, estimated on a sample of all
-the images as the fit's are), join their own fold's buffer, and a full buffer is merged into that fold's bank by
-:func:`scgan.training.patchcore.merge_bank`, as the fit's one bank is. The buffers together hold at most
-``patchcore.max_patches`` rows (each fold ``max_patches / k``, at least ``bank_size``). The bank that scores fold j is
-then the same merge of the other folds' banks together (:func:`fold_banks`). A second pass scores each
-image with its fold's bank through the model's own scorer (the calibration's sigma), so its scores are those a new
-image would get from a bank of (k - 1) / k of the training images: a little higher than from the full bank, which
-errs towards fewer false alarms.
+The training images are split into k seeded folds, and the fit's own pass through the backbone feeds them
+(:class:`FoldFeed`, called by :func:`scgan.training.patchcore.merge_reduce` with each image's patches once they are in
+the fitted bank's space): each image's patches join their own fold's buffer, merged into that fold's bank by the
+fit's merge (:func:`scgan.training.patchcore.merge_bank`), and are kept, in float16, in an unnamed temporary file
+beside the model. The buffers together hold at most ``patchcore.max_patches`` rows (each fold ``max_patches / k``, at
+least ``bank_size``). The bank that scores fold j is then the same merge of the other folds' banks together
+(:func:`merge_folds`). Each image is scored with its fold's bank from its kept patches, through the model's own map
+and scores (the calibration's sigma): no second pass through the backbone. Its scores are those a new image would get
+from a bank of (k - 1) / k of the training images (to float16's precision in the features): a little higher than from
+the full bank, which errs towards fewer false alarms.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,14 +26,12 @@ import torch
 
 from scgan.config import Config
 from scgan.data.datasets import ImageStream
-from scgan.data.io import image_to_tensor, to_channels
+from scgan.models.patchcore.backbone import block_plan
 from scgan.models.patchcore.coreset import MergeBuffer
 from scgan.models.patchcore.kind import PATCHCORE
 from scgan.models.patchcore.model import MemoryBank
 
-# What the fit lends (scgan.training.patchcore, which calls this module): an image's patch features (N, D) from its
-# uint8 (H, W, C) pixels, and the merge of new rows (N, D) into a bank (M, D) (its merge_bank, bounded by bank_size).
-Features = Callable[[np.ndarray], torch.Tensor]
+# The fit's merge of new rows (N, D) into a bank (M, D) (its merge_bank, bounded by bank_size).
 Merge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -45,6 +46,90 @@ def fold_assignment(count: int, folds: int, seed: int) -> list[int]:
     return out
 
 
+def merge_folds(own: list[torch.Tensor], merge_into: Merge) -> list[torch.Tensor]:
+    """Each fold's memory bank from every fold's own bank (``own[i]``: the merge of fold i's images' patches): fold
+    j's is the merge of the other folds' own banks together (a coreset of coresets, as the fit's bank is one of its
+    buffers'), so that each patch passed one merge before this, not k - 1. A fold whose others hold no row gets an
+    empty bank (:func:`crossfit_scores` refuses it)."""
+    out = []
+    for j in range(len(own)):
+        others = [own[i] for i in range(len(own)) if i != j and own[i].shape[0]]
+        out.append(merge_into(own[j][:0], torch.cat(others)) if others else own[j][:0])
+    return out
+
+
+class FoldFeed:
+    """The cross-fit's share of the fit's pass: ``feed(index, patches)`` with image ``index``'s patch features (N, D)
+    in the fitted bank's space (the fit calls it for every readable image, once) merges them into the image's fold's
+    bank and keeps them, float16 (float32 where beyond its range), in an unnamed temporary file in ``directory``
+    (gone when closed, or if the process dies), for :func:`crossfit_scores`. ``merge_into``: the fit's merge, with a
+    generator of its own, so that the fit's bank is the same with or without the cross-fit."""
+
+    def __init__(self, cfg: Config, count: int, merge_into: Merge, directory: str | os.PathLike[str]) -> None:
+        if count < 2:
+            raise ValueError("score.threshold_source = crossfit needs at least 2 normal training images")
+        self.folds = fold_assignment(count, cfg.score.crossfit_folds, cfg.seed)
+        self.k = max(self.folds) + 1
+        self._cap = max(cfg.patchcore.bank_size, cfg.patchcore.max_patches // self.k)
+        self._merge = merge_into
+        self._own: list[MergeBuffer] | None = None
+        self._kept: dict[int, tuple[int, int, int, np.dtype]] = {}  # image -> (byte offset, rows, dims, dtype)
+        self._directory = directory
+        self._file = tempfile.TemporaryFile(dir=directory)
+        self._merged_s = 0.0  # the final merges' (merge_folds)
+
+    def __enter__(self) -> FoldFeed:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def merge_s(self) -> float:
+        """Seconds spent merging so far, in the fit's pass and after it."""
+        return sum(b.merge_s for b in self._own or ()) + self._merged_s
+
+    def __call__(self, index: int, patches: torch.Tensor) -> None:
+        if self._own is None:
+            empty = patches.new_zeros((0, patches.shape[1]))
+            self._own = [MergeBuffer(empty, self._cap, self._merge) for _ in range(self.k)]
+        self._own[self.folds[index]].add(patches)
+        data = patches.detach().to(torch.float16)
+        if not bool(torch.isfinite(data).all()):  # beyond float16's range: kept as they are
+            data = patches.detach().float()
+        data = data.contiguous().numpy()
+        self._kept[index] = (self._file.tell(), data.shape[0], data.shape[1], data.dtype)
+        try:
+            self._file.write(data.tobytes())
+        except OSError as e:
+            raise OSError(f"the cross-fit could not keep the training images' patch features in {self._directory} "
+                          f"({e.strerror or e}): free disk space there, or use score.threshold_source=validation"
+                          ) from e
+
+    def patches(self, index: int) -> torch.Tensor | None:
+        """Image ``index``'s patch features (N, D) as fed, float32 (None: the fit found it unreadable)."""
+        if index not in self._kept:
+            return None
+        offset, rows, dims, dtype = self._kept[index]
+        self._file.seek(offset)
+        data = np.frombuffer(self._file.read(rows * dims * dtype.itemsize), dtype=dtype).reshape(rows, dims)
+        self._file.seek(0, 2)
+        return torch.from_numpy(data.astype(np.float32))
+
+    def banks(self) -> list[torch.Tensor]:
+        """Each fold's bank (:func:`merge_folds` of the fed folds' own banks); empty ones where nothing was fed."""
+        if self._own is None:
+            return [torch.zeros((0, 0)) for _ in range(self.k)]
+        own = [b.close() for b in self._own]
+        t = time.perf_counter()
+        out = merge_folds(own, self._merge)
+        self._merged_s += time.perf_counter() - t
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass
 class CrossFit:
     """The cross-fitted scores (C, K), columns in ``names`` order (the scorer's), one row per readable training image,
@@ -53,51 +138,17 @@ class CrossFit:
     scores: np.ndarray
     names: tuple[str, ...]
     folds: int
-    features_s: float  # the pass that fed the fold banks (coresets included)
-    scoring_s: float  # the pass that scored each image with its fold's bank
+    banks_s: float  # the fold banks' merges (their features came in the fit's own pass)
+    scoring_s: float  # scoring each image with its fold's bank
 
 
 @torch.no_grad()
-def fold_banks(cfg: Config, stream: ImageStream, space: MemoryBank, folds: list[int], features: Features,
-               merge_into: Merge, progress: Callable[[int, str], None] | None = None) -> list[torch.Tensor]:
-    """Each fold's memory bank (M_j, D), in the space of the fitted bank ``space``, of the patches of every image
-    outside the fold.
-
-    Merge and reduce: each image's patches are merged once, into a bank of its own fold's images (the fit's streaming
-    merge, ``merge_into``); fold j's bank is then the same merge of the other folds' banks together (a coreset of
-    coresets, as the fit's bank is one of its buffers'). Each patch thus passes one merge, not k - 1."""
-    k = max(folds) + 1
-    cap = max(cfg.patchcore.bank_size, cfg.patchcore.max_patches // k)
-    empty = space.bank.new_zeros((0, space.bank.shape[1]))
-    own = [MergeBuffer(empty, cap, merge_into) for _ in range(k)]
-    for done, index in enumerate(range(len(stream)), 1):
-        image = stream.read(index)
-        if progress is not None:
-            progress(done, "cross-fit banks")
-        if image is not None:
-            own[folds[index]].add(space.project(features(image)))
-    own_banks = [b.close() for b in own]
-    out = []
-    for j in range(k):
-        others = [own_banks[i] for i in range(k) if i != j and own_banks[i].shape[0]]
-        out.append(merge_into(empty, torch.cat(others)) if others else empty)  # empty: crossfit_scores says so
-    return out
-
-
-@torch.no_grad()
-def crossfit_scores(cfg: Config, stream: ImageStream, space: MemoryBank, sigma: float, channels: int,
-                    features: Features, merge_into: Merge,
+def crossfit_scores(cfg: Config, stream: ImageStream, feed: FoldFeed, space: MemoryBank, sigma: float,
                     progress: Callable[[int, str], None] | None = None) -> CrossFit:
-    """Every readable training image of ``stream`` scored by the bank of the folds it is not in (``space``: the fit's
-    memory bank, whose scale and whitening the fold banks share; ``sigma``: the calibration's; ``channels``: what the
-    model takes; ``features`` and ``merge_into``: the fit's, see :data:`Features`)."""
-    if len(stream) < 2:
-        raise ValueError("score.threshold_source = crossfit needs at least 2 normal training images")
-    folds = fold_assignment(len(stream), cfg.score.crossfit_folds, cfg.seed)
-    skipped = len(stream.skipped)  # the fit's count of unreadable files: the passes below meet the same ones again
-    t0 = time.perf_counter()
-    banks = fold_banks(cfg, stream, space, folds, features, merge_into, progress)
-    t1 = time.perf_counter()
+    """Every training image ``feed`` was fed scored by the bank of the folds it is not in (``space``: the fit's memory
+    bank, whose scale and whitening the fold banks share; ``sigma``: the calibration's). ``stream``: the training
+    images, read again for each one's size alone (its map is made at that size, as a new image's)."""
+    banks = feed.banks()
     if any(bank.shape[0] == 0 for bank in banks):
         raise ValueError("score.threshold_source = crossfit: a fold's bank is empty (every readable training image is "
                          "in that fold); give more readable normal training images or use validation")
@@ -107,16 +158,28 @@ def crossfit_scores(cfg: Config, stream: ImageStream, space: MemoryBank, sigma: 
         scorer = PATCHCORE.build_scorer(cfg, {"memory": MemoryBank(bank, space.digest, space.scale, whitening)})
         scorer.set_sigma(sigma)
         scorers.append(scorer.eval())
+    stride = block_plan(cfg.patchcore.backbone)[cfg.patchcore.layers[0]].stride  # the features' grid (embed)
+    skipped = len(stream.skipped)
+    t1 = time.perf_counter()
     rows = []
     for done, index in enumerate(range(len(stream)), 1):
-        image = stream.read(index)
+        patches = feed.patches(index)
+        image = None if patches is None else stream.read(index)
         if progress is not None:
             progress(done, "cross-fit scores")
-        if image is not None:
-            x = image_to_tensor(to_channels(image, channels))[None]
-            rows.append(scorers[folds[index]].run(x)[0][0].float().numpy())
-    del stream.skipped[skipped:]
+        if image is None:
+            continue
+        height, width = image.shape[:2]
+        grid = (height // stride, width // stride)
+        if grid[0] * grid[1] != patches.shape[0]:
+            raise RuntimeError(f"the cross-fit kept {patches.shape[0]} patches of {stream.samples[index].path}, but "
+                               f"its {height} x {width} px image makes {grid[0]} x {grid[1]}: did it change while "
+                               "fitting?")
+        scorer = scorers[feed.folds[index]]
+        distances = scorer.nearest(patches).reshape(1, 1, *grid)
+        rows.append(scorer.map_outputs((height, width), distances)[0][0].float().numpy())
+    del stream.skipped[skipped:]  # the fit counted them
     names = scorers[0].names
     scores = np.stack(rows) if rows else np.zeros((0, len(names)))
-    return CrossFit(scores.astype(np.float64), tuple(names), len(banks), round(t1 - t0, 2),
+    return CrossFit(scores.astype(np.float64), tuple(names), len(banks), round(feed.merge_s, 2),
                     round(time.perf_counter() - t1, 2))

@@ -5,6 +5,7 @@ epoch, no Lightning.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -24,7 +25,7 @@ from scgan.models.patchcore.backbone import EfficientNetLite, block_plan, load_b
 from scgan.models.patchcore.coreset import MergeBuffer, greedy_coreset, projection_matrix
 from scgan.models.patchcore.kind import PATCHCORE, layout
 from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whiten_, whitening_transform
-from scgan.training.crossfit import crossfit_scores
+from scgan.training.crossfit import FoldFeed, crossfit_scores
 from scgan.training.result import TrainResult, write_run
 
 
@@ -61,55 +62,58 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     backbone = load_backbone(p.backbone, max(p.layers))
     plan = block_plan(p.backbone)
     step = max(1, len(stream) // 10)
-    t0 = time.perf_counter()
-    fitted = (bank_from or stream_bank)(
-        backbone, layout(cfg), stream, p, [plan[i].channels for i in p.layers], generator,
-        progress=lambda n, what: (n % step == 0 or n == len(stream))
-        and _say(progress, f"{what}: {n}/{len(stream)} images{_time_left(t0, n, len(stream))}"))
-    bank, scale, whitening = fitted.bank, fitted.scale, fitted.whitening
-    total, size = fitted.patches, fitted.bank.shape[0]
-    t1 = time.perf_counter()
-    if stream.skipped:
-        warnings.warn(f"skipped {len(stream.skipped)} unreadable file(s) in the training images; first: "
-                      f"{stream.skipped[0]}", UserWarning, stacklevel=2)
-    if p.channels == "auto" and fitted.all_grey:  # a grey image's features are those of its grey in RGB
-        spec = dataclasses.replace(spec, channels=1)
-    val_set = dataset_for(cfg.data, "val", spec)
-    _say(progress, f"memory bank: {size} of {total} patch features, {'grey' if spec.channels == 1 else 'RGB'}; "
-                   f"{len(val_set)} validation images calibrate it")
-    t2 = time.perf_counter()
-    batch = cfg.runtime.eval_batch_size
-    parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale, whitening)}
-    scorer = PATCHCORE.build_scorer(cfg, parts)
-    crossfit, crossfit_cost = None, {}
-    if cfg.score.threshold_source == "crossfit":  # every training image scored by a bank of the folds without it
+    # The cross-fit's folds are fed by the same pass (their merges with a generator of their own: the bank stays
+    # the same with or without them).
+    feed = (FoldFeed(cfg, len(stream), bank_merger(p, torch.Generator().manual_seed(cfg.seed)), output_dir)
+            if cfg.score.threshold_source == "crossfit" else None)
+    with feed or contextlib.nullcontext():  # the feed's file goes whatever happens
+        t0 = time.perf_counter()
+        fitted = (bank_from or stream_bank)(
+            backbone, layout(cfg), stream, p, [plan[i].channels for i in p.layers], generator,
+            progress=lambda n, what: (n % step == 0 or n == len(stream))
+            and _say(progress, f"{what}: {n}/{len(stream)} images{_time_left(t0, n, len(stream))}"), each=feed)
+        bank, scale, whitening = fitted.bank, fitted.scale, fitted.whitening
+        total, size = fitted.patches, fitted.bank.shape[0]
+        t1 = time.perf_counter()
+        features_s = t1 - t0 - fitted.coreset_s - (0.0 if feed is None else feed.merge_s)  # less the folds' merges
+        if stream.skipped:
+            warnings.warn(f"skipped {len(stream.skipped)} unreadable file(s) in the training images; first: "
+                          f"{stream.skipped[0]}", UserWarning, stacklevel=2)
+        if p.channels == "auto" and fitted.all_grey:  # a grey image's features are those of its grey in RGB
+            spec = dataclasses.replace(spec, channels=1)
+        val_set = dataset_for(cfg.data, "val", spec)
+        _say(progress, f"memory bank: {size} of {total} patch features, {'grey' if spec.channels == 1 else 'RGB'}; "
+                       f"{len(val_set)} validation images calibrate it")
+        t2 = time.perf_counter()
+        batch = cfg.runtime.eval_batch_size
+        parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale, whitening)}
+        scorer = PATCHCORE.build_scorer(cfg, parts)
+        crossfit, crossfit_cost = None, {}
+        if feed is not None:  # every training image scored by a bank of the folds without it, from the pass above
 
-        def crossfit(sigma: float, names: tuple[str, ...]):
-            lay = layout(cfg)
-            done = crossfit_scores(cfg, stream, parts["memory"], sigma, spec.channels,
-                                   lambda image: patch_features(backbone, lay, image_to_tensor(image)[None]),
-                                   bank_merger(p, generator),
-                                   lambda n, what: (n % step == 0 or n == len(stream))
-                                   and _say(progress, f"{what}: {n}/{len(stream)} images"))
-            _say(progress, f"cross-fitted {done.scores.shape[0]} training images in {done.folds} folds: banks "
-                           f"{done.features_s:.0f} s, scores {done.scoring_s:.0f} s")
-            crossfit_cost.update(crossfit_folds=done.folds, crossfit_banks_s=done.features_s,
-                                 crossfit_scores_s=done.scoring_s)
-            return done.scores[:, [done.names.index(n) for n in names]]
+            def crossfit(sigma: float, names: tuple[str, ...]):
+                done = crossfit_scores(cfg, stream, feed, parts["memory"], sigma,
+                                       lambda n, what: (n % step == 0 or n == len(stream))
+                                       and _say(progress, f"{what}: {n}/{len(stream)} images"))
+                _say(progress, f"cross-fitted {done.scores.shape[0]} training images in {done.folds} folds: "
+                               f"fold banks {done.banks_s:.0f} s, scores {done.scoring_s:.0f} s")
+                crossfit_cost.update(crossfit_folds=done.folds, crossfit_banks_s=done.banks_s,
+                                     crossfit_scores_s=done.scoring_s)
+                return done.scores[:, [done.names.index(n) for n in names]]
 
-    calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg, crossfit=crossfit)
-    t3 = time.perf_counter()
-    cause = nonfinite_cause(calibration, parts)
-    if cause is not None:
-        raise NonFiniteModelError(f"the fitted model is not finite ({cause}); nothing was written — check the data")
-    wall = time.perf_counter() - start
-    model_path = write_run(output_dir, cfg, parts, calibration, stream, len(val_set), wall, input_spec=spec,
-                           calibration_images=list(val_set.images), selection="the whole fit (no model selection)",
-                           n_patches=total, bank_size=size, features_s=round(t1 - t0 - fitted.coreset_s, 2),
-                           coreset_s=round(fitted.coreset_s, 2), calibration_s=round(t3 - t2, 2), **crossfit_cost)
-    _say(progress, f"fitted in {wall:.0f} s (features {t1 - t0 - fitted.coreset_s:.0f} s, coreset "
-                   f"{fitted.coreset_s:.0f} s, calibration {t3 - t2:.0f} s)")
-    return TrainResult(output_dir, model_path, None, 0, wall)
+        calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg, crossfit=crossfit)
+        t3 = time.perf_counter()
+        cause = nonfinite_cause(calibration, parts)
+        if cause is not None:
+            raise NonFiniteModelError(f"the fitted model is not finite ({cause}); nothing was written — check the data")
+        wall = time.perf_counter() - start
+        model_path = write_run(output_dir, cfg, parts, calibration, stream, len(val_set), wall, input_spec=spec,
+                               calibration_images=list(val_set.images), selection="the whole fit (no model selection)",
+                               n_patches=total, bank_size=size, features_s=round(features_s, 2),
+                               coreset_s=round(fitted.coreset_s, 2), calibration_s=round(t3 - t2, 2), **crossfit_cost)
+        _say(progress, f"fitted in {wall:.0f} s (features {features_s:.0f} s, coreset "
+                       f"{fitted.coreset_s:.0f} s, calibration {t3 - t2:.0f} s)")
+        return TrainResult(output_dir, model_path, None, 0, wall)
 
 
 def patch_features(backbone: EfficientNetLite, layout: FeatureLayout, x: torch.Tensor) -> torch.Tensor:
@@ -133,9 +137,11 @@ class StreamedBank:
 
 @torch.no_grad()
 def stream_bank(backbone: EfficientNetLite, layout: FeatureLayout, stream: ImageStream, p, channels: list[int],
-                generator: torch.Generator, progress: Callable[[int, str], None] | None = None) -> StreamedBank:
+                generator: torch.Generator, progress: Callable[[int, str], None] | None = None,
+                each: Callable[[int, torch.Tensor], None] | None = None) -> StreamedBank:
     """The memory bank of every patch of ``stream``'s images, each decoded as it goes through the backbone
-    (:func:`merge_reduce`; ``p``: the patchcore section; ``channels``: each tapped layer's width)."""
+    (:func:`merge_reduce`, which also hands ``each`` every image's patches; ``p``: the patchcore section;
+    ``channels``: each tapped layer's width)."""
     grey = True
     done = 0
 
@@ -150,15 +156,17 @@ def stream_bank(backbone: EfficientNetLite, layout: FeatureLayout, stream: Image
         grey = grey and bool(is_grey(image))
         return patch_features(backbone, layout, image_to_tensor(image)[None])
 
-    fitted = merge_reduce(features, len(stream), p, channels, generator)
+    fitted = merge_reduce(features, len(stream), p, channels, generator, each)
     return dataclasses.replace(fitted, all_grey=grey)
 
 
 @torch.no_grad()
 def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, channels: list[int],
-                 generator: torch.Generator) -> StreamedBank:
+                 generator: torch.Generator, each: Callable[[int, torch.Tensor], None] | None = None) -> StreamedBank:
     """The memory bank of the patches ``features(i)`` (n_i, D) gives for images i < ``count`` (None: unreadable,
-    skipped), in memory bounded by ``p.max_patches`` rows however many come.
+    skipped), in memory bounded by ``p.max_patches`` rows however many come. ``each(i, patches)``, where given, gets
+    every readable image's patches once they are in the bank's space (the sample's once it is fixed), not to be
+    changed in place: the cross-fit's folds (:class:`scgan.training.crossfit.FoldFeed`) are fed by this same pass.
 
     1. A seeded random sample of whole images, in random order until their patches reach ``p.max_patches``, gives
        the space distances are measured in: the per-layer ``scale`` (balance = equal) and the Mahalanobis
@@ -173,6 +181,7 @@ def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, 
     """
     order = feed_order(count, generator)
     sample: list[torch.Tensor] = []
+    sampled: list[int] = []
     rows = 0
     taken = 0
     for index in order:  # 1. the sample of whole images
@@ -182,10 +191,12 @@ def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, 
         f = features(index)
         if f is not None:
             sample.append(f)
+            sampled.append(index)
             rows += f.shape[0]
     if not sample:
         raise ValueError("fitting needs at least one readable normal training image")
     buffer = torch.cat(sample)
+    sizes = [f.shape[0] for f in sample]
     del sample
     scale = layer_scale(buffer, channels) if p.balance == "equal" else None
     if scale is not None:
@@ -194,16 +205,22 @@ def merge_reduce(features: Callable[[int], torch.Tensor | None], count: int, p, 
     if whitening is not None:
         whiten_(buffer, *whitening)
     total = buffer.shape[0]
+    if each is not None:
+        for index, patches in zip(sampled, buffer.split(sizes)):
+            each(index, patches)
     merged = MergeBuffer(buffer.new_zeros((0, buffer.shape[1])), p.max_patches, bank_merger(p, generator))
     merged.add(buffer)  # 2. full buffers merged into the bank, each image's patches as they come
     del buffer
-    for f in map(features, order[taken:]):
+    for index in order[taken:]:
+        f = features(index)
         if f is None:
             continue
         if scale is not None:
             f *= scale
         if whitening is not None:
             whiten_(f, *whitening)
+        if each is not None:
+            each(index, f)
         merged.add(f)
         total += f.shape[0]
     bank = merged.close()

@@ -150,11 +150,15 @@ class PatchCoreScorer(nn.Module):
         """Nearest-bank distance of every patch: (B, D, h, w) -> (B, 1, h, w)."""
         b, d, h, w = features.shape
         queries = self.memory.project(features.permute(0, 2, 3, 1).reshape(b * h * w, d).float())
-        dist = nearest_distance(queries, self.memory.bank, self.bank_sq)
-        return dist.reshape(b, 1, h, w)
+        return self.nearest(queries).reshape(b, 1, h, w)
+
+    def nearest(self, queries: torch.Tensor) -> torch.Tensor:
+        """Nearest-bank distance (N,) of patch features (N, D) already in the bank's space
+        (:meth:`MemoryBank.project`)."""
+        return nearest_distance(queries, self.memory.bank, self.bank_sq)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.map_outputs(x, self.distances(embed(self.backbone, x, self.layout)))
+        return self.map_outputs(x.shape[-2:], self.distances(embed(self.backbone, x, self.layout)))
 
     def run(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` with the speed options; ``raw`` returns the unsmoothed map (to choose sigma).
@@ -172,13 +176,13 @@ class PatchCoreScorer(nn.Module):
                 features = embed(self.backbone, one, self.layout)
             with torch.autocast(x.device.type, enabled=False):
                 patches.append(self.distances(features.float()))
-        return self.map_outputs(x, torch.cat(patches), raw)
+        return self.map_outputs(x.shape[-2:], torch.cat(patches), raw)
 
-    def map_outputs(self, x: torch.Tensor, patch: torch.Tensor,
+    def map_outputs(self, size: tuple[int, int] | torch.Size, patch: torch.Tensor,
                     raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores and anomaly map of x from its patches' nearest-bank distances (B, 1, h, w) (``raw``: the map
-        unsmoothed)."""
-        full = F.interpolate(patch, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        """Scores and anomaly maps (B, H, W) of images of ``size`` (H, W) from their patches' nearest-bank distances
+        (B, 1, h, w) (``raw``: the maps unsmoothed)."""
+        full = F.interpolate(patch, size=size, mode="bilinear", align_corners=False)
         smooth = self.blur(full)
         named = {**self.map_scores(smooth), "patch_max": patch.flatten(1).amax(1)}
         scores = torch.stack([named[n] for n in self.names], dim=1)
