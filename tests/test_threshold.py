@@ -176,6 +176,22 @@ def test_crossfit_is_refused_for_a_kind_that_does_not_offer_it_and_bad_values_ar
     assert (cfg.score.threshold_source, cfg.score.tail, cfg.score.crossfit_folds) == ("crossfit", "gpd", 5)
 
 
+def test_a_kind_chosen_over_the_default_preset_takes_the_validation_threshold_unless_crossfit_is_asked_for(tmp_path):
+    """The default preset cross-fits its own kind's threshold; kind=scgan over it (command line or file) gets the
+    threshold source's own default, which every kind offers; asked for in the same breath, crossfit is refused."""
+    assert load_config("default").score.threshold_source == "crossfit"
+    assert load_config("default", overrides={"kind": "patchcore"}).score.threshold_source == "crossfit"
+    for overrides in ({"kind": "scgan"}, {"model.kind": "scgan", "seed": 3}):
+        cfg = check_config(load_config("default", overrides=overrides))
+        assert (cfg.kind, cfg.score.threshold_source) == ("scgan", "validation")
+    (tmp_path / "c.yaml").write_text("preset: default\nkind: scgan\n")
+    assert load_config(yaml_path=tmp_path / "c.yaml").score.threshold_source == "validation"
+    for given in ({"score.threshold_source": "crossfit"}, {"threshold_source": "crossfit"},
+                  {"score": {"threshold_source": "crossfit"}}):
+        with pytest.raises(ValueError, match="threshold_source = crossfit needs a kind"):
+            check_config(load_config("default", overrides={"kind": "scgan", **given}))
+
+
 def test_kept_crossfit_scores_come_back_in_the_scorers_order_and_only_at_their_sigma(caplog):
     from scgan.inference.calibrate import kept_crossfit
 

@@ -146,8 +146,12 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
     line; any other setting of another kind is refused, as on the command line."""
     mapping = move_keys(old_layout_defects(mapping) if source else mapping)
     kind_keys = [k for k in mapping if moved_key(k) == "kind"]
+    kind_before = cfg.kind
     for k in kind_keys:
         set_value(cfg, "kind", mapping[k])
+    if cfg.kind != kind_before and not _sets(cfg, mapping, "score", "threshold_source"):
+        # the preset chose its threshold source for its own kind (a cross-fit another kind may not offer)
+        cfg.score.threshold_source = type(cfg.score)().threshold_source
     ignored = []
     for k, v in mapping.items():
         if k in kind_keys or v == {}:  # a section its moved keys left empty (train: {seed: 3})
@@ -172,6 +176,21 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
         log.warning("%s: ignored the %s section%s: settings of another kind of model than this config's (%s), at "
                     "their defaults", source, ", ".join(ignored), "s" if len(ignored) > 1 else "", cfg.kind)
     return cfg
+
+
+def _sets(cfg: Config, mapping: dict[str, Any], section: str, name: str) -> bool:
+    """Whether ``mapping`` (nested or flat, keys moved) sets ``section.name``."""
+    for k, v in mapping.items():
+        if isinstance(v, dict):
+            if k == section and name in v:
+                return True
+            continue
+        try:
+            if resolve_key(cfg, k) == (section, name):
+                return True
+        except ValueError:
+            continue  # an unknown key: its own error comes when it is set
+    return False
 
 
 def _first_change(section: str, values: dict[str, Any]) -> str | None:
