@@ -187,8 +187,9 @@ class ScoreConfig:
     threshold_quantile: float = 0.99  # threshold = this quantile of normal validation scores
     # The normal images the thresholds rest on: "validation" = the validation split alone (often 20-40 images, so the
     # 0.99 quantile is their largest score); "crossfit" = those and every normal training image, each scored by a
-    # model fitted on the other `crossfit_folds` folds of them (kinds that offer it: patchcore; the default preset's
-    # since it was measured within the cost rule, docs/detection.md).
+    # model fitted on the other `crossfit_folds` folds of them (kinds that offer it: patchcore, whose fit keeps the
+    # training images' patch features, float16, in a temporary file in the output folder until it ends; the default
+    # preset's since it was measured within the cost rule, docs/detection.md).
     threshold_source: str = "validation"
     crossfit_folds: int = 5  # folds for "crossfit" (as many as there are training images where fewer)
     # "gpd": a threshold beyond what the normal scores resolve (fewer than 5 expected above it) comes from a
