@@ -186,6 +186,10 @@ def test_a_kind_chosen_over_the_default_preset_takes_the_validation_threshold_un
         assert (cfg.kind, cfg.score.threshold_source) == ("scgan", "validation")
     (tmp_path / "c.yaml").write_text("preset: default\nkind: scgan\n")
     assert load_config(yaml_path=tmp_path / "c.yaml").score.threshold_source == "validation"
+    # a cross-fit that a file asked for outlives a kind= given after it, towards a kind that offers it
+    (tmp_path / "x.yaml").write_text("score:\n  threshold_source: crossfit\n")
+    cfg = check_config(load_config("paper", yaml_path=tmp_path / "x.yaml", overrides={"kind": "patchcore"}))
+    assert (cfg.kind, cfg.score.threshold_source) == ("patchcore", "crossfit")
     for given in ({"score.threshold_source": "crossfit"}, {"threshold_source": "crossfit"},
                   {"score": {"threshold_source": "crossfit"}}):
         with pytest.raises(ValueError, match="threshold_source = crossfit needs a kind"):

@@ -149,9 +149,8 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
     kind_before = cfg.kind
     for k in kind_keys:
         set_value(cfg, "kind", mapping[k])
-    if cfg.kind != kind_before and not _sets(cfg, mapping, "score", "threshold_source"):
-        # the preset chose its threshold source for its own kind (a cross-fit another kind may not offer)
-        cfg.score.threshold_source = type(cfg.score)().threshold_source
+    if cfg.kind != kind_before:
+        _threshold_source_of_kind(cfg, mapping)
     ignored = []
     for k, v in mapping.items():
         if k in kind_keys or v == {}:  # a section its moved keys left empty (train: {seed: 3})
@@ -176,6 +175,19 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
         log.warning("%s: ignored the %s section%s: settings of another kind of model than this config's (%s), at "
                     "their defaults", source, ", ".join(ignored), "s" if len(ignored) > 1 else "", cfg.kind)
     return cfg
+
+
+def _threshold_source_of_kind(cfg: Config, mapping: dict[str, Any]) -> None:
+    """After ``kind`` changed to another than its preset's: a threshold source that is still the preset's, chosen for
+    the preset's own kind (a cross-fit another kind may not offer), goes back to the schema's default, which every
+    kind offers, unless ``mapping`` sets it."""
+    try:
+        preset = get_preset(cfg.preset)
+    except ValueError:  # a preset name of no preset this release has: nothing to go back from
+        return
+    if (cfg.kind != preset.kind and cfg.score.threshold_source == preset.score.threshold_source
+            and not _sets(cfg, mapping, "score", "threshold_source")):
+        cfg.score.threshold_source = type(cfg.score)().threshold_source
 
 
 def _sets(cfg: Config, mapping: dict[str, Any], section: str, name: str) -> bool:
