@@ -115,6 +115,49 @@ def test_a_fit_streams_every_patch_through_merges_bounded_by_max_patches(tmp_pat
 
 
 @pytest.mark.unit
+def test_merge_reduce_hands_each_readable_image_its_patches_once_in_the_banks_space():
+    """The sample's images and the streamed ones alike (max_patches far below the patches): ``each`` gets every
+    readable image once, its patches scaled and whitened as the bank's, and the bank is the same as without it."""
+    from scgan.config import load_config
+    from scgan.models.patchcore.model import MemoryBank
+    from scgan.training.patchcore import merge_reduce
+
+    p = load_config("default", overrides={"patchcore.bank_size": 16, "patchcore.max_patches": 40}).patchcore
+    raw = {i: torch.randn(12, 6, generator=torch.Generator().manual_seed(i)) * (1 + i % 3) for i in range(20)}
+
+    def features(index):
+        return None if index == 7 else raw[index].clone()  # merge_reduce scales in place: a fresh copy each time
+
+    seen = {}
+    fitted = merge_reduce(features, 20, p, [2, 4], torch.Generator().manual_seed(0),
+                          each=lambda i, f: seen.setdefault(i, []).append(f.clone()))
+    plain = merge_reduce(features, 20, p, [2, 4], torch.Generator().manual_seed(0))
+    assert torch.equal(fitted.bank, plain.bank) and 0 < fitted.sample_images < 19
+    assert sorted(seen) == [i for i in range(20) if i != 7] and all(len(v) == 1 for v in seen.values())
+    space = MemoryBank(fitted.bank, "", fitted.scale, fitted.whitening)
+    for i, (f,) in seen.items():
+        torch.testing.assert_close(f, space.project(raw[i]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.unit
+def test_an_image_stream_gives_each_images_size_from_its_header(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from scgan.data.datasets import ImageStream, Sample
+    from scgan.data.io import InputSpec
+
+    for name, size in (("a.png", (70, 150)), ("b.jpg", (333, 120))):
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(tmp_path / name)
+    spec = InputSpec(64, keep_aspect=True, multiple=32)
+    stream = ImageStream([Sample(tmp_path / n, 0, None, "good") for n in ("a.png", "b.jpg")], "x", "train", spec)
+    assert [stream.shape(i) for i in range(2)] == [stream.read(i).shape[:2] for i in range(2)]
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(OSError):
+        stream.shape(0)
+
+
+@pytest.mark.unit
 def test_an_image_stream_skips_an_unreadable_file_only_when_told(tmp_path):
     from scgan.data.datasets import ImageStream, Sample
     from scgan.data.io import ImageReadError

@@ -28,6 +28,7 @@ from scgan.data.io import (
     list_images,
     load_image_with_size,
     load_mask,
+    open_image,
     resize_mask,
     to_channels,
 )
@@ -511,6 +512,13 @@ class ImageStream:
                 raise
             self.skipped.append(self.samples[index].path)
             return None
+
+    def shape(self, index: int) -> tuple[int, int]:
+        """The (H, W) :meth:`read` gives item ``index`` at, from its file's header alone (nothing decoded); OSError
+        where the file cannot be opened (UnidentifiedImageError where it is no image)."""
+        with open_image(self.samples[index].path) as im:
+            w, h = im.size
+        return self.spec.shape(h, w)
 
 
 def stream_for(data: DataConfig, split: str, spec: InputSpec | int) -> ImageStream:

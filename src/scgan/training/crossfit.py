@@ -147,39 +147,40 @@ def crossfit_scores(cfg: Config, stream: ImageStream, feed: FoldFeed, space: Mem
                     progress: Callable[[int, str], None] | None = None) -> CrossFit:
     """Every training image ``feed`` was fed scored by the bank of the folds it is not in (``space``: the fit's memory
     bank, whose scale and whitening the fold banks share; ``sigma``: the calibration's). ``stream``: the training
-    images, read again for each one's size alone (its map is made at that size, as a new image's)."""
+    images, whose headers give each one's size (its map is made at that size, as a new image's)."""
     banks = feed.banks()
     if any(bank.shape[0] == 0 for bank in banks):
         raise ValueError("score.threshold_source = crossfit: a fold's bank is empty (every readable training image is "
                          "in that fold); give more readable normal training images or use validation")
     whitening = (space.mean, space.whitening) if space.whitened else None
-    scorers = []
-    for bank in banks:
+    stride = block_plan(cfg.patchcore.backbone)[cfg.patchcore.layers[0]].stride  # the features' grid (embed)
+    t0 = time.perf_counter()
+    rows: dict[int, np.ndarray] = {}
+    done = 0
+    for fold, bank in enumerate(banks):  # one fold's scorer at a time
         scorer = PATCHCORE.build_scorer(cfg, {"memory": MemoryBank(bank, space.digest, space.scale, whitening)})
         scorer.set_sigma(sigma)
-        scorers.append(scorer.eval())
-    stride = block_plan(cfg.patchcore.backbone)[cfg.patchcore.layers[0]].stride  # the features' grid (embed)
-    skipped = len(stream.skipped)
-    t1 = time.perf_counter()
-    rows = []
-    for done, index in enumerate(range(len(stream)), 1):
-        patches = feed.patches(index)
-        image = None if patches is None else stream.read(index)
-        if progress is not None:
-            progress(done, "cross-fit scores")
-        if image is None:
-            continue
-        height, width = image.shape[:2]
-        grid = (height // stride, width // stride)
-        if grid[0] * grid[1] != patches.shape[0]:
-            raise RuntimeError(f"the cross-fit kept {patches.shape[0]} patches of {stream.samples[index].path}, but "
-                               f"its {height} x {width} px image makes {grid[0]} x {grid[1]}: did it change while "
-                               "fitting?")
-        scorer = scorers[feed.folds[index]]
-        distances = scorer.nearest(patches).reshape(1, 1, *grid)
-        rows.append(scorer.map_outputs((height, width), distances)[0][0].float().numpy())
-    del stream.skipped[skipped:]  # the fit counted them
-    names = scorers[0].names
-    scores = np.stack(rows) if rows else np.zeros((0, len(names)))
+        scorer.eval()
+        for index in (i for i in range(len(stream)) if feed.folds[i] == fold):
+            done += 1
+            patches = feed.patches(index)
+            if progress is not None:
+                progress(done, "cross-fit scores")
+            if patches is None:  # unreadable in the fit's pass, counted there
+                continue
+            path = stream.samples[index].path
+            try:
+                size = stream.shape(index)
+            except OSError as e:
+                raise RuntimeError(f"the cross-fit could not open {path} again ({e}): did it change while "
+                                   "fitting?") from None
+            grid = (size[0] // stride, size[1] // stride)
+            if grid[0] * grid[1] != patches.shape[0]:
+                raise RuntimeError(f"the cross-fit kept {patches.shape[0]} patches of {path}, but its {size[0]} x "
+                                   f"{size[1]} px image makes {grid[0]} x {grid[1]}: did it change while fitting?")
+            distances = scorer.nearest(patches).reshape(1, 1, *grid)
+            rows[index] = scorer.map_outputs(size, distances)[0][0].float().numpy()
+    names = scorer.names
+    scores = np.stack([rows[i] for i in sorted(rows)]) if rows else np.zeros((0, len(names)))
     return CrossFit(scores.astype(np.float64), tuple(names), len(banks), round(feed.merge_s, 2),
-                    round(time.perf_counter() - t1, 2))
+                    round(time.perf_counter() - t0, 2))
