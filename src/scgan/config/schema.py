@@ -250,6 +250,7 @@ class PatchCoreConfig:
     projection: int = 64
     # Rows of patch features held at once while fitting: the buffer merged into the bank when full (every patch
     # passes a merge; memory is bounded by this, however many images), and the patches that fix the feature space.
+    # A cross-fitted threshold's fold buffers hold as many again, together.
     max_patches: int = 200_000
     channels: str = "auto"  # "auto": grey when every training image is grey, else RGB; or "1" / "3"
     # Where > 0, the model also computes the score map_top: the mean of the largest values of the smoothed map, this
