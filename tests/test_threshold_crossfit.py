@@ -4,6 +4,7 @@ and reused (not scored again) by scgan calibrate and scgan update; the model its
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -105,6 +106,8 @@ def test_each_out_of_fold_score_is_the_image_scored_by_a_bank_of_the_other_folds
     feats = [space.project(patch_features(backbone, layout(cfg), image_to_tensor(stream.read(i))[None]))
              for i in range(len(stream))]
     assert space.bank.shape[0] == sum(f.shape[0] for f in feats)  # the bank kept every patch: no merge reduced
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["crossfit_kept_mb"] == round(space.bank.numel() * 2 / 2**20, 1)  # float16, every patch once
     folds = fold_assignment(len(stream), 3, cfg.seed)
     whitening = (space.mean, space.whitening) if space.whitened else None
     for i in range(len(stream)):

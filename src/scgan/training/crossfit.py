@@ -106,6 +106,11 @@ class FoldFeed:
                           f"({e.strerror or e}): free disk space there, or use score.threshold_source=validation"
                           ) from e
 
+    @property
+    def kept_bytes(self) -> int:
+        """The size of the kept patches' file."""
+        return sum(rows * dims * dtype.itemsize for _, rows, dims, dtype in self._kept.values())
+
     def patches(self, index: int) -> torch.Tensor | None:
         """Image ``index``'s patch features (N, D) as fed, float32 (None: the fit found it unreadable)."""
         if index not in self._kept:
@@ -138,6 +143,7 @@ class CrossFit:
     scores: np.ndarray
     names: tuple[str, ...]
     folds: int
+    kept_mb: float  # the training images' patches kept on disk while fitting
     banks_s: float  # the fold banks' merges (their features came in the fit's own pass)
     scoring_s: float  # scoring each image with its fold's bank
 
@@ -182,5 +188,6 @@ def crossfit_scores(cfg: Config, stream: ImageStream, feed: FoldFeed, space: Mem
             rows[index] = scorer.map_outputs(size, distances)[0][0].float().numpy()
     names = scorer.names
     scores = np.stack([rows[i] for i in sorted(rows)]) if rows else np.zeros((0, len(names)))
-    return CrossFit(scores.astype(np.float64), tuple(names), len(banks), round(feed.merge_s, 2),
+    return CrossFit(scores.astype(np.float64), tuple(names), len(banks), round(feed.kept_bytes / 2**20, 1),
+                    round(feed.merge_s, 2),
                     round(time.perf_counter() - t0, 2))

@@ -96,9 +96,10 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
                                        lambda n, what: (n % step == 0 or n == len(stream))
                                        and _say(progress, f"{what}: {n}/{len(stream)} images"))
                 _say(progress, f"cross-fitted {done.scores.shape[0]} training images in {done.folds} folds: "
-                               f"fold banks {done.banks_s:.0f} s, scores {done.scoring_s:.0f} s")
-                crossfit_cost.update(crossfit_folds=done.folds, crossfit_banks_s=done.banks_s,
-                                     crossfit_scores_s=done.scoring_s)
+                               f"fold banks {done.banks_s:.0f} s, scores {done.scoring_s:.0f} s (their patches, "
+                               f"{done.kept_mb:.0f} MB, were kept on disk in {output_dir} while fitting)")
+                crossfit_cost.update(crossfit_folds=done.folds, crossfit_kept_mb=done.kept_mb,
+                                     crossfit_banks_s=done.banks_s, crossfit_scores_s=done.scoring_s)
                 return done.scores[:, [done.names.index(n) for n in names]]
 
         calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg, crossfit=crossfit)
