@@ -149,6 +149,41 @@ def test_a_fold_bank_holds_no_patch_of_its_own_fold_and_covers_the_others(tmp_pa
     assert banks[0].shape[0] == 0 and all(b.shape[0] > 0 for b in banks[1:])
 
 
+def test_a_training_image_gone_or_changed_while_fitting_stops_the_cross_fit_in_one_line(tmp_path):
+    import torch
+    from PIL import Image
+
+    from scgan.data.datasets import ImageStream, Sample
+    from scgan.data.io import InputSpec
+    from scgan.models.patchcore.model import MemoryBank
+    from scgan.training.crossfit import FoldFeed, crossfit_scores
+    from scgan.training.patchcore import bank_merger
+
+    cfg = load_config("default", overrides={"patchcore.resolution": 64, "patchcore.bank_size": 64,
+                                            "patchcore.max_patches": 256, "score.crossfit_folds": 2})
+    paths = [tmp_path / f"{i}.png" for i in range(4)]
+    for path in paths:
+        Image.new("RGB", (64, 64)).save(path)
+    stream = ImageStream([Sample(p, 0, None, "good") for p in paths], "x", "train", InputSpec(64, True, 32))
+    space = MemoryBank(torch.randn(8, 152))
+
+    def fed():
+        feed = FoldFeed(cfg, 4, bank_merger(cfg.patchcore, torch.Generator().manual_seed(0)), tmp_path)
+        for i in range(4):
+            feed(i, torch.randn(8 * 8, 152, generator=torch.Generator().manual_seed(i)))  # a 64 px image's grid
+        return feed
+
+    with fed() as feed:
+        assert crossfit_scores(cfg, stream, feed, space, 4.0).scores.shape[0] == 4
+    Image.new("RGB", (128, 64)).save(paths[1])  # another size than the one fitted
+    with fed() as feed, pytest.raises(RuntimeError, match=r"kept 64 patches of .*1\.png, but its 64 x 128 px image "
+                                                          "makes 8 x 16: did it change while fitting"):
+        crossfit_scores(cfg, stream, feed, space, 4.0)
+    paths[1].unlink()
+    with fed() as feed, pytest.raises(RuntimeError, match=r"could not open .*1\.png again"):
+        crossfit_scores(cfg, stream, feed, space, 4.0)
+
+
 def test_kept_patches_beyond_float16_keep_their_values(tmp_path):
     import torch
 
@@ -189,6 +224,11 @@ def test_a_kind_chosen_over_the_default_preset_takes_the_validation_threshold_un
     # a cross-fit that a file asked for outlives a kind= given after it, towards a kind that offers it
     (tmp_path / "x.yaml").write_text("score:\n  threshold_source: crossfit\n")
     cfg = check_config(load_config("paper", yaml_path=tmp_path / "x.yaml", overrides={"kind": "patchcore"}))
+    assert (cfg.kind, cfg.score.threshold_source) == ("patchcore", "crossfit")
+    with pytest.raises(ValueError, match="threshold_source = crossfit needs a kind"):  # asked for, not the preset's
+        check_config(load_config("default", yaml_path=tmp_path / "x.yaml", overrides={"kind": "scgan"}))
+    # back to the preset's kind: the preset's threshold source again
+    cfg = load_config("default", yaml_path=tmp_path / "c.yaml", overrides={"kind": "patchcore"})
     assert (cfg.kind, cfg.score.threshold_source) == ("patchcore", "crossfit")
     for given in ({"score.threshold_source": "crossfit"}, {"threshold_source": "crossfit"},
                   {"score": {"threshold_source": "crossfit"}}):

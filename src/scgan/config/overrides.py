@@ -146,11 +146,8 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
     line; any other setting of another kind is refused, as on the command line."""
     mapping = move_keys(old_layout_defects(mapping) if source else mapping)
     kind_keys = [k for k in mapping if moved_key(k) == "kind"]
-    kind_before = cfg.kind
     for k in kind_keys:
         set_value(cfg, "kind", mapping[k])
-    if cfg.kind != kind_before:
-        _threshold_source_of_kind(cfg, mapping)
     ignored = []
     for k, v in mapping.items():
         if k in kind_keys or v == {}:  # a section its moved keys left empty (train: {seed: 3})
@@ -177,16 +174,12 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
     return cfg
 
 
-def _threshold_source_of_kind(cfg: Config, mapping: dict[str, Any]) -> None:
-    """After ``kind`` changed to another than its preset's: a threshold source that is still the preset's, chosen for
-    the preset's own kind (a cross-fit another kind may not offer), goes back to the schema's default, which every
-    kind offers, unless ``mapping`` sets it."""
-    try:
-        preset = get_preset(cfg.preset)
-    except ValueError:  # a preset name of no preset this release has: nothing to go back from
-        return
-    if (cfg.kind != preset.kind and cfg.score.threshold_source == preset.score.threshold_source
-            and not _sets(cfg, mapping, "score", "threshold_source")):
+def _threshold_source_of_kind(cfg: Config, given: bool) -> None:
+    """Where ``kind`` is not its preset's: a threshold source that is still the preset's, chosen for the preset's own
+    kind (a cross-fit another kind may not offer), goes back to the schema's default, which every kind offers, unless
+    a source (``given``) set it."""
+    preset = get_preset(cfg.preset)
+    if not given and cfg.kind != preset.kind and cfg.score.threshold_source == preset.score.threshold_source:
         cfg.score.threshold_source = type(cfg.score)().threshold_source
 
 
@@ -249,6 +242,7 @@ def load_config(
     cfg = get_preset(preset)
     given: set[str] = set()
     set_by_file: set[str] = set()  # the file's sections of its kind: a kind= given after it would drop them
+    threshold_given = False  # score.threshold_source set by the file or the overrides
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():
@@ -263,6 +257,7 @@ def load_config(
             cfg = get_preset(str(data.pop("preset")))
         apply_mapping(cfg, data, source=f"config file {path}")
         moved = move_keys(data)
+        threshold_given = _sets(cfg, moved, "score", "threshold_source")
         set_by_file = {s for s in cfg.sections if isinstance(moved.get(s), dict) and moved[s]}
         given |= _train_keys(data)
     if overrides:
@@ -272,10 +267,12 @@ def load_config(
             raise ValueError("choose the preset with --preset, not as an override")
         kind_before = cfg.kind
         apply_mapping(cfg, overrides)
+        threshold_given = threshold_given or _sets(cfg, move_keys(overrides), "score", "threshold_source")
         if cfg.kind != kind_before and set_by_file:
             raise ValueError(f"kind={cfg.kind} on the command line would drop the {', '.join(sorted(set_by_file))} "
                              f"settings of config file {yaml_path} (a {kind_before} model's): set kind in the file")
         given |= _train_keys(overrides)
+    _threshold_source_of_kind(cfg, threshold_given)
     if "train" in cfg.sections and "epochs" in given and "steps" not in given:
         cfg.train.steps = 0
     cfg.validate()

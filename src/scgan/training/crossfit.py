@@ -102,9 +102,11 @@ class FoldFeed:
         try:
             self._file.write(data.tobytes())
         except OSError as e:
-            raise OSError(f"the cross-fit could not keep the training images' patch features in {self._directory} "
-                          f"({e.strerror or e}): free disk space there, or use score.threshold_source=validation"
-                          ) from e
+            raise self._disk_error(e) from e
+
+    def _disk_error(self, e: OSError) -> OSError:
+        return OSError(f"the cross-fit could not keep the training images' patch features in {self._directory} "
+                       f"({e.strerror or e}): free disk space there, or use score.threshold_source=validation")
 
     @property
     def kept_bytes(self) -> int:
@@ -123,6 +125,10 @@ class FoldFeed:
 
     def banks(self) -> list[torch.Tensor]:
         """Each fold's bank (:func:`merge_folds` of the fed folds' own banks); empty ones where nothing was fed."""
+        try:
+            self._file.flush()  # what a full disk refused at the last write shows here, not at the first read
+        except OSError as e:
+            raise self._disk_error(e) from e
         if self._own is None:
             return [torch.zeros((0, 0)) for _ in range(self.k)]
         own = [b.close() for b in self._own]
