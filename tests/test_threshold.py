@@ -140,7 +140,7 @@ def test_a_fold_bank_holds_no_patch_of_its_own_fold_and_covers_the_others(tmp_pa
             assert feed.patches(5) is None
             for i in readable:
                 torch.testing.assert_close(feed.patches(i), features(i).half().float(), rtol=0, atol=0)
-    # every readable image in fold 0: fold 0's bank is empty (crossfit_scores refuses it with its message)
+    # every readable image in fold 0: fold 0's bank is empty (crossfit_distances refuses it with its message)
     with FoldFeed(cfg, 12, bank_merger(cfg.patchcore, torch.Generator().manual_seed(0)), tmp_path) as feed:
         for i in range(12):
             if feed.folds[i] == 0:
@@ -156,7 +156,7 @@ def test_a_training_image_gone_or_changed_while_fitting_stops_the_cross_fit_in_o
     from scgan.data.datasets import ImageStream, Sample
     from scgan.data.io import InputSpec
     from scgan.models.patchcore.model import MemoryBank
-    from scgan.training.crossfit import FoldFeed, crossfit_scores
+    from scgan.training.crossfit import FoldFeed, crossfit_distances, crossfit_scores
     from scgan.training.patchcore import bank_merger
 
     cfg = load_config("default", overrides={"patchcore.resolution": 64, "patchcore.bank_size": 64,
@@ -174,14 +174,14 @@ def test_a_training_image_gone_or_changed_while_fitting_stops_the_cross_fit_in_o
         return feed
 
     with fed() as feed:
-        assert crossfit_scores(cfg, stream, feed, space, 4.0).scores.shape[0] == 4
+        assert crossfit_scores(cfg, crossfit_distances(cfg, stream, feed), space, 4.0).scores.shape[0] == 4
     Image.new("RGB", (128, 64)).save(paths[1])  # another size than the one fitted
     with fed() as feed, pytest.raises(RuntimeError, match=r"kept 64 patches of .*1\.png, but its 64 x 128 px image "
                                                           "makes 8 x 16: did it change while fitting"):
-        crossfit_scores(cfg, stream, feed, space, 4.0)
+        crossfit_distances(cfg, stream, feed)
     paths[1].unlink()
     with fed() as feed, pytest.raises(RuntimeError, match=r"could not open .*1\.png again"):
-        crossfit_scores(cfg, stream, feed, space, 4.0)
+        crossfit_distances(cfg, stream, feed)
 
 
 def test_kept_patches_beyond_float16_keep_their_values(tmp_path):

@@ -25,7 +25,7 @@ ADDED_LATER: dict[tuple[str, str], Any] = {
     ("score", "selection_strengths"): [1.0], ("train", "lr_milestones"): [], ("train", "lr_gamma"): 0.2,
     ("patchcore", "metric"): "euclidean", ("patchcore", "shrinkage"): 0.1, ("patchcore", "pad"): 0,
     ("score", "threshold_source"): "validation", ("score", "crossfit_folds"): 5, ("score", "tail"): "none",
-    ("patchcore", "top_share"): 0.0,
+    ("patchcore", "top_share"): 0.0, ("patchcore", "position_grid"): 0,
 }
 # Settings whose default changed, with the defaults they had before: a YAML file copied from an earlier preset file
 # holds those in the sections of another kind, and they are as much "left at the default" as today's.

@@ -259,6 +259,14 @@ class PatchCoreConfig:
     # is brought to the working size, so the same count covers less of the image: map_top likely reads higher than
     # on the whole images its threshold came from (not measured).
     top_share: float = 0.0
+    # Where > 0, the model also computes the score map_z: the smoothed map judged location by location against how
+    # high normal maps run there (a raised border, a bright rim): on a G x G grid over the image (its own aspect
+    # stretched to the square), the mean and spread of the training images' cross-fitted maps; map_z is the largest
+    # (map - mean) / spread. Needs score.threshold_source: crossfit (the maps come from it; each training image's
+    # map_z is judged against the other folds' maps) and a fixed score.sigma (not auto). Scored in tiles (tile=N),
+    # each tile is judged against the whole image's grid (not measured). `scgan update` keeps the grid as fitted.
+    # 0 = not computed.
+    position_grid: int = 0
 
     def validate(self) -> None:
         WORKING_SIDE.check("patchcore.resolution", self.resolution)
@@ -273,6 +281,7 @@ class PatchCoreConfig:
              f"{self.resolution}), got {self.pad}: lower it (0 = no mirror padding) or raise patchcore.resolution"),
             (self.projection >= 0, f"patchcore.projection must be >= 0, got {self.projection}"),
             (0.0 <= self.top_share <= 0.5, f"patchcore.top_share must be in [0, 0.5], got {self.top_share}"),
+            (0 <= self.position_grid <= 256, f"patchcore.position_grid must be in [0, 256], got {self.position_grid}"),
             (self.max_patches >= self.bank_size,
              f"patchcore.max_patches ({self.max_patches}) must be >= bank_size ({self.bank_size})"),
         ])

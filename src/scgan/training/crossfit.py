@@ -11,7 +11,9 @@ least ``bank_size``). The bank that scores fold j is then the same merge of the 
 (:func:`merge_folds`). Each image is scored with its fold's bank from its kept patches, through the model's own map
 and scores (the calibration's sigma): no second pass through the backbone. Its scores are those a new image would get
 from a bank of (k - 1) / k of the training images (to float16's precision in the features): a little higher than from
-the full bank, which errs towards fewer false alarms.
+the full bank, which errs towards fewer false alarms. Where the model computes ``map_z`` (``patchcore.position_grid``),
+the same cross-fitted maps give its normal maps by location (:func:`fold_position`), and each training image's map_z
+is judged against the other folds' maps only.
 """
 from __future__ import annotations
 
@@ -23,11 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from scgan.config import Config
 from scgan.data.datasets import ImageStream
 from scgan.models.patchcore.backbone import block_plan
-from scgan.models.patchcore.coreset import MergeBuffer
+from scgan.models.patchcore.coreset import MergeBuffer, nearest_distance
 from scgan.models.patchcore.kind import PATCHCORE
 from scgan.models.patchcore.model import MemoryBank
 
@@ -154,25 +157,37 @@ class CrossFit:
     scoring_s: float  # scoring each image with its fold's bank
 
 
+@dataclass
+class FoldDistances:
+    """Every readable training image's nearest-bank distances (1, 1, h, w) from the bank of the folds it is not in,
+    and its size (H, W), by image index; each image's fold; and what they cost."""
+
+    distances: dict[int, torch.Tensor]
+    sizes: dict[int, tuple[int, int]]
+    folds: list[int]
+    k: int
+    kept_mb: float
+    banks_s: float
+    nearest_s: float
+
+
 @torch.no_grad()
-def crossfit_scores(cfg: Config, stream: ImageStream, feed: FoldFeed, space: MemoryBank, sigma: float,
-                    progress: Callable[[int, str], None] | None = None) -> CrossFit:
-    """Every training image ``feed`` was fed scored by the bank of the folds it is not in (``space``: the fit's memory
-    bank, whose scale and whitening the fold banks share; ``sigma``: the calibration's). ``stream``: the training
-    images, whose headers give each one's size (its map is made at that size, as a new image's)."""
+def crossfit_distances(cfg: Config, stream: ImageStream, feed: FoldFeed,
+                       progress: Callable[[int, str], None] | None = None) -> FoldDistances:
+    """Every training image ``feed`` was fed, its kept patches' distances to the bank of the folds it is not in.
+    ``stream``: the training images, whose headers give each one's size (its map is made at that size, as a new
+    image's)."""
     banks = feed.banks()
     if any(bank.shape[0] == 0 for bank in banks):
         raise ValueError("score.threshold_source = crossfit: a fold's bank is empty (every readable training image is "
                          "in that fold); give more readable normal training images or use validation")
-    whitening = (space.mean, space.whitening) if space.whitened else None
     stride = block_plan(cfg.patchcore.backbone)[cfg.patchcore.layers[0]].stride  # the features' grid (embed)
     t0 = time.perf_counter()
-    rows: dict[int, np.ndarray] = {}
+    distances: dict[int, torch.Tensor] = {}
+    sizes: dict[int, tuple[int, int]] = {}
     done = 0
-    for fold, bank in enumerate(banks):  # one fold's scorer at a time
-        scorer = PATCHCORE.build_scorer(cfg, {"memory": MemoryBank(bank, space.digest, space.scale, whitening)})
-        scorer.set_sigma(sigma)
-        scorer.eval()
+    for fold, bank in enumerate(banks):  # one fold's bank at a time
+        bank_sq = bank.pow(2).sum(1)
         for index in (i for i in range(len(stream)) if feed.folds[i] == fold):
             done += 1
             patches = feed.patches(index)
@@ -190,10 +205,71 @@ def crossfit_scores(cfg: Config, stream: ImageStream, feed: FoldFeed, space: Mem
             if grid[0] * grid[1] != patches.shape[0]:
                 raise RuntimeError(f"the cross-fit kept {patches.shape[0]} patches of {path}, but its {size[0]} x "
                                    f"{size[1]} px image makes {grid[0]} x {grid[1]}: did it change while fitting?")
-            distances = scorer.nearest(patches).reshape(1, 1, *grid)
-            rows[index] = scorer.map_outputs(size, distances)[0][0].float().numpy()
+            distances[index] = nearest_distance(patches, bank, bank_sq).reshape(1, 1, *grid)
+            sizes[index] = (int(size[0]), int(size[1]))
+    return FoldDistances(distances, sizes, list(feed.folds), len(banks), round(feed.kept_bytes / 2**20, 1),
+                         round(feed.merge_s, 2), time.perf_counter() - t0)
+
+
+@dataclass
+class FoldPosition:
+    """The cross-fitted smoothed maps of each fold's images, summed per cell of a G x G grid over the image: the
+    normal maps' mean and spread by location (``map_z``), of every fold or of every fold but one."""
+
+    counts: list[int]
+    first: torch.Tensor  # (k, G, G) float64: the sum of the maps' cell means
+    second: torch.Tensor  # (k, G, G) float64: the sum of their squares
+
+    def stats(self, leave_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, spread), each (G, G), over every fold but ``leave_out``. The spread is floored at a tenth of its
+        median over the grid (1 where that is 0), so that a cell where every normal map agreed cannot make any
+        small rise there an alarm."""
+        keep = [i for i in range(len(self.counts)) if i != leave_out]
+        n = max(sum(self.counts[i] for i in keep), 1)
+        mean = self.first[keep].sum(0) / n
+        var = (self.second[keep].sum(0) / n - mean ** 2).clamp_min(0.0)
+        spread = var.sqrt()
+        floor = 0.1 * float(spread.median())
+        return mean.float(), spread.clamp_min(floor if floor > 0 else 1.0).float()
+
+
+@torch.no_grad()
+def fold_position(cfg: Config, fold: FoldDistances, space: MemoryBank, sigma: float) -> FoldPosition:
+    """The cross-fitted maps of ``fold`` smoothed with ``sigma`` as the model smooths them (``space``: the fit's memory
+    bank), summed per fold on the ``patchcore.position_grid`` grid (each map area-averaged into its cells)."""
+    g = cfg.patchcore.position_grid
+    scorer = PATCHCORE.build_scorer(cfg, {"memory": space})  # its smoothing alone: map_z is not computed here
+    scorer.set_sigma(sigma)
+    first = torch.zeros(fold.k, g, g, dtype=torch.float64)
+    second = torch.zeros(fold.k, g, g, dtype=torch.float64)
+    counts = [0] * fold.k
+    for index, distances in fold.distances.items():
+        cells = F.adaptive_avg_pool2d(scorer.upsampled(fold.sizes[index], distances)[1], g)[0, 0].double()
+        f = fold.folds[index]
+        first[f] += cells
+        second[f] += cells ** 2
+        counts[f] += 1
+    return FoldPosition(counts, first, second)
+
+
+@torch.no_grad()
+def crossfit_scores(cfg: Config, fold: FoldDistances, space: MemoryBank, sigma: float,
+                    position: FoldPosition | None = None) -> CrossFit:
+    """Every image of ``fold`` scored from its cross-fitted distances as the model scores a new image (``space``: the
+    fit's memory bank; ``sigma``: the calibration's); map_z, where computed, against ``position``'s maps of the other
+    folds."""
+    t0 = time.perf_counter()
+    rows: dict[int, np.ndarray] = {}
+    whitening = (space.mean, space.whitening) if space.whitened else None
+    for f in range(fold.k):  # one fold's grid at a time
+        memory = MemoryBank(space.bank, space.digest, space.scale, whitening)  # the same tensors, a grid of its own
+        if position is not None:
+            memory.set_position(*position.stats(leave_out=f), sigma)
+        scorer = PATCHCORE.build_scorer(cfg, {"memory": memory})
+        scorer.set_sigma(sigma)
+        for index in (i for i in sorted(fold.distances) if fold.folds[i] == f):
+            rows[index] = scorer.map_outputs(fold.sizes[index], fold.distances[index])[0][0].float().numpy()
     names = scorer.names
     scores = np.stack([rows[i] for i in sorted(rows)]) if rows else np.zeros((0, len(names)))
-    return CrossFit(scores.astype(np.float64), tuple(names), len(banks), round(feed.kept_bytes / 2**20, 1),
-                    round(feed.merge_s, 2),
-                    round(time.perf_counter() - t0, 2))
+    return CrossFit(scores.astype(np.float64), tuple(names), fold.k, fold.kept_mb, fold.banks_s,
+                    round(fold.nearest_s + time.perf_counter() - t0, 2))

@@ -25,7 +25,8 @@ from scgan.models.patchcore.backbone import EfficientNetLite, block_plan, load_b
 from scgan.models.patchcore.coreset import MergeBuffer, greedy_coreset, projection_matrix
 from scgan.models.patchcore.kind import PATCHCORE, layout
 from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whiten_, whitening_transform
-from scgan.training.crossfit import FoldFeed, crossfit_scores
+from scgan.models.scoring import scorer_sigma
+from scgan.training.crossfit import FoldFeed, crossfit_distances, crossfit_scores, fold_position
 from scgan.training.result import TrainResult, write_run
 
 
@@ -90,11 +91,19 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
         scorer = PATCHCORE.build_scorer(cfg, parts)
         crossfit, crossfit_cost = None, {}
         if feed is not None:  # every training image scored by a bank of the folds without it, from the pass above
+            def say(n: int, what: str) -> None:
+                if n % step == 0 or n == len(stream):
+                    _say(progress, f"{what}: {n}/{len(stream)} images")
+
+            fold = crossfit_distances(cfg, stream, feed, say)
+            position = None
+            if p.position_grid:  # map_z's normal maps by location, at the sigma every score is smoothed with
+                sigma = scorer_sigma(cfg.score.sigma, spec.size)
+                position = fold_position(cfg, fold, parts["memory"], sigma)
+                parts["memory"].set_position(*position.stats(), sigma)
 
             def crossfit(sigma: float, names: tuple[str, ...]):
-                done = crossfit_scores(cfg, stream, feed, parts["memory"], sigma,
-                                       lambda n, what: (n % step == 0 or n == len(stream))
-                                       and _say(progress, f"{what}: {n}/{len(stream)} images"))
+                done = crossfit_scores(cfg, fold, parts["memory"], sigma, position)
                 _say(progress, f"cross-fitted {done.scores.shape[0]} training images in {done.folds} folds: "
                                f"fold banks {done.banks_s:.0f} s, scores {done.scoring_s:.0f} s (their patches, "
                                f"{done.kept_mb:.0f} MB, were kept on disk in {output_dir} while fitting)")

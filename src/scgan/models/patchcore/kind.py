@@ -45,6 +45,9 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
     whitening = (torch.zeros(d), torch.zeros(d, d)) if cfg.patchcore.metric == "mahalanobis" else None
     memory = MemoryBank(torch.zeros_like(bank), whitening=whitening)
     memory.backbone_digest = torch.zeros_like(state["memory"]["backbone_digest"])
+    grid = cfg.patchcore.position_grid
+    if grid:
+        memory.set_position(torch.zeros(grid, grid), torch.ones(grid, grid), 0.0)
     memory.load_state_dict(state["memory"], strict=True)
     if bank.ndim != 2 or bank.shape[1] != feature_dims(cfg) or bank.shape[0] == 0:
         raise RuntimeError(f"its memory bank has shape {tuple(bank.shape)}, not (M, {feature_dims(cfg)}) as the "
@@ -53,6 +56,9 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
     if bad.any():  # a fitted scale is 1 / a layer's spread: positive; 0 would blank features, nan/inf every score
         raise ValueError(f"its memory bank's feature scale is {memory.scale[bad][0].item():g} at {int(bad.sum())} of "
                          f"{bad.numel()} features; a fitted scale is positive and finite")
+    if grid and (memory.position_mean.shape[-2:] != (grid, grid) or not bool(torch.isfinite(memory.position_mean).all())
+                 or not bool((torch.isfinite(memory.position_spread) & (memory.position_spread > 0)).all())):
+        raise ValueError(f"its normal maps' grid (map_z) is not a finite {grid} x {grid} grid with positive spreads")
     installed = weights_digest(cfg.patchcore.backbone)
     if memory.digest != installed:
         raise RuntimeError(f"it was fitted with other {cfg.patchcore.backbone} weights (sha256 "
@@ -62,7 +68,8 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
 
 
 def _score_names(cfg: Config) -> tuple[str, ...]:
-    return BASE_SCORES + (("map_top",) if cfg.patchcore.top_share > 0 else ())
+    return BASE_SCORES + (("map_top",) if cfg.patchcore.top_share > 0 else ()) + (
+        ("map_z",) if cfg.patchcore.position_grid else ())
 
 
 def _build_scorer(cfg: Config, parts: dict[str, nn.Module], calibration=None, precision: str | None = None,
@@ -72,7 +79,8 @@ def _build_scorer(cfg: Config, parts: dict[str, nn.Module], calibration=None, pr
     cl = cfg.runtime.channels_last if channels_last is None else channels_last
     return PatchCoreScorer(backbone, parts["memory"], layout(cfg), sigma=float(sigma),
                            autocast_dtype=autocast_dtype(precision), channels_last=cl,
-                           top=top_count(cfg.patchcore.top_share, cfg.patchcore.resolution)).eval()
+                           top=top_count(cfg.patchcore.top_share, cfg.patchcore.resolution),
+                           position=cfg.patchcore.position_grid > 0).eval()
 
 
 def _check_config(cfg: Config) -> None:
@@ -88,6 +96,12 @@ def _check_config(cfg: Config) -> None:
         raise ValueError(f"patchcore.top_share {p.top_share:g} asks for more pixels than the smallest map the model "
                          f"takes ({least} x {least} px); at resolution {p.resolution} it may be at most "
                          f"{least * least / p.resolution ** 2:.4g}")
+    if p.position_grid and cfg.score.threshold_source != "crossfit":
+        raise ValueError("patchcore.position_grid needs score.threshold_source: crossfit (map_z's normal maps are the "
+                         f"training images' cross-fitted ones), got {cfg.score.threshold_source}")
+    if p.position_grid and cfg.score.sigma == "auto":
+        raise ValueError("patchcore.position_grid needs a fixed score.sigma (null or a number of pixels), not auto: "
+                         "map_z's normal maps are smoothed before the calibration would choose it")
     if p.pad % stride:
         raise ValueError(f"patchcore.pad must be a multiple of {stride} (the stride of block {max(p.layers)} of "
                          f"{p.backbone}), got {p.pad}")

@@ -24,6 +24,8 @@ SCORES: dict[str, str] = {
     "patch_max": "largest nearest-neighbour distance of a patch feature (PatchCore's image score, unsmoothed)",
     "map_top": "mean of the largest values of the smoothed map, a fixed share of the working image's area "
                "(patchcore.top_share; computed only where that is set)",
+    "map_z": "largest value of the smoothed map less the normal maps' mean at its location, over their spread there "
+             "(patchcore.position_grid; computed only where that is set)",
 }
 # The scores every model computes; map_top only where its share is set (older files hold none).
 BASE_SCORES = ("map_max", "patch_max")
@@ -40,7 +42,8 @@ class MemoryBank(nn.Module):
     """The normal patch features (M, D) in the space distances are measured in, and the map into it that every
     query feature takes: multiplied by ``scale`` (D,), then, where the bank is whitened, centred on ``mean`` (D,)
     and multiplied by ``whitening`` (D, D) (Euclidean distances there are Mahalanobis distances of the scaled
-    features); and the sha256 of the backbone weights the features were computed with."""
+    features); the sha256 of the backbone weights the features were computed with; and, where ``map_z`` is
+    computed, how high normal smoothed maps run at each cell of a G x G grid over the image (:meth:`set_position`)."""
 
     def __init__(self, bank: torch.Tensor, backbone_digest: str = "", scale: torch.Tensor | None = None,
                  whitening: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
@@ -57,6 +60,33 @@ class MemoryBank(nn.Module):
     @property
     def digest(self) -> str:
         return bytes(self.backbone_digest.tolist()).hex()
+
+    @property
+    def positioned(self) -> bool:
+        """Whether the bank holds the normal maps' statistics by location (``map_z``)."""
+        return hasattr(self, "position_mean")
+
+    def set_position(self, mean: torch.Tensor, spread: torch.Tensor, sigma: float) -> None:
+        """The normal smoothed maps' mean and spread (each (G, G), the spread > 0) per cell of a grid over the image,
+        at the map smoothing ``sigma`` they were measured with (only files that hold them store them)."""
+        for name, value in (("position_mean", mean), ("position_spread", spread)):
+            value = value.float().reshape(1, 1, *value.shape[-2:]).contiguous()
+            if hasattr(self, name):
+                getattr(self, name).data = value
+            else:
+                self.register_buffer(name, value)
+        sigma = torch.tensor(float(sigma))
+        if hasattr(self, "position_sigma"):
+            self.position_sigma.data = sigma
+        else:
+            self.register_buffer("position_sigma", sigma)
+
+    def position_z(self, smooth: torch.Tensor) -> torch.Tensor:
+        """Smoothed maps (B, 1, H, W) as (map - normal mean) / normal spread, the grid up-sampled to each map."""
+        size = smooth.shape[-2:]
+        mean = F.interpolate(self.position_mean, size=size, mode="bilinear", align_corners=False)
+        spread = F.interpolate(self.position_spread, size=size, mode="bilinear", align_corners=False)
+        return (smooth - mean) / spread
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """Patch features (N, D) as the bank holds them: scaled, and whitened where the bank is."""
@@ -134,7 +164,8 @@ class PatchCoreScorer(nn.Module):
     probability_map = False
 
     def __init__(self, backbone: EfficientNetLite, memory: MemoryBank, layout: FeatureLayout, sigma: float = 4.0,
-                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False, top: int = 0) -> None:
+                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False, top: int = 0,
+                 position: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.memory = memory
@@ -144,7 +175,9 @@ class PatchCoreScorer(nn.Module):
         self.autocast_dtype = autocast_dtype
         self.channels_last = bool(channels_last)
         self.top = int(top)  # map_top averages this many pixels of the smoothed map (0: no map_top)
-        self.names: tuple[str, ...] = BASE_SCORES + (("map_top",) if self.top else ())
+        self.position = bool(position)  # map_z, from the memory bank's normal maps by location (set before scoring)
+        self.names: tuple[str, ...] = BASE_SCORES + (("map_top",) if self.top else ()) + (
+            ("map_z",) if self.position else ())
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """Nearest-bank distance of every patch: (B, D, h, w) -> (B, 1, h, w)."""
@@ -182,18 +215,25 @@ class PatchCoreScorer(nn.Module):
                     raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and anomaly maps (B, H, W) of images of ``size`` (H, W) from their patches' nearest-bank distances
         (B, 1, h, w) (``raw``: the maps unsmoothed)."""
-        full = F.interpolate(patch, size=size, mode="bilinear", align_corners=False)
-        smooth = self.blur(full)
+        full, smooth = self.upsampled(size, patch)
         named = {**self.map_scores(smooth), "patch_max": patch.flatten(1).amax(1)}
         scores = torch.stack([named[n] for n in self.names], dim=1)
         return scores, (full if raw else smooth)[:, 0]
 
+    def upsampled(self, size: tuple[int, int] | torch.Size, patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest-bank distances (B, 1, h, w) as maps (B, 1, H, W) of ``size``: (unsmoothed, smoothed)."""
+        full = F.interpolate(patch, size=size, mode="bilinear", align_corners=False)
+        return full, self.blur(full)
+
     def map_scores(self, smooth: torch.Tensor) -> dict[str, torch.Tensor]:
-        """map_max, and map_top where its count is set, of smoothed maps (B, 1, H, W)."""
+        """map_max, map_top where its count is set and map_z where the bank holds its grid, of smoothed maps
+        (B, 1, H, W)."""
         flat = smooth.flatten(1)
         out = {"map_max": flat.amax(1)}
         if self.top:
             out["map_top"] = flat.topk(self.top, dim=1).values.mean(1)
+        if self.position:
+            out["map_z"] = self.memory.position_z(smooth).flatten(1).amax(1)
         return out
 
     @property
@@ -202,5 +242,9 @@ class PatchCoreScorer(nn.Module):
         return self.blur.sigma
 
     def set_sigma(self, sigma: float) -> None:
-        """Smooth maps (and so map_max) with ``sigma`` pixels from now on."""
+        """Smooth maps (and so map_max) with ``sigma`` pixels from now on; where map_z is computed, only with the
+        sigma its normal maps were smoothed with."""
+        if self.position and self.memory.positioned and abs(float(self.memory.position_sigma) - sigma) > 1e-6:
+            raise ValueError(f"map_z's normal maps were smoothed with sigma {float(self.memory.position_sigma):g} px; "
+                             f"this model cannot score with sigma {sigma:g} (fit it again with that score.sigma)")
         self.blur = GaussianBlur(sigma).to(self.memory.bank.device)
