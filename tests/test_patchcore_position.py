@@ -3,6 +3,8 @@ against the cross-fitted normal maps. On a hand-made map and grid; the grid's st
 fitted model keeps them in its file, scores them the same through ONNX, and refuses what would make them wrong."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -75,19 +77,17 @@ def test_the_grid_of_every_fold_but_one_is_that_folds_leave_out():
 
 
 @pytest.mark.unit
-def test_the_grid_needs_a_cross_fit_and_a_fixed_sigma_and_names_its_score():
+def test_the_grid_needs_a_fixed_sigma_and_names_its_score():
     from scgan.config import load_config
     from scgan.models.checks import check_config
 
     with pytest.raises(ValueError, match=r"patchcore.position_grid must be in \[0, 256\], got -1"):
         load_config("default", overrides=["patchcore.position_grid=-1"])
-    with pytest.raises(ValueError, match=r"position_grid needs score.threshold_source: crossfit .* got validation$"):
-        check_config(load_config("default", overrides=["patchcore.position_grid=8",
-                                                       "score.threshold_source=validation"]))
     with pytest.raises(ValueError, match=r"position_grid needs a fixed score.sigma \(null or a number of pixels\), "
                                          r"not auto"):
         check_config(load_config("default", overrides=["patchcore.position_grid=8", "score.sigma=auto"]))
-    with pytest.raises(ValueError, match="its scores: auto, map_max, patch_max$"):
+    with pytest.raises(ValueError, match=r"its scores: auto, map_max, patch_max \(map_z: .*computed only where that is "
+                                         r"set\)$"):
         check_config(load_config("default", overrides=["score.default_score=map_z"]))
     cfg = check_config(load_config("default", overrides=["patchcore.position_grid=8", "score.default_score=map_z"]))
     assert cfg.score.default_score == "map_z"
@@ -127,6 +127,27 @@ def test_a_fitted_grid_is_the_cross_fitted_maps_and_the_threshold_rests_on_out_o
     # the bank and the other scores are those of the same fit without map_z
     plain = load_model(feature_model[0].model_path)
     torch.testing.assert_close(memory.bank, plain.parts["memory"].bank)
+
+
+@pytest.mark.integration
+def test_the_grid_is_cross_fitted_with_a_threshold_from_the_validation_images_alone(demo_root, demo_category,
+                                                                                   positioned, tmp_path):
+    from scgan.artifacts.model_file import load_model
+    from scgan.config import load_config
+    from scgan.training.fit import train
+
+    cfg = load_config("default", overrides={**TINY_FEATURES, "data.root": str(demo_root),
+                                            "data.category": demo_category, "score.crossfit_folds": 4,
+                                            "patchcore.position_grid": 4, "score.default_score": "map_z"})
+    assert cfg.score.threshold_source == "validation"
+    loaded = load_model(train(cfg, tmp_path, progress=False).model_path)
+    cal = loaded.calibration
+    assert cal.n_crossfit == 0 and cal.normal_scores == {} and loaded.default_score == "map_z"
+    # the same grid as the cross-fitted threshold's fit: it comes from the same folds
+    fitted = load_model(positioned).parts["memory"]
+    torch.testing.assert_close(loaded.parts["memory"].position_mean, fitted.position_mean)
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["crossfit_folds"] == 4 and "crossfit_scores_s" not in summary
 
 
 @pytest.mark.integration

@@ -262,8 +262,9 @@ class PatchCoreConfig:
     # Where > 0, the model also computes the score map_z: the smoothed map judged location by location against how
     # high normal maps run there (a raised border, a bright rim): on a G x G grid over the image (its own aspect
     # stretched to the square), the mean and spread of the training images' cross-fitted maps; map_z is the largest
-    # (map - mean) / spread. Needs score.threshold_source: crossfit (the maps come from it; each training image's
-    # map_z is judged against the other folds' maps) and a fixed score.sigma (not auto). Scored in tiles (tile=N),
+    # (map - mean) / spread. The maps come from cross-fitting the training images in score.crossfit_folds folds,
+    # whatever the threshold source (a cross-fitted threshold judges each training image's map_z against the other
+    # folds' maps only); needs a fixed score.sigma (not auto). Scored in tiles (tile=N),
     # each tile is judged against the whole image's grid (not measured). `scgan update` keeps the grid as fitted.
     # 0 = not computed.
     position_grid: int = 0

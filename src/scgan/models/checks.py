@@ -21,5 +21,7 @@ def check_config(cfg: Config) -> Config:
     if cfg.score.default_score not in ("auto", *names):
         about = kind.describe(cfg)
         raise ValueError(f"default_score {cfg.score.default_score!r} is not a score of this model "
-                         f"({cfg.kind}{', ' + about if about else ''}); its scores: auto, {', '.join(names)}")
+                         f"({cfg.kind}{', ' + about if about else ''}); its scores: auto, {', '.join(names)}"
+                         + (f" ({cfg.score.default_score}: {kind.scores[cfg.score.default_score]})"
+                            if cfg.score.default_score in kind.scores else ""))
     return cfg

@@ -34,6 +34,10 @@ from scgan.models.patchcore.coreset import MergeBuffer, nearest_distance
 from scgan.models.patchcore.kind import PATCHCORE
 from scgan.models.patchcore.model import MemoryBank
 
+# What cross-fits the training images, and how to fit without it: for the errors that stop it.
+_WHAT = "the cross-fit (score.threshold_source = crossfit, patchcore.position_grid)"
+_WITHOUT = "score.threshold_source=validation with patchcore.position_grid=0"
+
 # The fit's merge of new rows (N, D) into a bank (M, D) (its merge_bank, bounded by bank_size).
 Merge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -70,7 +74,7 @@ class FoldFeed:
 
     def __init__(self, cfg: Config, count: int, merge_into: Merge, directory: str | os.PathLike[str]) -> None:
         if count < 2:
-            raise ValueError("score.threshold_source = crossfit needs at least 2 normal training images")
+            raise ValueError(f"{_WHAT} needs at least 2 normal training images")
         self.folds = fold_assignment(count, cfg.score.crossfit_folds, cfg.seed)
         self.k = max(self.folds) + 1
         self._cap = max(cfg.patchcore.bank_size, cfg.patchcore.max_patches // self.k)
@@ -109,7 +113,7 @@ class FoldFeed:
 
     def _disk_error(self, e: OSError) -> OSError:
         return OSError(f"the cross-fit could not keep the training images' patch features in {self._directory} "
-                       f"({e.strerror or e}): free disk space there, or use score.threshold_source=validation")
+                       f"({e.strerror or e}): free disk space there, or use {_WITHOUT}")
 
     @property
     def kept_bytes(self) -> int:
@@ -179,8 +183,8 @@ def crossfit_distances(cfg: Config, stream: ImageStream, feed: FoldFeed,
     image's)."""
     banks = feed.banks()
     if any(bank.shape[0] == 0 for bank in banks):
-        raise ValueError("score.threshold_source = crossfit: a fold's bank is empty (every readable training image is "
-                         "in that fold); give more readable normal training images or use validation")
+        raise ValueError(f"{_WHAT}: a fold's bank is empty (every readable training image is in that fold); give more "
+                         f"readable normal training images or use {_WITHOUT}")
     stride = block_plan(cfg.patchcore.backbone)[cfg.patchcore.layers[0]].stride  # the features' grid (embed)
     t0 = time.perf_counter()
     distances: dict[int, torch.Tensor] = {}

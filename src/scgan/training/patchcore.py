@@ -66,7 +66,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     # The cross-fit's folds are fed by the same pass (their merges with a generator of their own: the bank stays
     # the same with or without them).
     feed = (FoldFeed(cfg, len(stream), bank_merger(p, torch.Generator().manual_seed(cfg.seed)), output_dir)
-            if cfg.score.threshold_source == "crossfit" else None)
+            if cfg.score.threshold_source == "crossfit" or p.position_grid else None)
     with feed or contextlib.nullcontext():  # the feed's file goes whatever happens
         t0 = time.perf_counter()
         fitted = (bank_from or stream_bank)(
@@ -90,26 +90,27 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
         parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale, whitening)}
         scorer = PATCHCORE.build_scorer(cfg, parts)
         crossfit, crossfit_cost = None, {}
-        if feed is not None:  # every training image scored by a bank of the folds without it, from the pass above
+        if feed is not None:  # every training image's distances to a bank of the folds without it, from the pass above
             def say(n: int, what: str) -> None:
                 if n % step == 0 or n == len(stream):
                     _say(progress, f"{what}: {n}/{len(stream)} images")
 
             fold = crossfit_distances(cfg, stream, feed, say)
+            crossfit_cost.update(crossfit_folds=fold.k, crossfit_kept_mb=fold.kept_mb, crossfit_banks_s=fold.banks_s)
+            _say(progress, f"cross-fitted {len(fold.distances)} training images in {fold.k} folds: fold banks "
+                           f"{fold.banks_s:.0f} s, distances {fold.nearest_s:.0f} s (their patches, {fold.kept_mb:.0f} "
+                           f"MB, were kept on disk in {output_dir} while fitting)")
             position = None
             if p.position_grid:  # map_z's normal maps by location, at the sigma every score is smoothed with
                 sigma = scorer_sigma(cfg.score.sigma, spec.size)
                 position = fold_position(cfg, fold, parts["memory"], sigma)
                 parts["memory"].set_position(*position.stats(), sigma)
 
-            def crossfit(sigma: float, names: tuple[str, ...]):
-                done = crossfit_scores(cfg, fold, parts["memory"], sigma, position)
-                _say(progress, f"cross-fitted {done.scores.shape[0]} training images in {done.folds} folds: "
-                               f"fold banks {done.banks_s:.0f} s, scores {done.scoring_s:.0f} s (their patches, "
-                               f"{done.kept_mb:.0f} MB, were kept on disk in {output_dir} while fitting)")
-                crossfit_cost.update(crossfit_folds=done.folds, crossfit_kept_mb=done.kept_mb,
-                                     crossfit_banks_s=done.banks_s, crossfit_scores_s=done.scoring_s)
-                return done.scores[:, [done.names.index(n) for n in names]]
+            if cfg.score.threshold_source == "crossfit":
+                def crossfit(sigma: float, names: tuple[str, ...]):
+                    done = crossfit_scores(cfg, fold, parts["memory"], sigma, position)
+                    crossfit_cost.update(crossfit_scores_s=done.scoring_s)
+                    return done.scores[:, [done.names.index(n) for n in names]]
 
         calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg, crossfit=crossfit)
         t3 = time.perf_counter()

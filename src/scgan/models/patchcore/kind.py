@@ -96,12 +96,10 @@ def _check_config(cfg: Config) -> None:
         raise ValueError(f"patchcore.top_share {p.top_share:g} asks for more pixels than the smallest map the model "
                          f"takes ({least} x {least} px); at resolution {p.resolution} it may be at most "
                          f"{least * least / p.resolution ** 2:.4g}")
-    if p.position_grid and cfg.score.threshold_source != "crossfit":
-        raise ValueError("patchcore.position_grid needs score.threshold_source: crossfit (map_z's normal maps are the "
-                         f"training images' cross-fitted ones), got {cfg.score.threshold_source}")
     if p.position_grid and cfg.score.sigma == "auto":
         raise ValueError("patchcore.position_grid needs a fixed score.sigma (null or a number of pixels), not auto: "
-                         "map_z's normal maps are smoothed before the calibration would choose it")
+                         "map_z's normal maps are smoothed before the calibration would choose it (or set "
+                         "patchcore.position_grid=0, with a default_score other than map_z)")
     if p.pad % stride:
         raise ValueError(f"patchcore.pad must be a multiple of {stride} (the stride of block {max(p.layers)} of "
                          f"{p.backbone}), got {p.pad}")
