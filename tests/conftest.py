@@ -129,9 +129,11 @@ def one_thread():
 # A PatchCore detector small enough to fit in seconds.
 # Mirror padding of 16 px, not the default's 32: at 64 px that would double each side the backbone sees. The
 # threshold on the validation images, not the default's cross-fitted one: a fit's worth of time less for the many
-# tests that do not look at the threshold (tests/test_threshold_crossfit.py fits the cross-fitted one).
+# tests that do not look at the threshold (tests/test_threshold_crossfit.py fits the cross-fitted one). Without the
+# default's map_z and its grid, for the same reason (tests/test_patchcore_position.py fits them).
 TINY_FEATURES = {"patchcore.resolution": 64, "patchcore.bank_size": 256, "patchcore.max_patches": 20_000,
-                 "patchcore.pad": 16, "eval_batch_size": 8, "score.threshold_source": "validation"}
+                 "patchcore.pad": 16, "eval_batch_size": 8, "score.threshold_source": "validation",
+                 "patchcore.position_grid": 0, "score.default_score": "auto"}
 
 
 @pytest.fixture(scope="session")

@@ -160,7 +160,8 @@ def test_a_training_image_gone_or_changed_while_fitting_stops_the_cross_fit_in_o
     from scgan.training.patchcore import bank_merger
 
     cfg = load_config("default", overrides={"patchcore.resolution": 64, "patchcore.bank_size": 64,
-                                            "patchcore.max_patches": 256, "score.crossfit_folds": 2})
+                                            "patchcore.max_patches": 256, "score.crossfit_folds": 2,
+                                            "patchcore.position_grid": 0, "score.default_score": "auto"})
     paths = [tmp_path / f"{i}.png" for i in range(4)]
     for path in paths:
         Image.new("RGB", (64, 64)).save(path)
@@ -212,13 +213,18 @@ def test_crossfit_is_refused_for_a_kind_that_does_not_offer_it_and_bad_values_ar
 
 
 def test_a_kind_chosen_over_the_default_preset_takes_the_validation_threshold_unless_crossfit_is_asked_for(tmp_path):
-    """The default preset cross-fits its own kind's threshold; kind=scgan over it (command line or file) gets the
-    threshold source's own default, which every kind offers; asked for in the same breath, crossfit is refused."""
+    """The default preset cross-fits its own kind's threshold and scores by map_z; kind=scgan over it (command line or
+    file) gets the threshold source's and the score's own defaults, which every kind offers; asked for in the same
+    breath, crossfit or map_z is refused."""
     assert load_config("default").score.threshold_source == "crossfit"
     assert load_config("default", overrides={"kind": "patchcore"}).score.threshold_source == "crossfit"
     for overrides in ({"kind": "scgan"}, {"model.kind": "scgan", "seed": 3}):
         cfg = check_config(load_config("default", overrides=overrides))
-        assert (cfg.kind, cfg.score.threshold_source) == ("scgan", "validation")
+        assert (cfg.kind, cfg.score.threshold_source, cfg.score.default_score) == ("scgan", "validation", "auto")
+    # the preset's score (map_z, a patchcore score) likewise; asked for, it is refused for a kind without it
+    assert load_config("default", overrides={"kind": "patchcore"}).score.default_score == "map_z"
+    with pytest.raises(ValueError, match="default_score 'map_z' is not a score of this model"):
+        check_config(load_config("default", overrides={"kind": "scgan", "score.default_score": "map_z"}))
     (tmp_path / "c.yaml").write_text("preset: default\nkind: scgan\n")
     assert load_config(yaml_path=tmp_path / "c.yaml").score.threshold_source == "validation"
     # a cross-fit that a file asked for outlives a kind= given after it, towards a kind that offers it

@@ -174,13 +174,28 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "") -> Con
     return cfg
 
 
-def _threshold_source_of_kind(cfg: Config, given: bool) -> None:
-    """Where ``kind`` is not its preset's: a threshold source that is still the preset's, chosen for the preset's own
-    kind (a cross-fit another kind may not offer), goes back to the schema's default, which every kind offers, unless
-    a source (``given``) set it."""
+# Score settings a preset chooses for its own kind, which another kind may not offer (a cross-fit, a score).
+_KIND_SCORE_SETTINGS = ("threshold_source", "default_score")
+# Scores that a setting of their kind's section turns on: with it off, a preset's choice of the score goes too.
+_SCORE_SWITCHES = {"map_z": ("patchcore", "position_grid")}
+
+
+def _score_settings_of_kind(cfg: Config, given: set[str]) -> None:
+    """Where ``kind`` is not its preset's: each of ``_KIND_SCORE_SETTINGS`` that is still the preset's, chosen for the
+    preset's own kind, goes back to the schema's default, which every kind offers, unless a source set it (its name
+    in ``given``). Where it is, a default score that is still the preset's goes back likewise once the setting that
+    computes it (``_SCORE_SWITCHES``) is off."""
     preset = get_preset(cfg.preset)
-    if not given and cfg.kind != preset.kind and cfg.score.threshold_source == preset.score.threshold_source:
-        cfg.score.threshold_source = type(cfg.score)().threshold_source
+    if cfg.kind == preset.kind:
+        score = cfg.score.default_score
+        if "default_score" not in given and score == preset.score.default_score and score in _SCORE_SWITCHES:
+            section, key = _SCORE_SWITCHES[score]
+            if section in cfg.sections and not getattr(getattr(cfg, section), key):  # its switch turned off
+                cfg.score.default_score = type(cfg.score)().default_score
+        return
+    for name in _KIND_SCORE_SETTINGS:
+        if name not in given and getattr(cfg.score, name) == getattr(preset.score, name):
+            setattr(cfg.score, name, getattr(type(cfg.score)(), name))
 
 
 def _sets(cfg: Config, mapping: dict[str, Any], section: str, name: str) -> bool:
@@ -242,7 +257,7 @@ def load_config(
     cfg = get_preset(preset)
     given: set[str] = set()
     set_by_file: set[str] = set()  # the file's sections of its kind: a kind= given after it would drop them
-    threshold_given = False  # score.threshold_source set by the file or the overrides
+    score_given: set[str] = set()  # of _KIND_SCORE_SETTINGS, those the file or the overrides set
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():
@@ -257,7 +272,7 @@ def load_config(
             cfg = get_preset(str(data.pop("preset")))
         apply_mapping(cfg, data, source=f"config file {path}")
         moved = move_keys(data)
-        threshold_given = _sets(cfg, moved, "score", "threshold_source")
+        score_given = {n for n in _KIND_SCORE_SETTINGS if _sets(cfg, moved, "score", n)}
         set_by_file = {s for s in cfg.sections if isinstance(moved.get(s), dict) and moved[s]}
         given |= _train_keys(data)
     if overrides:
@@ -267,12 +282,12 @@ def load_config(
             raise ValueError("choose the preset with --preset, not as an override")
         kind_before = cfg.kind
         apply_mapping(cfg, overrides)
-        threshold_given = threshold_given or _sets(cfg, move_keys(overrides), "score", "threshold_source")
+        score_given |= {n for n in _KIND_SCORE_SETTINGS if _sets(cfg, move_keys(overrides), "score", n)}
         if cfg.kind != kind_before and set_by_file:
             raise ValueError(f"kind={cfg.kind} on the command line would drop the {', '.join(sorted(set_by_file))} "
                              f"settings of config file {yaml_path} (a {kind_before} model's): set kind in the file")
         given |= _train_keys(overrides)
-    _threshold_source_of_kind(cfg, threshold_given)
+    _score_settings_of_kind(cfg, score_given)
     if "train" in cfg.sections and "epochs" in given and "steps" not in given:
         cfg.train.steps = 0
     cfg.validate()

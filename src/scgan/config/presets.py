@@ -44,6 +44,9 @@ def default_preset() -> Config:
     # Thresholds rest on every normal training image, each scored by a bank fitted without it (the rule and its
     # measurement: docs/detection.md, "A threshold on every normal image").
     cfg.score.threshold_source = "crossfit"
+    # The map judged location by location against the cross-fitted normal maps (patchcore.position_grid; chosen on
+    # faint synthetic defects: studies/surface_proxy/README.md, stage 8).
+    cfg.score.default_score = "map_z"
     return cfg
 
 

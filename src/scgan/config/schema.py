@@ -191,7 +191,9 @@ class ScoreConfig:
     # training images' patch features, float16, in a temporary file in the output folder until it ends; the default
     # preset's since it was measured within the cost rule, docs/detection.md).
     threshold_source: str = "validation"
-    crossfit_folds: int = 5  # folds for "crossfit" (as many as there are training images where fewer)
+    # Folds of the cross-fit: of "crossfit", and of map_z's normal maps (patchcore.position_grid) whatever the
+    # threshold source (as many as there are training images where fewer).
+    crossfit_folds: int = 5
     # "gpd": a threshold beyond what the normal scores resolve (fewer than 5 expected above it) comes from a
     # generalised Pareto fit to their largest ones; "none": the empirical quantile. Measured: no narrower interval
     # and the same catch rates (docs/detection.md), so off.
@@ -266,8 +268,13 @@ class PatchCoreConfig:
     # whatever the threshold source (a cross-fitted threshold judges each training image's map_z against the other
     # folds' maps only); needs a fixed score.sigma (not auto). Scored in tiles (tile=N),
     # each tile is judged against the whole image's grid (not measured). `scgan update` keeps the grid as fitted.
-    # 0 = not computed.
-    position_grid: int = 0
+    # 0 = not computed. (64, with map_z the default preset's score: chosen on faint synthetic defects,
+    # studies/surface_proxy/README.md stage 8.)
+    position_grid: int = 64
+    # true: the anomaly map (the heat map, and the maps pixel metrics judge) is map_z's, (map - mean) / spread, in
+    # place of the distance map, so that where map_z decides, the map's colours agree with the decision. Needs
+    # position_grid > 0.
+    position_map: bool = False
 
     def validate(self) -> None:
         WORKING_SIDE.check("patchcore.resolution", self.resolution)
