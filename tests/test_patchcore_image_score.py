@@ -53,7 +53,7 @@ def test_the_top_share_is_checked_and_names_the_score():
     with pytest.raises(ValueError, match=r"patchcore.pad must be in \[0, resolution / 2\] \(0-24 at resolution 48\), "
                                          r"got 32: lower it"):
         load_config("default", overrides=["patchcore.resolution=48"])
-    with pytest.raises(ValueError, match=r"its scores: auto, map_max, patch_max \(map_top: "):
+    with pytest.raises(ValueError, match=r"its scores: auto, map_max, patch_max, map_z \(map_top: "):
         check_config(load_config("default", overrides=["score.default_score=map_top"]))
     cfg = check_config(load_config("default", overrides=["patchcore.top_share=0.01", "score.default_score=map_top"]))
     assert cfg.score.default_score == "map_top"

@@ -12,13 +12,14 @@ import torch
 from conftest import TINY_FEATURES
 
 
-def _scorer(mean: torch.Tensor, spread: torch.Tensor, sigma: float = 0.0):
+def _scorer(mean: torch.Tensor, spread: torch.Tensor, sigma: float = 0.0, position_map: bool = False):
     from scgan.models.patchcore.backbone import load_backbone
     from scgan.models.patchcore.model import FeatureLayout, MemoryBank, PatchCoreScorer
 
     memory = MemoryBank(torch.zeros(1, 40))
     memory.set_position(mean, spread, sigma)
-    return PatchCoreScorer(load_backbone("lite1", 6), memory, FeatureLayout((6,), 1), sigma=sigma, position=True)
+    return PatchCoreScorer(load_backbone("lite1", 6), memory, FeatureLayout((6,), 1), sigma=sigma, position=True,
+                           position_map=position_map)
 
 
 @pytest.mark.unit
@@ -40,6 +41,10 @@ def test_map_z_is_the_largest_rise_over_the_normal_maps_spread_on_a_hand_made_ma
     # (6 - 5) / 1 = 1 at the corner, (3 - 2) / 1 = 1, (2 - 0) / 0.5 = 4: the middle cell's rise wins, not the peak
     torch.testing.assert_close(scores[0], torch.tensor([6.0, 6.0, 4.0]))
     torch.testing.assert_close(smooth[0], patch[0, 0])  # the map shown is the map, not its z
+    # position_map: the map shown is the z map, whose peak is map_z; the scores are the same
+    z_scores, z_map = _scorer(mean, spread, position_map=True).map_outputs((4, 4), patch)
+    torch.testing.assert_close(z_map[0], (patch[0, 0] - mean) / spread)
+    torch.testing.assert_close(z_scores, scores)
     # one cell: the same mean and spread everywhere, whatever the map's size
     flat = _scorer(torch.full((1, 1), 1.0), torch.full((1, 1), 2.0))
     big = torch.nn.functional.interpolate(patch, size=(8, 12), mode="bilinear", align_corners=False)
@@ -86,11 +91,17 @@ def test_the_grid_needs_a_fixed_sigma_and_names_its_score():
     with pytest.raises(ValueError, match=r"position_grid needs a fixed score.sigma \(null or a number of pixels\), "
                                          r"not auto"):
         check_config(load_config("default", overrides=["patchcore.position_grid=8", "score.sigma=auto"]))
+    with pytest.raises(ValueError, match=r"position_map needs patchcore.position_grid > 0"):
+        check_config(load_config("default", overrides=["patchcore.position_grid=0", "patchcore.position_map=true",
+                                                       "score.default_score=auto"]))
     with pytest.raises(ValueError, match=r"its scores: auto, map_max, patch_max \(map_z: .*computed only where that is "
-                                         r"set\)$"):
-        check_config(load_config("default", overrides=["score.default_score=map_z"]))
+                                         r"set\)\)$"):
+        check_config(load_config("default", overrides=["score.default_score=map_z", "patchcore.position_grid=0"]))
     cfg = check_config(load_config("default", overrides=["patchcore.position_grid=8", "score.default_score=map_z"]))
     assert cfg.score.default_score == "map_z"
+    # the default preset's own map_z goes with its grid: the grid off alone gives the auto choice
+    assert load_config("default").score.default_score == "map_z"
+    assert check_config(load_config("default", overrides=["patchcore.position_grid=0"])).score.default_score == "auto"
     scorer = _scorer(torch.zeros(2, 2), torch.ones(2, 2), sigma=4.0)
     scorer.set_sigma(4.0)
     with pytest.raises(ValueError, match=r"map_z's normal maps were smoothed with sigma 4 px; this model cannot score "
@@ -124,7 +135,7 @@ def test_a_fitted_grid_is_the_cross_fitted_maps_and_the_threshold_rests_on_out_o
     assert loaded.default_score == "map_z" and cal.n_crossfit > 0
     z = np.asarray(cal.normal_scores["crossfit"]["map_z"])
     assert z.shape == (cal.n_crossfit,) and np.isfinite(z).all()
-    # the bank and the other scores are those of the same fit without map_z
+    # the bank is that of the same fit without the grid
     plain = load_model(feature_model[0].model_path)
     torch.testing.assert_close(memory.bank, plain.parts["memory"].bank)
 
@@ -151,7 +162,8 @@ def test_the_grid_is_cross_fitted_with_a_threshold_from_the_validation_images_al
 
 
 @pytest.mark.integration
-def test_a_model_with_map_z_scores_the_same_through_onnx_and_its_file_refuses_a_broken_grid(positioned, tmp_path):
+def test_a_model_with_map_z_scores_the_same_through_onnx_and_its_file_refuses_a_broken_grid(positioned, tmp_path,
+                                                                                          caplog):
     pytest.importorskip("onnxruntime")
     from scgan.artifacts.export import export_onnx
     from scgan.artifacts.model_file import load_model
@@ -162,6 +174,9 @@ def test_a_model_with_map_z_scores_the_same_through_onnx_and_its_file_refuses_a_
     image = np.random.default_rng(3).integers(0, 256, (50, 120, 3), dtype=np.uint8)
     a, b = torch_det.predict(image), onnx_det.predict(image)
     assert a.score_name == "map_z" and max(abs(a.scores[k] - b.scores[k]) for k in a.scores) < 1e-4
+    with caplog.at_level("WARNING"):  # tiles: each judged as if it were a whole image, and the user is told
+        Detector.load(onnx_path, tile=64)
+    assert "in tiles, each tile is judged as if it were a whole image (not measured)" in caplog.text
     blob = torch.load(positioned, weights_only=False)
     blob["parts"]["memory"]["position_spread"][..., 0, 0] = 0.0
     torch.save(blob, tmp_path / "broken.pt")
@@ -187,7 +202,7 @@ def test_each_training_images_z_is_judged_against_the_other_folds_maps():
     folds = [i % 3 for i in range(9)]
     fold = FoldDistances(distances, sizes, folds, 3, 0.0, 0.0, 0.0)
     space = MemoryBank(torch.randn(8, 152))
-    position = fold_position(cfg, fold, space, 2.0)
+    position = fold_position(cfg, fold, 2.0)
     plain = PATCHCORE.build_scorer(cfg, {"memory": space})  # its smoothing alone
     plain.set_sigma(2.0)
     cells = {i: F.adaptive_avg_pool2d(plain.upsampled(sizes[i], d)[1], 4)[0, 0] for i, d in distances.items()}
@@ -202,3 +217,24 @@ def test_each_training_images_z_is_judged_against_the_other_folds_maps():
         memory.set_position(*position.stats(), 2.0)
         every = memory.position_z(plain.upsampled(sizes[i], distances[i])[1]).max()
         assert got.scores[i, col] == pytest.approx(float(want), rel=1e-5) and abs(float(want - every)) > 1e-4
+    # a fold with a single map beside it has no spread to judge by: refused in one line
+    two = FoldDistances({0: distances[0], 1: distances[1], 2: distances[2]}, sizes, [0, 1, 1], 2, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"at least 2 training images beside each fold, and one fold has 1 beside it: "
+                                         r"give more normal training images, or fit with patchcore.position_grid=0"):
+        fold_position(cfg, two, 2.0)
+
+
+@pytest.mark.integration
+def test_an_update_keeps_the_grid_as_fitted(positioned, demo_root, demo_category, tmp_path):
+    """New normal images join the bank; map_z's grid stays the fitted one (and the model loads and scores)."""
+    from scgan.artifacts.model_file import load_model
+    from scgan.inference.detector import Detector
+    from scgan.training.update import update_model
+
+    res = update_model(positioned, [demo_root / demo_category / "test" / "good"], tmp_path / "updated.pt")
+    before, after = load_model(positioned).parts["memory"], load_model(res.path).parts["memory"]
+    assert after.bank.shape[0] >= before.bank.shape[0]
+    for name in ("position_mean", "position_spread", "position_sigma"):
+        torch.testing.assert_close(getattr(after, name), getattr(before, name))
+    image = np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert np.isfinite(Detector.load(res.path, backend="torch").predict(image).scores["map_z"])

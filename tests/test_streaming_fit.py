@@ -99,6 +99,7 @@ def test_a_fit_streams_every_patch_through_merges_bounded_by_max_patches(tmp_pat
     cfg = load_config("default", overrides={"patchcore.resolution": 64, "patchcore.bank_size": 96,
                                             "patchcore.max_patches": 200, "eval_batch_size": 8,
                                             "score.threshold_source": "validation",  # the fit's merges alone
+                                            "patchcore.position_grid": 0,  # (map_z's grid cross-fits too)
                                             "data.root": str(demo_root), "data.category": demo_category})
     res = train(cfg, tmp_path / "fit", progress=False)
     stream = datasets.stream_for(cfg.data, "train", 64)

@@ -15,6 +15,7 @@ loaded.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,13 +40,15 @@ from scgan.data.io import (
     reduce_image,
     resize_map,
 )
-from scgan.inference.tiling import check_tile, check_tile_count, tile_origins
+from scgan.inference.tiling import POSITIONAL_SCORES, check_tile, check_tile_count, tile_origins
 from scgan.utils.errors import one_line
 from scgan.utils.limits import BATCH_SIZE, MAX_SIDE_RANGE
 from scgan.utils.tables import decision_label, is_missing
 
 # What predict() takes per image: a file path, encoded file bytes, a PIL image, or an (H, W) / (H, W, C) array.
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+log = logging.getLogger(__name__)
 
 MAX_SIDE = 2048  # inputs with a longer side are reduced by an integer factor before anything else
 DEFAULT_BATCH_SIZE = 16
@@ -194,6 +197,10 @@ class Detector:
         self.batch_size = BATCH_SIZE.check("batch_size", batch_size)
         self.max_side = MAX_SIDE_RANGE.check("max_side", max_side)
         self.tile = None if tile is None else check_tile(tile, self.spec.size)
+        if self.tile is not None and default_score in POSITIONAL_SCORES:
+            log.warning("%s judges each place of an image against how normal images run there; in tiles, each tile "
+                        "is judged as if it were a whole image (not measured): map_max does not depend on the place",
+                        default_score)
         # Called (tiles done, tiles of the image, seconds so far) after each batch of tiles; see TileProgress.
         self.tile_progress: Callable[[int, int, float], None] | None = None
 

@@ -194,7 +194,8 @@ def defect_threshold(loaded: LoadedModel, cfg: Config, scorer: nn.Module, cal: C
     if result.refusal:
         raise ValueError(f"{result.refusal}; nothing was written")
     cal.scores[name].threshold = result.threshold
-    if name == "map_max" and cal.heat_fitted and result.threshold > cal.heat_low:  # green stays the threshold
+    peak = getattr(scorer, "map_peak", "map_max")  # the score that is the shown map's peak (a kind's scorer says)
+    if name == peak and cal.heat_fitted and result.threshold > cal.heat_low:  # green stays the threshold
         cal.heat_threshold = result.threshold
     cal.threshold_rule = {**result.record(), "score": name, "defects": str(defects),
                           "feedback": is_feedback_dir(defects)}

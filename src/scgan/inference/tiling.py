@@ -19,6 +19,11 @@ class TileLimitError(ValueError):
     """An image that would take more tiles than :data:`scgan.utils.limits.MAX_TILES`."""
 
 
+# Scores that judge each place of an image against normal images at that place (a grid over the whole image): a tile
+# scored alone is judged as if it were a whole image.
+POSITIONAL_SCORES = ("map_z",)
+
+
 def tile_origins(length: int, tile: int) -> list[int]:
     """Start offsets of tiles of ``tile`` pixels covering ``length`` with about a quarter overlap (one tile of the
     whole length when it is no longer than a tile)."""

@@ -32,7 +32,8 @@ from scgan.data.datasets import ImageStream
 from scgan.models.patchcore.backbone import block_plan
 from scgan.models.patchcore.coreset import MergeBuffer, nearest_distance
 from scgan.models.patchcore.kind import PATCHCORE
-from scgan.models.patchcore.model import MemoryBank
+from scgan.models.patchcore.model import MemoryBank, distance_maps
+from scgan.models.scoring import GaussianBlur
 
 # What cross-fits the training images, and how to fit without it: for the errors that stop it.
 _WHAT = "the cross-fit (score.threshold_source = crossfit, patchcore.position_grid)"
@@ -74,7 +75,8 @@ class FoldFeed:
 
     def __init__(self, cfg: Config, count: int, merge_into: Merge, directory: str | os.PathLike[str]) -> None:
         if count < 2:
-            raise ValueError(f"{_WHAT} needs at least 2 normal training images")
+            raise ValueError(f"{_WHAT} needs at least 2 normal training images, found {count}: give more, or use "
+                             f"{_WITHOUT}")
         self.folds = fold_assignment(count, cfg.score.crossfit_folds, cfg.seed)
         self.k = max(self.folds) + 1
         self._cap = max(cfg.patchcore.bank_size, cfg.patchcore.max_patches // self.k)
@@ -119,6 +121,10 @@ class FoldFeed:
     def kept_bytes(self) -> int:
         """The size of the kept patches' file."""
         return sum(rows * dims * dtype.itemsize for _, rows, dims, dtype in self._kept.values())
+
+    def rows(self, index: int) -> int:
+        """How many patches of image ``index`` are kept (0: the fit found it unreadable)."""
+        return self._kept[index][1] if index in self._kept else 0
 
     def patches(self, index: int) -> torch.Tensor | None:
         """Image ``index``'s patch features (N, D) as fed, float32 (None: the fit found it unreadable)."""
@@ -187,6 +193,10 @@ def crossfit_distances(cfg: Config, stream: ImageStream, feed: FoldFeed,
                          f"readable normal training images or use {_WITHOUT}")
     stride = block_plan(cfg.patchcore.backbone)[cfg.patchcore.layers[0]].stride  # the features' grid (embed)
     t0 = time.perf_counter()
+    # Every image's distances in one block, allocated first: small results kept one by one between the large
+    # transient distance matrices fragmented the heap (the process grew by about the matrix's size per image).
+    offsets = np.cumsum([0] + [feed.rows(i) for i in range(len(stream))])
+    block = torch.empty(int(offsets[-1]))
     distances: dict[int, torch.Tensor] = {}
     sizes: dict[int, tuple[int, int]] = {}
     done = 0
@@ -209,7 +219,9 @@ def crossfit_distances(cfg: Config, stream: ImageStream, feed: FoldFeed,
             if grid[0] * grid[1] != patches.shape[0]:
                 raise RuntimeError(f"the cross-fit kept {patches.shape[0]} patches of {path}, but its {size[0]} x "
                                    f"{size[1]} px image makes {grid[0]} x {grid[1]}: did it change while fitting?")
-            distances[index] = nearest_distance(patches, bank, bank_sq).reshape(1, 1, *grid)
+            part = block[offsets[index]:offsets[index + 1]]
+            part.copy_(nearest_distance(patches, bank, bank_sq))
+            distances[index] = part.view(1, 1, *grid)
             sizes[index] = (int(size[0]), int(size[1]))
     return FoldDistances(distances, sizes, list(feed.folds), len(banks), round(feed.kept_bytes / 2**20, 1),
                          round(feed.merge_s, 2), time.perf_counter() - t0)
@@ -238,21 +250,26 @@ class FoldPosition:
 
 
 @torch.no_grad()
-def fold_position(cfg: Config, fold: FoldDistances, space: MemoryBank, sigma: float) -> FoldPosition:
-    """The cross-fitted maps of ``fold`` smoothed with ``sigma`` as the model smooths them (``space``: the fit's memory
-    bank), summed per fold on the ``patchcore.position_grid`` grid (each map area-averaged into its cells)."""
+def fold_position(cfg: Config, fold: FoldDistances, sigma: float) -> FoldPosition:
+    """The cross-fitted maps of ``fold`` smoothed with ``sigma`` as the model smooths them, summed per fold on the
+    ``patchcore.position_grid`` grid (each map area-averaged into its cells). Every fold's others must hold at least 2
+    maps (a spread needs two)."""
     g = cfg.patchcore.position_grid
-    scorer = PATCHCORE.build_scorer(cfg, {"memory": space})  # its smoothing alone: map_z is not computed here
-    scorer.set_sigma(sigma)
+    blur = GaussianBlur(sigma)
     first = torch.zeros(fold.k, g, g, dtype=torch.float64)
     second = torch.zeros(fold.k, g, g, dtype=torch.float64)
     counts = [0] * fold.k
     for index, distances in fold.distances.items():
-        cells = F.adaptive_avg_pool2d(scorer.upsampled(fold.sizes[index], distances)[1], g)[0, 0].double()
+        cells = F.adaptive_avg_pool2d(distance_maps(distances, fold.sizes[index], blur)[1], g)[0, 0].double()
         f = fold.folds[index]
         first[f] += cells
         second[f] += cells ** 2
         counts[f] += 1
+    least = sum(counts) - max(counts)
+    if least < 2:
+        raise ValueError(f"patchcore.position_grid needs the normal maps of at least 2 training images beside each "
+                         f"fold, and one fold has {least} beside it: give more normal training images, or fit with "
+                         "patchcore.position_grid=0")
     return FoldPosition(counts, first, second)
 
 
@@ -263,17 +280,17 @@ def crossfit_scores(cfg: Config, fold: FoldDistances, space: MemoryBank, sigma: 
     fit's memory bank; ``sigma``: the calibration's); map_z, where computed, against ``position``'s maps of the other
     folds."""
     t0 = time.perf_counter()
-    rows: dict[int, np.ndarray] = {}
-    whitening = (space.mean, space.whitening) if space.whitened else None
+    order = sorted(fold.distances)
+    row = {index: i for i, index in enumerate(order)}
+    names = PATCHCORE.score_names(cfg)
+    scores = np.zeros((len(order), len(names)))  # allocated first, as crossfit_distances' block
     for f in range(fold.k):  # one fold's grid at a time
-        memory = MemoryBank(space.bank, space.digest, space.scale, whitening)  # the same tensors, a grid of its own
+        memory = space.with_bank(space.bank)  # the same tensors, a grid of its own
         if position is not None:
             memory.set_position(*position.stats(leave_out=f), sigma)
         scorer = PATCHCORE.build_scorer(cfg, {"memory": memory})
         scorer.set_sigma(sigma)
-        for index in (i for i in sorted(fold.distances) if fold.folds[i] == f):
-            rows[index] = scorer.map_outputs(fold.sizes[index], fold.distances[index])[0][0].float().numpy()
-    names = scorer.names
-    scores = np.stack([rows[i] for i in sorted(rows)]) if rows else np.zeros((0, len(names)))
-    return CrossFit(scores.astype(np.float64), tuple(names), fold.k, fold.kept_mb, fold.banks_s,
+        for index in (i for i in order if fold.folds[i] == f):
+            scores[row[index]] = scorer.map_outputs(fold.sizes[index], fold.distances[index])[0][0].double().numpy()
+    return CrossFit(scores, tuple(names), fold.k, fold.kept_mb, fold.banks_s,
                     round(fold.nearest_s + time.perf_counter() - t0, 2))

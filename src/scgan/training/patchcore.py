@@ -25,7 +25,6 @@ from scgan.models.patchcore.backbone import EfficientNetLite, block_plan, load_b
 from scgan.models.patchcore.coreset import MergeBuffer, greedy_coreset, projection_matrix
 from scgan.models.patchcore.kind import PATCHCORE, layout
 from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whiten_, whitening_transform
-from scgan.models.scoring import scorer_sigma
 from scgan.training.crossfit import FoldFeed, crossfit_distances, crossfit_scores, fold_position
 from scgan.training.result import TrainResult, write_run
 
@@ -102,9 +101,8 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
                            f"MB, were kept on disk in {output_dir} while fitting)")
             position = None
             if p.position_grid:  # map_z's normal maps by location, at the sigma every score is smoothed with
-                sigma = scorer_sigma(cfg.score.sigma, spec.size)
-                position = fold_position(cfg, fold, parts["memory"], sigma)
-                parts["memory"].set_position(*position.stats(), sigma)
+                position = fold_position(cfg, fold, scorer.sigma)
+                parts["memory"].set_position(*position.stats(), scorer.sigma)
 
             if cfg.score.threshold_source == "crossfit":
                 def crossfit(sigma: float, names: tuple[str, ...]):

@@ -63,8 +63,7 @@ def update_patchcore(cfg: Config, parts: dict[str, nn.Module], images: list[np.n
         for im in images:
             merged.add(memory.project(patch_features(backbone, layout(cfg), image_to_tensor(im)[None])))
         bank = merged.close()
-    whitening = (memory.mean, memory.whitening) if memory.whitened else None
-    return {**parts, "memory": MemoryBank(bank, memory.digest, memory.scale, whitening).eval()}
+    return {**parts, "memory": memory.with_bank(bank).eval()}  # map_z's grid as fitted
 
 
 UPDATERS: dict[str, Updater] = {"patchcore": update_patchcore}

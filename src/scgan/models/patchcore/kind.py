@@ -47,6 +47,10 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
     memory.backbone_digest = torch.zeros_like(state["memory"]["backbone_digest"])
     grid = cfg.patchcore.position_grid
     if grid:
+        held = state["memory"].get("position_mean")
+        if held is None or tuple(held.shape) != (1, 1, grid, grid):
+            raise RuntimeError(f"its config computes map_z on a {grid} x {grid} grid, and it holds "
+                               f"{'none' if held is None else 'one of shape ' + str(tuple(held.shape))}")
         memory.set_position(torch.zeros(grid, grid), torch.ones(grid, grid), 0.0)
     memory.load_state_dict(state["memory"], strict=True)
     if bank.ndim != 2 or bank.shape[1] != feature_dims(cfg) or bank.shape[0] == 0:
@@ -56,7 +60,7 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
     if bad.any():  # a fitted scale is 1 / a layer's spread: positive; 0 would blank features, nan/inf every score
         raise ValueError(f"its memory bank's feature scale is {memory.scale[bad][0].item():g} at {int(bad.sum())} of "
                          f"{bad.numel()} features; a fitted scale is positive and finite")
-    if grid and (memory.position_mean.shape[-2:] != (grid, grid) or not bool(torch.isfinite(memory.position_mean).all())
+    if grid and (not bool(torch.isfinite(memory.position_mean).all())
                  or not bool((torch.isfinite(memory.position_spread) & (memory.position_spread > 0)).all())):
         raise ValueError(f"its normal maps' grid (map_z) is not a finite {grid} x {grid} grid with positive spreads")
     installed = weights_digest(cfg.patchcore.backbone)
@@ -80,7 +84,8 @@ def _build_scorer(cfg: Config, parts: dict[str, nn.Module], calibration=None, pr
     return PatchCoreScorer(backbone, parts["memory"], layout(cfg), sigma=float(sigma),
                            autocast_dtype=autocast_dtype(precision), channels_last=cl,
                            top=top_count(cfg.patchcore.top_share, cfg.patchcore.resolution),
-                           position=cfg.patchcore.position_grid > 0).eval()
+                           position=cfg.patchcore.position_grid > 0,
+                           position_map=cfg.patchcore.position_map).eval()
 
 
 def _check_config(cfg: Config) -> None:
@@ -96,10 +101,12 @@ def _check_config(cfg: Config) -> None:
         raise ValueError(f"patchcore.top_share {p.top_share:g} asks for more pixels than the smallest map the model "
                          f"takes ({least} x {least} px); at resolution {p.resolution} it may be at most "
                          f"{least * least / p.resolution ** 2:.4g}")
+    if p.position_map and not p.position_grid:
+        raise ValueError("patchcore.position_map needs patchcore.position_grid > 0 (the map is map_z's)")
     if p.position_grid and cfg.score.sigma == "auto":
         raise ValueError("patchcore.position_grid needs a fixed score.sigma (null or a number of pixels), not auto: "
-                         "map_z's normal maps are smoothed before the calibration would choose it (or set "
-                         "patchcore.position_grid=0, with a default_score other than map_z)")
+                         "map_z's normal maps are smoothed before the calibration would choose it (or fit with "
+                         "patchcore.position_grid=0)")
     if p.pad % stride:
         raise ValueError(f"patchcore.pad must be a multiple of {stride} (the stride of block {max(p.layers)} of "
                          f"{p.backbone}), got {p.pad}")

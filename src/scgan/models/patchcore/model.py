@@ -61,6 +61,13 @@ class MemoryBank(nn.Module):
     def digest(self) -> str:
         return bytes(self.backbone_digest.tolist()).hex()
 
+    def with_bank(self, bank: torch.Tensor) -> MemoryBank:
+        """A bank of other rows in this one's space (scale, whitening, backbone), with its normal maps' grid."""
+        out = MemoryBank(bank, self.digest, self.scale, (self.mean, self.whitening) if self.whitened else None)
+        if self.positioned:
+            out.set_position(self.position_mean[0, 0], self.position_spread[0, 0], float(self.position_sigma))
+        return out
+
     @property
     def positioned(self) -> bool:
         """Whether the bank holds the normal maps' statistics by location (``map_z``)."""
@@ -123,6 +130,13 @@ def whiten_(patches: torch.Tensor, mean: torch.Tensor, w: torch.Tensor, chunk: i
     return patches
 
 
+def distance_maps(patch: torch.Tensor, size: tuple[int, int] | torch.Size,
+                  blur: GaussianBlur) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest-bank distances (B, 1, h, w) as maps (B, 1, H, W) of ``size``: (up-sampled, and smoothed by ``blur``)."""
+    full = F.interpolate(patch, size=size, mode="bilinear", align_corners=False)
+    return full, blur(full)
+
+
 @dataclass(frozen=True)
 class FeatureLayout:
     """Which backbone blocks make the features, how patches are aggregated, and how many pixels of mirrored image
@@ -165,7 +179,7 @@ class PatchCoreScorer(nn.Module):
 
     def __init__(self, backbone: EfficientNetLite, memory: MemoryBank, layout: FeatureLayout, sigma: float = 4.0,
                  autocast_dtype: torch.dtype | None = None, channels_last: bool = False, top: int = 0,
-                 position: bool = False) -> None:
+                 position: bool = False, position_map: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.memory = memory
@@ -176,6 +190,7 @@ class PatchCoreScorer(nn.Module):
         self.channels_last = bool(channels_last)
         self.top = int(top)  # map_top averages this many pixels of the smoothed map (0: no map_top)
         self.position = bool(position)  # map_z, from the memory bank's normal maps by location (set before scoring)
+        self.position_map = bool(position_map) and self.position  # the map returned is map_z's
         self.names: tuple[str, ...] = BASE_SCORES + (("map_top",) if self.top else ()) + (
             ("map_z",) if self.position else ())
 
@@ -214,16 +229,18 @@ class PatchCoreScorer(nn.Module):
     def map_outputs(self, size: tuple[int, int] | torch.Size, patch: torch.Tensor,
                     raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and anomaly maps (B, H, W) of images of ``size`` (H, W) from their patches' nearest-bank distances
-        (B, 1, h, w) (``raw``: the maps unsmoothed)."""
+        (B, 1, h, w): the smoothed distance map, or map_z's where ``position_map`` (``raw``: the distances
+        unsmoothed)."""
         full, smooth = self.upsampled(size, patch)
         named = {**self.map_scores(smooth), "patch_max": patch.flatten(1).amax(1)}
         scores = torch.stack([named[n] for n in self.names], dim=1)
-        return scores, (full if raw else smooth)[:, 0]
+        if raw:
+            return scores, full[:, 0]
+        return scores, (self.memory.position_z(smooth) if self.position_map else smooth)[:, 0]
 
     def upsampled(self, size: tuple[int, int] | torch.Size, patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Nearest-bank distances (B, 1, h, w) as maps (B, 1, H, W) of ``size``: (unsmoothed, smoothed)."""
-        full = F.interpolate(patch, size=size, mode="bilinear", align_corners=False)
-        return full, self.blur(full)
+        return distance_maps(patch, size, self.blur)
 
     def map_scores(self, smooth: torch.Tensor) -> dict[str, torch.Tensor]:
         """map_max, map_top where its count is set and map_z where the bank holds its grid, of smoothed maps
@@ -233,8 +250,16 @@ class PatchCoreScorer(nn.Module):
         if self.top:
             out["map_top"] = flat.topk(self.top, dim=1).values.mean(1)
         if self.position:
+            if not self.memory.positioned:
+                raise RuntimeError("map_z needs the normal maps' grid, and this memory bank holds none")
             out["map_z"] = self.memory.position_z(smooth).flatten(1).amax(1)
         return out
+
+    @property
+    def map_peak(self) -> str:
+        """The score that is the largest value of the anomaly map as returned (so green on the heat map is its
+        threshold)."""
+        return "map_z" if self.position_map else "map_max"
 
     @property
     def sigma(self) -> float:
