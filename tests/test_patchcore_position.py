@@ -22,6 +22,12 @@ def _scorer(mean: torch.Tensor, spread: torch.Tensor, sigma: float = 0.0, positi
                            position_map=position_map)
 
 
+def _built(cfg):
+    from scgan.models.patchcore.kind import PATCHCORE
+
+    return PATCHCORE.build_scorer(cfg, PATCHCORE.build_parts(cfg, None))
+
+
 @pytest.mark.unit
 def test_map_z_is_the_largest_rise_over_the_normal_maps_spread_on_a_hand_made_map():
     patch = torch.tensor([[0.0, 1.0, 0.0, 0.0],
@@ -91,9 +97,12 @@ def test_the_grid_needs_a_fixed_sigma_and_names_its_score():
     with pytest.raises(ValueError, match=r"position_grid needs a fixed score.sigma \(null or a number of pixels\), "
                                          r"not auto"):
         check_config(load_config("default", overrides=["patchcore.position_grid=8", "score.sigma=auto"]))
-    with pytest.raises(ValueError, match=r"position_map needs patchcore.position_grid > 0"):
-        check_config(load_config("default", overrides=["patchcore.position_grid=0", "patchcore.position_map=true",
-                                                       "score.default_score=auto"]))
+    # the map shown is map_z's only where map_z is computed
+    shown = load_config("default", overrides=["patchcore.position_map=true"])
+    plain = check_config(load_config("default", overrides=["patchcore.position_grid=0", "patchcore.position_map=true"]))
+    assert plain.patchcore.position_map and not _built(plain).position_map
+    assert _built(shown).position_map and _built(shown).map_peak == "map_z"
+    assert _built(load_config("default")).map_peak == "map_max"
     with pytest.raises(ValueError, match=r"its scores: auto, map_max, patch_max \(map_z: .*computed only where that is "
                                          r"set\)\)$"):
         check_config(load_config("default", overrides=["score.default_score=map_z", "patchcore.position_grid=0"]))
@@ -238,3 +247,22 @@ def test_an_update_keeps_the_grid_as_fitted(positioned, demo_root, demo_category
         torch.testing.assert_close(getattr(after, name), getattr(before, name))
     image = np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     assert np.isfinite(Detector.load(res.path, backend="torch").predict(image).scores["map_z"])
+
+
+@pytest.mark.integration
+def test_a_model_file_from_before_the_grid_loads_and_scores_as_it_did(feature_model, tmp_path):
+    """A file whose config predates patchcore.position_grid (and position_map) had no grid: it loads with the grid
+    off, its default score and scores unchanged."""
+    from scgan.artifacts.model_file import load_model
+    from scgan.inference.detector import Detector
+
+    blob = torch.load(feature_model[0].model_path, weights_only=False)
+    for key in ("position_grid", "position_map"):
+        blob["config"]["patchcore"].pop(key, None)  # (a config keeps a setting left at its earlier value out)
+    torch.save(blob, tmp_path / "older.pt")
+    loaded = load_model(tmp_path / "older.pt")
+    assert loaded.config.patchcore.position_grid == 0 and "map_z" not in loaded.scorer().names
+    image = np.random.default_rng(7).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    old, now = (Detector.load(p, backend="torch").predict(image) for p in (tmp_path / "older.pt",
+                                                                            feature_model[0].model_path))
+    assert old.score_name == now.score_name and old.scores == now.scores

@@ -271,9 +271,10 @@ class PatchCoreConfig:
     # 0 = not computed. (64, with map_z the default preset's score: chosen on faint synthetic defects,
     # studies/surface_proxy/README.md stage 8.)
     position_grid: int = 64
-    # true: the anomaly map (the heat map, and the maps pixel metrics judge) is map_z's, (map - mean) / spread, in
-    # place of the distance map, so that where map_z decides, the map's colours agree with the decision. Needs
-    # position_grid > 0.
+    # true: where map_z is computed, the anomaly map (the heat map, and the maps pixel metrics judge) is map_z's,
+    # (map - mean) / spread, in place of the distance map, so that where map_z decides, the map's colours agree with
+    # the decision; no effect where position_grid is 0. Its maps may not export to ONNX within the 1e-4 parity
+    # (a z map magnifies the backbone's last-bit differences by 1 / spread): studies/surface_proxy/README.md stage 9.
     position_map: bool = False
 
     def validate(self) -> None:

@@ -101,8 +101,6 @@ def _check_config(cfg: Config) -> None:
         raise ValueError(f"patchcore.top_share {p.top_share:g} asks for more pixels than the smallest map the model "
                          f"takes ({least} x {least} px); at resolution {p.resolution} it may be at most "
                          f"{least * least / p.resolution ** 2:.4g}")
-    if p.position_map and not p.position_grid:
-        raise ValueError("patchcore.position_map needs patchcore.position_grid > 0 (the map is map_z's)")
     if p.position_grid and cfg.score.sigma == "auto":
         raise ValueError("patchcore.position_grid needs a fixed score.sigma (null or a number of pixels), not auto: "
                          "map_z's normal maps are smoothed before the calibration would choose it (or fit with "
