@@ -46,6 +46,7 @@ def default_preset() -> Config:
     cfg.score.threshold_source = "crossfit"
     # The map judged location by location against the cross-fitted normal maps (patchcore.position_grid; chosen on
     # faint synthetic defects: studies/surface_proxy/README.md, stage 8).
+    cfg.patchcore.position_grid = 64
     cfg.score.default_score = "map_z"
     return cfg
 

@@ -266,11 +266,11 @@ class PatchCoreConfig:
     # stretched to the square), the mean and spread of the training images' cross-fitted maps; map_z is the largest
     # (map - mean) / spread. The maps come from cross-fitting the training images in score.crossfit_folds folds,
     # whatever the threshold source (a cross-fitted threshold judges each training image's map_z against the other
-    # folds' maps only); needs a fixed score.sigma (not auto). Scored in tiles (tile=N),
-    # each tile is judged against the whole image's grid (not measured). `scgan update` keeps the grid as fitted.
-    # 0 = not computed. (64, with map_z the default preset's score: chosen on faint synthetic defects,
-    # studies/surface_proxy/README.md stage 8.)
-    position_grid: int = 64
+    # folds' maps only); needs a fixed score.sigma (not auto). Scored in tiles (tile=N), each tile is judged as if
+    # it were a whole image, the grid stretched over it (not measured). `scgan update` keeps the grid as fitted.
+    # 0 = not computed (the default preset's: 64, with map_z its score, chosen on faint synthetic defects:
+    # studies/surface_proxy/README.md stage 8).
+    position_grid: int = 0
     # true: where map_z is computed, the anomaly map (the heat map, and the maps pixel metrics judge) is map_z's,
     # (map - mean) / spread, in place of the distance map, so that where map_z decides, the map's colours agree with
     # the decision; no effect where position_grid is 0. Its maps may not export to ONNX within the 1e-4 parity

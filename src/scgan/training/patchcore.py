@@ -95,7 +95,8 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
                     _say(progress, f"{what}: {n}/{len(stream)} images")
 
             fold = crossfit_distances(cfg, stream, feed, say)
-            crossfit_cost.update(crossfit_folds=fold.k, crossfit_kept_mb=fold.kept_mb, crossfit_banks_s=fold.banks_s)
+            crossfit_cost.update(crossfit_folds=fold.k, crossfit_kept_mb=fold.kept_mb, crossfit_banks_s=fold.banks_s,
+                                 crossfit_distances_s=round(fold.nearest_s, 2))
             _say(progress, f"cross-fitted {len(fold.distances)} training images in {fold.k} folds: fold banks "
                            f"{fold.banks_s:.0f} s, distances {fold.nearest_s:.0f} s (their patches, {fold.kept_mb:.0f} "
                            f"MB, were kept on disk in {output_dir} while fitting)")

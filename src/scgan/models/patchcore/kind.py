@@ -103,8 +103,8 @@ def _check_config(cfg: Config) -> None:
                          f"{least * least / p.resolution ** 2:.4g}")
     if p.position_grid and cfg.score.sigma == "auto":
         raise ValueError("patchcore.position_grid needs a fixed score.sigma (null or a number of pixels), not auto: "
-                         "map_z's normal maps are smoothed before the calibration would choose it (or fit with "
-                         "patchcore.position_grid=0)")
+                         "map_z's normal maps are smoothed before the calibration would choose it (or fit the model "
+                         "again with patchcore.position_grid=0)")
     if p.pad % stride:
         raise ValueError(f"patchcore.pad must be a multiple of {stride} (the stride of block {max(p.layers)} of "
                          f"{p.backbone}), got {p.pad}")
