@@ -186,7 +186,7 @@ def test_a_model_with_map_z_scores_the_same_through_onnx_and_its_file_refuses_a_
     with caplog.at_level("WARNING"):  # tiles: each judged as if it were a whole image, and the user is told
         Detector.load(onnx_path, tile=64)
     assert "in tiles, each tile is judged as if it were a whole image (not measured)" in caplog.text
-    blob = torch.load(positioned, weights_only=False)
+    blob = torch.load(positioned, weights_only=True)
     blob["parts"]["memory"]["position_spread"][..., 0, 0] = 0.0
     torch.save(blob, tmp_path / "broken.pt")
     with pytest.raises(ValueError, match="normal maps' grid .* is not a finite 4 x 4 grid with positive spreads"):
@@ -256,7 +256,7 @@ def test_a_model_file_from_before_the_grid_loads_and_scores_as_it_did(feature_mo
     from scgan.artifacts.model_file import load_model
     from scgan.inference.detector import Detector
 
-    blob = torch.load(feature_model[0].model_path, weights_only=False)
+    blob = torch.load(feature_model[0].model_path, weights_only=True)
     for key in ("position_grid", "position_map"):
         blob["config"]["patchcore"].pop(key, None)  # (a config keeps a setting left at its earlier value out)
     torch.save(blob, tmp_path / "older.pt")
