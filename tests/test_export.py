@@ -150,3 +150,43 @@ def test_onnx_scorer_refuses_foreign_and_newer_files(onnx_model, tmp_path):
         OnnxScorer(tmp_path / "newer.onnx")
     with pytest.raises(ValueError, match=r"expected an image batch of shape \(B, 3, 32, 32\)"):
         OnnxScorer(path).run(np.zeros((1, 3, 16, 16), np.float32))
+
+
+@pytest.mark.unit
+def test_parity_tolerance_is_1e4_near_zero_and_float32_precision_at_large_values():
+    from scgan.artifacts.onnx_file import PARITY_ATOL, parity_gap
+
+    at_400 = np.float32(400.0)
+    three_ulps = np.nextafter(np.nextafter(np.nextafter(at_400, np.inf), np.inf), np.inf)  # 9.2e-5 above 400
+    assert parity_gap(np.array([three_ulps, 1.0 + 0.9 * PARITY_ATOL]), np.array([at_400, 1.0])) is None
+    diff, allowed, worst = parity_gap(np.array([400.0, 1.0 + 1.5 * PARITY_ATOL]), np.array([400.0, 1.0]))
+    assert worst == 1 and diff == pytest.approx(1.5e-4) and allowed == pytest.approx(1.01e-4)
+    assert parity_gap(np.array([400.01]), np.array([400.0])) is not None  # 25 ulps: no longer rounding
+    assert parity_gap(np.array([np.nan]), np.array([1.0])) is not None
+
+
+class _Shifted(torch.nn.Module):
+    """A scorer whose score is ``scale`` x the image's mean, plus ``shift``: one graph, another torch model."""
+
+    def __init__(self, scale: float, shift: float = 0.0) -> None:
+        super().__init__()
+        self.scale, self.shift = scale, shift
+
+    def forward(self, x):
+        return (x.mean(dim=(1, 2, 3)) * self.scale + 400.0 + self.shift)[:, None], x[:, 0]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("shift,refused", [(0.0, False), (2e-4, False), (2e-3, True)])
+def test_export_parity_check_refuses_a_graph_beyond_the_tolerance_at_the_values_scored(shift, refused):
+    """At a score of about 400 (map_z on the check's random images), rounding passes and a real difference fails."""
+    from scgan.artifacts.export import _check_parity, _export_graph
+    from scgan.data.io import InputSpec
+
+    spec = InputSpec(16)
+    data = _export_graph(_Shifted(3.0), spec, None).SerializeToString()
+    if refused:
+        with pytest.raises(RuntimeError, match=r"scores differ from the torch model's by 0.002\d* \(at most 0.0005"):
+            _check_parity(data, _Shifted(3.0, shift), spec)
+    else:
+        _check_parity(data, _Shifted(3.0, shift), spec)

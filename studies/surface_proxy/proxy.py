@@ -12,6 +12,7 @@ numbers are stored beside the proxy's only to judge the proxy (README.md); nothi
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -37,9 +38,14 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# Another draw of the faint defects (the same kinds and ranges, other seeds): PROXY_DEFECT_SEED=1, 2, ...; 0 = the
+# draw every stage up to 10 ranked on.
+DEFECT_SEED = int(os.environ.get("PROXY_DEFECT_SEED", "0"))
+
+
 def _faint(x: torch.Tensor, kind: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     k = list(FAINT_DEFECTS).index(kind)
-    a = faint_defect(kind).apply(x, generator=seeded_generator(x.device, 11 + k, batch))
+    a = faint_defect(kind).apply(x, generator=seeded_generator(x.device, 11 + k + 100 * DEFECT_SEED, batch))
     return a.image, a.mask[:, 0]
 
 
@@ -82,7 +88,8 @@ def main() -> None:
         c2 = cpu_seconds()
         test = run_test(res.model_path, work / "test", progress=False).metrics
         at = test.get("at_threshold", {})
-        result = {"name": args.name, "category": cat, "seed": args.seed, "overrides": args.overrides,
+        result = {"name": args.name, "category": cat, "seed": args.seed, "defect_seed": DEFECT_SEED,
+                  "overrides": args.overrides,
                   "config": cfg.identity(),
                   "threads": args.threads, "fit": fit, "validation": validation, "validation_cpu_s": val_cpu,
                   "test": {"image_auroc": test["image_auroc"], "pixel_auroc": test["pixel_auroc"],

@@ -22,15 +22,18 @@ from scgan.artifacts.onnx_file import (
     INSTALL_HINT,
     OUTPUT_NAMES,
     PARITY_ATOL,
+    PARITY_RTOL,
     OnnxScorer,
     metadata_props,
+    parity_gap,
+    parity_words,
     reference_input,
 )
 from scgan.data.io import InputSpec
 from scgan.utils.atomic import atomic_write_bytes, same_file
 from scgan.utils.limits import EXPORT_OPSET
 
-__all__ = ["PARITY_ATOL", "OnnxScorer", "export_onnx"]
+__all__ = ["PARITY_ATOL", "PARITY_RTOL", "OnnxScorer", "export_onnx"]
 
 
 def _example(spec: InputSpec, n: int = 2) -> torch.Tensor:
@@ -76,8 +79,8 @@ def _check_dynamic_batch(model) -> None:
 
 
 def _check_parity(data: bytes, scorer: torch.nn.Module, spec: InputSpec) -> None:
-    """Score a random batch and the reference input with onnxruntime and torch; raise if they differ by more than
-    PARITY_ATOL (what a load checks again on the reference input)."""
+    """Score a random batch and the reference input with onnxruntime and torch; raise if they differ by more than the
+    parity tolerance (:func:`parity_gap`; what a load checks again on the reference input)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -88,9 +91,11 @@ def _check_parity(data: bytes, scorer: torch.nn.Module, spec: InputSpec) -> None
         with torch.inference_mode():
             ts, tm = scorer(x)
         os_, om = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
-        err = max(float(np.abs(os_ - ts.numpy()).max()), float(np.abs(om - tm.numpy()).max()))
-        if not err <= PARITY_ATOL:
-            raise RuntimeError(f"the exported ONNX model differs from the torch model by {err:.3g} (> {PARITY_ATOL})")
+        for what, got, want in (("scores", os_, ts.numpy()), ("anomaly map", om, tm.numpy())):
+            gap = parity_gap(got, want)
+            if gap is not None:
+                raise RuntimeError(f"the exported ONNX model's {what} differ from the torch model's by "
+                                   f"{parity_words(*gap[:2])}")
 
 
 def _reference_scores(scorer: torch.nn.Module, spec: InputSpec) -> np.ndarray:
