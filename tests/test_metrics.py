@@ -232,3 +232,41 @@ def test_pixel_metrics_scale_to_millions_of_pixels():
     assert 0.6 < pixel_auroc(maps, masks) < 0.95
     assert 0.0 < aupro(maps, masks) < 1.0
     assert time.perf_counter() - t < 20
+
+
+# ---------------------------------------------------------------- per defect type
+
+def test_pixel_auroc_by_defect_on_hand_made_maps():
+    """Type A lights up exactly where marked; type B's large region is dark and a normal image's peak outshines it:
+    B holds most of the marked pixels, so it sets the pixel AUROC of all images together."""
+    from scgan.evaluation.metrics import pixel_auroc_by_defect
+
+    maps = np.zeros((4, 8, 8), np.float32)
+    masks = np.zeros((4, 8, 8), bool)
+    maps[0, 0, 0] = 0.5  # a normal image's peak
+    masks[1, 2:4, 2:4] = True  # A: 4 pixels, lit at 1
+    maps[1, 2:4, 2:4] = 1.0
+    masks[2, :, :6] = True  # B: 48 pixels at 0.25, its unmarked pixels at 0.3
+    maps[2, :, :6] = 0.25
+    maps[2, :, 6:] = 0.3
+    labels = np.array([0, 1, 1, 0])
+    got = pixel_auroc_by_defect(maps, masks, labels, ["good", "A", "B", "good"])
+    assert list(got) == ["A", "B"]
+    assert got["A"] == {"images": 1, "pixel_share": 4 / 52, "pixel_auroc": 1.0}
+    # B: its 48 pixels lie above the 127 zeros of the normal images, below the normal peak and its own 16 at 0.3
+    assert got["B"]["pixel_share"] == 48 / 52
+    assert got["B"]["pixel_auroc"] == pytest.approx(pixel_auroc(maps[[0, 3, 2]], masks[[0, 3, 2]]))
+    assert got["B"]["pixel_auroc"] == pytest.approx(127 / 144)
+    assert pixel_auroc(maps, masks) < got["A"]["pixel_auroc"]
+    with pytest.raises(ValueError, match="3 defect names"):
+        pixel_auroc_by_defect(maps, masks, labels, ["good", "A", "B"])
+
+
+def test_pixel_auroc_by_defect_skips_types_without_marked_pixels():
+    from scgan.evaluation.metrics import pixel_auroc_by_defect
+
+    maps = np.random.default_rng(0).random((3, 4, 4)).astype(np.float32)
+    masks = np.zeros((3, 4, 4), bool)
+    masks[1, 0, 0] = True
+    got = pixel_auroc_by_defect(maps, masks, np.array([0, 1, 1]), ["good", "A", "no_mask"])
+    assert list(got) == ["A"] and got["A"]["pixel_share"] == 1.0

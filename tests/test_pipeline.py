@@ -68,7 +68,7 @@ def test_pixel_metrics_are_computed_at_the_masks_stored_resolution(trained, tmp_
     """A test set stored at 64 px scored by a 32 px model: maps are up-sampled to the 64 px masks."""
     from scgan.data.datasets import build_dataset
     from scgan.data.demo import make_demo_dataset
-    from scgan.evaluation.metrics import aupro, pixel_auroc
+    from scgan.evaluation.metrics import aupro, pixel_auroc, pixel_auroc_by_defect
     from scgan.inference.summary import maps_at
 
     res, _ = trained
@@ -83,6 +83,10 @@ def test_pixel_metrics_are_computed_at_the_masks_stored_resolution(trained, tmp_
     full = maps_at(out.result.maps, (64, 64))
     assert m["pixel_auroc"] == pytest.approx(pixel_auroc(full, stored), abs=1e-9)
     assert m["aupro"] == pytest.approx(aupro(full, stored), abs=1e-9)
+    by_defect = pixel_auroc_by_defect(full, stored, out.result.labels, out.result.defects)
+    assert by_defect and set(m["pixel_auroc_by_defect"]) == set(by_defect)
+    for name, v in by_defect.items():
+        assert m["pixel_auroc_by_defect"][name] == pytest.approx(v), name
 
 
 def test_checkpoint_reload_gives_identical_scores(trained, tmp_path):

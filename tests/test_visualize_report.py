@@ -176,3 +176,22 @@ def test_write_report_single_class_without_masks_or_examples(tmp_path):
 def test_format_metric():
     assert format_metric(0.97349) == "97.3"
     assert format_metric(float("nan")) == "n/a" and format_metric(None) == "n/a"
+
+
+def test_report_and_console_show_the_pixel_auroc_per_defect_type(tmp_path, capsys):
+    from scgan.commands.common import print_metrics
+
+    metrics = {**METRICS, "pixel_auroc_by_defect": {
+        "Crack": {"images": 3, "pixel_share": 0.25, "pixel_auroc": 0.96},
+        "Uneven": {"images": 5, "pixel_share": 0.75, "pixel_auroc": 0.781}}}
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(12), np.ones(8)].astype(int)
+    md, _ = write_report(tmp_path, title="t", metrics=metrics, config=CONFIG, scores=rng.random(20) + labels,
+                         labels=labels, score_name="as", examples_top=[], examples_bottom=[])
+    doc = md.read_text()
+    assert "| defect | images | share of the defect pixels (%) | pixel AUROC (%) |" in doc
+    assert "| Crack | 3 | 25.0 | 96.0 |" in doc and "| Uneven | 5 | 75.0 | 78.1 |" in doc
+    assert doc.count("Uneven") == 1  # in its table, not again among the other metrics
+    print_metrics(metrics, tmp_path)
+    assert ("pixel AUROC per defect type (with the normal images; share of the defect pixels): Crack 96.0% (25.0%), "
+            "Uneven 78.1% (75.0%)") in capsys.readouterr().out

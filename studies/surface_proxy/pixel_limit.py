@@ -4,7 +4,8 @@ Reads a test set to report a limit, never to choose a setting. For one model fil
 ``scgan test`` does) and prints, as JSON:
 
 - the pixel AUROC of all test images (what ``scgan test`` reports), and per defect type (that type's images and every
-  normal test image), with the type's share of the anomalous pixels, and of all test images but that type's;
+  normal test image) with the type's share of the anomalous pixels (both as ``scgan test`` reports them), the mean of
+  its images' own pixel AUROC, and the pixel AUROC of all test images but that type's (maps of one size);
 - the pixel AUROC within defective images only (normal pixels of the same images), and the mean over defective images
   of each image's own pixel AUROC: how well the map locates a defect inside its image, whatever its level there;
 - the same after subtracting each image's median map value: what a shift of whole maps between images costs.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scgan.evaluation.metrics import pixel_auroc
+from scgan.evaluation.metrics import pixel_auroc, pixel_auroc_by_defect
 from scgan.inference.evaluate import run_test
 
 
@@ -30,17 +31,17 @@ def _auroc(maps: list[np.ndarray], masks: list[np.ndarray]) -> float:
 
 
 def limits(maps: list[np.ndarray], masks: list[np.ndarray], defects: list[str], labels: np.ndarray) -> dict:
-    normal = [i for i in range(len(maps)) if labels[i] == 0]
     bad = [i for i in range(len(maps)) if labels[i] == 1 and masks[i].any()]
-    total = sum(int(masks[i].sum()) for i in bad)
+    same_size = len({m.shape for m in maps}) == 1
+    types = pixel_auroc_by_defect(np.stack(maps), np.stack(masks), labels, defects) if same_size else {}
     out = {"all": _auroc(maps, masks), "types": {}}
-    for d in sorted({defects[i] for i in bad}):
+    for d, v in types.items():
         idx = [i for i in bad if defects[i] == d]
-        out["types"][d] = {"images": len(idx), "pixel_share": round(sum(int(masks[i].sum()) for i in idx) / total, 3),
-                           "pixel_auroc": _auroc([maps[i] for i in normal + idx], [masks[i] for i in normal + idx]),
-                           "within_mean": round(float(np.mean([_auroc([maps[i]], [masks[i]]) for i in idx])), 2)}
         rest = [i for i in range(len(maps)) if defects[i] != d]
-        out["types"][d]["all_without_it"] = _auroc([maps[i] for i in rest], [masks[i] for i in rest])
+        out["types"][d] = {"images": v["images"], "pixel_share": round(v["pixel_share"], 3),
+                           "pixel_auroc": round(100 * v["pixel_auroc"], 2),
+                           "within_mean": round(float(np.mean([_auroc([maps[i]], [masks[i]]) for i in idx])), 2),
+                           "all_without_it": _auroc([maps[i] for i in rest], [masks[i] for i in rest])}
     out["defective_only"] = _auroc([maps[i] for i in bad], [masks[i] for i in bad])
     out["within_image_mean"] = round(float(np.mean([_auroc([maps[i]], [masks[i]]) for i in bad])), 2)
     centred = [m - np.median(m) for m in maps]

@@ -192,6 +192,11 @@ def print_metrics(m: dict, out: Path) -> None:
     shown = {k: pct(m[k], unit="%") for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}
     print(f"image AUROC {shown['image_auroc']} | pixel AUROC {shown['pixel_auroc']} | "
           f"AUPRO {shown['aupro']} | F1-max {shown['f1_max']}  (score: {m['default_score']}; these need no threshold)")
+    by_defect = m.get("pixel_auroc_by_defect") or {}
+    if len(by_defect) > 1:
+        print("pixel AUROC per defect type (with the normal images; share of the defect pixels): " + ", ".join(
+            f"{name} {pct(v['pixel_auroc'], unit='%')} ({pct(v['pixel_share'], unit='%')})"
+            for name, v in by_defect.items()))
     others = ", ".join(f"{k} {pct(v['image_auroc'], unit='%')}" for k, v in m["scores"].items())
     print(f"image AUROC per score: {others}")
     print(f"results: {out / 'metrics.json'}" + (f", report: {out / 'report.html'}" if (out / "report.html").exists()

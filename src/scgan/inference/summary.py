@@ -7,7 +7,7 @@ import numpy as np
 
 from scgan.calibration.stats import Calibration, exceeds
 from scgan.data.io import resize_map
-from scgan.evaluation.metrics import compute_metrics
+from scgan.evaluation.metrics import compute_metrics, pixel_auroc_by_defect
 from scgan.models.registry import score_description
 from scgan.models.scoring import ScoreResult
 
@@ -82,6 +82,9 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
         "aupro": pixel_part.get("aupro", float("nan")),
         "f1_max": per_score[default_score]["f1_max"],
         "pixel_metrics_resolution": list(masks.shape[1:]) if masks is not None else None,
+        # Which defects set the pixel AUROC: each type's (with every normal image) and its share of marked pixels.
+        "pixel_auroc_by_defect": (pixel_auroc_by_defect(maps, masks, result.labels, result.defects)
+                                  if masks is not None else {}),
         "default_score": default_score,
         "scores": per_score,
     }

@@ -44,7 +44,7 @@ METRIC_COLUMNS: dict[str, str] = {
 _FRACTION_KEYS = {"accuracy", "precision", "recall", "false_positive_rate", "true_positive_rate", "f1"}
 # Top-level keys of metrics.json rendered elsewhere (or passed separately), not as "other entries".
 _SHOWN_ELSEWHERE = {"scores", "info", "config", "default_score", "at_threshold", "score_selection",
-                    "calibration_warning", "threshold_normalized"}
+                    "calibration_warning", "threshold_normalized", "pixel_auroc_by_defect"}
 # Headings of the per-score sub-tables (a dict under each score's entry); other keys are used as they are.
 _SUBTABLE_TITLES = {"at_threshold": "Decisions at the validation threshold"}
 ROC_PNG, HIST_PNG, MOST_PNG, LEAST_PNG = "roc.png", "score_hist.png", "examples_most.png", "examples_least.png"
@@ -235,6 +235,13 @@ def _results_blocks(metrics: dict, score_name: str, labels: np.ndarray) -> list[
         blocks.append(Paragraph(f"No decisions: the model has no threshold (score {score_name}).", "lead"))
     blocks += [Paragraph("Ranking quality of the default score, which needs no threshold:"),
                _headline_table(metrics, score_name), Paragraph(_NA_NOTE, "note")]
+    by_defect = metrics.get("pixel_auroc_by_defect") or {}
+    if len(by_defect) > 1:
+        blocks += [Paragraph("Where the maps light up, per defect type (its images with every normal image): a type "
+                             "that holds most of the defect pixels sets the pixel AUROC."),
+                   Table(["defect", "images", "share of the defect pixels (%)", "pixel AUROC (%)"],
+                         [[name, str(v["images"]), pct(v["pixel_share"]), pct(v["pixel_auroc"])]
+                          for name, v in by_defect.items()])]
     warnings = _warnings(metrics, labels)
     if warnings:
         blocks.append(BulletList(warnings))
