@@ -1,0 +1,95 @@
+"""A probe before building the fusion: do the SCGAN + head's maps see the faint defects the features miss?
+
+Validation images and the proxy's five faint kinds only; no test image is read. For each category, the `default`
+preset's model and the `scgan` preset's model (fitted on the same training split, seed 0) score the same normal
+validation images and the same faint copies of them, made once at the data's 256 px (the proxy's kinds, seeded by
+(kind, batch) as the proxy seeds them) and brought to each model's input as a file would be. As in
+studies/feature_detector/fusion.py, each model's default score is normalised by its calibration and each map by its
+heat-map scale, and the fusion is their mean. Printed per kind: image AUROC and pixel AUROC of each and of the fusion.
+
+    python studies/surface_proxy/fusion_probe.py --runs runs/fusion_probe \
+        --output studies/surface_proxy/probes/fusion.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "feature_detector"))
+from fusion import score  # noqa: E402  (the first fusion study's: normalised scores, heat maps at 256 px)
+
+from scgan.artifacts.model_file import load_model  # noqa: E402
+from scgan.data.datasets import dataset_for  # noqa: E402
+from scgan.data.faint import FAINT_DEFECTS, faint_defect  # noqa: E402
+from scgan.data.io import image_to_array, tensor_to_image  # noqa: E402
+from scgan.evaluation.metrics import image_auroc, pixel_auroc  # noqa: E402
+from scgan.utils.seed import seeded_generator  # noqa: E402
+
+CATEGORIES = ("bottle", "metal_nut", "magnetic_tile")
+BATCH = 8
+
+
+def faint_copies(clean: list[np.ndarray], kind: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The images with one faint defect of ``kind`` each, and its masks, batch by batch as the proxy seeds them."""
+    k = list(FAINT_DEFECTS).index(kind)
+    images, masks = [], []
+    for b in range(0, len(clean), BATCH):
+        x = torch.from_numpy(np.stack([image_to_array(im) for im in clean[b:b + BATCH]]))
+        a = faint_defect(kind).apply(x, generator=seeded_generator(x.device, 11 + k, b // BATCH))
+        images += [tensor_to_image(t) for t in a.image]
+        masks += list(a.mask[:, 0].numpy() > 0.5)
+    return images, masks
+
+
+def measure(normal: np.ndarray, defective: np.ndarray, maps: list[np.ndarray], masks: list[np.ndarray]) -> dict:
+    keep = [i for i, m in enumerate(masks) if m.any()]
+    labels = np.r_[np.zeros(len(normal)), np.ones(len(defective))]
+    return {"image_auroc": round(image_auroc(np.r_[normal, defective], labels), 4),
+            "pixel_auroc": round(pixel_auroc(np.stack([maps[i] for i in keep]), np.stack([masks[i] for i in keep])), 4)}
+
+
+@torch.inference_mode()
+def probe(features: Path, scgan: Path) -> dict:
+    models = {"features": load_model(features), "scgan": load_model(scgan)}
+    val = dataset_for(models["features"].config.data, "val", 256)
+    other = dataset_for(models["scgan"].config.data, "val", 64)
+    if [s.path for s in val.samples] != [s.path for s in other.samples]:
+        raise SystemExit("the two models hold out different validation images")
+    clean = [val.images[i] for i in range(len(val))]
+    normal = {name: score(loaded, clean) for name, loaded in models.items()}
+    out: dict = {"n_val": len(clean), "kinds": {}}
+    for kind in FAINT_DEFECTS:
+        images, masks = faint_copies(clean, kind)
+        got = {name: score(loaded, images) for name, loaded in models.items()}
+        f, g = got["features"], got["scgan"]
+        fused_normal = (normal["features"][0] + normal["scgan"][0]) / 2
+        out["kinds"][kind] = {
+            "features": measure(normal["features"][0], f[0], f[1], masks),
+            "scgan": measure(normal["scgan"][0], g[0], g[1], masks),
+            "fusion": measure(fused_normal, (f[0] + g[0]) / 2, [(a + b) / 2 for a, b in zip(f[1], g[1])], masks)}
+        print(kind, json.dumps(out["kinds"][kind]), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=Path("runs/fusion_probe"))
+    ap.add_argument("--categories", default=",".join(CATEGORIES))
+    ap.add_argument("--output", type=Path, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    results = json.loads(args.output.read_text()) if args.output.exists() else {}
+    for cat in args.categories.split(","):
+        print(cat, flush=True)
+        results[cat] = probe(*(args.runs / p / f"{cat}_seed0" / "model.pt" for p in ("default", "scgan")))
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
