@@ -161,8 +161,13 @@ def test_parity_tolerance_is_1e4_near_zero_and_float32_precision_at_large_values
     assert parity_gap(np.array([three_ulps, 1.0 + 0.9 * PARITY_ATOL]), np.array([at_400, 1.0])) is None
     diff, allowed, worst = parity_gap(np.array([400.0, 1.0 + 1.5 * PARITY_ATOL]), np.array([400.0, 1.0]))
     assert worst == 1 and diff == pytest.approx(1.5e-4) and allowed == pytest.approx(1.01e-4)
-    assert parity_gap(np.array([400.01]), np.array([400.0])) is not None  # 25 ulps: no longer rounding
+    assert parity_gap(np.array([400.01]), np.array([400.0])) is not None  # 20 times the tolerance there
     assert parity_gap(np.array([np.nan]), np.array([1.0])) is not None
+    assert parity_gap(np.array([np.inf]), np.array([np.inf])) is not None  # not finite on both sides: never within
+    shapes = [((0, 3), (1, 3)), ((1, 3), (3, 3)), ((3,), (2,))]  # empty; fewer rows than torch's; another length
+    for got, want in ((np.ones(a), np.ones(b)) for a, b in shapes):
+        with pytest.raises(ValueError, match="cannot be compared"):
+            parity_gap(got, want)
 
 
 class _Shifted(torch.nn.Module):

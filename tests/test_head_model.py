@@ -66,7 +66,7 @@ def test_head_model_exports_to_onnx_with_parity(head_model, tmp_path):
     from scgan.artifacts.onnx_file import OnnxScorer
 
     res, _ = head_model
-    path = export_onnx(res.model_path, tmp_path / "head.onnx")  # export checks parity with torch (1e-4)
+    path = export_onnx(res.model_path, tmp_path / "head.onnx")  # export checks parity with torch
     runner = OnnxScorer(path)
     assert runner.score_names[-1] == "seg_max" and runner.default_score in runner.score_names
 

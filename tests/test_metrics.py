@@ -260,6 +260,8 @@ def test_pixel_auroc_by_defect_on_hand_made_maps():
     assert pixel_auroc(maps, masks) < got["A"]["pixel_auroc"]
     with pytest.raises(ValueError, match="3 defect names"):
         pixel_auroc_by_defect(maps, masks, labels, ["good", "A", "B"])
+    with pytest.raises(ValueError, match=r"0 \(normal\) or 1 \(defective\), got \[2\]"):
+        pixel_auroc_by_defect(maps, masks, np.array([0, 1, 2, 0]), ["good", "A", "B", "good"])
 
 
 def test_pixel_auroc_by_defect_skips_types_without_marked_pixels():

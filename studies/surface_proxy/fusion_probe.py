@@ -23,12 +23,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "feature_detector"))
 from fusion import score  # noqa: E402  (the first fusion study's: normalised scores, heat maps at 256 px)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy import _faint  # noqa: E402  (the proxy's faint defects, seeded as it seeds them)
+
 from scgan.artifacts.model_file import load_model  # noqa: E402
 from scgan.data.datasets import dataset_for  # noqa: E402
-from scgan.data.faint import FAINT_DEFECTS, faint_defect  # noqa: E402
+from scgan.data.faint import FAINT_DEFECTS  # noqa: E402
 from scgan.data.io import image_to_array, tensor_to_image  # noqa: E402
 from scgan.evaluation.metrics import image_auroc, pixel_auroc  # noqa: E402
-from scgan.utils.seed import seeded_generator  # noqa: E402
 
 CATEGORIES = ("bottle", "metal_nut", "magnetic_tile")
 BATCH = 8
@@ -36,13 +38,12 @@ BATCH = 8
 
 def faint_copies(clean: list[np.ndarray], kind: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The images with one faint defect of ``kind`` each, and its masks, batch by batch as the proxy seeds them."""
-    k = list(FAINT_DEFECTS).index(kind)
     images, masks = [], []
     for b in range(0, len(clean), BATCH):
         x = torch.from_numpy(np.stack([image_to_array(im) for im in clean[b:b + BATCH]]))
-        a = faint_defect(kind).apply(x, generator=seeded_generator(x.device, 11 + k, b // BATCH))
-        images += [tensor_to_image(t) for t in a.image]
-        masks += list(a.mask[:, 0].numpy() > 0.5)
+        image, mask = _faint(x, kind, b // BATCH)
+        images += [tensor_to_image(t) for t in image]
+        masks += list(mask.numpy() > 0.5)
     return images, masks
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every setting of settings.txt on every category: two streams of one thread each (bottle + metal_nut |
-# magnetic_tile), side by side.   [SETTINGS=settings2.txt] [BASE_SETTINGS=...] [SEED=0] [PROXY_DEFECT_SEED=0]
+# magnetic_tile), side by side.   [SETTINGS=settings2.txt] [BASE_SETTINGS=...] [PROXY_DEFECT_SEED=0]
 # bash studies/surface_proxy/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +14,7 @@ run() {  # $1 = categories
   while IFS=: read -r name settings; do
     [ -z "$name" ] && continue
     read -r -a extra <<< "$settings"
-    "$PY" studies/surface_proxy/proxy.py --name "$name" --categories "$1" --seed "${SEED:-0}" --threads 1 ${BASE[@]+"${BASE[@]}"} \
+    "$PY" studies/surface_proxy/proxy.py --name "$name" --categories "$1" --threads 1 ${BASE[@]+"${BASE[@]}"} \
       ${extra[@]+"${extra[@]}"}
   done < "studies/surface_proxy/${SETTINGS:-settings.txt}"
 }

@@ -92,7 +92,10 @@ def _check_parity(data: bytes, scorer: torch.nn.Module, spec: InputSpec) -> None
             ts, tm = scorer(x)
         os_, om = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
         for what, got, want in (("scores", os_, ts.numpy()), ("anomaly map", om, tm.numpy())):
-            gap = parity_gap(got, want)
+            try:
+                gap = parity_gap(got, want)
+            except ValueError as e:
+                raise RuntimeError(f"the exported ONNX model's {what}: {e}") from None
             if gap is not None:
                 raise RuntimeError(f"the exported ONNX model's {what} differ from the torch model's by "
                                    f"{parity_words(*gap[:2])}")

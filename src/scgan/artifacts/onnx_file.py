@@ -46,24 +46,26 @@ REFERENCE_INPUT = "sin-1"  # names the formula of reference_input
 
 # Largest |onnxruntime - torch| difference, on scores and maps, that export accepts before writing the file, and that
 # a load accepts between the stored reference scores and the graph's: PARITY_ATOL + PARITY_RTOL x |torch's value|. The
-# relative part is float32's own precision (a few units in the last place): a score in the hundreds (map_z on the
-# random and reference images the checks use reads 100-400, where float32 values lie 3e-5 apart) would otherwise fail
-# on rounding alone; below 10 it adds at most a tenth.
+# relative part is float32's precision, some units in the last place (16 at 400): a score in the hundreds (map_z on the
+# random and reference images the checks use reads up to about 400, where float32 values lie 3e-5 apart, so 1e-4
+# alone is 3 units) would otherwise fail on rounding alone; below 10 it adds at most a tenth.
 PARITY_ATOL = 1e-4
 PARITY_RTOL = 1e-6
 
 
 def parity_gap(got: np.ndarray, want: np.ndarray) -> tuple[float, float, int] | None:
     """None where ``got`` lies within the parity tolerance of ``want`` everywhere; else, at the element furthest
-    beyond it (flat index), the difference and the tolerance there."""
+    beyond it (flat index), the difference and the tolerance there. Outputs of another shape than ``want``'s, or
+    empty, are never within it (ValueError); nor is a value that is not finite on either side."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    diff = np.abs(got - want)
-    allowed = PARITY_ATOL + PARITY_RTOL * np.abs(want)
-    excess = np.where(np.isnan(diff), np.inf, diff / allowed).ravel()  # nan: never within
-    worst = int(excess.argmax()) if excess.size else 0
-    if not excess.size or excess[worst] <= 1:
-        return None
-    return float(diff.ravel()[worst]), float(allowed.ravel()[worst]), worst
+    if got.shape != want.shape or got.size == 0:
+        raise ValueError(f"outputs of shape {got.shape} cannot be compared with the torch model's {want.shape}")
+    with np.errstate(invalid="ignore"):  # inf - inf: nan, judged below as not finite
+        diff = np.abs(got - want).ravel()
+    allowed = (PARITY_ATOL + PARITY_RTOL * np.abs(np.where(np.isfinite(want), want, 0.0))).ravel()
+    excess = np.where(np.isfinite(got).ravel() & np.isfinite(want).ravel(), diff / allowed, np.inf)
+    worst = int(excess.argmax())
+    return None if excess[worst] <= 1 else (float(diff[worst]), float(allowed[worst]), worst)
 
 
 def parity_words(diff: float, allowed: float) -> str:

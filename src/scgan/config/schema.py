@@ -273,7 +273,7 @@ class PatchCoreConfig:
     position_grid: int = 0
     # true: where map_z is computed, the anomaly map (the heat map, and the maps pixel metrics judge) is map_z's,
     # (map - mean) / spread, in place of the distance map, so that where map_z decides, the map's colours agree with
-    # the decision; no effect where position_grid is 0. Its maps may not export to ONNX within the 1e-4 parity
+    # the decision; no effect where position_grid is 0. Its maps may not export to ONNX within the parity tolerance
     # (a z map magnifies the backbone's last-bit differences by 1 / spread): studies/surface_proxy/README.md stage 9.
     position_map: bool = False
 

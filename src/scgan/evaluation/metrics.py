@@ -86,11 +86,14 @@ def pixel_auroc_by_defect(maps: np.ndarray, masks: np.ndarray, labels: np.ndarra
                           defects: list[str]) -> dict[str, dict[str, float | int]]:
     """Per defect type with marked pixels: the pixel AUROC of its images and every normal image ((N, H, W) maps and
     bool masks, (N,) labels, N defect names), and its share of all marked pixels: which defects set the pixel AUROC.
-    The normal images' pixels are sorted once for every type."""
+    The normal images' unmarked pixels are sorted once for every type (a pixel marked on a normal image belongs to
+    no type, and counts on neither side); nan where a type's images and the normal ones hold no unmarked pixel."""
     m, g = _check_maps(maps, masks)
     labels = np.asarray(labels)
     if len(labels) != len(m) or len(defects) != len(m):
         raise ValueError(f"got {len(m)} maps for {len(labels)} labels and {len(defects)} defect names")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (normal) or 1 (defective), got {sorted(set(labels.tolist()) - {0, 1})}")
     marked = g.reshape(len(g), -1).sum(1)
     total = int(marked[labels == 1].sum())
     normal_rows = labels == 0
