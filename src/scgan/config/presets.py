@@ -2,7 +2,8 @@
 
 ``default`` is the product's detector (the PatchCore detector, kind ``patchcore``); ``scgan`` is the paper's model
 with the learned head, made for a CPU; ``cpu`` the paper's SCGAN made small enough for a CPU; ``gpu`` the ``scgan``
-design at the paper's size. docs/detection.md has the measurements behind each choice.
+design at the paper's size; ``fusion`` the ``default`` and ``scgan`` models in one (kind ``fusion``).
+docs/detection.md has the measurements behind each choice.
 """
 from __future__ import annotations
 
@@ -94,8 +95,23 @@ def gpu_preset() -> Config:
     return cfg
 
 
+def fusion_preset() -> Config:
+    """The PatchCore detector and the SCGAN + head in one model (kind ``fusion``), for about twice the default's fit:
+    the ``default`` preset's patchcore section and the ``scgan`` preset's network, losses, augmentation and training,
+    each fitted as its preset fits it; each model's default score is normalised by its own range on the normal
+    validation images and each map by its own heat range, and the fusion scores their mean. The threshold rests on
+    the validation images (the SCGAN has no cross-fit). docs/detection.md, "The fusion preset", has the measurements.
+    """
+    features, restoration = default_preset(), scgan_preset()
+    cfg = Config(preset="fusion", kind="fusion")
+    cfg.sections.update({"patchcore": features.patchcore, **{s: restoration.sections[s] for s in restoration.sections}})
+    cfg.score.selection_strengths = [1.0, 0.5, 0.25]
+    cfg.score.default_score = "fused"
+    return cfg
+
+
 PRESETS = {"default": default_preset, "scgan": scgan_preset, "cpu": cpu_preset, "gpu": gpu_preset,
-           "paper": paper_preset}
+           "paper": paper_preset, "fusion": fusion_preset}
 
 
 def presets_of(kind: str) -> list[str]:

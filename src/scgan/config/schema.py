@@ -327,6 +327,9 @@ class RuntimeConfig:
 KIND_SECTIONS: dict[str, dict[str, type]] = {
     "scgan": {"model": ModelConfig, "loss": LossConfig, "augment": AugmentConfig, "train": TrainConfig},
     "patchcore": {"patchcore": PatchCoreConfig},
+    # Both models in one file, their scores and maps fused (scgan.models.fusion): the sections of both.
+    "fusion": {"patchcore": PatchCoreConfig, "model": ModelConfig, "loss": LossConfig, "augment": AugmentConfig,
+               "train": TrainConfig},
 }
 # The sections every kind shares, and the settings outside any section.
 SHARED_SECTIONS: tuple[str, ...] = ("data", "score", "runtime")
@@ -366,7 +369,8 @@ class Config:
     the new kind's defaults."""
 
     preset: str = "paper"
-    kind: str = "scgan"  # the kind of model: scgan (the paper's GAN) or patchcore (the PatchCore detector)
+    # The kind of model: scgan (the paper's GAN), patchcore (the PatchCore detector) or fusion (both, fused).
+    kind: str = "scgan"
     seed: int = 0  # the seed of fitting's randomness (weights, augmentation, the coreset) and of its result files
     data: DataConfig = field(default_factory=DataConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)

@@ -117,7 +117,7 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
         }
         if by_strength:
             metrics["score_selection"]["separation_auroc_by_strength"] = by_strength
-    metrics["map_smoothing"] = {"sigma": scorer.blur.sigma, "config": cfg.score.sigma}
+    metrics["map_smoothing"] = {"sigma": scorer.sigma, "config": cfg.score.sigma}
     if loaded.calibration is not None and loaded.calibration.sigma_selection:
         metrics["map_smoothing"].update(
             rule="auto: the sigma whose maps best locate synthetic confetti defects pasted into normal validation "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from scgan.config import register_kind_sections
+from scgan.models.fusion.kind import FUSION
 from scgan.models.kind import ModelKind
 from scgan.models.patchcore.kind import PATCHCORE
 from scgan.models.scgan.kind import SCGAN
@@ -29,5 +30,5 @@ def score_description(name: str) -> str:
     return next((k.scores[name] for k in KINDS.values() if name in k.scores), "")
 
 
-for _kind in (PATCHCORE, SCGAN):
+for _kind in (PATCHCORE, SCGAN, FUSION):
     register_kind(_kind)

@@ -18,6 +18,8 @@ from scgan.data.datasets import check_dataset_name
 from scgan.models.checks import check_config
 from scgan.models.registry import KINDS, get_kind
 from scgan.training.cluster import RayEngine, fit_patchcore_ray
+from scgan.training.fusion import fit_fusion
+from scgan.training.gan_entry import fit_scgan
 from scgan.training.outdir import claim_output
 from scgan.training.patchcore import fit_patchcore
 from scgan.training.result import TrainResult
@@ -27,14 +29,7 @@ from scgan.utils.atomic import writable_dir
 Fitter = Callable[..., TrainResult]
 
 
-def _fit_scgan(cfg: Config, output_dir: Path, resume: str | Path | None = None, progress: bool = True,
-               callbacks: list | None = None) -> TrainResult:
-    from scgan.training.gan import train_gan  # Lightning: imported only to train an SCGAN
-
-    return train_gan(cfg, output_dir, resume, progress, callbacks)
-
-
-FITTERS: dict[str, Fitter] = {"scgan": _fit_scgan, "patchcore": fit_patchcore}
+FITTERS: dict[str, Fitter] = {"scgan": fit_scgan, "patchcore": fit_patchcore, "fusion": fit_fusion}
 # The same with engine=RayEngine: fits whose work is spread over a Ray cluster (train(engine=...)).
 CLUSTER_FITTERS: dict[str, Fitter] = {"patchcore": fit_patchcore_ray}
 
