@@ -77,7 +77,7 @@ def test_list_settings_from_the_command_line_and_yaml():
         load_config("cpu", overrides=["score.selection_strengths=0"])
 
 
-@pytest.mark.parametrize("name", ["default", "scgan", "cpu", "gpu", "paper"])
+@pytest.mark.parametrize("name", ["default", "scgan", "cpu", "gpu", "paper", "fusion"])
 def test_shipped_config_files_are_generated_from_the_schema(name):
     """configs/*.yaml are written by `make configs` from the schema's comments and the presets, never by hand."""
     import yaml
@@ -85,7 +85,7 @@ def test_shipped_config_files_are_generated_from_the_schema(name):
     from scgan.config import PRESETS, commented_yaml
     from scgan.config.commented import preset_file
 
-    assert set(PRESETS) == {"default", "scgan", "cpu", "gpu", "paper"}
+    assert set(PRESETS) == {"default", "scgan", "cpu", "gpu", "paper", "fusion"}
     text = preset_file(name).read_text(encoding="utf-8")
     assert text == commented_yaml(get_preset(name)), f"configs/{name}.yaml is stale: run 'make configs'"
     assert yaml.safe_load(text) == get_preset(name).to_dict()

@@ -3,7 +3,7 @@
 The PatchCore detector takes the image at its working size; the SCGAN + head takes it brought down to its S x S
 (antialiased bilinear, as Pillow's resize brings a file to it) and its map is brought back up to the image's size.
 Each model's default score is min-max normalised by its range on the normal validation images (normal images fall
-in about [0, 1]) and each map by its heat range (the map's normal low at 0, its threshold at 0.7: ``Calibration.heat``
+in about [0, 1]) and each map by its heat range (the map's normal low at 0, its threshold at 0.5: ``Calibration.heat``
 without the clipping), so that neither model's units outweigh the other's; ``fused`` is the mean of the two scores,
 the map the mean of the two maps. One ``nn.Module``, so one ONNX graph.
 """
