@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 # Both models small enough to fit in seconds (the restoration model without its head: a head trained a few steps
 # gives every image the same map, which the fusion refuses to normalise; tested below).
 TINY_FUSION = {"patchcore.resolution": 64, "patchcore.bank_size": 256, "patchcore.max_patches": 20_000,
-               "patchcore.pad": 16, "patchcore.position_grid": 0, "eval_batch_size": 8, "model.image_size": 32,
+               "patchcore.pad": 16, "patchcore.position_grid": 8, "eval_batch_size": 8, "model.image_size": 32,
                "model.base_channels": 8, "model.max_channels": 32, "model.nz": 16, "train.steps": 4,
                "train.batch_size": 8, "augment.n_patches": 5, "augment.patch_area": 0.02, "model.head": "none"}
 
@@ -27,12 +27,40 @@ def _config(demo_root, category, **overrides):
 
 @pytest.fixture(scope="module")
 def fusion(tmp_path_factory, demo_root, demo_category):
-    """A tiny fusion fitted on the demo object category: the loaded model."""
+    """A tiny fusion fitted on the demo object category: the loaded model. Its output folder held the parts folder
+    of a fit killed before it could remove it."""
     from scgan.artifacts.model_file import load_model
     from scgan.training.fit import train
 
-    res = train(_config(demo_root, demo_category), tmp_path_factory.mktemp("fusion"), progress=False)
+    out = tmp_path_factory.mktemp("fusion")
+    (out / ".fusion-parts-killed" / "restoration").mkdir(parents=True)
+    res = train(_config(demo_root, demo_category), out, progress=False)
     return load_model(res.model_path)
+
+
+def test_no_parts_folder_is_left_and_the_parts_facts_are_kept(fusion):
+    assert not list(fusion.path.parent.glob(".fusion-parts-*"))
+    meta = fusion.meta
+    assert meta["features_default_score"] == "map_z"
+    assert meta["restoration_default_score"] in _restoration_names(fusion)
+    assert meta["features"]["bank_size"] > 0 and meta["restoration"]["global_step"] > 0 and meta["epoch"] == 2
+    assert fusion.augmentation  # the SCGAN's augmentation, as its own model file says
+
+
+def _restoration_names(fusion) -> tuple[str, ...]:
+    from scgan.models.fusion.kind import part_config
+    from scgan.models.scgan.kind import SCGAN
+
+    return SCGAN.score_names(part_config(fusion.config, "restoration"))
+
+
+def test_the_weights_point_at_each_models_default_score(fusion):
+    from scgan.models.fusion.kind import part_config
+    from scgan.models.patchcore.kind import PATCHCORE
+
+    col = [int(c) for c in fusion.parts["fusion"].column]
+    assert PATCHCORE.score_names(part_config(fusion.config, "features"))[col[0]] == "map_z"
+    assert _restoration_names(fusion)[col[1]] == fusion.meta["restoration_default_score"]
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +108,12 @@ def test_the_fused_score_and_map_are_the_mean_of_each_models_normalised_ones(fus
     assert fusion.default_score == "fused" and fusion.score_names == ("fused", "map_max")
 
 
-def test_each_model_is_normalised_by_its_own_calibration(fusion):
-    """The weights hold each model's default-score range on the normal validation images: at the fit, those images'
-    fused scores therefore fall in about [0, 1] (their normalised mean)."""
-    cal = fusion.calibration
-    assert 0.0 <= cal.scores["fused"].min and cal.scores["fused"].max <= 1.0 + 1e-5
+def test_each_model_is_normalised_by_its_range_on_the_validation_images_through_the_fusions_graph(fusion):
+    """The weights hold each model's default-score range on the normal validation images as the fused graph scores
+    them: each model's normalised score then spans [0, 1] there exactly, so their mean lies in [0, 1], at most 0.5
+    at the lowest image and at least 0.5 at the highest."""
+    fused = fusion.calibration.scores["fused"]
+    assert -1e-5 <= fused.min <= 0.5 + 1e-5 and 0.5 - 1e-5 <= fused.max <= 1.0 + 1e-5
     w = fusion.parts["fusion"]
     assert bool((w.score_span > 0).all()) and bool((w.map_span > 0).all())
 
@@ -116,6 +145,7 @@ def test_scgan_test_reports_the_fused_score(fusion, tmp_path):
     ({"score.threshold_source": "crossfit"}, "threshold_source = crossfit"),
     ({"score.default_score": "map_z"}, "not a score of this model"),
     ({"patchcore.layers": [99]}, "patchcore.layers"),
+    ({"patchcore.channels": "1"}, "patchcore.channels must be auto or 3"),
 ])
 def test_settings_it_cannot_take_are_refused_in_one_line(demo_root, demo_category, override, words):
     from scgan.models.checks import check_config
@@ -124,18 +154,59 @@ def test_settings_it_cannot_take_are_refused_in_one_line(demo_root, demo_categor
         check_config(_config(demo_root, demo_category, **override))
 
 
-def test_a_model_whose_score_does_not_vary_is_refused(fusion):
-    """A restoration model that gives every normal image the same score cannot be normalised: refused in one line,
-    not fused with a span of nothing (which would make any image's fused score huge)."""
-    import dataclasses
+@pytest.mark.parametrize("low, high", [(4.0, 4.0), (0.0, 2e-12), (1e3, 1e3 + 1e-5)])
+def test_a_model_whose_score_or_map_does_not_vary_is_refused(low, high):
+    """A model that gives every normal validation image the same score (or map) cannot be normalised: refused in one
+    line, not fused with a span of nothing (which would make any image's fused score huge)."""
+    from scgan.training.fusion import _span
 
-    from scgan.training.fusion import _normalising
-
-    name = fusion.default_score
-    flat = dataclasses.replace(fusion.calibration.scores[name], max=fusion.calibration.scores[name].min)
-    cal = dataclasses.replace(fusion.calibration, scores={**fusion.calibration.scores, name: flat})
     with pytest.raises(ValueError, match="same value on every normal validation image"):
-        _normalising("restoration", dataclasses.replace(fusion, calibration=cal))
+        _span("restoration", "map", low, high)
+    assert _span("features", "map", 0.0, 1e-3) == pytest.approx(1e-3)
+
+
+def test_a_part_that_fails_says_so_as_the_fusions_failure(tmp_path):
+    """The part's own message points at its temporary folder and at --resume; the fusion's says what happened."""
+    from scgan.training.fusion import _fit_part
+
+    def diverges(cfg, folder):
+        raise RuntimeError(f"training diverged in epoch 2: the loss is nan; {folder}/last.ckpt: continue with "
+                           "--resume auto")
+
+    with pytest.raises(RuntimeError) as caught:
+        _fit_part("restoration", diverges, None, tmp_path / "restoration")
+    text = str(caught.value)
+    assert "fusion's restoration model did not finish (training diverged in epoch 2: the loss is nan)" in text
+    assert "--resume" not in text and "last.ckpt" not in text
+
+
+def test_a_grey_data_set_of_any_aspect_is_scored_and_exported_in_one_channel(tmp_path, demo_root, demo_category):
+    from PIL import Image
+
+    from scgan.artifacts.export import export_onnx
+    from scgan.artifacts.model_file import load_model
+    from scgan.artifacts.onnx_file import OnnxScorer, parity_gap
+    from scgan.inference.detector import Detector
+    from scgan.training.fit import train
+
+    grey = tmp_path / "grey" / "train"
+    grey.mkdir(parents=True)
+    for p in (demo_root / demo_category / "train" / "good").glob("*.png"):
+        Image.open(p).convert("L").save(grey / p.name)
+    cfg = _config(demo_root, demo_category, **{"data.dataset": "folder", "data.root": str(grey.parent),
+                                               "data.category": ""})
+    res = train(cfg, tmp_path / "run", progress=False)
+    det = Detector.load(res.model_path)
+    assert det.spec.channels == 1
+    image = np.asarray(Image.open(next(grey.glob("*.png"))).resize((100, 40)))
+    a, b = det.predict(image), det.predict(np.repeat(image[:, :, None], 3, axis=2))
+    assert a.heat.shape == (40, 100) and a.scores == b.scores
+    pytest.importorskip("onnxruntime")
+    x = torch.rand(2, 1, 64, 160, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    scores, maps = OnnxScorer(export_onnx(res.model_path, tmp_path / "grey.onnx")).run(x.numpy())
+    with torch.inference_mode():
+        ts, tm = load_model(res.model_path).scorer()(x)
+    assert parity_gap(scores, ts.numpy()) is None and parity_gap(maps, tm.numpy()) is None
 
 
 def test_weights_out_of_range_are_refused_on_load(fusion, tmp_path):

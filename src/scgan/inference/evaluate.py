@@ -105,7 +105,8 @@ def _run_test(loaded: LoadedModel, out: Path, start: float, root: str | None, ca
     scorer = loaded.scorer()
     result = score_loader(scorer, loader, progress=progress)
     default = loaded.default_score
-    metrics = metrics_for(result, loaded.calibration, default, ds.stored_masks() if ds.has_masks else None)
+    metrics = metrics_for(result, loaded.calibration, default, ds.stored_masks() if ds.has_masks else None,
+                          loaded.kind)
     if loaded.calibration is not None and loaded.calibration.selection:
         by_strength = loaded.calibration.selection_by_strength
         strengths = f" blended in at strengths {', '.join(by_strength)} (mean AUROC)" if by_strength else ""

@@ -8,6 +8,7 @@ import numpy as np
 from scgan.calibration.stats import Calibration, exceeds
 from scgan.data.io import resize_map
 from scgan.evaluation.metrics import compute_metrics, pixel_auroc_by_defect
+from scgan.models.kind import ModelKind
 from scgan.models.registry import score_description
 from scgan.models.scoring import ScoreResult
 
@@ -60,8 +61,9 @@ def maps_at(maps: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
 
 
 def metrics_for(result: ScoreResult, calibration: Calibration | None, default_score: str,
-                masks: np.ndarray | None) -> dict[str, Any]:
-    """Top-level metrics of the default score plus one entry per named score.
+                masks: np.ndarray | None, kind: ModelKind | None = None) -> dict[str, Any]:
+    """Top-level metrics of the default score plus one entry per named score (described as ``kind`` defines it,
+    where given: two kinds may define a score of the same name, e.g. map_max).
 
     ``masks`` (N, H, W) bool: the ground truth at its stored resolution; the anomaly maps are up-sampled
     to it for pixel AUROC and AUPRO (None: image-level metrics only).
@@ -74,7 +76,7 @@ def metrics_for(result: ScoreResult, calibration: Calibration | None, default_sc
         m = compute_metrics(s, result.labels)
         if calibration is not None and name in calibration.scores:  # a model older than a score has none for it
             m["at_threshold"] = decision_metrics(s, result.labels, calibration.scores[name].threshold)
-        m["description"] = score_description(name)
+        m["description"] = kind.scores[name] if kind is not None and name in kind.scores else score_description(name)
         per_score[name] = m
     top = {
         "image_auroc": per_score[default_score]["image_auroc"],

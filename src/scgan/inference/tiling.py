@@ -20,8 +20,9 @@ class TileLimitError(ValueError):
 
 
 # Scores that judge each place of an image against normal images at that place (a grid over the whole image): a tile
-# scored alone is judged as if it were a whole image.
-POSITIONAL_SCORES = ("map_z",)
+# scored alone is judged as if it were a whole image. The fusion's ``fused`` holds map_z (the default preset's score)
+# and the SCGAN's score of the tile stretched to its S x S.
+POSITIONAL_SCORES = ("map_z", "fused")
 
 
 def tile_origins(length: int, tile: int) -> list[int]:

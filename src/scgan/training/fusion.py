@@ -1,39 +1,90 @@
 """Fitting the fusion (kind fusion): the PatchCore detector, then the SCGAN + head, each fitted and calibrated as its
 own preset fits it (into a temporary folder inside the output folder, gone when the fit ends), then the weights that
-join them from their calibrations, and the fusion's own calibration on the same validation images."""
+join them, measured on the validation images through the fusion's own graph, and the fusion's own calibration on
+the same images."""
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 from scgan.artifacts.finite import NonFiniteModelError, nonfinite_cause
 from scgan.artifacts.model_file import LoadedModel, load_model
+from scgan.calibration.stats import HEAT_AT_THRESHOLD, heat_sample, heat_scale
 from scgan.config import Config
 from scgan.data.datasets import dataset_for, eval_loader, stream_for
 from scgan.inference.calibrate import calibrate
 from scgan.models.fusion.kind import FUSION, part_config
-from scgan.models.fusion.scorer import PARTS, FusionWeights
+from scgan.models.fusion.scorer import PARTS, FusionScorer, FusionWeights
 from scgan.training.gan_entry import fit_scgan
 from scgan.training.patchcore import fit_patchcore
 from scgan.training.result import TrainResult, write_run
 
+_PARTS_FOLDER = ".fusion-parts-"  # the temporary folder's prefix inside the output folder
 
-def _normalising(part: str, loaded: LoadedModel) -> tuple[int, tuple[float, float], tuple[float, float], float]:
-    """A fitted model's default score column, that score's normal validation range (low, span), its map's heat range
-    (low, span) and its sigma: what the fusion normalises it with. ValueError where the score or the map does not
-    vary over the normal validation images (nothing to normalise by: that model has learned nothing to fuse)."""
-    cal, name = loaded.calibration, loaded.default_score
-    stats = cal.scores[name]
-    low, high = cal.heat_range()
-    for what, lo, hi in ((f"default score {name}", stats.min, stats.max), ("map", low, high)):
-        if not hi - lo > 1e-6 * max(abs(lo), abs(hi)):  # float32's rounding, relative
-            raise ValueError(f"the fusion's {part} model gives its {what} the same value on every normal validation "
-                             f"image ({lo:g}), so it cannot be normalised: train it longer (train.steps) or give more "
-                             "normal images")
-    return (loaded.score_names.index(name), (stats.min, stats.max - stats.min), (low, high - low),
-            float(loaded.scorer().sigma))
+
+def _span(part: str, what: str, low: float, high: float) -> float:
+    """high - low; ValueError where it is nothing beside float32's rounding (a model that gives every normal
+    validation image the same value has nothing to be normalised by)."""
+    span = high - low
+    if not (np.isfinite(span) and span > max(1e-6 * max(abs(low), abs(high)), 1e-9)):
+        raise ValueError(f"the fusion's {part} model gives its {what} the same value on every normal validation "
+                         f"image ({low:g}), so it cannot be normalised: train it longer (train.steps) or give more "
+                         "normal images")
+    return float(span)
+
+
+@torch.inference_mode()
+def fusion_weights(loaded: dict[str, LoadedModel], val_loader, quantile: float, size: int) -> FusionWeights:
+    """The weights that join the two fitted models: each one's default score column and sigma, and, measured on the
+    normal validation images as the fusion's graph brings them to each model (the SCGAN's from the PatchCore
+    detector's input), its default score's range and its map's heat range (the calibration's rule: the normal
+    pixels' 0.9 quantile at 0, the maps' maxima's ``quantile`` at HEAT_AT_THRESHOLD)."""
+    column = [loaded[p].score_names.index(loaded[p].default_score) for p in PARTS]
+    scorers = [loaded[p].scorer() for p in PARTS]
+    sigma = [float(s.sigma) for s in scorers]
+    probe = FusionScorer(*scorers, FusionWeights().set(column, [(0.0, 1.0)] * 2, [(0.0, 1.0)] * 2, sigma), size)
+    scores: list[list[np.ndarray]] = [[], []]
+    pixels: list[list[np.ndarray]] = [[], []]
+    maxima: list[list[float]] = [[], []]
+    for batch in val_loader:
+        x = batch["image"]
+        (fs, fm), (rs, rm) = probe.features.run(x), probe.restoration.run(probe.small(x))
+        rm = F.interpolate(rm[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        for i, (s, m) in enumerate(((fs, fm), (rs, rm))):
+            scores[i].append(s[:, column[i]].double().numpy())
+            for one in m.double().numpy():
+                pixels[i].append(heat_sample(one))
+                maxima[i].append(float(one.max()))
+    score, heat = [], []
+    for i, part in enumerate(PARTS):
+        values = np.concatenate(scores[i])
+        lo, hi = float(values.min()), float(values.max())
+        score.append((lo, _span(part, f"default score {loaded[part].default_score}", lo, hi)))
+        low, threshold = heat_scale(pixels[i], np.asarray(maxima[i]), quantile)
+        heat.append((low, _span(part, "map", low, threshold) / HEAT_AT_THRESHOLD))
+    return FusionWeights().set(column, score, heat, sigma)
+
+
+def _fit_part(part: str, fit, cfg: Config, folder: Path) -> LoadedModel:
+    """One model of the fusion fitted by ``fit`` with its own config ``cfg`` into ``folder`` and loaded; its failure
+    said as the fusion's (its own message may point at files in the temporary folder, or at --resume, which a
+    fusion does not take)."""
+    folder.mkdir()
+    try:
+        return load_model(fit(cfg, folder).model_path)
+    except Exception as e:
+        cause = str(e).split("; ")[0].split(": continue")[0]
+        e.args = (f"the fusion's {part} model did not finish ({cause}); its files were in a temporary folder, now "
+                  "removed, and nothing was written: fit the fusion again (a fusion does not resume)",)
+        raise
 
 
 def fit_fusion(cfg: Config, output_dir: Path, resume=None, progress: bool = True,
@@ -45,36 +96,45 @@ def fit_fusion(cfg: Config, output_dir: Path, resume=None, progress: bool = True
     print(f"fitting a fusion (preset {cfg.preset}): the PatchCore detector, then the SCGAN + head "
           f"({cfg.train.steps or cfg.train.epochs} {'steps' if cfg.train.steps else 'epochs'}), then the fusion's "
           "calibration on the validation images", flush=True)
-    facts: dict = {}
+    for stale in output_dir.glob(f"{_PARTS_FOLDER}*"):  # a fit killed before it could remove its own (the folder
+        if stale.is_dir() and not stale.is_symlink():  # is claimed: no other fit uses it)
+            shutil.rmtree(stale, ignore_errors=True)
+        elif stale.is_symlink():
+            with contextlib.suppress(OSError):
+                stale.unlink()
+    fitters = {"features": lambda c, d: fit_patchcore(c, d, progress=progress),
+               "restoration": lambda c, d: fit_scgan(c, d, progress=progress)}
     loaded: dict[str, LoadedModel] = {}
-    with tempfile.TemporaryDirectory(prefix=".fusion-parts-", dir=output_dir) as parts_dir:
-        for part, fit in (("features", lambda c, d: fit_patchcore(c, d, progress=progress)),
-                          ("restoration", lambda c, d: fit_scgan(c, d, progress=progress))):
+    facts: dict = {}
+    with tempfile.TemporaryDirectory(prefix=_PARTS_FOLDER, dir=output_dir) as parts_dir:
+        for part in PARTS:
             t0 = time.perf_counter()
-            folder = Path(parts_dir) / part
-            folder.mkdir()
-            done = fit(part_config(cfg, part), folder)
-            loaded[part] = load_model(done.model_path)
+            loaded[part] = _fit_part(part, fitters[part], part_config(cfg, part), Path(parts_dir) / part)
             facts[f"{part}_fit_s"] = round(time.perf_counter() - t0, 2)
             facts[f"{part}_default_score"] = loaded[part].default_score
+            facts[part] = loaded[part].meta  # each model's own facts: its bank, its steps and epochs
             if progress:
                 print(f"{part} fitted in {facts[f'{part}_fit_s']:.0f} s (default score "
                       f"{loaded[part].default_score})", file=sys.stderr, flush=True)
-    column, score, heat, sigma = zip(*(_normalising(p, loaded[p]) for p in PARTS))
     spec = loaded["features"].input_spec  # the channels the PatchCore detector found
-    parts = {**loaded["features"].parts, **loaded["restoration"].parts,
-             "fusion": FusionWeights().set(list(column), list(score), list(heat), list(sigma))}
-    scorer = FUSION.build_scorer(cfg, parts)
     val_set = dataset_for(cfg.data, "val", spec)
     t0 = time.perf_counter()
-    calibration = calibrate(scorer, eval_loader(val_set, cfg.runtime.eval_batch_size, cfg.runtime.num_workers), cfg)
+
+    def loader():
+        return eval_loader(val_set, cfg.runtime.eval_batch_size, cfg.runtime.num_workers)
+
+    weights = fusion_weights(loaded, loader(), cfg.score.threshold_quantile, cfg.model.image_size)
+    parts = {**loaded["features"].parts, **loaded["restoration"].parts, "fusion": weights}
+    calibration = calibrate(FUSION.build_scorer(cfg, parts), loader(), cfg)
     cause = nonfinite_cause(calibration, parts)
     if cause is not None:
         raise NonFiniteModelError(f"the fitted model is not finite ({cause}); nothing was written — check the data")
     wall = time.perf_counter() - start
     model_path = write_run(output_dir, cfg, parts, calibration, stream_for(cfg.data, "train", spec), len(val_set),
-                           wall, input_spec=spec, calibration_images=list(val_set.images),
+                           wall, augmentation=loaded["restoration"].augmentation, input_spec=spec,
+                           calibration_images=list(val_set.images),
                            selection="each model as its preset fits it; the fusion itself chooses nothing",
+                           epoch=loaded["restoration"].meta.get("epoch"),
                            calibration_s=round(time.perf_counter() - t0, 2), **facts)
     if progress:
         print(f"fitted in {wall:.0f} s", file=sys.stderr, flush=True)

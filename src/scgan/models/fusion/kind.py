@@ -83,6 +83,9 @@ def _check_config(cfg: Config) -> None:
     if cfg.score.sigma is not None:
         raise ValueError(f"a fusion smooths each model's map at its own default (S / 64 of its working size): "
                          f"score.sigma must be null, got {cfg.score.sigma!r}")
+    if str(cfg.patchcore.channels) == "1":
+        raise ValueError("a fusion's SCGAN takes the images' colours: patchcore.channels must be auto or 3 (auto takes "
+                         "grey where every training image is grey)")
     for part, kind in _PARTS.items():
         kind.check_config(part_config(cfg, part))
 

@@ -2,10 +2,11 @@
 
 The PatchCore detector takes the image at its working size; the SCGAN + head takes it brought down to its S x S
 (antialiased bilinear, as Pillow's resize brings a file to it) and its map is brought back up to the image's size.
-Each model's default score is min-max normalised by its range on the normal validation images (normal images fall
-in about [0, 1]) and each map by its heat range (the map's normal low at 0, its threshold at 0.5: ``Calibration.heat``
-without the clipping), so that neither model's units outweigh the other's; ``fused`` is the mean of the two scores,
-the map the mean of the two maps. One ``nn.Module``, so one ONNX graph.
+Each model's default score is min-max normalised by its range on the normal validation images and each map by its
+heat range there (the normal pixels' 0.9 quantile at 0, the maps' maxima's threshold quantile at 0.5, as
+``Calibration.heat`` scales it, without the clipping), both measured through this graph when the fusion is fitted
+(``scgan.training.fusion``), so that neither model's units outweigh the other's; ``fused`` is the mean of the two
+scores, the map the mean of the two maps. One ``nn.Module``, so one ONNX graph.
 """
 from __future__ import annotations
 
