@@ -2,7 +2,8 @@
 
 A config is the settings every model shares (``seed``, ``data``, ``score``, ``runtime``) and the sections of its
 kind of model alone (``kind`` = ``scgan``: ``model``, ``loss``, ``augment``, ``train``; ``patchcore``: the
-``patchcore`` section). Another kind's sections do not exist in it: they are neither printed, stored nor hashed.
+``patchcore`` section; ``fusion``: all five). Another kind's sections do not exist in it: they are neither printed,
+stored nor hashed.
 :data:`KIND_SECTIONS` lists each kind's sections; a new kind adds its own (``register_kind_sections``, called by
 ``scgan.models.registry.register_kind``).
 
