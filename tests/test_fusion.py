@@ -165,57 +165,95 @@ def test_a_model_whose_score_or_map_does_not_vary_is_refused(low, high):
     assert _span("features", "map", 0.0, 1e-3) == pytest.approx(1e-3)
 
 
-def test_a_part_that_fails_says_so_as_the_fusions_failure(tmp_path):
-    """The part's own message points at its temporary folder and at --resume; the fusion's says what happened."""
-    from scgan.training.fusion import _fit_part
+@pytest.mark.parametrize("error, kept", [
+    (RuntimeError("training diverged in epoch 2: the loss is nan; {folder}/last.ckpt: continue with --resume auto; "
+                  "lower train.lr or check the data"), "training diverged in epoch 2: the loss is nan; lower train.lr"),
+    ("disk", "No space left on device"),
+    ("stopped", "training stopped by Ctrl-C"),
+])
+def test_a_part_that_fails_says_so_as_the_fusions_failure(tmp_path, error, kept):
+    """The part's own message points at its temporary folder and at --resume; the fusion's says what happened,
+    keeps the part's other advice, and exits as the part would have (130 for Ctrl-C)."""
+    from scgan.training.fusion import FusionPartError, _fit_part
+    from scgan.utils.atomic import DiskFullError
 
-    def diverges(cfg, folder):
-        raise RuntimeError(f"training diverged in epoch 2: the loss is nan; {folder}/last.ckpt: continue with "
-                           "--resume auto")
+    folder = tmp_path / ".fusion-parts-x" / "restoration"
+    folder.parent.mkdir()
+    stopped = RuntimeError("training stopped by Ctrl-C; continue with --resume auto")
+    stopped.exit_code = 130
+    made = {"disk": DiskFullError(28, f"No space left on device; then continue with --resume auto ({folder})"),
+            "stopped": stopped}.get(error) or RuntimeError(str(error).format(folder=folder))
 
-    with pytest.raises(RuntimeError) as caught:
-        _fit_part("restoration", diverges, None, tmp_path / "restoration")
+    def fails(cfg, where):
+        raise made
+
+    with pytest.raises(FusionPartError) as caught:
+        _fit_part("restoration", fails, None, folder)
     text = str(caught.value)
-    assert "fusion's restoration model did not finish (training diverged in epoch 2: the loss is nan)" in text
-    assert "--resume" not in text and "last.ckpt" not in text
+    assert f"fusion's restoration model did not finish ({kept}" in text
+    assert "--resume auto" not in text and str(folder) not in text
+    assert caught.value.exit_code == (130 if error == "stopped" else 1) and caught.value.__cause__ is made
 
 
-def test_a_grey_data_set_of_any_aspect_is_scored_and_exported_in_one_channel(tmp_path, demo_root, demo_category):
-    from PIL import Image
-
-    from scgan.artifacts.export import export_onnx
+def test_the_features_weights_are_its_own_calibrations_rule(fusion, tmp_path):
+    """Through the fused graph the PatchCore detector sees exactly what it sees alone, so its weights are what its
+    own calibration holds: the default score's validation range and the heat range (fitted alone, same seed)."""
     from scgan.artifacts.model_file import load_model
-    from scgan.artifacts.onnx_file import OnnxScorer, parity_gap
-    from scgan.inference.detector import Detector
+    from scgan.calibration.stats import HEAT_AT_THRESHOLD
+    from scgan.models.fusion.kind import part_config
     from scgan.training.fit import train
 
-    grey = tmp_path / "grey" / "train"
-    grey.mkdir(parents=True)
-    for p in (demo_root / demo_category / "train" / "good").glob("*.png"):
-        Image.open(p).convert("L").save(grey / p.name)
-    cfg = _config(demo_root, demo_category, **{"data.dataset": "folder", "data.root": str(grey.parent),
-                                               "data.category": ""})
-    res = train(cfg, tmp_path / "run", progress=False)
-    det = Detector.load(res.model_path)
-    assert det.spec.channels == 1
-    image = np.asarray(Image.open(next(grey.glob("*.png"))).resize((100, 40)))
-    a, b = det.predict(image), det.predict(np.repeat(image[:, :, None], 3, axis=2))
-    assert a.heat.shape == (40, 100) and a.scores == b.scores
-    pytest.importorskip("onnxruntime")
-    x = torch.rand(2, 1, 64, 160, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    scores, maps = OnnxScorer(export_onnx(res.model_path, tmp_path / "grey.onnx")).run(x.numpy())
-    with torch.inference_mode():
-        ts, tm = load_model(res.model_path).scorer()(x)
-    assert parity_gap(scores, ts.numpy()) is None and parity_gap(maps, tm.numpy()) is None
+    alone = load_model(train(part_config(fusion.config, "features"), tmp_path / "alone", progress=False).model_path)
+    w, stats = fusion.parts["fusion"], alone.calibration.scores["map_z"]
+    low, high = alone.calibration.heat_range()
+    assert float(w.score_low[0]) == pytest.approx(stats.min, rel=1e-5)
+    assert float(w.score_span[0]) == pytest.approx(stats.max - stats.min, rel=1e-4)
+    assert float(w.map_low[0]) == pytest.approx(low, rel=1e-5)
+    assert float(w.map_span[0]) == pytest.approx(high - low, rel=1e-4)
+    assert (high - low) == pytest.approx((alone.calibration.heat_threshold - low) / HEAT_AT_THRESHOLD)
 
 
-def test_weights_out_of_range_are_refused_on_load(fusion, tmp_path):
+def test_a_model_whose_score_moved_is_refused_not_fused_on_the_wrong_column(fusion, tmp_path):
     import copy
 
     from scgan.artifacts.model_file import CheckpointError, load_model, save_model
 
     weights = copy.deepcopy(fusion.parts["fusion"])
-    weights.score_span[1] = 0.0
+    weights.score_names = ("map_max", weights.score_names[1])
     path = save_model(tmp_path / "model.pt", fusion.config, {**fusion.parts, "fusion": weights}, fusion.calibration)
-    with pytest.raises((CheckpointError, ValueError), match="positive and finite"):
-        load_model(path)
+    with pytest.raises((CheckpointError, ValueError), match="fused on its score 'map_max' at column"):
+        load_model(path).scorer()
+
+
+def test_update_refuses_it_and_tiles_warn_without_map_zs_advice(fusion, caplog):
+    from scgan.inference.detector import Detector
+    from scgan.training.update import check_updatable
+
+    with pytest.raises(ValueError, match="cannot take new images"):
+        check_updatable(fusion)
+    with caplog.at_level("WARNING", logger="scgan"):
+        Detector.load(fusion.path, tile=64)
+    assert "fused judges each place" in caplog.text and "map_max does not depend" not in caplog.text
+
+
+def test_the_restorations_input_is_close_to_pillows_resize_of_the_file(fusion):
+    """The SCGAN was trained on files resized by Pillow to S x S; in the fusion it takes the PatchCore detector's input
+    brought down by antialiased bilinear resizing. For files larger than both (the demo's test images at 128 px),
+    the two differ on average by less than half what moving Pillow's image by one pixel changes
+    (benchmarks/fusion_resize_gap.py measures real files)."""
+    from PIL import Image
+
+    from scgan.data.datasets import dataset_for
+    from scgan.data.io import image_to_array, prepare_image
+
+    test = dataset_for(fusion.config.data, "test", fusion.input_spec)
+    size = fusion.config.model.image_size
+    scorer = fusion.scorer()
+    gaps = []
+    for path in [s.path for s in test.samples][:6]:
+        rgb = np.asarray(Image.open(path).convert("RGB").resize((128, 128), Image.Resampling.BICUBIC))
+        ours = scorer.small(torch.from_numpy(image_to_array(prepare_image(rgb, fusion.input_spec))[None]))
+        pillow = torch.from_numpy(image_to_array(prepare_image(rgb, size))[None])
+        shifted = float((pillow[..., 1:] - pillow[..., :-1]).abs().mean())
+        gaps.append(float((ours - pillow).abs().mean()) / shifted)
+    assert max(gaps) < 0.5, gaps

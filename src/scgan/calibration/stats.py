@@ -385,6 +385,14 @@ def heat_sample(amap: np.ndarray, n: int = HEAT_SAMPLE) -> np.ndarray:
     return flat[:: max(1, flat.size // n)]
 
 
+def add_shown_maps(maps: np.ndarray, pixels: list[np.ndarray], maxima: list[float]) -> None:
+    """Append each shown map's (N, H, W) pixel sample (:func:`heat_sample`) to ``pixels`` and its largest value to
+    ``maxima``: what :func:`heat_scale` fits the heat scale from."""
+    for m in maps:
+        maxima.append(float(m.max()))
+        pixels.append(heat_sample(m))
+
+
 def heat_scale(pixels: Sequence[np.ndarray], maxima: np.ndarray, quantile: float) -> tuple[float, float]:
     """(heat_low, heat_threshold) from normal validation maps: ``pixels`` one sample per image
     (:func:`heat_sample`), ``maxima`` each map's largest value; ``quantile`` is the calibration's."""

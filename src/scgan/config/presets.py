@@ -96,11 +96,12 @@ def gpu_preset() -> Config:
 
 
 def fusion_preset() -> Config:
-    """The PatchCore detector and the SCGAN + head in one model (kind ``fusion``), for about twice the default's fit:
-    the ``default`` preset's patchcore section and the ``scgan`` preset's network, losses, augmentation and training,
-    each fitted as its preset fits it; each model's default score is normalised by its own range on the normal
-    validation images and each map by its own heat range, and the fusion scores their mean. The threshold rests on
-    the validation images (the SCGAN has no cross-fit). docs/detection.md, "The fusion preset", has the measurements.
+    """The PatchCore detector and the SCGAN + head in one model (kind ``fusion``), for about 5 CPU minutes more a
+    category than the default: the ``default`` preset's patchcore section and the ``scgan`` preset's network, losses,
+    augmentation and training, each fitted as its preset fits it; each model's default score is normalised by its
+    own range on the normal validation images and each map by its own heat range, and the fusion scores their mean.
+    The threshold rests on the validation images (the SCGAN has no cross-fit). docs/detection.md, "The fusion", has
+    the measurements.
     """
     features, restoration = default_preset(), scgan_preset()
     cfg = Config(preset="fusion", kind="fusion")

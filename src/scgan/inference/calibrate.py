@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scgan.calibration.stats import Calibration, fit_calibration, heat_sample, heat_scale
+from scgan.calibration.stats import Calibration, add_shown_maps, fit_calibration, heat_scale
 from scgan.config import Config, set_value
 from scgan.config.overrides import resolve_key
 from scgan.data.augment import build_augmentation
@@ -107,9 +107,7 @@ class CalibrationFitter:
     def _add_shown(self, maps: torch.Tensor | None) -> None:
         if maps is None:  # a scorer that gives no map (a test double): no heat scale
             return
-        for m in maps.float().cpu().numpy():
-            self._map_max.append(float(m.max()))
-            self._map_pixels.append(heat_sample(m))
+        add_shown_maps(maps.float().cpu().numpy(), self._map_pixels, self._map_max)
 
     @torch.no_grad()
     def add(self, x: torch.Tensor, batch_idx: int) -> None:

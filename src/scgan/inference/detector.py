@@ -199,8 +199,8 @@ class Detector:
         self.tile = None if tile is None else check_tile(tile, self.spec.size)
         if self.tile is not None and default_score in POSITIONAL_SCORES:
             log.warning("%s judges each place of an image against how normal images run there; in tiles, each tile "
-                        "is judged as if it were a whole image (not measured): map_max does not depend on the place",
-                        default_score)
+                        "is judged as if it were a whole image (not measured)%s", default_score,
+                        ": map_max does not depend on the place" if default_score == "map_z" else "")
         # Called (tiles done, tiles of the image, seconds so far) after each batch of tiles; see TileProgress.
         self.tile_progress: Callable[[int, int, float], None] | None = None
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from scgan.artifacts.finite import NonFiniteModelError, nonfinite_cause
 from scgan.artifacts.model_file import LoadedModel, load_model
-from scgan.calibration.stats import HEAT_AT_THRESHOLD, heat_sample, heat_scale
+from scgan.calibration.stats import HEAT_AT_THRESHOLD, add_shown_maps, heat_scale
 from scgan.config import Config
 from scgan.data.datasets import dataset_for, eval_loader, stream_for
 from scgan.inference.calibrate import calibrate
@@ -34,7 +34,10 @@ def _span(part: str, what: str, low: float, high: float) -> float:
     """high - low; ValueError where it is nothing beside float32's rounding (a model that gives every normal
     validation image the same value has nothing to be normalised by)."""
     span = high - low
-    if not (np.isfinite(span) and span > max(1e-6 * max(abs(low), abs(high)), 1e-9)):
+    if not np.isfinite(span):
+        raise ValueError(f"the fusion's {part} model gives its {what} values that are not finite on the normal "
+                         f"validation images ({low:g} to {high:g}): check the data, or fit it again")
+    if not span > max(1e-6 * max(abs(low), abs(high)), 1e-9):
         raise ValueError(f"the fusion's {part} model gives its {what} the same value on every normal validation "
                          f"image ({low:g}), so it cannot be normalised: train it longer (train.steps) or give more "
                          "normal images")
@@ -43,14 +46,17 @@ def _span(part: str, what: str, low: float, high: float) -> float:
 
 @torch.inference_mode()
 def fusion_weights(loaded: dict[str, LoadedModel], val_loader, quantile: float, size: int) -> FusionWeights:
-    """The weights that join the two fitted models: each one's default score column and sigma, and, measured on the
-    normal validation images as the fusion's graph brings them to each model (the SCGAN's from the PatchCore
-    detector's input), its default score's range and its map's heat range (the calibration's rule: the normal
-    pixels' 0.9 quantile at 0, the maps' maxima's ``quantile`` at HEAT_AT_THRESHOLD)."""
-    column = [loaded[p].score_names.index(loaded[p].default_score) for p in PARTS]
+    """The weights that join the two fitted models: each one's default score (name and column) and sigma, and,
+    measured on the normal validation images as the fusion's graph brings them to each model (the SCGAN's from the
+    PatchCore detector's input), its default score's range and its map's heat range, by the calibration's own rule
+    (:func:`scgan.calibration.stats.heat_scale`: the normal pixels' 0.9 quantile at 0, the maps' maxima's
+    ``quantile`` at HEAT_AT_THRESHOLD)."""
+    names = [loaded[p].default_score for p in PARTS]
     scorers = [loaded[p].scorer() for p in PARTS]
+    column = [s.names.index(n) for s, n in zip(scorers, names)]
     sigma = [float(s.sigma) for s in scorers]
-    probe = FusionScorer(*scorers, FusionWeights().set(column, [(0.0, 1.0)] * 2, [(0.0, 1.0)] * 2, sigma), size)
+    probe = FusionScorer(*scorers, FusionWeights().set(names, column, [(0.0, 1.0)] * 2, [(0.0, 1.0)] * 2, sigma),
+                         size)
     scores: list[list[np.ndarray]] = [[], []]
     pixels: list[list[np.ndarray]] = [[], []]
     maxima: list[list[float]] = [[], []]
@@ -60,31 +66,39 @@ def fusion_weights(loaded: dict[str, LoadedModel], val_loader, quantile: float, 
         rm = F.interpolate(rm[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         for i, (s, m) in enumerate(((fs, fm), (rs, rm))):
             scores[i].append(s[:, column[i]].double().numpy())
-            for one in m.double().numpy():
-                pixels[i].append(heat_sample(one))
-                maxima[i].append(float(one.max()))
+            add_shown_maps(m.float().numpy(), pixels[i], maxima[i])
     score, heat = [], []
     for i, part in enumerate(PARTS):
         values = np.concatenate(scores[i])
         lo, hi = float(values.min()), float(values.max())
-        score.append((lo, _span(part, f"default score {loaded[part].default_score}", lo, hi)))
+        score.append((lo, _span(part, f"default score {names[i]}", lo, hi)))
         low, threshold = heat_scale(pixels[i], np.asarray(maxima[i]), quantile)
         heat.append((low, _span(part, "map", low, threshold) / HEAT_AT_THRESHOLD))
-    return FusionWeights().set(column, score, heat, sigma)
+    return FusionWeights().set(names, column, score, heat, sigma)
+
+
+class FusionPartError(RuntimeError):
+    """One of the fusion's models did not finish; ``exit_code`` is its own (130 or 143 for a stopped training)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _fit_part(part: str, fit, cfg: Config, folder: Path) -> LoadedModel:
     """One model of the fusion fitted by ``fit`` with its own config ``cfg`` into ``folder`` and loaded; its failure
-    said as the fusion's (its own message may point at files in the temporary folder, or at --resume, which a
-    fusion does not take)."""
+    said as the fusion's (:class:`FusionPartError`, from the part's own): the part's message without its clauses
+    that point at files in the temporary folder or at --resume, which a fusion does not take."""
     folder.mkdir()
     try:
         return load_model(fit(cfg, folder).model_path)
     except Exception as e:
-        cause = str(e).split("; ")[0].split(": continue")[0]
-        e.args = (f"the fusion's {part} model did not finish ({cause}); its files were in a temporary folder, now "
-                  "removed, and nothing was written: fit the fusion again (a fusion does not resume)",)
-        raise
+        clauses = [c for c in (str(e) or type(e).__name__).split("; ")
+                   if "--resume" not in c and str(folder) not in c and _PARTS_FOLDER not in c]
+        cause = "; ".join(clauses) or type(e).__name__
+        raise FusionPartError(f"the fusion's {part} model did not finish ({cause}); its files were in a temporary "
+                              "folder, now removed, and nothing was written: fit the fusion again (a fusion does "
+                              "not resume)", int(getattr(e, "exit_code", 1))) from e
 
 
 def fit_fusion(cfg: Config, output_dir: Path, resume=None, progress: bool = True,

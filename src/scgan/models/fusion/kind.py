@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import torch
 from torch import nn
 
 from scgan.config import KIND_SECTIONS, Config
@@ -55,6 +56,9 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
                            f"lacks {', '.join(missing)}")
     held_features, held_restoration = _split(state)
     weights = FusionWeights()
+    held = state["fusion"].get("names_utf8")
+    if held is not None:  # its length is the names' (a strict load checks every other shape)
+        weights.names_utf8 = torch.zeros_like(held)
     weights.load_state_dict(state["fusion"], strict=True)
     weights.check()
     parts = {**PATCHCORE.build_parts(features, held_features), **SCGAN.build_parts(restoration, held_restoration),
@@ -64,7 +68,8 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
 
 def _build_scorer(cfg: Config, parts: dict[str, nn.Module], calibration=None, precision: str | None = None,
                   channels_last: bool | None = None) -> FusionScorer:
-    """Each model's scorer at the sigma it was fitted with (the fusion's calibration is the fusion's own)."""
+    """Each model's scorer at the sigma it was fitted with (the fusion's calibration is the fusion's own); ValueError
+    where a model's stored default score is no longer at its stored column."""
     held_features, held_restoration = _split(parts)
     weights = parts["fusion"]
     scorers = []
@@ -72,10 +77,8 @@ def _build_scorer(cfg: Config, parts: dict[str, nn.Module], calibration=None, pr
         scorer = _PARTS[part].build_scorer(part_config(cfg, part), held, None, precision, channels_last)
         if abs(scorer.sigma - float(weights.sigma[i])) > 1e-6:
             scorer.set_sigma(float(weights.sigma[i]))
-        if not 0 <= int(weights.column[i]) < len(scorer.names):
-            raise ValueError(f"the fusion's {part} score column {int(weights.column[i])} is not one of its "
-                             f"{len(scorer.names)} scores")
         scorers.append(scorer)
+    weights.check_columns([s.names for s in scorers])
     return FusionScorer(*scorers, weights, cfg.model.image_size).eval()
 
 

@@ -23,26 +23,46 @@ SCORES: dict[str, str] = {
 PARTS = ("features", "restoration")  # the two models, in the order of FusionWeights' rows
 
 
+def restoration_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (B, C, H, W) at the PatchCore detector's input as the SCGAN takes them: RGB (a grey image's grey in each
+    channel), ``size`` x ``size``, brought down by antialiased bilinear resizing (as Pillow's resize brings a file)."""
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
 class FusionWeights(nn.Module):
-    """The stored part that joins the two models: for each (``PARTS`` order) the column of its default score among
-    its scores, that score's normal validation range (low, span), its map's heat range (low, span) and its map's
-    smoothing sigma, all fixed when the fusion is fitted."""
+    """The stored part that joins the two models: for each (``PARTS`` order) its default score's name and column
+    among its scores, that score's normal validation range (low, span), its map's heat range (low, span) and its
+    map's smoothing sigma, all fixed when the fusion is fitted. The names travel as a buffer of their UTF-8 bytes
+    (a model file holds tensors only), so that a model whose scores moved is refused, not fused on the wrong column."""
 
     def __init__(self) -> None:
         super().__init__()
         for name in ("score_low", "score_span", "map_low", "map_span", "sigma"):
             self.register_buffer(name, torch.zeros(len(PARTS)))
         self.register_buffer("column", torch.zeros(len(PARTS), dtype=torch.int64))
+        self.register_buffer("names_utf8", torch.zeros(0, dtype=torch.uint8))
 
-    def set(self, column: list[int], score: list[tuple[float, float]], heat: list[tuple[float, float]],
-            sigma: list[float]) -> FusionWeights:
-        """Fill the buffers: per part, its default score's column, (low, span) of that score and of its map, its
-        sigma. ValueError for a span that is not positive and finite."""
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """Each part's default score's name (``PARTS`` order)."""
+        return tuple(bytes(self.names_utf8.tolist()).decode("utf-8").split("\n"))
+
+    @score_names.setter
+    def score_names(self, names: tuple[str, ...]) -> None:
+        self.names_utf8 = torch.tensor(list("\n".join(names).encode("utf-8")), dtype=torch.uint8)
+
+    def set(self, names: list[str], column: list[int], score: list[tuple[float, float]],
+            heat: list[tuple[float, float]], sigma: list[float]) -> FusionWeights:
+        """Fill the buffers: per part, its default score's name and column, (low, span) of that score and of its
+        map, its sigma. ValueError for a span that is not positive and finite."""
         for name, values in (("score_low", [s[0] for s in score]), ("score_span", [s[1] for s in score]),
                              ("map_low", [h[0] for h in heat]), ("map_span", [h[1] for h in heat]),
                              ("sigma", sigma)):
             getattr(self, name).copy_(torch.tensor(values, dtype=torch.float32))
         self.column.copy_(torch.tensor(column, dtype=torch.int64))
+        self.score_names = tuple(names)
         self.check()
         return self
 
@@ -54,6 +74,14 @@ class FusionWeights(nn.Module):
                              f"{self.score_span.tolist()} and maps {self.map_span.tolist()}")
         if not bool(torch.isfinite(torch.cat([self.score_low, self.map_low, self.sigma])).all()):
             raise ValueError("the fusion's normalising values are not finite")
+
+    def check_columns(self, names: list[tuple[str, ...]]) -> None:
+        """ValueError unless each part's stored column holds its stored score name among ``names`` (each part's
+        scorer's names, ``PARTS`` order)."""
+        for part, held, stored, column in zip(PARTS, names, self.score_names, self.column.tolist()):
+            if not (0 <= column < len(held) and held[column] == stored):
+                raise ValueError(f"the fusion's {part} model was fused on its score {stored!r} at column {column}, "
+                                 f"and its scores are now {', '.join(held)}: fit the fusion again")
 
 
 class FusionScorer(nn.Module):
@@ -73,10 +101,8 @@ class FusionScorer(nn.Module):
         self.columns = tuple(int(c) for c in weights.column)
 
     def small(self, x: torch.Tensor) -> torch.Tensor:
-        """The image as the SCGAN takes it: RGB (a grey image's grey in each channel), S x S."""
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        """The image as the SCGAN takes it (:func:`restoration_input`)."""
+        return restoration_input(x, self.size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fuse(x.shape[-2:], self.features(x), self.restoration(self.small(x)))
