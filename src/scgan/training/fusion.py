@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from scgan.artifacts.finite import NonFiniteModelError, nonfinite_cause
 from scgan.artifacts.model_file import LoadedModel, load_model
@@ -61,11 +60,8 @@ def fusion_weights(loaded: dict[str, LoadedModel], val_loader, quantile: float, 
     pixels: list[list[np.ndarray]] = [[], []]
     maxima: list[list[float]] = [[], []]
     for batch in val_loader:
-        x = batch["image"]
-        (fs, fm), (rs, rm) = probe.features.run(x), probe.restoration.run(probe.small(x))
-        rm = F.interpolate(rm[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        for i, (s, m) in enumerate(((fs, fm), (rs, rm))):
-            scores[i].append(s[:, column[i]].double().numpy())
+        for i, (s, m) in enumerate(probe.part_outputs(batch["image"], speed=True)):
+            scores[i].append(s.double().numpy())
             add_shown_maps(m.float().numpy(), pixels[i], maxima[i])
     score, heat = [], []
     for i, part in enumerate(PARTS):

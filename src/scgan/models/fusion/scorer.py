@@ -105,22 +105,28 @@ class FusionScorer(nn.Module):
         return restoration_input(x, self.size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fuse(x.shape[-2:], self.features(x), self.restoration(self.small(x)))
+        return self.fuse(self.part_outputs(x))
 
     def run(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` with each model's speed options. ``raw`` changes nothing: each model smooths its own map at
         its own sigma (the fusion's score.sigma is fixed)."""
-        return self.fuse(x.shape[-2:], self.features.run(x), self.restoration.run(self.small(x)))
+        return self.fuse(self.part_outputs(x, speed=True))
 
-    def fuse(self, size: tuple[int, int] | torch.Size, features: tuple[torch.Tensor, torch.Tensor],
-             restoration: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fused scores and map of images of ``size`` (H, W) from each model's (scores, map)."""
+    def part_outputs(self, x: torch.Tensor, speed: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each model's default score (B,) and map at the images' size (B, H, W), ``PARTS`` order, before they are
+        normalised (what the fit measures the weights on); ``speed``: through each model's ``run``."""
+        small = self.small(x)
+        (fs, fm), (rs, rm) = ((self.features.run(x), self.restoration.run(small)) if speed
+                              else (self.features(x), self.restoration(small)))
+        rm = F.interpolate(rm[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return [(fs[:, self.columns[0]], fm), (rs[:, self.columns[1]], rm)]
+
+    def fuse(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused scores (B, 2) and map (B, H, W) from each model's default score and map (:meth:`part_outputs`)."""
         w = self.weights
-        (fs, fm), (rs, rm) = features, restoration
-        scores = torch.stack([fs[:, self.columns[0]], rs[:, self.columns[1]]], dim=1)
+        scores = torch.stack([s for s, _ in parts], dim=1)
         fused = ((scores - w.score_low) / w.score_span).mean(dim=1)
-        rm = F.interpolate(rm[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        amap = ((fm - w.map_low[0]) / w.map_span[0] + (rm - w.map_low[1]) / w.map_span[1]) / 2
+        amap = sum((m - w.map_low[i]) / w.map_span[i] for i, (_, m) in enumerate(parts)) / len(parts)
         return torch.stack([fused, amap.flatten(1).amax(1)], dim=1), amap
 
     @property
