@@ -1,6 +1,7 @@
 """``scgan train --engine ray``: a local Ray of 2 worker processes extracts the training features of a PatchCore
 detector and the bank is the local fit's, bit for bit (same images in the same order into the same merge-reduce;
-the local fit on one thread as each actor runs, since the convolutions round differently on more), an unreadable
+the local fit on one thread as each actor runs, since the convolutions round differently on more; the same images
+mirrored where the bank takes them mirrored), an unreadable
 image skipped and counted as locally, a worker that dies halfway losing nothing; an SCGAN, a missing cluster and a
 missing Ray are refused in one line before the output folder is touched."""
 from __future__ import annotations
@@ -45,13 +46,14 @@ def test_a_ray_fit_chooses_the_local_fits_bank_and_skips_an_unreadable_image_as_
     from scgan.config import load_config
     from scgan.training.fit import train
 
-    cfg = load_config("default", overrides={**SMALL, **data_with_a_bad_image})
+    mirrored = {**SMALL, "patchcore.flips": "always"}  # the workers mirror the images the local fit mirrors
+    cfg = load_config("default", overrides={**mirrored, **data_with_a_bad_image})
     with pytest.warns(UserWarning, match="skipped 1 unreadable file"):
         local = train(cfg, tmp_path / "local", progress=False)
     with pytest.warns(UserWarning, match="skipped 1 unreadable file"):
         rc = main(["train", "--root", data_with_a_bad_image["data.root"], "--category",
                    data_with_a_bad_image["data.category"], "--output", str(tmp_path / "ray"), "--engine", "ray",
-                   "--workers", "2", "data.skip_bad_images=true", *(f"{k}={v}" for k, v in SMALL.items())])
+                   "--workers", "2", "data.skip_bad_images=true", *(f"{k}={v}" for k, v in mirrored.items())])
     assert rc == 0
     err = capsys.readouterr().err
     assert re.search(r"features \(ray\): (\d+)/\1 images", err) and "s left" in err  # progress, with time left

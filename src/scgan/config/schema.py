@@ -277,6 +277,13 @@ class PatchCoreConfig:
     # the decision; no effect where position_grid is 0. Its maps may not export to ONNX within the parity tolerance
     # (a z map magnifies the backbone's last-bit differences by 1 / spread): studies/surface_proxy/README.md stage 9.
     position_map: bool = False
+    # "always": each training image enters the memory bank seen as it is or mirrored (left-right, up-down or both:
+    # one of the four, a quarter of the images each, drawn by seed), its features put back in the image's own places,
+    # so that the bank holds the texture in more orientations at no extra cost; "auto": only where the training
+    # images look like a surface (where a patch lies explains less than half of its features' variance, measured on
+    # 16 of them), never for an object, whose mirror image may itself be a defect (a part turned over); "none": as
+    # they are. Fitting only: `scgan update` adds its images as they are.
+    flips: str = "none"
 
     def validate(self) -> None:
         WORKING_SIDE.check("patchcore.resolution", self.resolution)
@@ -298,6 +305,7 @@ class PatchCoreConfig:
         one_of(str(self.channels), ("auto", "1", "3"), "patchcore.channels")
         one_of(self.balance, ("none", "equal"), "patchcore.balance")
         one_of(self.metric, ("euclidean", "mahalanobis"), "patchcore.metric")
+        one_of(self.flips, ("none", "auto", "always"), "patchcore.flips")
         _check([(0.0 < self.shrinkage <= 1.0, f"patchcore.shrinkage must be in (0, 1], got {self.shrinkage}")])
 
 

@@ -47,9 +47,10 @@ class RayEngine:
 class ExtractFeatures:
     """A Ray Data actor: the patch features of batches of training images, read by their index in the stream."""
 
-    def __init__(self, backbone: EfficientNetLite, layout: FeatureLayout, stream: ImageStream) -> None:
+    def __init__(self, backbone: EfficientNetLite, layout: FeatureLayout, stream: ImageStream,
+                 flips: list[tuple[int, ...]] | None = None) -> None:
         torch.set_num_threads(1)  # the one CPU Ray gives it (and convolutions round the same on every actor)
-        self.backbone, self.layout, self.stream = backbone, layout, copy.copy(stream)
+        self.backbone, self.layout, self.stream, self.flips = backbone, layout, copy.copy(stream), flips
         self.stream.skip_bad_images, self.stream.skipped = True, []  # an unreadable one comes back; the driver decides
 
     @torch.no_grad()
@@ -57,7 +58,8 @@ class ExtractFeatures:
         out: dict[str, list] = {"index": [], "rows": [], "grey": [], "features": []}
         for index in batch["index"]:
             image = self.stream.read(int(index))
-            f = None if image is None else patch_features(self.backbone, self.layout, image_to_tensor(image)[None])
+            f = None if image is None else patch_features(self.backbone, self.layout, image_to_tensor(image)[None],
+                                                          self.flips[int(index)] if self.flips else ())
             out["index"].append(int(index))
             out["rows"].append(-1 if f is None else f.shape[0])  # -1: unreadable
             out["grey"].append(f is not None and bool(is_grey(image)))
@@ -67,7 +69,8 @@ class ExtractFeatures:
 
 def ray_stream_bank(backbone: EfficientNetLite, layout: FeatureLayout, stream: ImageStream, p, channels: list[int],
                     generator: torch.Generator, progress: Callable[[int, str], None] | None = None,
-                    each: Callable[[int, torch.Tensor], None] | None = None, *,
+                    each: Callable[[int, torch.Tensor], None] | None = None,
+                    flips: list[tuple[int, ...]] | None = None, *,
                     engine: RayEngine, actor: type = ExtractFeatures) -> StreamedBank:
     """:func:`scgan.training.patchcore.stream_bank` with the features extracted on ``engine``'s cluster: the same
     images in the same seeded order into the same merge-reduce, so the same bank. ``actor``: the extracting actor's
@@ -82,7 +85,7 @@ def ray_stream_bank(backbone: EfficientNetLite, layout: FeatureLayout, stream: I
         ds = ray.data.from_items([{"index": i} for i in order]).map_batches(
             actor, batch_size=engine.batch_size, num_cpus=1,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, engine.workers)),
-            fn_constructor_kwargs={"backbone": backbone, "layout": layout, "stream": stream})
+            fn_constructor_kwargs={"backbone": backbone, "layout": layout, "stream": stream, "flips": flips})
         arriving = _rows(ds.iter_batches(batch_size=None, prefetch_batches=1))
         grey = True
         done = 0

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from scgan.artifacts.finite import NonFiniteModelError, nonfinite_cause
 from scgan.config import Config
@@ -61,6 +62,12 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     generator = torch.Generator().manual_seed(cfg.seed)
     backbone = load_backbone(p.backbone, max(p.layers))
     plan = block_plan(p.backbone)
+    flips, flip_facts = bank_flips(cfg, stream, backbone, layout(cfg))
+    if p.flips == "auto":
+        print(f"patchcore.flips=auto: {'a surface' if flips else 'an object'} (where a patch lies explains "
+              f"{flip_facts['surface_share']:.0%} of its features' variance, on {SURFACE_SAMPLE} training images): "
+              f"{'each image enters the bank as it is or mirrored' if flips else 'the images enter as they are'}",
+              flush=True)
     step = max(1, len(stream) // 10)
     # The cross-fit's folds are fed by the same pass (their merges with a generator of their own: the bank stays
     # the same with or without them).
@@ -71,7 +78,8 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
         fitted = (bank_from or stream_bank)(
             backbone, layout(cfg), stream, p, [plan[i].channels for i in p.layers], generator,
             progress=lambda n, what: (n % step == 0 or n == len(stream))
-            and _say(progress, f"{what}: {n}/{len(stream)} images{_time_left(t0, n, len(stream))}"), each=feed)
+            and _say(progress, f"{what}: {n}/{len(stream)} images{_time_left(t0, n, len(stream))}"), each=feed,
+            flips=flips)
         bank, scale, whitening = fitted.bank, fitted.scale, fitted.whitening
         total, size = fitted.patches, fitted.bank.shape[0]
         t1 = time.perf_counter()
@@ -120,16 +128,71 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
         model_path = write_run(output_dir, cfg, parts, calibration, stream, len(val_set), wall, input_spec=spec,
                                calibration_images=list(val_set.images), selection="the whole fit (no model selection)",
                                n_patches=total, bank_size=size, features_s=round(features_s, 2),
-                               coreset_s=round(fitted.coreset_s, 2), calibration_s=round(t3 - t2, 2), **crossfit_cost)
+                               coreset_s=round(fitted.coreset_s, 2), calibration_s=round(t3 - t2, 2), **crossfit_cost,
+                               **{f"bank_{k}": v for k, v in flip_facts.items()})
         _say(progress, f"fitted in {wall:.0f} s (features {features_s:.0f} s, coreset "
                        f"{fitted.coreset_s:.0f} s, calibration {t3 - t2:.0f} s)")
         return TrainResult(output_dir, model_path, None, 0, wall)
 
 
-def patch_features(backbone: EfficientNetLite, layout: FeatureLayout, x: torch.Tensor) -> torch.Tensor:
-    """The patch features (N, D) of an image batch (B, C, H, W), every patch of every image, float32."""
+def patch_features(backbone: EfficientNetLite, layout: FeatureLayout, x: torch.Tensor,
+                   flip: tuple[int, ...] = ()) -> torch.Tensor:
+    """The patch features (N, D) of an image batch (B, C, H, W), every patch of every image, float32. ``flip``: the
+    image's dimensions (2: up-down, 3: left-right) mirrored before the backbone sees it, the features mirrored back
+    to the image's own places (one of :data:`FLIPS`)."""
+    if flip:
+        x = x.flip(flip)
     f = torch.cat([embed(backbone, one, layout) for one in x.split(1)])  # one at a time: see PatchCoreScorer.run
+    if flip:
+        f = f.flip(flip)
     return f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).float()
+
+
+FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))  # as it is, left-right, up-down, both
+SURFACE_SHARE = 0.5  # below this share of the features' variance explained by where a patch lies: a surface
+SURFACE_SAMPLE = 16  # the training images that measure it
+
+
+@torch.no_grad()
+def surface_share(backbone: EfficientNetLite, layout: FeatureLayout, stream: ImageStream, seed: int,
+                  count: int = SURFACE_SAMPLE) -> float:
+    """The share of the patch features' variance that where a patch lies explains, over ``count`` training images
+    drawn by ``seed``: each image's features averaged in an 8 x 8 grid of cells (its aspect stretched to the square),
+    the variance of the cells' means over the images against the variance of every cell of every image, averaged
+    over the channels. Near 1 where every image shows the same thing in the same place (an object, aligned); small
+    where any place looks like any other (a surface; about 1 / ``count`` for a texture without a place of its own)."""
+    order = torch.randperm(len(stream), generator=torch.Generator().manual_seed(seed)).tolist()
+    cells = []
+    for index in order:
+        if len(cells) == count:
+            break
+        image = stream.read(index)
+        if image is not None:
+            cells.append(F.adaptive_avg_pool2d(embed(backbone, image_to_tensor(image)[None], layout), 8)[0].float())
+    if len(cells) < 2:
+        raise ValueError("patchcore.flips=auto needs at least two readable training images to tell a surface from an "
+                         "object: set patchcore.flips=none or always")
+    c = torch.stack(cells)  # (n, D, 8, 8)
+    where = c.mean(0).flatten(1).var(1, unbiased=False).mean()
+    every = c.transpose(0, 1).flatten(1).var(1, unbiased=False).mean()
+    return float(where / every) if every > 0 else 1.0  # flat images: no texture to mirror, treated as an object
+
+
+def bank_flips(cfg: Config, stream: ImageStream, backbone: EfficientNetLite,
+               layout: FeatureLayout) -> tuple[list[tuple[int, ...]] | None, dict]:
+    """How each training image enters the bank (``patchcore.flips``): one of :data:`FLIPS` per image (a quarter
+    each, drawn by ``cfg.seed``), or None where they enter as they are; and the decision's facts for the summary."""
+    how = cfg.patchcore.flips
+    facts: dict = {"flips": how}
+    if how == "none":
+        return None, facts
+    if how == "auto":
+        share = surface_share(backbone, layout, stream, cfg.seed)
+        facts.update(surface_share=round(share, 4), flips="always" if share < SURFACE_SHARE else "none")
+        if share >= SURFACE_SHARE:
+            return None, facts
+    codes = torch.randperm(len(stream), generator=torch.Generator().manual_seed(cfg.seed)) % len(FLIPS)
+    return [FLIPS[int(c)] for c in codes], facts
 
 
 @dataclasses.dataclass
@@ -148,10 +211,11 @@ class StreamedBank:
 @torch.no_grad()
 def stream_bank(backbone: EfficientNetLite, layout: FeatureLayout, stream: ImageStream, p, channels: list[int],
                 generator: torch.Generator, progress: Callable[[int, str], None] | None = None,
-                each: Callable[[int, torch.Tensor], None] | None = None) -> StreamedBank:
+                each: Callable[[int, torch.Tensor], None] | None = None,
+                flips: list[tuple[int, ...]] | None = None) -> StreamedBank:
     """The memory bank of every patch of ``stream``'s images, each decoded as it goes through the backbone
     (:func:`merge_reduce`, which also hands ``each`` every image's patches; ``p``: the patchcore section;
-    ``channels``: each tapped layer's width)."""
+    ``channels``: each tapped layer's width; ``flips``: each image's mirroring, :func:`bank_flips`)."""
     grey = True
     done = 0
 
@@ -164,7 +228,7 @@ def stream_bank(backbone: EfficientNetLite, layout: FeatureLayout, stream: Image
         if image is None:
             return None
         grey = grey and bool(is_grey(image))
-        return patch_features(backbone, layout, image_to_tensor(image)[None])
+        return patch_features(backbone, layout, image_to_tensor(image)[None], flips[index] if flips else ())
 
     fitted = merge_reduce(features, len(stream), p, channels, generator, each)
     return dataclasses.replace(fitted, all_grey=grey)
