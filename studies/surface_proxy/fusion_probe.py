@@ -1,14 +1,18 @@
-"""A probe before building the fusion: do the SCGAN + head's maps see the faint defects the features miss?
+"""A probe of fusing two fitted models' maps and scores on the faint defects, before building the fusion.
 
-Validation images and the proxy's five faint kinds only; no test image is read. For each category, the `default`
-preset's model and the `scgan` preset's model (fitted on the same training split, seed 0) score the same normal
-validation images and the same faint copies of them, made once at the data's 256 px (the proxy's kinds, seeded by
-(kind, batch) as the proxy seeds them) and brought to each model's input as a file would be. As in
-studies/feature_detector/fusion.py, each model's default score is normalised by its calibration and each map by its
-heat-map scale, and the fusion is their mean. Printed per kind: image AUROC and pixel AUROC of each and of the fusion.
+Validation images and the proxy's five faint kinds only; no test image is read. For each category, two models fitted
+on the same training split (seed 0; `--pair`, their run folders: by default the `default` preset's and the `scgan`
+preset's) score the same normal validation images and the same faint copies of them, made once at the data's 256 px
+(the proxy's kinds, seeded by (kind, batch) as the proxy seeds them) and brought to each model's input as a file would
+be. As in studies/feature_detector/fusion.py, each model's default score is normalised by its calibration and each map
+by its heat-map scale, and the fusion is their mean. Printed per kind: image AUROC and pixel AUROC of each and of the
+fusion, keyed by the run folders' names (the first probe's file, `probes/fusion.json`, made before `--pair`, calls the
+`default` preset's model "features").
 
     python studies/surface_proxy/fusion_probe.py --runs runs/fusion_probe \
         --output studies/surface_proxy/probes/fusion.json
+    python studies/surface_proxy/fusion_probe.py --runs runs/fusion_probe --pair default,r160 \
+        --output studies/surface_proxy/probes/resolutions.json
 """
 from __future__ import annotations
 
@@ -55,10 +59,12 @@ def measure(normal: np.ndarray, defective: np.ndarray, maps: list[np.ndarray], m
 
 
 @torch.inference_mode()
-def probe(features: Path, scgan: Path) -> dict:
-    models = {"features": load_model(features), "scgan": load_model(scgan)}
-    val = dataset_for(models["features"].config.data, "val", 256)
-    other = dataset_for(models["scgan"].config.data, "val", 64)
+def probe(paths: dict[str, Path]) -> dict:
+    """``paths``: two models' files by name."""
+    models = {name: load_model(path) for name, path in paths.items()}
+    (a, first), (b, second) = models.items()
+    val = dataset_for(first.config.data, "val", 256)
+    other = dataset_for(second.config.data, "val", 64)
     if [s.path for s in val.samples] != [s.path for s in other.samples]:
         raise SystemExit("the two models hold out different validation images")
     clean = [val.images[i] for i in range(len(val))]
@@ -67,12 +73,12 @@ def probe(features: Path, scgan: Path) -> dict:
     for kind in FAINT_DEFECTS:
         images, masks = faint_copies(clean, kind)
         got = {name: score(loaded, images) for name, loaded in models.items()}
-        f, g = got["features"], got["scgan"]
-        fused_normal = (normal["features"][0] + normal["scgan"][0]) / 2
+        f, g = got[a], got[b]
+        fused_normal = (normal[a][0] + normal[b][0]) / 2
         out["kinds"][kind] = {
-            "features": measure(normal["features"][0], f[0], f[1], masks),
-            "scgan": measure(normal["scgan"][0], g[0], g[1], masks),
-            "fusion": measure(fused_normal, (f[0] + g[0]) / 2, [(a + b) / 2 for a, b in zip(f[1], g[1])], masks)}
+            a: measure(normal[a][0], f[0], f[1], masks),
+            b: measure(normal[b][0], g[0], g[1], masks),
+            "fusion": measure(fused_normal, (f[0] + g[0]) / 2, [(x + y) / 2 for x, y in zip(f[1], g[1])], masks)}
         print(kind, json.dumps(out["kinds"][kind]), flush=True)
     return out
 
@@ -81,13 +87,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("runs/fusion_probe"))
     ap.add_argument("--categories", default=",".join(CATEGORIES))
+    ap.add_argument("--pair", default="default,scgan", help="the two run folders under --runs, comma-separated")
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
     results = json.loads(args.output.read_text()) if args.output.exists() else {}
     for cat in args.categories.split(","):
         print(cat, flush=True)
-        results[cat] = probe(*(args.runs / p / f"{cat}_seed0" / "model.pt" for p in ("default", "scgan")))
+        results[cat] = probe({p: args.runs / p / f"{cat}_seed0" / "model.pt" for p in args.pair.split(",")})
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=1) + "\n")
 
