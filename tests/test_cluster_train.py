@@ -40,13 +40,15 @@ def _same_bank(a, b) -> None:
 
 
 @pytest.mark.system
+@pytest.mark.parametrize("flips", ["none", "always"])  # "always": the workers mirror the images the local fit does
 def test_a_ray_fit_chooses_the_local_fits_bank_and_skips_an_unreadable_image_as_it(tmp_path, data_with_a_bad_image,
-                                                                                   local_ray, capsys, one_thread):
+                                                                                   local_ray, capsys, one_thread,
+                                                                                   flips):
     from scgan.cli import main
     from scgan.config import load_config
     from scgan.training.fit import train
 
-    mirrored = {**SMALL, "patchcore.flips": "always"}  # the workers mirror the images the local fit mirrors
+    mirrored = {**SMALL, "patchcore.flips": flips}
     cfg = load_config("default", overrides={**mirrored, **data_with_a_bad_image})
     with pytest.warns(UserWarning, match="skipped 1 unreadable file"):
         local = train(cfg, tmp_path / "local", progress=False)

@@ -281,8 +281,9 @@ class PatchCoreConfig:
     # one of the four, a quarter of the images each, drawn by seed), its features put back in the image's own places,
     # so that the bank holds the texture in more orientations at no extra cost; "auto": only where the training
     # images look like a surface (where a patch lies explains less than half of its features' variance, measured on
-    # 16 of them), never for an object, whose mirror image may itself be a defect (a part turned over); "none": as
-    # they are. Fitting only: `scgan update` adds its images as they are.
+    # 16 of them; fewer than 8 tell nothing), never for an object, whose mirror image may itself be a defect (a part
+    # turned over); "none": as they are. Fitting only: `scgan update` adds its images as they are. Off in the default
+    # preset: on magnetic tiles it lost every faint kind (studies/surface_proxy/README.md stage 12).
     flips: str = "none"
 
     def validate(self) -> None:

@@ -6,6 +6,7 @@ epoch, no Lightning.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import sys
@@ -62,12 +63,8 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     generator = torch.Generator().manual_seed(cfg.seed)
     backbone = load_backbone(p.backbone, max(p.layers))
     plan = block_plan(p.backbone)
-    flips, flip_facts = bank_flips(cfg, stream, backbone, layout(cfg))
-    if p.flips == "auto":
-        print(f"patchcore.flips=auto: {'a surface' if flips else 'an object'} (where a patch lies explains "
-              f"{flip_facts['surface_share']:.0%} of its features' variance, on {SURFACE_SAMPLE} training images): "
-              f"{'each image enters the bank as it is or mirrored' if flips else 'the images enter as they are'}",
-              flush=True)
+    flips = bank_flips(cfg, stream, backbone, layout(cfg))
+    _say_flips(flips)
     step = max(1, len(stream) // 10)
     # The cross-fit's folds are fed by the same pass (their merges with a generator of their own: the bank stays
     # the same with or without them).
@@ -79,7 +76,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
             backbone, layout(cfg), stream, p, [plan[i].channels for i in p.layers], generator,
             progress=lambda n, what: (n % step == 0 or n == len(stream))
             and _say(progress, f"{what}: {n}/{len(stream)} images{_time_left(t0, n, len(stream))}"), each=feed,
-            flips=flips)
+            flips=flips.views)
         bank, scale, whitening = fitted.bank, fitted.scale, fitted.whitening
         total, size = fitted.patches, fitted.bank.shape[0]
         t1 = time.perf_counter()
@@ -129,7 +126,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
                                calibration_images=list(val_set.images), selection="the whole fit (no model selection)",
                                n_patches=total, bank_size=size, features_s=round(features_s, 2),
                                coreset_s=round(fitted.coreset_s, 2), calibration_s=round(t3 - t2, 2), **crossfit_cost,
-                               **{f"bank_{k}": v for k, v in flip_facts.items()})
+                               **flips.facts())
         _say(progress, f"fitted in {wall:.0f} s (features {features_s:.0f} s, coreset "
                        f"{fitted.coreset_s:.0f} s, calibration {t3 - t2:.0f} s)")
         return TrainResult(output_dir, model_path, None, 0, wall)
@@ -151,16 +148,28 @@ def patch_features(backbone: EfficientNetLite, layout: FeatureLayout, x: torch.T
 FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))  # as it is, left-right, up-down, both
 SURFACE_SHARE = 0.5  # below this share of the features' variance explained by where a patch lies: a surface
 SURFACE_SAMPLE = 16  # the training images that measure it
+SURFACE_FEWEST = 8  # fewer readable ones tell nothing (a texture's share is about 1 / their count): an object
+
+
+@dataclasses.dataclass
+class SurfaceShare:
+    """What :func:`surface_share` measured: the share, and on how many training images."""
+
+    share: float
+    images: int
 
 
 @torch.no_grad()
 def surface_share(backbone: EfficientNetLite, layout: FeatureLayout, stream: ImageStream, seed: int,
-                  count: int = SURFACE_SAMPLE) -> float:
+                  count: int = SURFACE_SAMPLE) -> SurfaceShare:
     """The share of the patch features' variance that where a patch lies explains, over ``count`` training images
     drawn by ``seed``: each image's features averaged in an 8 x 8 grid of cells (its aspect stretched to the square),
     the variance of the cells' means over the images against the variance of every cell of every image, averaged
     over the channels. Near 1 where every image shows the same thing in the same place (an object, aligned); small
-    where any place looks like any other (a surface; about 1 / ``count`` for a texture without a place of its own)."""
+    where any place looks like any other (a surface; about 1 / ``count`` for a texture without a place of its own).
+    Unreadable images are passed over (and not counted as skipped: the fit's own pass counts them)."""
+    stream = copy.copy(stream)
+    stream.skipped = []
     order = torch.randperm(len(stream), generator=torch.Generator().manual_seed(seed)).tolist()
     cells = []
     for index in order:
@@ -170,29 +179,57 @@ def surface_share(backbone: EfficientNetLite, layout: FeatureLayout, stream: Ima
         if image is not None:
             cells.append(F.adaptive_avg_pool2d(embed(backbone, image_to_tensor(image)[None], layout), 8)[0].float())
     if len(cells) < 2:
-        raise ValueError("patchcore.flips=auto needs at least two readable training images to tell a surface from an "
-                         "object: set patchcore.flips=none or always")
+        return SurfaceShare(1.0, len(cells))
     c = torch.stack(cells)  # (n, D, 8, 8)
     where = c.mean(0).flatten(1).var(1, unbiased=False).mean()
     every = c.transpose(0, 1).flatten(1).var(1, unbiased=False).mean()
-    return float(where / every) if every > 0 else 1.0  # flat images: no texture to mirror, treated as an object
+    return SurfaceShare(float(where / every) if every > 0 else 1.0, len(cells))  # flat images: nothing to mirror
 
 
-def bank_flips(cfg: Config, stream: ImageStream, backbone: EfficientNetLite,
-               layout: FeatureLayout) -> tuple[list[tuple[int, ...]] | None, dict]:
-    """How each training image enters the bank (``patchcore.flips``): one of :data:`FLIPS` per image (a quarter
-    each, drawn by ``cfg.seed``), or None where they enter as they are; and the decision's facts for the summary."""
+@dataclasses.dataclass
+class BankFlips:
+    """How each training image enters the bank (``patchcore.flips``): one of :data:`FLIPS` per image, or None where
+    they enter as they are; and ``auto``'s measurement (None otherwise)."""
+
+    views: list[tuple[int, ...]] | None
+    surface: SurfaceShare | None = None
+
+    def facts(self) -> dict:
+        """The decision, for the model's summary."""
+        return {"bank_mirrored": self.views is not None,
+                **({} if self.surface is None else {"bank_surface_share": round(self.surface.share, 4),
+                                                    "bank_surface_images": self.surface.images})}
+
+
+def bank_flips(cfg: Config, stream: ImageStream, backbone: EfficientNetLite, layout: FeatureLayout) -> BankFlips:
+    """How each training image enters the bank: as it is (``none``, or ``auto`` on an object or on fewer than
+    :data:`SURFACE_FEWEST` readable images), or in one of :data:`FLIPS`, a quarter of the images each, drawn by
+    ``cfg.seed`` (``always``, or ``auto`` on a surface)."""
     how = cfg.patchcore.flips
-    facts: dict = {"flips": how}
     if how == "none":
-        return None, facts
+        return BankFlips(None)
+    surface = None
     if how == "auto":
-        share = surface_share(backbone, layout, stream, cfg.seed)
-        facts.update(surface_share=round(share, 4), flips="always" if share < SURFACE_SHARE else "none")
-        if share >= SURFACE_SHARE:
-            return None, facts
+        surface = surface_share(backbone, layout, stream, cfg.seed)
+        if surface.images < SURFACE_FEWEST or surface.share >= SURFACE_SHARE:
+            return BankFlips(None, surface)
     codes = torch.randperm(len(stream), generator=torch.Generator().manual_seed(cfg.seed)) % len(FLIPS)
-    return [FLIPS[int(c)] for c in codes], facts
+    return BankFlips([FLIPS[int(c)] for c in codes], surface)
+
+
+def _say_flips(flips: BankFlips) -> None:
+    """``auto``'s decision, in one line on stdout."""
+    got = flips.surface
+    if got is None:
+        return
+    if got.images < SURFACE_FEWEST:
+        print(f"patchcore.flips=auto: {got.images} readable training image(s) measured, fewer than {SURFACE_FEWEST} "
+              "to tell a surface from an object: the images enter the bank as they are", flush=True)
+        return
+    kind = "a surface" if flips.views else "an object"
+    then = "each image enters the bank as it is or mirrored" if flips.views else "the images enter as they are"
+    print(f"patchcore.flips=auto: {kind} (where a patch lies explains {got.share:.0%} of its features' variance, on "
+          f"{got.images} training images): {then}", flush=True)
 
 
 @dataclasses.dataclass
