@@ -90,11 +90,14 @@ def main() -> None:
     ap.add_argument("--pair", default="default,scgan", help="the two run folders under --runs, comma-separated")
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args()
+    pair = args.pair.split(",")
+    if len(pair) != 2 or len(set(pair)) != 2 or "fusion" in pair:
+        ap.error(f"--pair takes two different run folders other than 'fusion', got {args.pair!r}")
     torch.set_num_threads(1)
     results = json.loads(args.output.read_text()) if args.output.exists() else {}
     for cat in args.categories.split(","):
         print(cat, flush=True)
-        results[cat] = probe({p: args.runs / p / f"{cat}_seed0" / "model.pt" for p in args.pair.split(",")})
+        results[cat] = probe({p: args.runs / p / f"{cat}_seed0" / "model.pt" for p in pair})
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=1) + "\n")
 
