@@ -48,14 +48,14 @@ def test_a_ray_fit_chooses_the_local_fits_bank_and_skips_an_unreadable_image_as_
     from scgan.config import load_config
     from scgan.training.fit import train
 
-    mirrored = {**SMALL, "patchcore.flips": flips}
-    cfg = load_config("default", overrides={**mirrored, **data_with_a_bad_image})
+    settings = {**SMALL, "patchcore.flips": flips}
+    cfg = load_config("default", overrides={**settings, **data_with_a_bad_image})
     with pytest.warns(UserWarning, match="skipped 1 unreadable file"):
         local = train(cfg, tmp_path / "local", progress=False)
     with pytest.warns(UserWarning, match="skipped 1 unreadable file"):
         rc = main(["train", "--root", data_with_a_bad_image["data.root"], "--category",
                    data_with_a_bad_image["data.category"], "--output", str(tmp_path / "ray"), "--engine", "ray",
-                   "--workers", "2", "data.skip_bad_images=true", *(f"{k}={v}" for k, v in mirrored.items())])
+                   "--workers", "2", "data.skip_bad_images=true", *(f"{k}={v}" for k, v in settings.items())])
     assert rc == 0
     err = capsys.readouterr().err
     assert re.search(r"features \(ray\): (\d+)/\1 images", err) and "s left" in err  # progress, with time left

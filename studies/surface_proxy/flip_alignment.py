@@ -3,9 +3,10 @@ unmirrored image's features answer the same content, in pixels, per backbone blo
 
 A 16 x 16 patch of noise on a blank 128 x 192 image; for each input shift t (pixels, along the mirrored axis), the
 map of how strongly a block's features answer the patch shifted by t, unmirrored, is correlated with the map of the
-unshifted patch seen mirrored and put back; the t of the highest correlation, over four patches, is the offset. A
-convolution padded as TensorFlow pads (one more pixel right and bottom) puts a mirrored view s - 1 px off at stride s,
-the learned kernels' own asymmetry moves it further; this measures what the blocks do.
+unshifted patch seen mirrored and put back; the t of the highest correlation, over four patches, is the offset.
+Convolutions padded as TensorFlow pads (one more pixel right and bottom) would put a mirrored view s - 1 px off at
+stride s if their kernels were symmetric; the learned kernels are not, and at the deeper blocks they pull it most of
+the way back. This measures what the blocks do.
 
     python studies/surface_proxy/flip_alignment.py > studies/surface_proxy/flip_alignment.txt
 """

@@ -282,8 +282,9 @@ class PatchCoreConfig:
     # so that the bank holds the texture in more orientations at no extra cost; "auto": only where the training
     # images look like a surface (where a patch lies explains less than half of its features' variance, measured on
     # 16 of them; fewer than 8 tell nothing), never for an object, whose mirror image may itself be a defect (a part
-    # turned over); "none": as they are. Fitting only: `scgan update` adds its images as they are. Off in the default
-    # preset: on magnetic tiles it lost every faint kind (studies/surface_proxy/README.md stage 12).
+    # turned over); "none": as they are. The cross-fit's maps (the threshold's, map_z's normal maps) are then those of
+    # the mirrored views. Fitting only: `scgan update` adds its images as they are. Off in the default preset: on
+    # magnetic tiles it lost every faint kind (studies/surface_proxy/README.md stage 12).
     flips: str = "none"
 
     def validate(self) -> None:

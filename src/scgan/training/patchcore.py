@@ -155,7 +155,7 @@ SURFACE_FEWEST = 8  # fewer readable ones tell nothing (a texture's share is abo
 class SurfaceShare:
     """What :func:`surface_share` measured: the share, and on how many training images."""
 
-    share: float
+    share: float | None  # None: fewer than two readable images, nothing measured
     images: int
 
 
@@ -179,7 +179,7 @@ def surface_share(backbone: EfficientNetLite, layout: FeatureLayout, stream: Ima
         if image is not None:
             cells.append(F.adaptive_avg_pool2d(embed(backbone, image_to_tensor(image)[None], layout), 8)[0].float())
     if len(cells) < 2:
-        return SurfaceShare(1.0, len(cells))
+        return SurfaceShare(None, len(cells))
     c = torch.stack(cells)  # (n, D, 8, 8)
     where = c.mean(0).flatten(1).var(1, unbiased=False).mean()
     every = c.transpose(0, 1).flatten(1).var(1, unbiased=False).mean()
@@ -197,8 +197,9 @@ class BankFlips:
     def facts(self) -> dict:
         """The decision, for the model's summary."""
         return {"bank_mirrored": self.views is not None,
-                **({} if self.surface is None else {"bank_surface_share": round(self.surface.share, 4),
-                                                    "bank_surface_images": self.surface.images})}
+                **({} if self.surface is None else {"bank_surface_images": self.surface.images}),
+                **({} if self.surface is None or self.surface.share is None
+                   else {"bank_surface_share": round(self.surface.share, 4)})}
 
 
 def bank_flips(cfg: Config, stream: ImageStream, backbone: EfficientNetLite, layout: FeatureLayout) -> BankFlips:
@@ -211,7 +212,7 @@ def bank_flips(cfg: Config, stream: ImageStream, backbone: EfficientNetLite, lay
     surface = None
     if how == "auto":
         surface = surface_share(backbone, layout, stream, cfg.seed)
-        if surface.images < SURFACE_FEWEST or surface.share >= SURFACE_SHARE:
+        if surface.images < SURFACE_FEWEST or surface.share is None or surface.share >= SURFACE_SHARE:
             return BankFlips(None, surface)
     codes = torch.randperm(len(stream), generator=torch.Generator().manual_seed(cfg.seed)) % len(FLIPS)
     return BankFlips([FLIPS[int(c)] for c in codes], surface)
