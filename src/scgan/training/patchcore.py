@@ -136,7 +136,8 @@ def patch_features(backbone: EfficientNetLite, layout: FeatureLayout, x: torch.T
                    flip: tuple[int, ...] = ()) -> torch.Tensor:
     """The patch features (N, D) of an image batch (B, C, H, W), every patch of every image, float32. ``flip``: the
     image's dimensions (2: up-down, 3: left-right) mirrored before the backbone sees it, the features mirrored back
-    to the image's own places (one of :data:`FLIPS`)."""
+    to the image's own places (one of :data:`FLIPS`); within a few pixels, not exactly: the backbone's convolutions
+    are not symmetric (studies/surface_proxy/flip_alignment.py)."""
     if flip:
         x = x.flip(flip)
     f = torch.cat([embed(backbone, one, layout) for one in x.split(1)])  # one at a time: see PatchCoreScorer.run
