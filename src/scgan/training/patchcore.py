@@ -171,9 +171,8 @@ def surface_share(backbone: EfficientNetLite, layout: FeatureLayout, stream: Ima
     Unreadable images are passed over (and not counted as skipped: the fit's own pass counts them)."""
     stream = copy.copy(stream)
     stream.skipped = []
-    order = torch.randperm(len(stream), generator=torch.Generator().manual_seed(seed)).tolist()
     cells = []
-    for index in order:
+    for index in feed_order(len(stream), torch.Generator().manual_seed(seed)):  # the fit's first images
         if len(cells) == count:
             break
         image = stream.read(index)
