@@ -26,7 +26,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fusion_probe import CATEGORIES, faint_copies  # noqa: E402  (the proxy's faint copies, as the fusion probe makes them)
+from fusion_probe import (  # noqa: E402  (the proxy's faint copies, as the fusion probe makes them)
+    CATEGORIES,
+    faint_copies,
+)
 
 from scgan.artifacts.model_file import load_model  # noqa: E402
 from scgan.data.datasets import dataset_for  # noqa: E402
