@@ -36,7 +36,7 @@ def diagnose(path: Path) -> dict:
     loaded = load_model(path)
     train = dataset_for(loaded.config.data, "train", 256)
     picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:TRAIN].tolist()
-    shading = Shading(loaded.input_spec, [train.images[i] for i in picked])
+    shading = Shading(loaded, [train.images[i] for i in picked])
     val = dataset_for(loaded.config.data, "val", 256)
     clean = [val.images[i] for i in range(len(val))]
     norm = {"model": Normalise(feature_maps(loaded, clean)), "shading": Normalise([shading.map(im) for im in clean])}

@@ -54,8 +54,8 @@ def relative_shading(x: torch.Tensor) -> torch.Tensor:
 class Shading:
     """The normal images' relative shading per location, and the shading map of an image judged against it."""
 
-    def __init__(self, spec, images: list[np.ndarray]) -> None:
-        self.spec = spec
+    def __init__(self, loaded, images: list[np.ndarray]) -> None:
+        self.spec = loaded.input_spec
         g = torch.cat([F.interpolate(relative_shading(self.input(img)), size=(GRID, GRID), mode="area")
                        for img in images])
         self.mu, sd = g.mean(0, keepdim=True), g.std(0, keepdim=True)
@@ -94,28 +94,30 @@ def feature_maps(loaded, images: list[np.ndarray]) -> list[np.ndarray]:
 
 
 @torch.inference_mode()
-def probe(path: Path) -> dict:
+def probe(path: Path, second=Shading, name: str = "shading") -> dict:
+    """The model's map, a ``second`` map (made as ``second(loaded, training images)``, then ``.map(image)``) and
+    their two fusions, on the validation images and the faint copies."""
     loaded = load_model(path)
     train = dataset_for(loaded.config.data, "train", 256)
     picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:TRAIN].tolist()
-    shading = Shading(loaded.input_spec, [train.images[i] for i in picked])
+    other = second(loaded, [train.images[i] for i in picked])
     val = dataset_for(loaded.config.data, "val", 256)
     clean = [val.images[i] for i in range(len(val))]
-    normal = {"model": feature_maps(loaded, clean), "shading": [shading.map(im) for im in clean]}
+    normal = {"model": feature_maps(loaded, clean), name: [other.map(im) for im in clean]}
     norm = {k: Normalise(v) for k, v in normal.items()}
 
     def variants(f: list[np.ndarray], s: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
-        nf, ns = [norm["model"](m) for m in f], [norm["shading"](m) for m in s]
-        return {"model": f, "shading": s, "max": [np.maximum(a, b) for a, b in zip(nf, ns)],
+        nf, ns = [norm["model"](m) for m in f], [norm[name](m) for m in s]
+        return {"model": f, name: s, "max": [np.maximum(a, b) for a, b in zip(nf, ns)],
                 "mean": [(a + b) / 2 for a, b in zip(nf, ns)]}
 
-    base = variants(normal["model"], normal["shading"])
+    base = variants(normal["model"], normal[name])
     empty = [np.zeros(m.shape, bool) for m in normal["model"]]
-    out: dict = {"model": str(path), "n_val": len(clean), "n_train_shading": len(picked), "kinds": {}}
+    out: dict = {"model": str(path), "n_val": len(clean), f"n_train_{name}": len(picked), "kinds": {}}
     for kind in FAINT_DEFECTS:
         images, masks = faint_copies(clean, kind)
         keep = [i for i, m in enumerate(masks) if m.any()]
-        got = variants(feature_maps(loaded, images), [shading.map(im) for im in images])
+        got = variants(feature_maps(loaded, images), [other.map(im) for im in images])
         row = {}
         for name, maps in got.items():
             d = [maps[i] for i in keep]
@@ -137,8 +139,8 @@ def tally(results: dict) -> dict:
     return wins
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(second=Shading, name: str = "shading", description: str = __doc__) -> None:
+    ap = argparse.ArgumentParser(description=description.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("runs/level_probe/default"))
     ap.add_argument("--categories", default=",".join(CATEGORIES))
     ap.add_argument("--output", type=Path, required=True)
@@ -147,7 +149,7 @@ def main() -> None:
     results = json.loads(args.output.read_text()) if args.output.exists() else {}
     for cat in args.categories.split(","):
         print(cat, flush=True)
-        results[cat] = probe(args.runs / f"{cat}_seed0" / "model.pt")
+        results[cat] = probe(args.runs / f"{cat}_seed0" / "model.pt", second, name)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=1) + "\n")
     print("pairs won over the model's map (pooled pixel AUROC):", json.dumps(tally(results)))
