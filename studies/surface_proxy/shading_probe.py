@@ -119,11 +119,11 @@ def probe(path: Path, second=Shading, name: str = "shading") -> dict:
         keep = [i for i, m in enumerate(masks) if m.any()]
         got = variants(feature_maps(loaded, images), [other.map(im) for im in images])
         row = {}
-        for name, maps in got.items():
+        for variant, maps in got.items():
             d = [maps[i] for i in keep]
-            row[name] = {"pooled": round(pixel_auroc(np.stack(d + base[name]),
+            row[variant] = {"pooled": round(pixel_auroc(np.stack(d + base[variant]),
                                                      np.stack([masks[i] for i in keep] + empty)), 4),
-                         "copies": round(pixel_auroc(np.stack(d), np.stack([masks[i] for i in keep])), 4)}
+                            "copies": round(pixel_auroc(np.stack(d), np.stack([masks[i] for i in keep])), 4)}
         out["kinds"][kind] = row
         print(kind, json.dumps(row), flush=True)
     return out
