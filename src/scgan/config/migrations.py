@@ -26,7 +26,7 @@ ADDED_LATER: dict[tuple[str, str], Any] = {
     ("patchcore", "metric"): "euclidean", ("patchcore", "shrinkage"): 0.1, ("patchcore", "pad"): 0,
     ("score", "threshold_source"): "validation", ("score", "crossfit_folds"): 5, ("score", "tail"): "none",
     ("patchcore", "top_share"): 0.0, ("patchcore", "position_grid"): 0,
-    ("patchcore", "position_map"): False, ("patchcore", "flips"): "none",
+    ("patchcore", "position_map"): False, ("patchcore", "flips"): "none", ("patchcore", "self_map"): "none",
 }
 # Settings whose default changed, with the defaults they had before: a YAML file copied from an earlier preset file
 # holds those in the sections of another kind, and they are as much "left at the default" as today's.

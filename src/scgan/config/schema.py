@@ -286,6 +286,18 @@ class PatchCoreConfig:
     # the mirrored views. Fitting only: `scgan update` adds its images as they are. Off in the default preset: on
     # magnetic tiles it lost every faint kind (studies/surface_proxy/README.md stage 12).
     flips: str = "none"
+    # "always": the anomaly map (the heat map, and the maps pixel metrics judge) is the mean of the distance map and
+    # the self map: each patch's distance to its own image's median patch (in the bank's space), smoothed as the map
+    # is and judged location by location against the training images' (their mean and spread on a 64 x 64 grid);
+    # each normalised by the normal validation images' pixels (less their median, over their 0.99 quantile less it).
+    # It sees a region that differs from the rest of its own image, where every patch of it has a normal neighbour
+    # in the bank (a band of another texture across a tile). The scores, and so every decision, are the distance
+    # map's. "auto": only where the training images look like a surface (as patchcore.flips decides); on an object
+    # the self map is weak (its patches differ from its median patch by design); "none": the distance map alone.
+    # Needs a fixed score.sigma; not with position_map. Scored in tiles (tile=N), each tile is its own image (its own
+    # median patch; not measured). The default preset's: auto (studies/surface_proxy/README.md, "The self map on
+    # surfaces only").
+    self_map: str = "none"
 
     def validate(self) -> None:
         WORKING_SIDE.check("patchcore.resolution", self.resolution)
@@ -308,6 +320,7 @@ class PatchCoreConfig:
         one_of(self.balance, ("none", "equal"), "patchcore.balance")
         one_of(self.metric, ("euclidean", "mahalanobis"), "patchcore.metric")
         one_of(self.flips, ("none", "auto", "always"), "patchcore.flips")
+        one_of(self.self_map, ("none", "auto", "always"), "patchcore.self_map")
         _check([(0.0 < self.shrinkage <= 1.0, f"patchcore.shrinkage must be in (0, 1], got {self.shrinkage}")])
 
 

@@ -27,8 +27,10 @@ from scgan.models.patchcore.backbone import EfficientNetLite, block_plan, load_b
 from scgan.models.patchcore.coreset import MergeBuffer, greedy_coreset, projection_matrix
 from scgan.models.patchcore.kind import PATCHCORE, layout
 from scgan.models.patchcore.model import FeatureLayout, MemoryBank, embed, whiten_, whitening_transform
+from scgan.models.scoring import scorer_sigma
 from scgan.training.crossfit import FoldFeed, crossfit_distances, crossfit_scores, fold_position
 from scgan.training.result import TrainResult, write_run
+from scgan.training.self_map import SelfGrid, self_norm
 
 
 def _say(progress: bool, text: str) -> None:
@@ -63,20 +65,31 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
     generator = torch.Generator().manual_seed(cfg.seed)
     backbone = load_backbone(p.backbone, max(p.layers))
     plan = block_plan(p.backbone)
-    flips = bank_flips(cfg, stream, backbone, layout(cfg))
-    _say_flips(flips)
+    surface = (surface_share(backbone, layout(cfg), stream, cfg.seed) if "auto" in (p.flips, p.self_map)
+               else None)  # measured once for both
+    flips = bank_flips(cfg, stream, backbone, layout(cfg), surface)
+    own = fuses_self_map(p.self_map, surface)
+    if p.flips == "auto":
+        _say_auto("patchcore.flips", surface, "each image enters the bank as it is or mirrored",
+                  "the images enter the bank as they are")
+    if p.self_map == "auto":
+        _say_auto("patchcore.self_map", surface, "the map also judges each patch against its own image's median "
+                  "patch", "the map is the distance map alone")
     step = max(1, len(stream) // 10)
     # The cross-fit's folds are fed by the same pass (their merges with a generator of their own: the bank stays
-    # the same with or without them).
+    # the same with or without them), and so are the self map's normal statistics.
     feed = (FoldFeed(cfg, len(stream), bank_merger(p, torch.Generator().manual_seed(cfg.seed)), output_dir)
             if cfg.score.threshold_source == "crossfit" or p.position_grid else None)
+    grid = (SelfGrid(stream, plan[p.layers[0]].stride, scorer_sigma(cfg.score.sigma, p.resolution, None))
+            if own else None)
+    hooks = [h for h in (feed, grid) if h is not None]
     with feed or contextlib.nullcontext():  # the feed's file goes whatever happens
         t0 = time.perf_counter()
         fitted = (bank_from or stream_bank)(
             backbone, layout(cfg), stream, p, [plan[i].channels for i in p.layers], generator,
             progress=lambda n, what: (n % step == 0 or n == len(stream))
-            and _say(progress, f"{what}: {n}/{len(stream)} images{_time_left(t0, n, len(stream))}"), each=feed,
-            flips=flips.views)
+            and _say(progress, f"{what}: {n}/{len(stream)} images{_time_left(t0, n, len(stream))}"),
+            each=(lambda index, patches: [h(index, patches) for h in hooks]) if hooks else None, flips=flips.views)
         bank, scale, whitening = fitted.bank, fitted.scale, fitted.whitening
         total, size = fitted.patches, fitted.bank.shape[0]
         t1 = time.perf_counter()
@@ -92,6 +105,8 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
         t2 = time.perf_counter()
         batch = cfg.runtime.eval_batch_size
         parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale, whitening)}
+        if grid is not None:  # before the scorer is built: its map fuses the self map
+            parts["memory"].set_self(*grid.stats())
         scorer = PATCHCORE.build_scorer(cfg, parts)
         crossfit, crossfit_cost = None, {}
         if feed is not None:  # every training image's distances to a bank of the folds without it, from the pass above
@@ -116,6 +131,9 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
                     crossfit_cost.update(crossfit_scores_s=done.scoring_s)
                     return done.scores[:, [done.names.index(n) for n in names]]
 
+        if grid is not None:  # the two maps' normal pixels, before the calibration measures the fused map
+            parts["memory"].set_self(*grid.stats(), self_norm(scorer, eval_loader(val_set, batch,
+                                                                                   cfg.runtime.num_workers)))
         calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg, crossfit=crossfit)
         t3 = time.perf_counter()
         cause = nonfinite_cause(calibration, parts)
@@ -126,7 +144,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
                                calibration_images=list(val_set.images), selection="the whole fit (no model selection)",
                                n_patches=total, bank_size=size, features_s=round(features_s, 2),
                                coreset_s=round(fitted.coreset_s, 2), calibration_s=round(t3 - t2, 2), **crossfit_cost,
-                               **flips.facts())
+                               **flips.facts(), map_self_fused=own)
         _say(progress, f"fitted in {wall:.0f} s (features {features_s:.0f} s, coreset "
                        f"{fitted.coreset_s:.0f} s, calibration {t3 - t2:.0f} s)")
         return TrainResult(output_dir, model_path, None, 0, wall)
@@ -202,35 +220,48 @@ class BankFlips:
                    else {"bank_surface_share": round(self.surface.share, 4)})}
 
 
-def bank_flips(cfg: Config, stream: ImageStream, backbone: EfficientNetLite, layout: FeatureLayout) -> BankFlips:
+def is_surface(surface: SurfaceShare | None) -> bool:
+    """Whether :func:`surface_share`'s measurement calls the training images a surface: a share below
+    :data:`SURFACE_SHARE`, on at least :data:`SURFACE_FEWEST` images (fewer tell nothing: an object)."""
+    return (surface is not None and surface.images >= SURFACE_FEWEST and surface.share is not None
+            and surface.share < SURFACE_SHARE)
+
+
+def fuses_self_map(how: str, surface: SurfaceShare | None) -> bool:
+    """Whether the map fuses the self map (``patchcore.self_map``): ``always``, or ``auto`` on a surface."""
+    return how == "always" or (how == "auto" and is_surface(surface))
+
+
+def bank_flips(cfg: Config, stream: ImageStream, backbone: EfficientNetLite, layout: FeatureLayout,
+               surface: SurfaceShare | None = None) -> BankFlips:
     """How each training image enters the bank: as it is (``none``, or ``auto`` on an object or on fewer than
     :data:`SURFACE_FEWEST` readable images), or in one of :data:`FLIPS`, a quarter of the images each, drawn by
-    ``cfg.seed`` (``always``, or ``auto`` on a surface)."""
+    ``cfg.seed`` (``always``, or ``auto`` on a surface). ``surface``: :func:`surface_share`'s measurement where the fit
+    made it (``auto`` measures it otherwise); it is kept in the decision's facts either way."""
     how = cfg.patchcore.flips
     if how == "none":
-        return BankFlips(None)
-    surface = None
+        return BankFlips(None, surface)
     if how == "auto":
-        surface = surface_share(backbone, layout, stream, cfg.seed)
-        if surface.images < SURFACE_FEWEST or surface.share is None or surface.share >= SURFACE_SHARE:
+        surface = surface or surface_share(backbone, layout, stream, cfg.seed)
+        if not is_surface(surface):
             return BankFlips(None, surface)
     codes = torch.randperm(len(stream), generator=torch.Generator().manual_seed(cfg.seed)) % len(FLIPS)
     return BankFlips([FLIPS[int(c)] for c in codes], surface)
 
 
-def _say_flips(flips: BankFlips) -> None:
-    """``auto``'s decision, in one line on stdout."""
-    got = flips.surface
-    if got is None:
+def _say_auto(setting: str, surface: SurfaceShare | None, surface_then: str, object_then: str) -> None:
+    """An ``auto`` setting's decision from :func:`surface_share`'s measurement, in one line on stdout (``setting``:
+    its name; what follows on a surface and on an object)."""
+    if surface is None:
         return
-    if got.images < SURFACE_FEWEST:
-        print(f"patchcore.flips=auto: {got.images} readable training image(s) measured, fewer than {SURFACE_FEWEST} "
-              "to tell a surface from an object: the images enter the bank as they are", flush=True)
+    if surface.images < SURFACE_FEWEST:
+        print(f"{setting}=auto: {surface.images} readable training image(s) measured, fewer than {SURFACE_FEWEST} to "
+              f"tell a surface from an object: {object_then}", flush=True)
         return
-    kind = "a surface" if flips.views else "an object"
-    then = "each image enters the bank as it is or mirrored" if flips.views else "the images enter as they are"
-    print(f"patchcore.flips=auto: {kind} (where a patch lies explains {got.share:.0%} of its features' variance, on "
-          f"{got.images} training images): {then}", flush=True)
+    yes = is_surface(surface)
+    print(f"{setting}=auto: {'a surface' if yes else 'an object'} (where a patch lies explains {surface.share:.0%} of "
+          f"its features' variance, on {surface.images} training images): {surface_then if yes else object_then}",
+          flush=True)
 
 
 @dataclasses.dataclass

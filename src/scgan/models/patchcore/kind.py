@@ -52,6 +52,12 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
             raise RuntimeError(f"its config computes map_z on a {grid} x {grid} grid, and it holds "
                                f"{'none' if held is None else 'one of shape ' + str(tuple(held.shape))}")
         memory.set_position(torch.zeros(grid, grid), torch.ones(grid, grid), 0.0)
+    own = state["memory"].get("self_mean")
+    if own is not None:  # the self map's statistics: held only where the fit fused it (patchcore.self_map)
+        if cfg.patchcore.self_map == "none":
+            raise RuntimeError("it holds the self map's statistics, and its config says patchcore.self_map: none")
+        g = own.shape[-1]
+        memory.set_self(torch.zeros(g, g), torch.ones(g, g))
     memory.load_state_dict(state["memory"], strict=True)
     if bank.ndim != 2 or bank.shape[1] != feature_dims(cfg) or bank.shape[0] == 0:
         raise RuntimeError(f"its memory bank has shape {tuple(bank.shape)}, not (M, {feature_dims(cfg)}) as the "
@@ -63,6 +69,10 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
     if grid and (not bool(torch.isfinite(memory.position_mean).all())
                  or not bool((torch.isfinite(memory.position_spread) & (memory.position_spread > 0)).all())):
         raise ValueError(f"its normal maps' grid (map_z) is not a finite {grid} x {grid} grid with positive spreads")
+    if memory.has_self and not all(bool(t.all()) for t in (
+            torch.isfinite(memory.self_mean), torch.isfinite(memory.self_norm), torch.isfinite(memory.self_spread),
+            memory.self_spread > 0, memory.self_norm[1::2] > 0)):
+        raise ValueError("its self map's statistics are not finite, or a spread or a normalising span is not positive")
     installed = weights_digest(cfg.patchcore.backbone)
     if memory.digest != installed:
         raise RuntimeError(f"it was fitted with other {cfg.patchcore.backbone} weights (sha256 "
@@ -105,6 +115,11 @@ def _check_config(cfg: Config) -> None:
         raise ValueError("patchcore.position_grid needs a fixed score.sigma (null or a number of pixels), not auto: "
                          "map_z's normal maps are smoothed before the calibration would choose it (or fit the model "
                          "again with patchcore.position_grid=0)")
+    if p.self_map != "none" and cfg.score.sigma == "auto":
+        raise ValueError("patchcore.self_map needs a fixed score.sigma (null or a number of pixels), not auto: the "
+                         "self map's normal maps are smoothed before the calibration would choose it")
+    if p.self_map != "none" and p.position_map:
+        raise ValueError("patchcore.self_map and patchcore.position_map both make the anomaly map: set one of them")
     if p.pad % stride:
         raise ValueError(f"patchcore.pad must be a multiple of {stride} (the stride of block {max(p.layers)} of "
                          f"{p.backbone}), got {p.pad}")

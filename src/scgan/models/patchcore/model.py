@@ -4,7 +4,9 @@ An image's patch features are the outputs of a few blocks of a frozen ImageNet b
 its p x p neighbourhood (local aggregation), the deeper ones up-sampled to the first one's grid and
 concatenated. A patch's anomaly is its distance to the nearest feature in a memory bank of normal patches;
 the map of these distances is up-sampled to the image, smoothed with a Gaussian, and its maximum is the image's
-score. No weight is learned: fitting is choosing the bank (``scgan.training.patchcore``).
+score. No weight is learned: fitting is choosing the bank (``scgan.training.patchcore``). Where the bank holds the
+self map's statistics (``patchcore.self_map``), the map returned is the mean of that map and of each patch's distance
+to its own image's median patch, each normalised by normal images; the scores are the distance map's.
 """
 from __future__ import annotations
 
@@ -31,6 +33,15 @@ SCORES: dict[str, str] = {
 BASE_SCORES = ("map_max", "patch_max")
 
 
+def self_deviation(queries: torch.Tensor) -> torch.Tensor:
+    """Each patch's distance to its own image's median patch: queries (B, N, D) in the bank's space -> (B, N). The
+    median is per dimension, the lower of the two middle values where N is even (as ``torch.median``), taken by a sort:
+    ONNX has no median."""
+    n = queries.shape[1]
+    middle = queries.sort(dim=1).values.narrow(1, (n - 1) // 2, 1)
+    return (queries - middle).norm(dim=2)
+
+
 def top_count(share: float, resolution: int) -> int:
     """How many map pixels ``map_top`` averages: ``share`` of the working area resolution^2, at least 1 (0 where the
     share is 0); one count for every image size and aspect, so the config check refuses a count larger than the
@@ -43,7 +54,8 @@ class MemoryBank(nn.Module):
     query feature takes: multiplied by ``scale`` (D,), then, where the bank is whitened, centred on ``mean`` (D,)
     and multiplied by ``whitening`` (D, D) (Euclidean distances there are Mahalanobis distances of the scaled
     features); the sha256 of the backbone weights the features were computed with; and, where ``map_z`` is
-    computed, how high normal smoothed maps run at each cell of a G x G grid over the image (:meth:`set_position`)."""
+    computed, how high normal smoothed maps run at each cell of a G x G grid over the image (:meth:`set_position`);
+    and, where the self map is fused into the map returned, its normal statistics (:meth:`set_self`)."""
 
     def __init__(self, bank: torch.Tensor, backbone_digest: str = "", scale: torch.Tensor | None = None,
                  whitening: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
@@ -66,7 +78,41 @@ class MemoryBank(nn.Module):
         out = MemoryBank(bank, self.digest, self.scale, (self.mean, self.whitening) if self.whitened else None)
         if self.positioned:
             out.set_position(self.position_mean[0, 0], self.position_spread[0, 0], float(self.position_sigma))
+        if self.has_self:
+            out.set_self(self.self_mean[0, 0], self.self_spread[0, 0], self.self_norm)
         return out
+
+    @property
+    def has_self(self) -> bool:
+        """Whether the bank holds the self map's normal statistics (the map returned fuses it)."""
+        return hasattr(self, "self_mean")
+
+    def set_self(self, mean: torch.Tensor, spread: torch.Tensor, norm: torch.Tensor | None = None) -> None:
+        """The self map's normal statistics: its smoothed normal maps' mean and spread per cell of a G x G grid (each
+        (G, G), the spread > 0), and ``norm`` (4,): the median and the 0.99 quantile less the median of the normal
+        validation images' pixels, of the distance map then of the self map judged by location (None: 0, 1, 0, 1,
+        until the fit measures them)."""
+        norm = torch.tensor([0.0, 1.0, 0.0, 1.0]) if norm is None else norm
+        for name, value in (("self_mean", mean.float().reshape(1, 1, *mean.shape[-2:])),
+                            ("self_spread", spread.float().reshape(1, 1, *spread.shape[-2:])),
+                            ("self_norm", norm.float().reshape(4))):
+            if hasattr(self, name):
+                getattr(self, name).data = value.contiguous()
+            else:
+                self.register_buffer(name, value.contiguous())
+
+    def self_z(self, smooth_self: torch.Tensor) -> torch.Tensor:
+        """Smoothed self maps (B, 1, H, W) judged by location: (map - normal mean) / normal spread."""
+        size = smooth_self.shape[-2:]
+        mean = F.interpolate(self.self_mean, size=size, mode="bilinear", align_corners=False)
+        spread = F.interpolate(self.self_spread, size=size, mode="bilinear", align_corners=False)
+        return (smooth_self - mean) / spread
+
+    def fuse_self(self, smooth: torch.Tensor, smooth_self: torch.Tensor) -> torch.Tensor:
+        """The map returned where the self map is fused: the mean of the smoothed distance map and the self map
+        judged by location, each less its normal pixels' median, over their 0.99 quantile less it."""
+        n = self.self_norm
+        return ((smooth - n[0]) / n[1] + (self.self_z(smooth_self) - n[2]) / n[3]) / 2
 
     @property
     def positioned(self) -> bool:
@@ -193,12 +239,22 @@ class PatchCoreScorer(nn.Module):
         self.position_map = bool(position_map) and self.position  # the map returned is map_z's
         self.names: tuple[str, ...] = BASE_SCORES + (("map_top",) if self.top else ()) + (
             ("map_z",) if self.position else ())
+        # The map returned fuses the self map where the bank holds its statistics (and map_z's map is not shown).
+        self.self_map = memory.has_self and not self.position_map
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """Nearest-bank distance of every patch: (B, D, h, w) -> (B, 1, h, w)."""
+        return self.patch_maps(features)[0]
+
+    def patch_maps(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, D, h, w) -> every patch's nearest-bank distance (B, 1, h, w), and where the self map is fused, its
+        distance to its own image's median patch (B, 1, h, w) (:func:`self_deviation`; else None)."""
         b, d, h, w = features.shape
         queries = self.memory.project(features.permute(0, 2, 3, 1).reshape(b * h * w, d).float())
-        return self.nearest(queries).reshape(b, 1, h, w)
+        near = self.nearest(queries).reshape(b, 1, h, w)
+        if not self.self_map:
+            return near, None
+        return near, self_deviation(queries.reshape(b, h * w, d)).reshape(b, 1, h, w)
 
     def nearest(self, queries: torch.Tensor) -> torch.Tensor:
         """Nearest-bank distance (N,) of patch features (N, D) already in the bank's space
@@ -206,7 +262,8 @@ class PatchCoreScorer(nn.Module):
         return nearest_distance(queries, self.memory.bank, self.bank_sq)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.map_outputs(x.shape[-2:], self.distances(embed(self.backbone, x, self.layout)))
+        near, own = self.patch_maps(embed(self.backbone, x, self.layout))
+        return self.map_outputs(x.shape[-2:], near, own=own)
 
     def run(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` with the speed options; ``raw`` returns the unsmoothed map (to choose sigma).
@@ -217,26 +274,38 @@ class PatchCoreScorer(nn.Module):
         """
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        patches = []
+        patches, owns = [], []
         for one in x.split(1):
             with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                                 enabled=self.autocast_dtype is not None):
                 features = embed(self.backbone, one, self.layout)
             with torch.autocast(x.device.type, enabled=False):
-                patches.append(self.distances(features.float()))
-        return self.map_outputs(x.shape[-2:], torch.cat(patches), raw)
+                near, own = self.patch_maps(features.float())
+            patches.append(near)
+            owns.append(own)
+        return self.map_outputs(x.shape[-2:], torch.cat(patches), raw, own=torch.cat(owns) if self.self_map else None)
 
-    def map_outputs(self, size: tuple[int, int] | torch.Size, patch: torch.Tensor,
-                    raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def map_outputs(self, size: tuple[int, int] | torch.Size, patch: torch.Tensor, raw: bool = False,
+                    own: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and anomaly maps (B, H, W) of images of ``size`` (H, W) from their patches' nearest-bank distances
-        (B, 1, h, w): the smoothed distance map, or map_z's where ``position_map`` (``raw``: the distances
-        unsmoothed)."""
+        (B, 1, h, w): the smoothed distance map, or map_z's where ``position_map``, or the fusion with the self map
+        where ``own`` (the patches' distances to their image's median patch, :meth:`patch_maps`) is given (``raw``:
+        the distances unsmoothed). The scores are the distance map's in every case."""
         full, smooth = self.upsampled(size, patch)
         named = {**self.map_scores(smooth), "patch_max": patch.flatten(1).amax(1)}
         scores = torch.stack([named[n] for n in self.names], dim=1)
         if raw:
             return scores, full[:, 0]
+        if own is not None:
+            return scores, self.memory.fuse_self(smooth, self.upsampled(size, own)[1])[:, 0]
         return scores, (self.memory.position_z(smooth) if self.position_map else smooth)[:, 0]
+
+    def self_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two maps the fused map is made of, before their normalisation, for images (B, C, H, W): the smoothed
+        distance map and the self map judged by location, each (B, H, W) (the fit measures their normal pixels)."""
+        near, own = self.patch_maps(embed(self.backbone, x, self.layout))
+        size = x.shape[-2:]
+        return self.upsampled(size, near)[1][:, 0], self.memory.self_z(self.upsampled(size, own)[1])[:, 0]
 
     def upsampled(self, size: tuple[int, int] | torch.Size, patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Nearest-bank distances (B, 1, h, w) as maps (B, 1, H, W) of ``size``: (unsmoothed, smoothed)."""
@@ -256,9 +325,11 @@ class PatchCoreScorer(nn.Module):
         return out
 
     @property
-    def map_peak(self) -> str:
+    def map_peak(self) -> str | None:
         """The score that is the largest value of the anomaly map as returned (so green on the heat map is its
-        threshold)."""
+        threshold); None where the map fuses the self map, whose peak no score is."""
+        if self.self_map:
+            return None
         return "map_z" if self.position_map else "map_max"
 
     @property
