@@ -16,7 +16,7 @@ def _config(root, category, **overrides):
     from scgan.config import load_config
 
     return load_config("default", overrides={**TINY_FEATURES, "data.root": str(root), "data.category": category,
-                                             "patchcore.self_map": "none", **overrides})  # mirroring alone
+                                             **overrides})
 
 
 def _best_cell_shift(a: torch.Tensor, b: torch.Tensor) -> tuple[float, tuple[int, int]]:

@@ -169,8 +169,7 @@ def test_run_keys_of_unchanged_settings_did_not_change():
     before = {"scgan": "ee49e67bfd4b", "cpu": "1411750d74a3", "gpu": "cacc5a5acc5d", "paper": "901a34728e7c"}
     assert {name: config_key(get_preset(name)) for name in before} == before
     earlier_default = ["patchcore.neighbourhood=1", "patchcore.metric=euclidean",  # the default preset's settings then
-                       "patchcore.pad=0", "score.threshold_source=validation", "patchcore.position_grid=0",
-                       "patchcore.self_map=none"]
+                       "patchcore.pad=0", "score.threshold_source=validation", "patchcore.position_grid=0"]
     assert config_key(load_config("default", overrides=earlier_default)) == "b1759f5bea67"
     assert config_key(load_config("default", overrides=[*earlier_default, "seed=3"])) == "c296fe7378ee"
     assert config_key(load_config("cpu", overrides=["sigma=auto"])) == "20afa4e6649a"

@@ -3,8 +3,6 @@ at a tiny size, it scores as the mean of its two models' normalised scores and m
 parity tolerance, is tested like any model, and refuses what it cannot do."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -81,8 +79,7 @@ def test_the_preset_is_the_default_and_scgan_presets_side_by_side():
 
     fusion, default, scgan = get_preset("fusion"), get_preset("default"), get_preset("scgan")
     assert fusion.kind == "fusion" and fusion.score.default_score == "fused"
-    # the default's patchcore section, without the self map it was not measured with
-    assert fusion.patchcore == dataclasses.replace(default.patchcore, self_map="none")
+    assert fusion.patchcore == default.patchcore
     assert all(fusion.sections[s] == scgan.sections[s] for s in ("model", "loss", "augment", "train"))
     assert fusion.score.threshold_source == "validation" and fusion.score.sigma is None
 

@@ -125,7 +125,7 @@ def test_auto_fuses_it_on_a_surface_and_not_on_an_object(tmp_path, demo_root, de
     from scgan.training.fit import train
 
     root = make_fake_mvtec(tmp_path / "data", "tiles", n_train=20, size=32)
-    train(_config(root, "tiles"), tmp_path / "surface", progress=False)
+    train(_config(root, "tiles", **{"patchcore.self_map": "auto"}), tmp_path / "surface", progress=False)
     assert "patchcore.self_map=auto: a surface" in capsys.readouterr().out
     assert load_model(tmp_path / "surface" / "model.pt").parts["memory"].has_self
     states = {}

@@ -49,10 +49,6 @@ def default_preset() -> Config:
     # faint synthetic defects: studies/surface_proxy/README.md, stage 8).
     cfg.patchcore.position_grid = 64
     cfg.score.default_score = "map_z"
-    # On a surface (told from the training images), the map fuses each patch's distance to its own image's median
-    # patch (patchcore.self_map; chosen on faint synthetic defects: studies/surface_proxy/README.md, "The self map on
-    # surfaces only").
-    cfg.patchcore.self_map = "auto"
     return cfg
 
 
@@ -101,8 +97,7 @@ def gpu_preset() -> Config:
 
 def fusion_preset() -> Config:
     """The PatchCore detector and the SCGAN + head in one model (kind ``fusion``), for about 5 CPU minutes more a
-    category than the default: the ``default`` preset's patchcore section (without its self map, which the fusion was
-not measured with) and the ``scgan`` preset's network, losses,
+    category than the default: the ``default`` preset's patchcore section and the ``scgan`` preset's network, losses,
     augmentation and training, each fitted as its preset fits it; each model's default score is normalised by its
     own range on the normal validation images and each map by its own heat range, and the fusion scores their mean.
     The threshold rests on the validation images (the SCGAN has no cross-fit). docs/detection.md, "The fusion", has
@@ -111,7 +106,6 @@ not measured with) and the ``scgan`` preset's network, losses,
     features, restoration = default_preset(), scgan_preset()
     cfg = Config(preset="fusion", kind="fusion")
     cfg.sections.update({"patchcore": features.patchcore, **{s: restoration.sections[s] for s in restoration.sections}})
-    cfg.patchcore.self_map = "none"  # the fusion was measured without the self map (docs/detection.md)
     cfg.score.selection_strengths = [1.0, 0.5, 0.25]
     cfg.score.default_score = "fused"
     return cfg

@@ -295,8 +295,8 @@ class PatchCoreConfig:
     # map's. "auto": only where the training images look like a surface (as patchcore.flips decides); on an object
     # the self map is weak (its patches differ from its median patch by design); "none": the distance map alone.
     # Needs a fixed score.sigma; not with position_map. Scored in tiles (tile=N), each tile is its own image (its own
-    # median patch; not measured). The default preset's: auto (studies/surface_proxy/README.md, "The self map on
-    # surfaces only").
+    # median patch; not measured). Off in the default preset: chosen on faint synthetic defects, it cost more than the
+    # 5 CPU minutes a category allowed on the native tiles (docs/detection.md, "The self map on surfaces").
     self_map: str = "none"
 
     def validate(self) -> None:
