@@ -106,7 +106,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
         batch = cfg.runtime.eval_batch_size
         parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale, whitening)}
         if grid is not None:  # before the scorer is built: its map fuses the self map
-            parts["memory"].set_self(*grid.stats())
+            parts["memory"].set_self(*grid.stats(), grid.blur.sigma)
         scorer = PATCHCORE.build_scorer(cfg, parts)
         crossfit, crossfit_cost = None, {}
         if feed is not None:  # every training image's distances to a bank of the folds without it, from the pass above
@@ -132,8 +132,8 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
                     return done.scores[:, [done.names.index(n) for n in names]]
 
         if grid is not None:  # the two maps' normal pixels, before the calibration measures the fused map
-            parts["memory"].set_self(*grid.stats(), self_norm(scorer, eval_loader(val_set, batch,
-                                                                                   cfg.runtime.num_workers)))
+            parts["memory"].set_self(*grid.stats(), grid.blur.sigma,
+                                     self_norm(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers)))
         calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg, crossfit=crossfit)
         t3 = time.perf_counter()
         cause = nonfinite_cause(calibration, parts)
@@ -207,7 +207,8 @@ def surface_share(backbone: EfficientNetLite, layout: FeatureLayout, stream: Ima
 @dataclasses.dataclass
 class BankFlips:
     """How each training image enters the bank (``patchcore.flips``): one of :data:`FLIPS` per image, or None where
-    they enter as they are; and ``auto``'s measurement (None otherwise)."""
+    they enter as they are; and :func:`surface_share`'s measurement, where ``flips`` or ``self_map`` is ``auto``
+    (None otherwise)."""
 
     views: list[tuple[int, ...]] | None
     surface: SurfaceShare | None = None

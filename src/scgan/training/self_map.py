@@ -8,12 +8,14 @@ validation images' pixels.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from scgan.data.datasets import ImageStream
-from scgan.models.patchcore.model import distance_maps, self_deviation
+from scgan.models.patchcore.model import PatchCoreScorer, distance_maps, self_deviation
 from scgan.models.scoring import GaussianBlur
 
 SELF_GRID = 64  # cells of the grid over the image on which the normal self maps are summed (as map_z's default)
@@ -60,7 +62,7 @@ class SelfGrid:
 
 
 @torch.no_grad()
-def self_norm(scorer, loader) -> torch.Tensor:
+def self_norm(scorer: PatchCoreScorer, loader: Iterable[dict]) -> torch.Tensor:
     """(4,): the median and the :data:`NORM_QUANTILE` quantile less the median of the normal validation images'
     pixels, of the smoothed distance map, then of the self map judged by location (:meth:`PatchCoreScorer.self_parts`
     over ``loader``'s batches)."""

@@ -63,7 +63,8 @@ def update_patchcore(cfg: Config, parts: dict[str, nn.Module], images: list[np.n
         for im in images:
             merged.add(memory.project(patch_features(backbone, layout(cfg), image_to_tensor(im)[None])))
         bank = merged.close()
-    return {**parts, "memory": memory.with_bank(bank).eval()}  # map_z's grid as fitted
+    # map_z's grid and the self map's statistics as fitted (the self map's normalisation too: not measured again)
+    return {**parts, "memory": memory.with_bank(bank).eval()}
 
 
 UPDATERS: dict[str, Updater] = {"patchcore": update_patchcore}

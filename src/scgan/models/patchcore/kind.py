@@ -57,7 +57,9 @@ def _build_parts(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, 
         if cfg.patchcore.self_map == "none":
             raise RuntimeError("it holds the self map's statistics, and its config says patchcore.self_map: none")
         g = own.shape[-1]
-        memory.set_self(torch.zeros(g, g), torch.ones(g, g))
+        memory.set_self(torch.zeros(g, g), torch.ones(g, g), 0.0)
+    elif cfg.patchcore.self_map == "always":
+        raise RuntimeError("its config says patchcore.self_map: always, and it holds no self map's statistics")
     memory.load_state_dict(state["memory"], strict=True)
     if bank.ndim != 2 or bank.shape[1] != feature_dims(cfg) or bank.shape[0] == 0:
         raise RuntimeError(f"its memory bank has shape {tuple(bank.shape)}, not (M, {feature_dims(cfg)}) as the "

@@ -42,6 +42,14 @@ def self_deviation(queries: torch.Tensor) -> torch.Tensor:
     return (queries - middle).norm(dim=2)
 
 
+def by_location(maps: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """Maps (B, 1, H, W) judged location by location: (map - mean) / spread, the (1, 1, G, G) grids of normal maps'
+    mean and spread up-sampled (bilinear) to each map's size."""
+    size = maps.shape[-2:]
+    return ((maps - F.interpolate(mean, size=size, mode="bilinear", align_corners=False))
+            / F.interpolate(spread, size=size, mode="bilinear", align_corners=False))
+
+
 def top_count(share: float, resolution: int) -> int:
     """How many map pixels ``map_top`` averages: ``share`` of the working area resolution^2, at least 1 (0 where the
     share is 0); one count for every image size and aspect, so the config check refuses a count larger than the
@@ -79,7 +87,7 @@ class MemoryBank(nn.Module):
         if self.positioned:
             out.set_position(self.position_mean[0, 0], self.position_spread[0, 0], float(self.position_sigma))
         if self.has_self:
-            out.set_self(self.self_mean[0, 0], self.self_spread[0, 0], self.self_norm)
+            out.set_self(self.self_mean[0, 0], self.self_spread[0, 0], float(self.self_sigma), self.self_norm)
         return out
 
     @property
@@ -87,15 +95,16 @@ class MemoryBank(nn.Module):
         """Whether the bank holds the self map's normal statistics (the map returned fuses it)."""
         return hasattr(self, "self_mean")
 
-    def set_self(self, mean: torch.Tensor, spread: torch.Tensor, norm: torch.Tensor | None = None) -> None:
-        """The self map's normal statistics: its smoothed normal maps' mean and spread per cell of a G x G grid (each
-        (G, G), the spread > 0), and ``norm`` (4,): the median and the 0.99 quantile less the median of the normal
-        validation images' pixels, of the distance map then of the self map judged by location (None: 0, 1, 0, 1,
-        until the fit measures them)."""
+    def set_self(self, mean: torch.Tensor, spread: torch.Tensor, sigma: float,
+                 norm: torch.Tensor | None = None) -> None:
+        """The self map's normal statistics: its normal maps, smoothed with ``sigma`` px, their mean and spread per
+        cell of a G x G grid (each (G, G), the spread > 0), and ``norm`` (4,): the median and the 0.99 quantile less
+        the median of the normal validation images' pixels, of the distance map then of the self map judged by
+        location (None: 0, 1, 0, 1, until the fit measures them). Both hold only at that sigma."""
         norm = torch.tensor([0.0, 1.0, 0.0, 1.0]) if norm is None else norm
         for name, value in (("self_mean", mean.float().reshape(1, 1, *mean.shape[-2:])),
                             ("self_spread", spread.float().reshape(1, 1, *spread.shape[-2:])),
-                            ("self_norm", norm.float().reshape(4))):
+                            ("self_norm", norm.float().reshape(4)), ("self_sigma", torch.tensor(float(sigma)))):
             if hasattr(self, name):
                 getattr(self, name).data = value.contiguous()
             else:
@@ -103,10 +112,7 @@ class MemoryBank(nn.Module):
 
     def self_z(self, smooth_self: torch.Tensor) -> torch.Tensor:
         """Smoothed self maps (B, 1, H, W) judged by location: (map - normal mean) / normal spread."""
-        size = smooth_self.shape[-2:]
-        mean = F.interpolate(self.self_mean, size=size, mode="bilinear", align_corners=False)
-        spread = F.interpolate(self.self_spread, size=size, mode="bilinear", align_corners=False)
-        return (smooth_self - mean) / spread
+        return by_location(smooth_self, self.self_mean, self.self_spread)
 
     def fuse_self(self, smooth: torch.Tensor, smooth_self: torch.Tensor) -> torch.Tensor:
         """The map returned where the self map is fused: the mean of the smoothed distance map and the self map
@@ -136,10 +142,7 @@ class MemoryBank(nn.Module):
 
     def position_z(self, smooth: torch.Tensor) -> torch.Tensor:
         """Smoothed maps (B, 1, H, W) as (map - normal mean) / normal spread, the grid up-sampled to each map."""
-        size = smooth.shape[-2:]
-        mean = F.interpolate(self.position_mean, size=size, mode="bilinear", align_corners=False)
-        spread = F.interpolate(self.position_spread, size=size, mode="bilinear", align_corners=False)
-        return (smooth - mean) / spread
+        return by_location(smooth, self.position_mean, self.position_spread)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """Patch features (N, D) as the bank holds them: scaled, and whitened where the bank is."""
@@ -217,8 +220,9 @@ class PatchCoreScorer(nn.Module):
     """Image batch (B, C, H, W) in [-1, 1] -> (scores (B, K) in ``names`` order, anomaly map (B, H, W)).
 
     H and W must be multiples of the backbone's stride at the deepest layer (``InputSpec.multiple``). The map is
-    in feature-distance units, not a probability. ``forward`` is the fp32 graph that ONNX export takes;
-    :meth:`run` adds the speed options (channels-last input, the backbone under autocast); distances stay fp32.
+    in feature-distance units (where the self map is fused, in units of normal pixels' spread), not a probability.
+    ``forward`` is the fp32 graph that ONNX export takes; :meth:`run` adds the speed options (channels-last input,
+    the backbone under autocast); distances stay fp32.
     """
 
     probability_map = False
@@ -241,10 +245,6 @@ class PatchCoreScorer(nn.Module):
             ("map_z",) if self.position else ())
         # The map returned fuses the self map where the bank holds its statistics (and map_z's map is not shown).
         self.self_map = memory.has_self and not self.position_map
-
-    def distances(self, features: torch.Tensor) -> torch.Tensor:
-        """Nearest-bank distance of every patch: (B, D, h, w) -> (B, 1, h, w)."""
-        return self.patch_maps(features)[0]
 
     def patch_maps(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, D, h, w) -> every patch's nearest-bank distance (B, 1, h, w), and where the self map is fused, its
@@ -338,9 +338,12 @@ class PatchCoreScorer(nn.Module):
         return self.blur.sigma
 
     def set_sigma(self, sigma: float) -> None:
-        """Smooth maps (and so map_max) with ``sigma`` pixels from now on; where map_z is computed, only with the
-        sigma its normal maps were smoothed with."""
+        """Smooth maps (and so map_max) with ``sigma`` pixels from now on; where map_z is computed or the self map
+        fused, only with the sigma their normal maps were smoothed with."""
         if self.position and self.memory.positioned and abs(float(self.memory.position_sigma) - sigma) > 1e-6:
             raise ValueError(f"map_z's normal maps were smoothed with sigma {float(self.memory.position_sigma):g} px; "
                              f"this model cannot score with sigma {sigma:g} (fit it again with that score.sigma)")
+        if self.self_map and abs(float(self.memory.self_sigma) - sigma) > 1e-6:
+            raise ValueError(f"the self map's normal maps were smoothed with sigma {float(self.memory.self_sigma):g} "
+                             f"px; this model cannot score with sigma {sigma:g} (fit it again with that score.sigma)")
         self.blur = GaussianBlur(sigma).to(self.memory.bank.device)
