@@ -20,10 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shading_probe import (  # noqa: E402  (the probe's maps, made as it makes them)
-    TRAIN,
     Normalise,
-    Shading,
     feature_maps,
+    prepared,
 )
 
 from scgan.artifacts.model_file import load_model  # noqa: E402
@@ -34,11 +33,7 @@ from scgan.evaluation.metrics import pixel_auroc, pixel_auroc_by_defect  # noqa:
 @torch.inference_mode()
 def diagnose(path: Path) -> dict:
     loaded = load_model(path)
-    train = dataset_for(loaded.config.data, "train", 256)
-    picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:TRAIN].tolist()
-    shading = Shading(loaded, [train.images[i] for i in picked])
-    val = dataset_for(loaded.config.data, "val", 256)
-    clean = [val.images[i] for i in range(len(val))]
+    shading, clean, _ = prepared(loaded)
     norm = {"model": Normalise(feature_maps(loaded, clean)), "shading": Normalise([shading.map(im) for im in clean])}
     test = dataset_for(loaded.config.data, "test", 256)
     images = [test.images[i] for i in range(len(test))]
@@ -48,7 +43,7 @@ def diagnose(path: Path) -> dict:
     f = np.stack(feature_maps(loaded, images))
     s = np.stack([shading.map(im) for im in images])
     nf, ns = norm["model"](f), norm["shading"](s)
-    out = {"model": str(path), "images": len(images)}
+    out = {"file": str(path), "images": len(images)}
     for name, maps in {"model": f, "shading": s, "max": np.maximum(nf, ns), "mean": (nf + ns) / 2}.items():
         by = pixel_auroc_by_defect(maps, masks, labels, defects)
         out[name] = {"all": round(100 * pixel_auroc(maps, masks), 2),

@@ -33,6 +33,7 @@ from fusion_probe import (  # noqa: E402  (the proxy's faint copies, as the fusi
     CATEGORIES,
     faint_copies,
 )
+from level_probe import maps as feature_maps  # noqa: E402  (the model's raw maps at each image's size)
 
 from scgan.artifacts.model_file import load_model  # noqa: E402
 from scgan.data.datasets import dataset_for  # noqa: E402
@@ -84,13 +85,12 @@ class Normalise:
 
 
 @torch.inference_mode()
-def feature_maps(loaded, images: list[np.ndarray]) -> list[np.ndarray]:
-    scorer = loaded.scorer()
-    out = []
-    for img in images:
-        x = torch.from_numpy(image_to_array(prepare_image(img, loaded.input_spec))[None])
-        out.append(resize_map(scorer.run(x)[1][0].numpy(), img.shape[:2]))
-    return out
+def prepared(loaded, second=Shading) -> tuple:
+    """``second(loaded, up to TRAIN training images drawn by seed 0)`` and the validation images, at 256 px."""
+    train = dataset_for(loaded.config.data, "train", 256)
+    picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:TRAIN].tolist()
+    val = dataset_for(loaded.config.data, "val", 256)
+    return second(loaded, [train.images[i] for i in picked]), [val.images[i] for i in range(len(val))], len(picked)
 
 
 @torch.inference_mode()
@@ -98,11 +98,7 @@ def probe(path: Path, second=Shading, name: str = "shading") -> dict:
     """The model's map, a ``second`` map (made as ``second(loaded, training images)``, then ``.map(image)``) and
     their two fusions, on the validation images and the faint copies."""
     loaded = load_model(path)
-    train = dataset_for(loaded.config.data, "train", 256)
-    picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:TRAIN].tolist()
-    other = second(loaded, [train.images[i] for i in picked])
-    val = dataset_for(loaded.config.data, "val", 256)
-    clean = [val.images[i] for i in range(len(val))]
+    other, clean, picked = prepared(loaded, second)
     normal = {"model": feature_maps(loaded, clean), name: [other.map(im) for im in clean]}
     norm = {k: Normalise(v) for k, v in normal.items()}
 
@@ -113,7 +109,7 @@ def probe(path: Path, second=Shading, name: str = "shading") -> dict:
 
     base = variants(normal["model"], normal[name])
     empty = [np.zeros(m.shape, bool) for m in normal["model"]]
-    out: dict = {"model": str(path), "n_val": len(clean), f"n_train_{name}": len(picked), "kinds": {}}
+    out: dict = {"model": str(path), "n_val": len(clean), f"n_train_{name}": picked, "kinds": {}}
     for kind in FAINT_DEFECTS:
         images, masks = faint_copies(clean, kind)
         keep = [i for i, m in enumerate(masks) if m.any()]
