@@ -17,7 +17,6 @@ is read.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fusion_probe import (  # noqa: E402  (the proxy's faint copies, as the fusion probe makes them)
-    CATEGORIES,
     faint_copies,
 )
+from probe_cli import categories_main  # noqa: E402
 
 from scgan.artifacts.model_file import load_model  # noqa: E402
 from scgan.data.datasets import dataset_for  # noqa: E402
@@ -78,31 +77,5 @@ def probe(path: Path) -> dict:
     return out
 
 
-def tally(results: dict) -> dict:
-    """Per candidate: the (category, kind) pairs in which its pooled pixel AUROC beats the raw map's."""
-    wins = {name: 0 for name in LEVELS if name != "raw"}
-    for cat in results.values():
-        for row in cat["kinds"].values():
-            for name in wins:
-                wins[name] += row[name]["pooled"] > row["raw"]["pooled"]
-    return wins
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=Path("runs/level_probe/default"))
-    ap.add_argument("--categories", default=",".join(CATEGORIES))
-    ap.add_argument("--output", type=Path, required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    results = json.loads(args.output.read_text()) if args.output.exists() else {}
-    for cat in args.categories.split(","):
-        print(cat, flush=True)
-        results[cat] = probe(args.runs / f"{cat}_seed0" / "model.pt")
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=1) + "\n")
-    print("pairs won over the raw map (pooled pixel AUROC):", json.dumps(tally(results)))
-
-
 if __name__ == "__main__":
-    main()
+    categories_main(probe, __doc__, [name for name in LEVELS if name != "raw"], "raw")

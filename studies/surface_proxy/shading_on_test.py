@@ -10,7 +10,6 @@ normalisation from the normal validation images), at the data's 256 px.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_cli import model_main  # noqa: E402
 from shading_probe import (  # noqa: E402  (the probe's maps, made as it makes them)
     Normalise,
     feature_maps,
@@ -52,16 +52,5 @@ def diagnose(path: Path) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", type=Path)
-    ap.add_argument("--output", type=Path, required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    out = diagnose(args.model)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=1) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    model_main(diagnose, __doc__)

@@ -19,7 +19,6 @@ default's seed-0 models (`--runs`, `<category>_seed0`). No test image is read.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,10 +29,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fusion_probe import (  # noqa: E402  (the proxy's faint copies, as the fusion probe makes them)
-    CATEGORIES,
     faint_copies,
 )
 from level_probe import maps as feature_maps  # noqa: E402  (the model's raw maps at each image's size)
+from probe_cli import categories_main  # noqa: E402
 
 from scgan.artifacts.model_file import load_model  # noqa: E402
 from scgan.data.datasets import dataset_for  # noqa: E402
@@ -125,30 +124,9 @@ def probe(path: Path, second=Shading, name: str = "shading") -> dict:
     return out
 
 
-def tally(results: dict) -> dict:
-    """Per fusion: the (category, kind) pairs in which its pooled pixel AUROC beats the model's map."""
-    wins = {"max": 0, "mean": 0}
-    for cat in results.values():
-        for row in cat["kinds"].values():
-            for name in wins:
-                wins[name] += row[name]["pooled"] > row["model"]["pooled"]
-    return wins
-
-
 def main(second=Shading, name: str = "shading", description: str = __doc__) -> None:
-    ap = argparse.ArgumentParser(description=description.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=Path("runs/level_probe/default"))
-    ap.add_argument("--categories", default=",".join(CATEGORIES))
-    ap.add_argument("--output", type=Path, required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    results = json.loads(args.output.read_text()) if args.output.exists() else {}
-    for cat in args.categories.split(","):
-        print(cat, flush=True)
-        results[cat] = probe(args.runs / f"{cat}_seed0" / "model.pt", second, name)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=1) + "\n")
-    print("pairs won over the model's map (pooled pixel AUROC):", json.dumps(tally(results)))
+    """This probe with ``second`` as the map beside the model's (named ``name`` in its results)."""
+    categories_main(lambda path: probe(path, second, name), description, ["max", "mean"], "model")
 
 
 if __name__ == "__main__":

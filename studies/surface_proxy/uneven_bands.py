@@ -13,17 +13,20 @@ images, for the map the model returns and for map_z's own map (the map judged lo
 """
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from scgan.artifacts.model_file import load_model
-from scgan.data.datasets import dataset_for
-from scgan.data.io import image_to_array, resize_map
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_cli import model_main  # noqa: E402
+
+from scgan.artifacts.model_file import load_model  # noqa: E402
+from scgan.data.datasets import dataset_for  # noqa: E402
+from scgan.data.io import image_to_array, resize_map  # noqa: E402
 
 RIM = 12
 
@@ -65,16 +68,5 @@ def diagnose(path: Path) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", type=Path)
-    ap.add_argument("--output", type=Path, required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    out = diagnose(args.model)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=1) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    model_main(diagnose, __doc__)

@@ -106,7 +106,8 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
         batch = cfg.runtime.eval_batch_size
         parts = {"memory": MemoryBank(bank, weights_digest(p.backbone), scale, whitening)}
         if grid is not None:  # before the scorer is built: its map fuses the self map
-            parts["memory"].set_self(*grid.stats(), grid.blur.sigma)
+            normal_self = grid.stats()
+            parts["memory"].set_self(*normal_self, grid.blur.sigma)
         scorer = PATCHCORE.build_scorer(cfg, parts)
         crossfit, crossfit_cost = None, {}
         if feed is not None:  # every training image's distances to a bank of the folds without it, from the pass above
@@ -132,7 +133,7 @@ def fit_patchcore(cfg: Config, output_dir: Path, resume: str | Path | None = Non
                     return done.scores[:, [done.names.index(n) for n in names]]
 
         if grid is not None:  # the two maps' normal pixels, before the calibration measures the fused map
-            parts["memory"].set_self(*grid.stats(), grid.blur.sigma,
+            parts["memory"].set_self(*normal_self, grid.blur.sigma,
                                      self_norm(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers)))
         calibration = calibrate(scorer, eval_loader(val_set, batch, cfg.runtime.num_workers), cfg, crossfit=crossfit)
         t3 = time.perf_counter()
